@@ -1,0 +1,124 @@
+//! The operation catalog: `operations/<layer>.toml`, compiled into the binary.
+//!
+//! Each entry says what an operation is for (summary, and a description written
+//! for a model choosing a tool), its kind, the cache tags it reads and
+//! invalidates, its annotations, and which profiles include it. The registry test
+//! checks that this catalog, the handlers and `schemas/` agree.
+
+use std::sync::OnceLock;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Every layer's catalog file, in the order tools are listed.
+const FILES: &[(&str, &str)] = &[
+    ("discovery", include_str!("../operations/discovery.toml")),
+    ("episodic", include_str!("../operations/episodic.toml")),
+    ("session", include_str!("../operations/session.toml")),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Read,
+    Write,
+    Admin,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Read => "read",
+            Kind::Write => "write",
+            Kind::Admin => "admin",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Annotations {
+    pub read_only: bool,
+    pub destructive: bool,
+    pub idempotent: bool,
+    #[serde(default)]
+    pub open_world: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperationSpec {
+    pub name: String,
+    #[serde(skip_deserializing)]
+    pub layer: String,
+    pub kind: Kind,
+    pub summary: String,
+    pub description: String,
+    /// Cache tags this operation's answers depend on (`{ns}` = the namespace).
+    #[serde(default)]
+    pub reads: Vec<String>,
+    /// Cache tags this operation invalidates when it succeeds.
+    #[serde(default)]
+    pub invalidates: Vec<String>,
+    pub annotations: Annotations,
+    /// Profiles (`core`, `compat`) that include this operation.
+    #[serde(default)]
+    pub profiles: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerInfo {
+    pub name: String,
+    pub summary: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LayerFile {
+    layer: LayerInfo,
+    operation: Vec<OperationSpec>,
+}
+
+#[derive(Debug)]
+pub struct Catalog {
+    pub layers: Vec<LayerInfo>,
+    pub operations: Vec<OperationSpec>,
+}
+
+impl Catalog {
+    pub fn get(&self, name: &str) -> Option<&OperationSpec> {
+        self.operations.iter().find(|o| o.name == name)
+    }
+
+    pub fn layer(&self, name: &str) -> Option<&LayerInfo> {
+        self.layers.iter().find(|l| l.name == name)
+    }
+}
+
+/// The catalog, parsed once. A malformed catalog is a build defect: the
+/// registry test catches it before it ships.
+pub fn catalog() -> &'static Catalog {
+    static CATALOG: OnceLock<Catalog> = OnceLock::new();
+    CATALOG.get_or_init(|| parse(FILES).unwrap_or_else(|e| panic!("operations/ catalog: {e}")))
+}
+
+fn parse(files: &[(&str, &str)]) -> Result<Catalog, String> {
+    let mut layers = Vec::new();
+    let mut operations = Vec::new();
+    for (file, text) in files {
+        let parsed: LayerFile = toml::from_str(text).map_err(|e| format!("{file}.toml: {e}"))?;
+        if parsed.layer.name != *file {
+            return Err(format!(
+                "{file}.toml declares layer {:?}",
+                parsed.layer.name
+            ));
+        }
+        for mut op in parsed.operation {
+            op.layer = parsed.layer.name.clone();
+            operations.push(op);
+        }
+        layers.push(parsed.layer);
+    }
+    Ok(Catalog { layers, operations })
+}

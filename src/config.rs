@@ -1,0 +1,132 @@
+//! Configuration: parsed first (no I/O), then resolved into opened resources by
+//! `AppState::open`. Every limit and interval carries its unit in its name.
+
+use std::path::PathBuf;
+
+/// Bounds on what one call may carry. Exceeding any is a tool error that names
+/// the limit; nothing is written.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_content_bytes: usize,
+    pub max_batch_items: usize,
+    pub max_page_size: usize,
+    pub default_page_size: usize,
+    pub max_tags: usize,
+    pub max_tag_bytes: usize,
+    pub max_metadata_bytes: usize,
+    pub max_query_bytes: usize,
+    pub max_scratch_keys: usize,
+    pub max_scratch_value_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_content_bytes: 64 * 1024,
+            max_batch_items: 1000,
+            max_page_size: 500,
+            default_page_size: 20,
+            max_tags: 32,
+            max_tag_bytes: 64,
+            max_metadata_bytes: 16 * 1024,
+            max_query_bytes: 2048,
+            max_scratch_keys: 1000,
+            max_scratch_value_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// How a session's namespace is chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamespaceMode {
+    /// Always this namespace (unless an HTTP request header names another).
+    Fixed(String),
+    /// The name of the client's first MCP root (its project folder), else `default`.
+    Auto,
+}
+
+/// sqlite's `synchronous` setting: FULL fsyncs every commit (acknowledged writes
+/// survive power loss); NORMAL survives process crashes only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    Full,
+    Normal,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub namespace: NamespaceMode,
+    /// Tool profile: `core`, `all`, `compat`, or a comma-separated list of layers.
+    pub tools: String,
+    pub limits: Limits,
+    pub durability: Durability,
+    /// The indexer commits at least this often while changes are pending.
+    pub index_commit_interval_ms: u64,
+    /// ... or as soon as this many changes are pending.
+    pub index_commit_max_docs: usize,
+    /// Most read-only sqlite connections kept open.
+    pub max_read_connections: usize,
+    /// Most writes drained into one transaction (one fsync).
+    pub max_group_commit: usize,
+}
+
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+impl Config {
+    /// A configuration with defaults for everything but the data dir.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Config {
+            data_dir: data_dir.into(),
+            namespace: NamespaceMode::Fixed(DEFAULT_NAMESPACE.to_string()),
+            tools: "core".to_string(),
+            limits: Limits::default(),
+            durability: Durability::Full,
+            index_commit_interval_ms: 500,
+            index_commit_max_docs: 10_000,
+            max_read_connections: 8,
+            max_group_commit: 1024,
+        }
+    }
+
+    /// The platform's user data dir (`~/.local/share/engram` on Linux).
+    pub fn default_data_dir() -> PathBuf {
+        dirs::data_dir()
+            .or_else(|| dirs::home_dir().map(|h| h.join(".local/share")))
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join("engram")
+    }
+}
+
+/// Checks a namespace name: 1–64 characters of `A-Z a-z 0-9 . _ -`.
+pub fn validate_namespace(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "namespace {name:?} is not valid: use 1-64 characters of letters, digits, '.', '_' or '-'"
+        ))
+    }
+}
+
+/// Turns an arbitrary folder name into a valid namespace (for `--namespace auto`).
+pub fn namespace_from_folder(name: &str) -> Option<String> {
+    let cleaned: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    let trimmed = cleaned.trim_matches('-').to_string();
+    validate_namespace(&trimmed).ok().map(|_| trimmed)
+}

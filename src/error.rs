@@ -1,0 +1,50 @@
+//! The one error type operations return, and how backend errors map onto it.
+//!
+//! Every variant's message is written for the agent that made the call: it says
+//! what was wrong and what to do instead. The MCP layer turns any `OpError` into a
+//! tool error (`isError: true`) in one place.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum OpError {
+    /// The arguments were malformed or out of bounds. Nothing was changed.
+    #[error("invalid arguments: {0}")]
+    InvalidInput(String),
+    /// The named record does not exist in this session's namespace.
+    #[error("{0}")]
+    NotFound(String),
+    /// The operation exists but this session may not call it as a tool yet.
+    #[error("{0}")]
+    NotEnabled(String),
+    /// No such operation.
+    #[error("{0}")]
+    UnknownOperation(String),
+    /// A backend failed; the write (if any) did not happen.
+    #[error("storage error: {0}")]
+    Storage(String),
+    /// The search index failed.
+    #[error("search error: {0}")]
+    Search(String),
+}
+
+impl OpError {
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        OpError::InvalidInput(msg.into())
+    }
+}
+
+impl From<crate::store::StoreError> for OpError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::NotFound(m) => OpError::NotFound(m),
+            other => OpError::Storage(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::search::SearchError> for OpError {
+    fn from(e: crate::search::SearchError) -> Self {
+        OpError::Search(e.to_string())
+    }
+}

@@ -1,0 +1,287 @@
+//! The `engram` command line: serve over stdio (what a host launches) or HTTP,
+//! run one operation, list tools, regenerate schemas.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use engram::app::AppState;
+use engram::catalog::catalog;
+use engram::config::{Config, Durability, NamespaceMode, validate_namespace};
+use engram::ops::discovery::Detail;
+use engram::ops::registry::{REGENERATE_SCHEMAS, registry, schema_document};
+use engram::server::http::HttpOptions;
+
+#[derive(Parser)]
+#[command(
+    name = "engram",
+    version,
+    about = "A memory server for AI agents, over MCP"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Args)]
+struct GlobalArgs {
+    /// Where engram keeps its data [default: the platform's user data dir, e.g. ~/.local/share/engram]
+    #[arg(long, env = "ENGRAM_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// Namespace for this process's sessions, or `auto` (the client's first root folder name).
+    #[arg(
+        long,
+        env = "ENGRAM_NAMESPACE",
+        default_value = "default",
+        global = true
+    )]
+    namespace: String,
+    /// Tools each session lists: core, all, compat, or a comma-separated list of layers.
+    #[arg(long, env = "ENGRAM_TOOLS", default_value = "core", global = true)]
+    tools: String,
+    /// full: every acknowledged write survives power loss; normal: survives crashes only.
+    #[arg(
+        long,
+        env = "ENGRAM_DURABILITY",
+        value_enum,
+        default_value = "full",
+        global = true
+    )]
+    durability: Durability,
+    /// Log filter for stderr (tracing syntax: warn, info, engram=debug, ...).
+    #[arg(long, env = "ENGRAM_LOG", default_value = "info", global = true)]
+    log: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve MCP over stdio (the default), or Streamable HTTP with --http.
+    Serve {
+        /// Serve Streamable HTTP at this address (path /mcp, plus /health).
+        #[arg(long, value_name = "ADDR")]
+        http: Option<SocketAddr>,
+        /// Extra Host header values to accept (needed when binding a non-loopback address).
+        #[arg(long = "allowed-host", value_name = "HOST")]
+        allowed_hosts: Vec<String>,
+        /// Browser origins allowed to connect, e.g. http://localhost:* (default: none checked).
+        #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+        allowed_origins: Vec<String>,
+    },
+    /// Run one operation against the data dir and print its JSON answer.
+    Call {
+        /// Operation name, e.g. episodic_remember.
+        operation: String,
+        /// Arguments as a JSON object.
+        #[arg(default_value = "{}")]
+        arguments: String,
+    },
+    /// List the operations engram offers.
+    Tools {
+        #[arg(long, value_enum, default_value = "summary")]
+        detail: DetailArg,
+    },
+    /// Check or regenerate the JSON Schemas in schemas/.
+    Schemas {
+        /// Rewrite the files (otherwise only check they are current).
+        #[arg(long)]
+        write: bool,
+        #[arg(long, default_value = "schemas")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DetailArg {
+    Name,
+    Summary,
+    Full,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // stdout belongs to the protocol in stdio mode: logs only ever go to stderr.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.global.log)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_ansi(false)
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("engram: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config(global: &GlobalArgs) -> anyhow::Result<Config> {
+    let data_dir = global
+        .data_dir
+        .clone()
+        .unwrap_or_else(Config::default_data_dir);
+    let mut config = Config::new(data_dir);
+    config.namespace = match global.namespace.as_str() {
+        "auto" => NamespaceMode::Auto,
+        ns => {
+            validate_namespace(ns).map_err(anyhow::Error::msg)?;
+            NamespaceMode::Fixed(ns.to_string())
+        }
+    };
+    config.tools = global.tools.clone();
+    config.durability = global.durability;
+    Ok(config)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let command = cli.command.unwrap_or(Command::Serve {
+        http: None,
+        allowed_hosts: Vec::new(),
+        allowed_origins: Vec::new(),
+    });
+    match command {
+        Command::Serve {
+            http,
+            allowed_hosts,
+            allowed_origins,
+        } => {
+            let config = config(&cli.global)?;
+            runtime()?.block_on(async move {
+                let app = AppState::open(config).await?;
+                match http {
+                    None => engram::server::stdio::serve(app).await,
+                    Some(addr) => {
+                        let opts = HttpOptions {
+                            allowed_hosts,
+                            allowed_origins,
+                        };
+                        engram::server::http::serve(app, addr, opts).await
+                    }
+                }
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Call {
+            operation,
+            arguments,
+        } => {
+            let config = config(&cli.global)?;
+            let args: serde_json::Value = serde_json::from_str(&arguments)
+                .context("arguments must be a JSON object, e.g. '{\"content\": \"...\"}'")?;
+            let namespace = match &config.namespace {
+                NamespaceMode::Fixed(ns) => ns.clone(),
+                NamespaceMode::Auto => engram::config::DEFAULT_NAMESPACE.to_string(),
+            };
+            runtime()?.block_on(async move {
+                let app = AppState::open(config).await?;
+                let session = app.new_session();
+                session.set_namespace(namespace);
+                let result = app.call(&session, &operation, args).await;
+                let shutdown = app.clone();
+                tokio::task::spawn_blocking(move || shutdown.shutdown()).await?;
+                match result {
+                    Ok(value) => {
+                        println!("{}", serde_json::to_string_pretty(&value)?);
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    Err(e) => {
+                        eprintln!("engram: {operation}: {e}");
+                        Ok(ExitCode::from(2))
+                    }
+                }
+            })
+        }
+        Command::Tools { detail } => {
+            let detail = match detail {
+                DetailArg::Name => Detail::Name,
+                DetailArg::Summary => Detail::Summary,
+                DetailArg::Full => Detail::Full,
+            };
+            let tools = engram::session::ToolSelection::parse(&cli.global.tools, catalog())
+                .map_err(anyhow::Error::msg)?;
+            for op in &catalog().operations {
+                let listed = if tools.includes(op) { "*" } else { " " };
+                match detail {
+                    Detail::Name => println!("{}", op.name),
+                    Detail::Summary => println!(
+                        "{listed} {:<28} {:<10} {:<6} {}",
+                        op.name,
+                        op.layer,
+                        op.kind.as_str(),
+                        op.summary
+                    ),
+                    Detail::Full => {
+                        let entry = registry()
+                            .get(&op.name)
+                            .context("operation without handler")?;
+                        println!("{}", schema_document(entry));
+                    }
+                }
+            }
+            if matches!(detail, Detail::Summary) {
+                println!("\n* = listed under --tools {}", cli.global.tools);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schemas { write, dir } => schemas(write, &dir),
+    }
+}
+
+fn schemas(write: bool, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    if write {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut stale = Vec::new();
+    for entry in registry().entries() {
+        let path = dir.join(format!("{}.json", entry.name));
+        let text = schema_document(entry);
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+            stale.push(entry.name.to_string());
+            if write {
+                std::fs::write(&path, text)?;
+            }
+        }
+    }
+    // Files for operations that no longer exist.
+    for file in std::fs::read_dir(dir)? {
+        let path = file?.path();
+        let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        if path.extension().is_some_and(|e| e == "json") && registry().get(stem).is_none() {
+            stale.push(stem.to_string());
+            if write {
+                std::fs::remove_file(&path)?;
+            }
+        }
+    }
+    if write {
+        eprintln!(
+            "schemas: {} file(s) written or removed in {}",
+            stale.len(),
+            dir.display()
+        );
+        Ok(ExitCode::SUCCESS)
+    } else if stale.is_empty() {
+        eprintln!("schemas: all current");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "schemas stale: {}. Run: {REGENERATE_SCHEMAS}",
+            stale.join(", ")
+        );
+        Ok(ExitCode::FAILURE)
+    }
+}

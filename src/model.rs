@@ -1,0 +1,94 @@
+//! Record types shared by the store, the search index and the operations.
+//!
+//! These are plain data: no sqlite, tantivy or MCP types appear here, so the
+//! store can change backend without the operations noticing.
+
+use chrono::{DateTime, TimeZone, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Microseconds since the Unix epoch: how every timestamp is stored.
+pub type Micros = i64;
+
+pub fn now_micros() -> Micros {
+    Utc::now().timestamp_micros()
+}
+
+pub fn micros_to_datetime(us: Micros) -> DateTime<Utc> {
+    Utc.timestamp_micros(us).single().unwrap_or_default()
+}
+
+/// New time-ordered id (UUIDv7) as a string.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// One episodic memory: something that happened, at a time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Event {
+    /// Time-ordered unique id (UUIDv7).
+    pub id: String,
+    /// What happened, in the agent's words.
+    pub content: String,
+    /// Labels for filtering, lower-cased.
+    pub tags: Vec<String>,
+    /// 0.0 (trivial) to 1.0 (critical).
+    pub importance: f64,
+    /// When the event happened (RFC 3339, UTC).
+    pub occurred_at: DateTime<Utc>,
+    /// When engram stored it.
+    pub created_at: DateTime<Utc>,
+    /// When it was last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Free-form JSON object supplied by the agent.
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// The MCP session that first stored it.
+    pub session_id: String,
+}
+
+/// Which kind of record a change or a search document is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordKind {
+    Event,
+}
+
+impl RecordKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::Event => "event",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "event" => Some(RecordKind::Event),
+            _ => None,
+        }
+    }
+}
+
+/// What the search index holds of one record. Built by the store when it writes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchDoc {
+    pub kind: RecordKind,
+    pub id: String,
+    pub namespace: String,
+    pub text: String,
+    pub tags: Vec<String>,
+    /// The record's position in time (events: occurred_at).
+    pub time: Micros,
+    /// Importance or confidence, 0..1.
+    pub weight: f64,
+}
+
+/// One entry of the change log, as handed to derived views after commit.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// Monotonic change number (the `changes` table's primary key).
+    pub seq: i64,
+    pub kind: RecordKind,
+    pub id: String,
+    pub namespace: String,
+    /// The record as it now is; `None` when it was deleted.
+    pub doc: Option<SearchDoc>,
+}

@@ -1,0 +1,819 @@
+//! Episodic memory: events in time. Remember, recall (ranked text search), and
+//! browse by time.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::{
+    OpCtx, Operation, check_metadata, check_text, check_unit, cursor, normalize_tags, page_size,
+};
+use crate::error::OpError;
+use crate::model::{Event, RecordKind};
+use crate::search::SearchQuery;
+use crate::store::{EventFilter, EventPatch, NewEvent, Order};
+use crate::timespec::TimeSpec;
+
+const DEFAULT_IMPORTANCE: f64 = 0.5;
+const DEFAULT_RECENT: usize = 10;
+const DEFAULT_AROUND: usize = 5;
+/// A timeline never returns more buckets than this.
+const MAX_TIMELINE_BUCKETS: usize = 1000;
+/// How many matched ids a bulk forget reports back.
+const FORGET_SAMPLE_IDS: usize = 20;
+
+// ---------- shared pieces ----------
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct EventOutput {
+    pub event: Event,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct EventsOutput {
+    pub events: Vec<Event>,
+    /// Pass this as `cursor` (with the same other arguments) for the next page.
+    /// Absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+fn filter(
+    cx: &OpCtx,
+    since: Option<TimeSpec>,
+    until: Option<TimeSpec>,
+    tags: Vec<String>,
+    min_importance: Option<f64>,
+) -> Result<EventFilter, OpError> {
+    if let Some(m) = min_importance {
+        check_unit("min_importance", m)?;
+    }
+    if let (Some(s), Some(u)) = (since, until)
+        && s.micros() >= u.micros()
+    {
+        return Err(OpError::invalid(format!(
+            "`since` ({}) is not before `until` ({}): swap them or widen the range",
+            s.0.to_rfc3339(),
+            u.0.to_rfc3339()
+        )));
+    }
+    Ok(EventFilter {
+        since: since.map(TimeSpec::micros),
+        until: until.map(TimeSpec::micros),
+        tags: normalize_tags(tags, cx.limits())?,
+        min_importance,
+        max_importance: None,
+    })
+}
+
+fn check_id(id: &str) -> Result<(), OpError> {
+    if id.trim().is_empty() {
+        return Err(OpError::invalid("`id` is empty: pass an event id"));
+    }
+    Ok(())
+}
+
+// ---------- episodic_remember ----------
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RememberInput {
+    /// What happened, in plain words. Write it so a later search in natural
+    /// language finds it: name the things involved.
+    pub content: String,
+    /// Labels to filter by later, such as "deploy" or "user-preference".
+    /// Stored lower-cased.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// How much this matters, from 0.0 (trivial) to 1.0 (critical). Default 0.5.
+    #[serde(default)]
+    pub importance: Option<f64>,
+    /// When it happened, if not now.
+    #[serde(default)]
+    pub occurred_at: Option<TimeSpec>,
+    /// Extra structured detail as a JSON object (kept as given, not searched).
+    #[serde(default)]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+impl RememberInput {
+    fn prepare(self, cx: &OpCtx) -> Result<NewEvent, OpError> {
+        let limits = cx.limits();
+        check_text("content", &self.content, limits.max_content_bytes)?;
+        let importance = self.importance.unwrap_or(DEFAULT_IMPORTANCE);
+        check_unit("importance", importance)?;
+        let metadata = self.metadata.unwrap_or_default();
+        check_metadata(&metadata, limits)?;
+        Ok(NewEvent {
+            content: self.content,
+            tags: normalize_tags(self.tags, limits)?,
+            importance,
+            occurred_at: self.occurred_at.map(TimeSpec::micros),
+            metadata,
+        })
+    }
+}
+
+pub struct Remember;
+
+impl Operation for Remember {
+    const NAME: &'static str = "episodic_remember";
+    type Input = RememberInput;
+    type Output = EventOutput;
+
+    async fn run(cx: OpCtx, input: RememberInput) -> Result<EventOutput, OpError> {
+        let new = input.prepare(&cx)?;
+        let mut events = cx
+            .app
+            .store()
+            .insert_events(cx.namespace(), &cx.session.id, vec![new])
+            .await?;
+        Ok(EventOutput {
+            event: events.pop().expect("one event in, one out"),
+        })
+    }
+}
+
+// ---------- episodic_remember_batch ----------
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RememberBatchInput {
+    /// The events to store, each shaped like episodic_remember's arguments. All
+    /// are checked first; if any is invalid, none is stored.
+    pub events: Vec<RememberInput>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RememberBatchOutput {
+    pub count: usize,
+    pub events: Vec<Event>,
+}
+
+pub struct RememberBatch;
+
+impl Operation for RememberBatch {
+    const NAME: &'static str = "episodic_remember_batch";
+    type Input = RememberBatchInput;
+    type Output = RememberBatchOutput;
+
+    async fn run(cx: OpCtx, input: RememberBatchInput) -> Result<RememberBatchOutput, OpError> {
+        let max = cx.limits().max_batch_items;
+        if input.events.is_empty() {
+            return Err(OpError::invalid(
+                "`events` is empty: pass at least one event",
+            ));
+        }
+        if input.events.len() > max {
+            return Err(OpError::invalid(format!(
+                "`events` has {} items, the limit is {max}: split it into several calls",
+                input.events.len()
+            )));
+        }
+        let mut prepared = Vec::with_capacity(input.events.len());
+        for (i, e) in input.events.into_iter().enumerate() {
+            prepared.push(e.prepare(&cx).map_err(|err| match err {
+                OpError::InvalidInput(m) => OpError::invalid(format!("events[{i}]: {m}")),
+                other => other,
+            })?);
+        }
+        let events = cx
+            .app
+            .store()
+            .insert_events(cx.namespace(), &cx.session.id, prepared)
+            .await?;
+        Ok(RememberBatchOutput {
+            count: events.len(),
+            events,
+        })
+    }
+}
+
+// ---------- episodic_recall ----------
+
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecallInput {
+    /// What to look for, in natural words ("which database did staging use").
+    /// Events need not contain every word; the best matches come first.
+    pub query: String,
+    /// Only events that happened at or after this time.
+    #[serde(default)]
+    pub since: Option<TimeSpec>,
+    /// Only events that happened before this time.
+    #[serde(default)]
+    pub until: Option<TimeSpec>,
+    /// Only events carrying every one of these tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Only events at least this important (0.0 to 1.0).
+    #[serde(default)]
+    pub min_importance: Option<f64>,
+    /// Most hits to return (default 20).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// `next_cursor` from the previous page of the same query.
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RecallHit {
+    /// Relevance (BM25); higher is better. Comparable within one answer only.
+    pub score: f32,
+    pub event: Event,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RecallOutput {
+    pub hits: Vec<RecallHit>,
+    /// Pass as `cursor` with the same query for more hits. Absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct OffsetCursor {
+    o: usize,
+    f: String,
+}
+
+pub struct Recall;
+
+impl Operation for Recall {
+    const NAME: &'static str = "episodic_recall";
+    type Input = RecallInput;
+    type Output = RecallOutput;
+
+    async fn run(cx: OpCtx, mut input: RecallInput) -> Result<RecallOutput, OpError> {
+        let limits = cx.limits();
+        check_text("query", &input.query, limits.max_query_bytes)?;
+        let limit = page_size(input.limit, limits)?;
+        let cursor_arg = input.cursor.take();
+        let fingerprint = cursor::fingerprint(&input);
+        let offset = match cursor_arg {
+            None => 0,
+            Some(c) => {
+                let c: OffsetCursor = cursor::decode(&c)?;
+                if c.f != fingerprint {
+                    return Err(cursor::mismatch());
+                }
+                c.o
+            }
+        };
+        let f = filter(
+            &cx,
+            input.since,
+            input.until,
+            input.tags,
+            input.min_importance,
+        )?;
+        if crate::search::SearchIndex::query_terms(&input.query).is_empty() {
+            return Err(OpError::invalid(
+                "`query` has only very common words (like \"the\", \"of\"): add a word that names \
+                 what you are looking for, or use episodic_list with filters",
+            ));
+        }
+        let results = cx
+            .app
+            .search()
+            .search(SearchQuery {
+                namespace: cx.namespace().to_string(),
+                kind: RecordKind::Event,
+                text: input.query,
+                since: f.since,
+                until: f.until,
+                tags: f.tags,
+                min_weight: f.min_importance,
+                offset,
+                limit,
+            })
+            .await?;
+        let ids = results.hits.iter().map(|h| h.id.clone()).collect();
+        let events = cx.app.store().get_events(cx.namespace(), ids).await?;
+        let mut by_id: std::collections::HashMap<String, Event> =
+            events.into_iter().map(|e| (e.id.clone(), e)).collect();
+        let hits = results
+            .hits
+            .into_iter()
+            .filter_map(|h| {
+                by_id.remove(&h.id).map(|event| RecallHit {
+                    score: h.score,
+                    event,
+                })
+            })
+            .collect();
+        let next_cursor = results.has_more.then(|| {
+            cursor::encode(&OffsetCursor {
+                o: offset + limit,
+                f: fingerprint,
+            })
+        });
+        Ok(RecallOutput { hits, next_cursor })
+    }
+}
+
+// ---------- episodic_get ----------
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GetInput {
+    /// The event's id.
+    pub id: String,
+}
+
+pub struct Get;
+
+impl Operation for Get {
+    const NAME: &'static str = "episodic_get";
+    type Input = GetInput;
+    type Output = EventOutput;
+
+    async fn run(cx: OpCtx, input: GetInput) -> Result<EventOutput, OpError> {
+        check_id(&input.id)?;
+        let event = cx.app.store().get_event(cx.namespace(), &input.id).await?;
+        Ok(EventOutput { event })
+    }
+}
+
+// ---------- episodic_list ----------
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ListOrder {
+    /// Oldest first.
+    #[default]
+    Asc,
+    /// Newest first.
+    Desc,
+}
+
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListInput {
+    #[serde(default)]
+    pub since: Option<TimeSpec>,
+    #[serde(default)]
+    pub until: Option<TimeSpec>,
+    /// Only events carrying every one of these tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub min_importance: Option<f64>,
+    /// "asc" (oldest first, the default) or "desc" (newest first).
+    #[serde(default)]
+    pub order: ListOrder,
+    /// Page size (default 20).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// `next_cursor` from the previous page.
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeysetCursor {
+    t: i64,
+    id: String,
+    f: String,
+}
+
+pub struct List;
+
+impl Operation for List {
+    const NAME: &'static str = "episodic_list";
+    type Input = ListInput;
+    type Output = EventsOutput;
+
+    async fn run(cx: OpCtx, mut input: ListInput) -> Result<EventsOutput, OpError> {
+        let limit = page_size(input.limit, cx.limits())?;
+        let cursor_arg = input.cursor.take();
+        let fingerprint = cursor::fingerprint(&input);
+        let after = match cursor_arg {
+            None => None,
+            Some(c) => {
+                let c: KeysetCursor = cursor::decode(&c)?;
+                if c.f != fingerprint {
+                    return Err(cursor::mismatch());
+                }
+                Some((c.t, c.id))
+            }
+        };
+        let order = match input.order {
+            ListOrder::Asc => Order::Asc,
+            ListOrder::Desc => Order::Desc,
+        };
+        let f = filter(
+            &cx,
+            input.since,
+            input.until,
+            input.tags,
+            input.min_importance,
+        )?;
+        let mut events = cx
+            .app
+            .store()
+            .list_events(cx.namespace(), f, order, after, limit + 1)
+            .await?;
+        let next_cursor = if events.len() > limit {
+            events.truncate(limit);
+            events.last().map(|e| {
+                cursor::encode(&KeysetCursor {
+                    t: e.occurred_at.timestamp_micros(),
+                    id: e.id.clone(),
+                    f: fingerprint,
+                })
+            })
+        } else {
+            None
+        };
+        Ok(EventsOutput {
+            events,
+            next_cursor,
+        })
+    }
+}
+
+// ---------- episodic_recent ----------
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecentInput {
+    /// How many events (default 10).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Only events carrying every one of these tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+pub struct Recent;
+
+impl Operation for Recent {
+    const NAME: &'static str = "episodic_recent";
+    type Input = RecentInput;
+    type Output = EventsOutput;
+
+    async fn run(cx: OpCtx, input: RecentInput) -> Result<EventsOutput, OpError> {
+        let limit = page_size(Some(input.limit.unwrap_or(DEFAULT_RECENT)), cx.limits())?;
+        let f = filter(&cx, None, None, input.tags, None)?;
+        let events = cx
+            .app
+            .store()
+            .list_events(cx.namespace(), f, Order::Desc, None, limit)
+            .await?;
+        Ok(EventsOutput {
+            events,
+            next_cursor: None,
+        })
+    }
+}
+
+// ---------- episodic_timeline ----------
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Bucket {
+    Hour,
+    #[default]
+    Day,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TimelineInput {
+    #[serde(default)]
+    pub since: Option<TimeSpec>,
+    #[serde(default)]
+    pub until: Option<TimeSpec>,
+    /// "hour" or "day" (UTC; the default).
+    #[serde(default)]
+    pub bucket: Bucket,
+    /// Only events carrying every one of these tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct TimelineBucket {
+    /// Start of the bucket (UTC).
+    pub start: chrono::DateTime<chrono::Utc>,
+    pub count: u64,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct TimelineOutput {
+    pub bucket: Bucket,
+    /// Buckets holding at least one event, oldest first.
+    pub buckets: Vec<TimelineBucket>,
+    pub total: u64,
+}
+
+pub struct Timeline;
+
+impl Operation for Timeline {
+    const NAME: &'static str = "episodic_timeline";
+    type Input = TimelineInput;
+    type Output = TimelineOutput;
+
+    async fn run(cx: OpCtx, input: TimelineInput) -> Result<TimelineOutput, OpError> {
+        let width: i64 = match input.bucket {
+            Bucket::Hour => 3_600_000_000,
+            Bucket::Day => 86_400_000_000,
+        };
+        let f = filter(&cx, input.since, input.until, input.tags, None)?;
+        let rows = cx
+            .app
+            .store()
+            .event_timeline(cx.namespace(), f, width)
+            .await?;
+        if rows.len() > MAX_TIMELINE_BUCKETS {
+            return Err(OpError::invalid(format!(
+                "the timeline has {} non-empty buckets, more than {MAX_TIMELINE_BUCKETS}: \
+                 use bucket \"day\" or a narrower since/until range",
+                rows.len()
+            )));
+        }
+        let total = rows.iter().map(|(_, n)| n).sum();
+        Ok(TimelineOutput {
+            bucket: input.bucket,
+            buckets: rows
+                .into_iter()
+                .map(|(start, count)| TimelineBucket {
+                    start: crate::model::micros_to_datetime(start),
+                    count,
+                })
+                .collect(),
+            total,
+        })
+    }
+}
+
+// ---------- episodic_around ----------
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AroundInput {
+    /// The event to look around.
+    pub id: String,
+    /// How many earlier events (default 5).
+    #[serde(default)]
+    pub before: Option<usize>,
+    /// How many later events (default 5).
+    #[serde(default)]
+    pub after: Option<usize>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct AroundOutput {
+    pub event: Event,
+    /// Earlier events, oldest first.
+    pub before: Vec<Event>,
+    /// Later events, oldest first.
+    pub after: Vec<Event>,
+}
+
+pub struct Around;
+
+impl Operation for Around {
+    const NAME: &'static str = "episodic_around";
+    type Input = AroundInput;
+    type Output = AroundOutput;
+
+    async fn run(cx: OpCtx, input: AroundInput) -> Result<AroundOutput, OpError> {
+        check_id(&input.id)?;
+        let max = cx.limits().max_page_size;
+        let before = input.before.unwrap_or(DEFAULT_AROUND);
+        let after = input.after.unwrap_or(DEFAULT_AROUND);
+        if before > max || after > max {
+            return Err(OpError::invalid(format!(
+                "`before` and `after` may be at most {max} each"
+            )));
+        }
+        let (event, before, after) = cx
+            .app
+            .store()
+            .events_around(cx.namespace(), &input.id, before, after)
+            .await?;
+        Ok(AroundOutput {
+            event,
+            before,
+            after,
+        })
+    }
+}
+
+// ---------- episodic_update ----------
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateInput {
+    /// The event to change.
+    pub id: String,
+    /// New text, replacing the old.
+    #[serde(default)]
+    pub content: Option<String>,
+    /// New tags, replacing all old tags.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// New importance, 0.0 to 1.0.
+    #[serde(default)]
+    pub importance: Option<f64>,
+    /// Corrected time of the event.
+    #[serde(default)]
+    pub occurred_at: Option<TimeSpec>,
+    /// New metadata object, replacing the old.
+    #[serde(default)]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+pub struct Update;
+
+impl Operation for Update {
+    const NAME: &'static str = "episodic_update";
+    type Input = UpdateInput;
+    type Output = EventOutput;
+
+    async fn run(cx: OpCtx, input: UpdateInput) -> Result<EventOutput, OpError> {
+        check_id(&input.id)?;
+        let limits = cx.limits();
+        if input.content.is_none()
+            && input.tags.is_none()
+            && input.importance.is_none()
+            && input.occurred_at.is_none()
+            && input.metadata.is_none()
+        {
+            return Err(OpError::invalid(
+                "nothing to change: pass at least one of content, tags, importance, occurred_at, metadata",
+            ));
+        }
+        if let Some(c) = &input.content {
+            check_text("content", c, limits.max_content_bytes)?;
+        }
+        if let Some(i) = input.importance {
+            check_unit("importance", i)?;
+        }
+        if let Some(m) = &input.metadata {
+            check_metadata(m, limits)?;
+        }
+        let patch = EventPatch {
+            content: input.content,
+            tags: input.tags.map(|t| normalize_tags(t, limits)).transpose()?,
+            importance: input.importance,
+            occurred_at: input.occurred_at.map(TimeSpec::micros),
+            metadata: input.metadata,
+        };
+        let event = cx
+            .app
+            .store()
+            .update_event(cx.namespace(), &input.id, patch)
+            .await?;
+        Ok(EventOutput { event })
+    }
+}
+
+// ---------- episodic_forget ----------
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForgetInput {
+    /// Ids of the events to delete.
+    pub ids: Vec<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ForgetOutput {
+    pub deleted: Vec<String>,
+    /// Ids that matched no event in this namespace (nothing was done for them).
+    pub not_found: Vec<String>,
+}
+
+pub struct Forget;
+
+impl Operation for Forget {
+    const NAME: &'static str = "episodic_forget";
+    type Input = ForgetInput;
+    type Output = ForgetOutput;
+
+    async fn run(cx: OpCtx, input: ForgetInput) -> Result<ForgetOutput, OpError> {
+        let max = cx.limits().max_batch_items;
+        if input.ids.is_empty() {
+            return Err(OpError::invalid("`ids` is empty: pass the ids to delete"));
+        }
+        if input.ids.len() > max {
+            return Err(OpError::invalid(format!(
+                "`ids` has {} items, the limit is {max}: split the call",
+                input.ids.len()
+            )));
+        }
+        let mut ids = input.ids;
+        ids.dedup();
+        let (deleted, not_found) = cx.app.store().delete_events(cx.namespace(), ids).await?;
+        Ok(ForgetOutput { deleted, not_found })
+    }
+}
+
+// ---------- episodic_forget_where ----------
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForgetWhereInput {
+    /// Events that happened at or after this time.
+    #[serde(default)]
+    pub since: Option<TimeSpec>,
+    /// Events that happened before this time.
+    #[serde(default)]
+    pub until: Option<TimeSpec>,
+    /// Events carrying every one of these tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Events at most this important (0.0 to 1.0): clears trivia, keeps what matters.
+    #[serde(default)]
+    pub max_importance: Option<f64>,
+    /// true: only report what would be deleted.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ForgetWhereOutput {
+    /// How many events matched.
+    pub matched: u64,
+    /// Whether they were deleted (false on a dry run).
+    pub deleted: bool,
+    /// Up to 20 of the matched ids, oldest first.
+    pub sample_ids: Vec<String>,
+}
+
+pub struct ForgetWhere;
+
+impl Operation for ForgetWhere {
+    const NAME: &'static str = "episodic_forget_where";
+    type Input = ForgetWhereInput;
+    type Output = ForgetWhereOutput;
+
+    async fn run(cx: OpCtx, input: ForgetWhereInput) -> Result<ForgetWhereOutput, OpError> {
+        let mut f = filter(&cx, input.since, input.until, input.tags, None)?;
+        if let Some(m) = input.max_importance {
+            check_unit("max_importance", m)?;
+            f.max_importance = Some(m);
+        }
+        if f.is_empty() {
+            return Err(OpError::invalid(
+                "no filter given: pass at least one of since, until, tags, max_importance \
+                 (this never deletes everything by accident)",
+            ));
+        }
+        let (matched, sample_ids) = cx
+            .app
+            .store()
+            .delete_events_where(cx.namespace(), f, input.dry_run, FORGET_SAMPLE_IDS)
+            .await?;
+        Ok(ForgetWhereOutput {
+            matched,
+            deleted: !input.dry_run && matched > 0,
+            sample_ids,
+        })
+    }
+}
+
+// ---------- episodic_count ----------
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CountInput {
+    #[serde(default)]
+    pub since: Option<TimeSpec>,
+    #[serde(default)]
+    pub until: Option<TimeSpec>,
+    /// Only events carrying every one of these tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub min_importance: Option<f64>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct CountOutput {
+    pub count: u64,
+}
+
+pub struct Count;
+
+impl Operation for Count {
+    const NAME: &'static str = "episodic_count";
+    type Input = CountInput;
+    type Output = CountOutput;
+
+    async fn run(cx: OpCtx, input: CountInput) -> Result<CountOutput, OpError> {
+        let f = filter(
+            &cx,
+            input.since,
+            input.until,
+            input.tags,
+            input.min_importance,
+        )?;
+        let count = cx.app.store().count_events(cx.namespace(), f).await?;
+        Ok(CountOutput { count })
+    }
+}

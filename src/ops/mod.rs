@@ -1,0 +1,186 @@
+//! Operations: one typed handler per catalog entry, one file per layer.
+//!
+//! Each operation is a type implementing [`Operation`]: its name, input type,
+//! output type and `run`. The [`registry`] erases the types so the pipeline can
+//! call any operation by name with JSON. Adding an operation touches its layer
+//! file, its catalog entry and its generated schema: nothing else.
+//!
+//! Must not: import rmcp or know about JSON-RPC; talk to sqlite or tantivy other
+//! than through `Store` and `SearchIndex`.
+
+pub mod discovery;
+pub mod episodic;
+pub mod registry;
+pub mod session;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use base64::Engine;
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::app::AppState;
+use crate::config::Limits;
+use crate::error::OpError;
+use crate::session::Session;
+
+pub use registry::{Registry, registry};
+
+/// What an operation runs with: the shared application state and the calling
+/// session. Both are cheap handles.
+#[derive(Clone)]
+pub struct OpCtx {
+    pub app: AppState,
+    pub session: Arc<Session>,
+}
+
+impl OpCtx {
+    pub fn namespace(&self) -> &str {
+        self.session.namespace()
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.app.config().limits
+    }
+}
+
+pub trait Operation: Send + Sync + 'static {
+    const NAME: &'static str;
+    type Input: DeserializeOwned + JsonSchema + Send + 'static;
+    type Output: Serialize + JsonSchema + Send + 'static;
+
+    fn run(
+        cx: OpCtx,
+        input: Self::Input,
+    ) -> impl Future<Output = Result<Self::Output, OpError>> + Send;
+}
+
+// ---- helpers shared by the layers: limits, tags, paging ----
+
+/// Checks a required text field against a byte limit.
+pub(crate) fn check_text(field: &str, value: &str, max_bytes: usize) -> Result<(), OpError> {
+    if value.trim().is_empty() {
+        return Err(OpError::invalid(format!(
+            "`{field}` is empty: give it some text"
+        )));
+    }
+    if value.len() > max_bytes {
+        return Err(OpError::invalid(format!(
+            "`{field}` is {} bytes, over the limit of {max_bytes}: shorten it or split it",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Trims, lower-cases and de-duplicates tags, enforcing count and size limits.
+pub(crate) fn normalize_tags(tags: Vec<String>, limits: &Limits) -> Result<Vec<String>, OpError> {
+    if tags.len() > limits.max_tags {
+        return Err(OpError::invalid(format!(
+            "{} tags given, the limit is {}: keep the most useful ones",
+            tags.len(),
+            limits.max_tags
+        )));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(tags.len());
+    for tag in tags {
+        let t = tag.trim().to_lowercase();
+        if t.is_empty() {
+            return Err(OpError::invalid(
+                "a tag is empty: remove it or give it text",
+            ));
+        }
+        if t.len() > limits.max_tag_bytes {
+            return Err(OpError::invalid(format!(
+                "tag {t:?} is longer than {} bytes",
+                limits.max_tag_bytes
+            )));
+        }
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn check_unit(field: &str, v: f64) -> Result<(), OpError> {
+    if !(0.0..=1.0).contains(&v) {
+        return Err(OpError::invalid(format!(
+            "`{field}` is {v}: it must be between 0.0 and 1.0"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_metadata(
+    m: &serde_json::Map<String, serde_json::Value>,
+    limits: &Limits,
+) -> Result<(), OpError> {
+    let size = serde_json::to_string(m)
+        .map(|s| s.len())
+        .unwrap_or(usize::MAX);
+    if size > limits.max_metadata_bytes {
+        return Err(OpError::invalid(format!(
+            "`metadata` is {size} bytes of JSON, over the limit of {}",
+            limits.max_metadata_bytes
+        )));
+    }
+    Ok(())
+}
+
+/// The page size to use: the default when absent, an error when out of range.
+pub(crate) fn page_size(limit: Option<usize>, limits: &Limits) -> Result<usize, OpError> {
+    match limit {
+        None => Ok(limits.default_page_size),
+        Some(0) => Err(OpError::invalid("`limit` must be at least 1")),
+        Some(n) if n > limits.max_page_size => Err(OpError::invalid(format!(
+            "`limit` is {n}, the most one call returns is {}: page with `cursor` instead",
+            limits.max_page_size
+        ))),
+        Some(n) => Ok(n),
+    }
+}
+
+/// Opaque paging cursors: base64url of a small JSON value. A cursor also carries
+/// a fingerprint of the query it belongs to, so one reused with different
+/// arguments is refused instead of silently paging the wrong list.
+pub(crate) mod cursor {
+    use super::*;
+    use serde::Deserialize;
+
+    const ENGINE: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    pub(crate) fn encode<T: Serialize>(state: &T) -> String {
+        ENGINE.encode(serde_json::to_vec(state).expect("cursor state serializes"))
+    }
+
+    pub(crate) fn decode<T: for<'de> Deserialize<'de>>(s: &str) -> Result<T, OpError> {
+        ENGINE
+            .decode(s)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or_else(|| {
+                OpError::invalid(
+                    "`cursor` is not valid: pass the `next_cursor` of the previous answer unchanged, \
+                     or leave it out to start from the first page",
+                )
+            })
+    }
+
+    /// A short fingerprint of the arguments that define a list (not the cursor).
+    pub(crate) fn fingerprint<T: Serialize>(args: &T) -> String {
+        use sha2::Digest;
+        let bytes = serde_json::to_vec(args).expect("arguments serialize");
+        let digest = sha2::Sha256::digest(bytes);
+        digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub(crate) fn mismatch() -> OpError {
+        OpError::invalid(
+            "`cursor` belongs to a call with different arguments: repeat the same arguments \
+             with the cursor, or drop the cursor to start over",
+        )
+    }
+}

@@ -1,0 +1,164 @@
+//! The registry: operation name → typed handler, erased to JSON in, JSON out.
+//! A table, not a `match`: the pipeline, the MCP tool list, discovery and the
+//! schema generator all walk it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::OnceLock;
+
+use schemars::JsonSchema;
+use serde_json::Value;
+
+use super::{OpCtx, Operation, discovery, episodic, session};
+use crate::error::OpError;
+
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+pub struct Entry {
+    pub name: &'static str,
+    pub input_schema: fn() -> Value,
+    pub output_schema: fn() -> Value,
+    call: fn(OpCtx, Value) -> BoxFuture<Result<Value, OpError>>,
+}
+
+impl Entry {
+    fn of<O: Operation>() -> Entry {
+        Entry {
+            name: O::NAME,
+            input_schema: schema_of::<O::Input>,
+            output_schema: schema_of::<O::Output>,
+            call: call::<O>,
+        }
+    }
+
+    /// Decodes `args` into the operation's input type and runs it.
+    pub fn call(&self, cx: OpCtx, args: Value) -> BoxFuture<Result<Value, OpError>> {
+        (self.call)(cx, args)
+    }
+}
+
+pub struct Registry {
+    entries: Vec<Entry>,
+    by_name: HashMap<&'static str, usize>,
+}
+
+impl Registry {
+    pub fn get(&self, name: &str) -> Option<&Entry> {
+        self.by_name.get(name).map(|&i| &self.entries[i])
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+}
+
+/// Every operation engram has.
+pub fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        let entries = vec![
+            Entry::of::<discovery::DiscoverTools>(),
+            Entry::of::<discovery::EnableToolset>(),
+            Entry::of::<discovery::CallOperation>(),
+            Entry::of::<episodic::Remember>(),
+            Entry::of::<episodic::RememberBatch>(),
+            Entry::of::<episodic::Recall>(),
+            Entry::of::<episodic::Get>(),
+            Entry::of::<episodic::List>(),
+            Entry::of::<episodic::Recent>(),
+            Entry::of::<episodic::Timeline>(),
+            Entry::of::<episodic::Around>(),
+            Entry::of::<episodic::Update>(),
+            Entry::of::<episodic::Forget>(),
+            Entry::of::<episodic::ForgetWhere>(),
+            Entry::of::<episodic::Count>(),
+            Entry::of::<session::Info>(),
+            Entry::of::<session::ScratchSet>(),
+            Entry::of::<session::ScratchGet>(),
+            Entry::of::<session::ScratchList>(),
+            Entry::of::<session::ScratchClear>(),
+        ];
+        let by_name = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.name, i))
+            .collect();
+        Registry { entries, by_name }
+    })
+}
+
+/// JSON Schema (draft 2020-12) of a type, as written to `schemas/`.
+pub fn schema_of<T: JsonSchema>() -> Value {
+    let schema = schemars::generate::SchemaSettings::draft2020_12()
+        .into_generator()
+        .into_root_schema_for::<T>();
+    serde_json::to_value(schema).expect("schemas serialize")
+}
+
+fn call<O: Operation>(cx: OpCtx, args: Value) -> BoxFuture<Result<Value, OpError>> {
+    Box::pin(async move {
+        let input = decode_args::<O::Input>(O::NAME, args)?;
+        let output = O::run(cx, input).await?;
+        serde_json::to_value(output)
+            .map_err(|e| OpError::Storage(format!("cannot encode the answer: {e}")))
+    })
+}
+
+/// Decodes arguments, naming the exact field that is wrong.
+fn decode_args<T: serde::de::DeserializeOwned>(op: &str, args: Value) -> Result<T, OpError> {
+    let args = match args {
+        Value::Null => Value::Object(Default::default()),
+        Value::Object(_) => args,
+        other => {
+            return Err(OpError::invalid(format!(
+                "{op} takes a JSON object of named arguments, not {}",
+                json_kind(&other)
+            )));
+        }
+    };
+    serde_path_to_error::deserialize(&args).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let at = if path == "." {
+            String::new()
+        } else {
+            format!(" at `{path}`")
+        };
+        OpError::invalid(format!(
+            "{op}{at}: {inner}. See the tool's input schema (discover_tools with detail \"full\")"
+        ))
+    })
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The committed `schemas/<name>.json` document of an operation: its catalog
+/// facts plus generated input and output schemas. Pretty JSON with a final newline.
+pub fn schema_document(entry: &Entry) -> String {
+    let spec = crate::catalog::catalog().get(entry.name);
+    let doc = serde_json::json!({
+        "name": entry.name,
+        "layer": spec.map(|s| s.layer.clone()),
+        "kind": spec.map(|s| s.kind),
+        "summary": spec.map(|s| s.summary.clone()),
+        "annotations": spec.map(|s| s.annotations.clone()),
+        "input_schema": (entry.input_schema)(),
+        "output_schema": (entry.output_schema)(),
+    });
+    let mut text = serde_json::to_string_pretty(&doc).expect("schema documents serialize");
+    text.push('\n');
+    text
+}
+
+/// The command that regenerates `schemas/`.
+pub const REGENERATE_SCHEMAS: &str = "cargo run -- schemas --write";

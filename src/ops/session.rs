@@ -1,0 +1,230 @@
+//! Session: facts about this session and its working memory (scratch key/values
+//! that live only as long as the session and no other session can see).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{OpCtx, Operation};
+use crate::catalog::catalog;
+use crate::error::OpError;
+
+/// Longest scratch key, in bytes.
+const MAX_SCRATCH_KEY_BYTES: usize = 256;
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct InfoOutput {
+    pub session_id: String,
+    /// Every record this session reads or writes belongs to this namespace.
+    pub namespace: String,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    /// Names of the tools this session lists.
+    pub tools: Vec<String>,
+    /// Layers enabled on top of the profile with enable_toolset.
+    pub enabled_layers: Vec<String>,
+    pub scratch_keys: usize,
+    pub server_version: String,
+}
+
+pub struct Info;
+
+impl Operation for Info {
+    const NAME: &'static str = "session_info";
+    type Input = Empty;
+    type Output = InfoOutput;
+
+    async fn run(cx: OpCtx, _: Empty) -> Result<InfoOutput, OpError> {
+        let sel = cx.session.tools();
+        Ok(InfoOutput {
+            session_id: cx.session.id.clone(),
+            namespace: cx.namespace().to_string(),
+            started_at: crate::model::micros_to_datetime(cx.session.created_at),
+            tools: catalog()
+                .operations
+                .iter()
+                .filter(|o| sel.includes(o))
+                .map(|o| o.name.clone())
+                .collect(),
+            enabled_layers: sel.layers.into_iter().collect(),
+            scratch_keys: cx.session.scratch().len(),
+            server_version: env!("CARGO_PKG_VERSION").to_string(),
+        })
+    }
+}
+
+fn check_key(key: &str) -> Result<(), OpError> {
+    if key.is_empty() || key.len() > MAX_SCRATCH_KEY_BYTES {
+        return Err(OpError::invalid(format!(
+            "`key` must be 1 to {MAX_SCRATCH_KEY_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScratchSetInput {
+    /// Name of the slot, such as "current_plan".
+    pub key: String,
+    /// Any JSON value to keep for the rest of this session.
+    pub value: Value,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ScratchSetOutput {
+    pub key: String,
+    /// Whether the key already held a value (now replaced).
+    pub replaced: bool,
+}
+
+pub struct ScratchSet;
+
+impl Operation for ScratchSet {
+    const NAME: &'static str = "session_scratch_set";
+    type Input = ScratchSetInput;
+    type Output = ScratchSetOutput;
+
+    async fn run(cx: OpCtx, input: ScratchSetInput) -> Result<ScratchSetOutput, OpError> {
+        check_key(&input.key)?;
+        let limits = cx.limits();
+        let size = serde_json::to_string(&input.value).map_or(usize::MAX, |s| s.len());
+        if size > limits.max_scratch_value_bytes {
+            return Err(OpError::invalid(format!(
+                "`value` is {size} bytes of JSON, over the limit of {}: store large things as memories instead",
+                limits.max_scratch_value_bytes
+            )));
+        }
+        let mut scratch = cx.session.scratch();
+        if !scratch.contains_key(&input.key) && scratch.len() >= limits.max_scratch_keys {
+            return Err(OpError::invalid(format!(
+                "this session already holds {} scratch keys, the limit: clear some with session_scratch_clear",
+                limits.max_scratch_keys
+            )));
+        }
+        let replaced = scratch.insert(input.key.clone(), input.value).is_some();
+        Ok(ScratchSetOutput {
+            key: input.key,
+            replaced,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScratchGetInput {
+    pub key: String,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ScratchGetOutput {
+    pub key: String,
+    pub found: bool,
+    /// The stored value; null when not found.
+    pub value: Value,
+}
+
+pub struct ScratchGet;
+
+impl Operation for ScratchGet {
+    const NAME: &'static str = "session_scratch_get";
+    type Input = ScratchGetInput;
+    type Output = ScratchGetOutput;
+
+    async fn run(cx: OpCtx, input: ScratchGetInput) -> Result<ScratchGetOutput, OpError> {
+        check_key(&input.key)?;
+        let value = cx.session.scratch().get(&input.key).cloned();
+        Ok(ScratchGetOutput {
+            key: input.key,
+            found: value.is_some(),
+            value: value.unwrap_or(Value::Null),
+        })
+    }
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScratchListInput {
+    /// Only keys starting with this.
+    #[serde(default)]
+    pub prefix: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ScratchEntry {
+    pub key: String,
+    pub value: Value,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ScratchListOutput {
+    /// In key order.
+    pub entries: Vec<ScratchEntry>,
+}
+
+pub struct ScratchList;
+
+impl Operation for ScratchList {
+    const NAME: &'static str = "session_scratch_list";
+    type Input = ScratchListInput;
+    type Output = ScratchListOutput;
+
+    async fn run(cx: OpCtx, input: ScratchListInput) -> Result<ScratchListOutput, OpError> {
+        let prefix = input.prefix.unwrap_or_default();
+        let entries = cx
+            .session
+            .scratch()
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, v)| ScratchEntry {
+                key: k.clone(),
+                value: v.clone(),
+            })
+            .collect();
+        Ok(ScratchListOutput { entries })
+    }
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScratchClearInput {
+    /// Keys to remove. Leave out (with no prefix) to clear everything.
+    #[serde(default)]
+    pub keys: Option<Vec<String>>,
+    /// Remove every key starting with this.
+    #[serde(default)]
+    pub prefix: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ScratchClearOutput {
+    pub cleared: usize,
+}
+
+pub struct ScratchClear;
+
+impl Operation for ScratchClear {
+    const NAME: &'static str = "session_scratch_clear";
+    type Input = ScratchClearInput;
+    type Output = ScratchClearOutput;
+
+    async fn run(cx: OpCtx, input: ScratchClearInput) -> Result<ScratchClearOutput, OpError> {
+        let mut scratch = cx.session.scratch();
+        let before = scratch.len();
+        match (input.keys, input.prefix) {
+            (None, None) => scratch.clear(),
+            (keys, prefix) => {
+                let keys = keys.unwrap_or_default();
+                scratch.retain(|k, _| {
+                    !(keys.contains(k) || prefix.as_deref().is_some_and(|p| k.starts_with(p)))
+                });
+            }
+        }
+        Ok(ScratchClearOutput {
+            cleared: before - scratch.len(),
+        })
+    }
+}

@@ -1,0 +1,264 @@
+//! The indexer thread: the only owner of the `IndexWriter`.
+//!
+//! It applies changes as they arrive but commits only when `commit_interval_ms`
+//! has passed since the first uncommitted change, or `commit_max_docs` are
+//! pending, or someone asks (flush, shutdown). A commit costs tens of
+//! milliseconds whatever its size, so it is never done per operation. Each commit
+//! records the last change number it holds in the commit payload.
+
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tantivy::{IndexWriter, TantivyDocument, Term};
+use tokio::sync::oneshot;
+
+use super::{SearchError, Shared};
+use crate::model::{Change, SearchDoc};
+
+pub(crate) enum Msg {
+    /// Committed store changes, in change order.
+    Changes(Vec<Change>),
+    /// Documents for a rebuild (no change numbers).
+    Docs(Vec<SearchDoc>),
+    /// Delete every document (start of a rebuild).
+    Clear,
+    /// After a rebuild: the change number the index now reflects.
+    SetSeq(i64),
+    Flush(oneshot::Sender<Result<(), String>>),
+    Stop,
+}
+
+/// What the indexer has done, for health and metrics.
+#[derive(Debug, Clone, Default, serde::Serialize, schemars::JsonSchema)]
+pub struct IndexStats {
+    /// Highest change number committed to the index.
+    pub committed_seq: i64,
+    /// Records searchable only through the in-memory overlay.
+    pub overlay_records: usize,
+    pub commits: u64,
+    pub last_commit_ms: u64,
+    /// The last commit error, if the last commit failed.
+    pub last_error: Option<String>,
+}
+
+#[derive(Clone)]
+pub(crate) struct IndexerHandle {
+    tx: mpsc::Sender<Msg>,
+    stats: Arc<Mutex<IndexStats>>,
+    shared: Arc<Shared>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+pub(crate) fn parse_payload(payload: &str) -> Option<i64> {
+    serde_json::from_str::<serde_json::Value>(payload)
+        .ok()?
+        .get("last_seq")?
+        .as_i64()
+}
+
+impl IndexerHandle {
+    pub(crate) fn start(
+        shared: Arc<Shared>,
+        writer: IndexWriter,
+        committed_seq: i64,
+        commit_interval_ms: u64,
+        commit_max_docs: usize,
+    ) -> Result<Self, SearchError> {
+        let (tx, rx) = mpsc::channel();
+        let stats = Arc::new(Mutex::new(IndexStats {
+            committed_seq,
+            ..Default::default()
+        }));
+        let mut worker = Worker {
+            shared: shared.clone(),
+            writer,
+            stats: stats.clone(),
+            applied_seq: committed_seq,
+            pending: 0,
+            first_pending: None,
+            interval: Duration::from_millis(commit_interval_ms.max(1)),
+            max_docs: commit_max_docs.max(1),
+        };
+        let thread = std::thread::Builder::new()
+            .name("engram-indexer".into())
+            .spawn(move || worker.run(rx))?;
+        Ok(IndexerHandle {
+            tx,
+            stats,
+            shared,
+            thread: Arc::new(Mutex::new(Some(thread))),
+        })
+    }
+
+    pub(crate) fn sender(&self) -> mpsc::Sender<Msg> {
+        self.tx.clone()
+    }
+
+    pub(crate) fn send(&self, msg: Msg) -> Result<(), SearchError> {
+        self.tx.send(msg).map_err(|_| SearchError::IndexerGone)
+    }
+
+    pub(crate) async fn flush(&self) -> Result<(), SearchError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Msg::Flush(tx))?;
+        rx.await
+            .map_err(|_| SearchError::IndexerGone)?
+            .map_err(SearchError::CatchUp)
+    }
+
+    pub(crate) fn shutdown(&self) {
+        let handle = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(handle) = handle {
+            let _ = self.tx.send(Msg::Stop);
+            let _ = handle.join();
+        }
+    }
+
+    pub(crate) fn stats(&self) -> IndexStats {
+        let mut s = self.stats.lock().expect("stats poisoned").clone();
+        s.overlay_records = self.shared.overlay.read().map(|o| o.len()).unwrap_or(0);
+        s
+    }
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+    writer: IndexWriter,
+    stats: Arc<Mutex<IndexStats>>,
+    /// Highest change number applied to the writer (committed or not).
+    applied_seq: i64,
+    pending: usize,
+    first_pending: Option<Instant>,
+    interval: Duration,
+    max_docs: usize,
+}
+
+impl Worker {
+    fn run(&mut self, rx: mpsc::Receiver<Msg>) {
+        loop {
+            let msg = match self.first_pending {
+                Some(first) => {
+                    let wait = self.interval.saturating_sub(first.elapsed());
+                    match rx.recv_timeout(wait) {
+                        Ok(m) => Some(m),
+                        Err(mpsc::RecvTimeoutError::Timeout) => None,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => Some(Msg::Stop),
+                    }
+                }
+                None => Some(rx.recv().unwrap_or(Msg::Stop)),
+            };
+            match msg {
+                None => {
+                    // Failures are logged and retried at the next interval.
+                    let _ = self.commit();
+                }
+                Some(Msg::Changes(changes)) => {
+                    for c in changes {
+                        self.writer
+                            .delete_term(Term::from_field_text(self.shared.fields.id, &c.id));
+                        if let Some(doc) = &c.doc {
+                            self.add(doc);
+                        }
+                        self.applied_seq = self.applied_seq.max(c.seq);
+                        self.mark_pending();
+                    }
+                }
+                Some(Msg::Docs(docs)) => {
+                    for doc in &docs {
+                        self.add(doc);
+                        self.mark_pending();
+                    }
+                }
+                Some(Msg::Clear) => {
+                    if let Err(e) = self.writer.delete_all_documents() {
+                        tracing::error!(error = %e, "cannot clear the search index");
+                    }
+                    self.mark_pending();
+                }
+                Some(Msg::SetSeq(seq)) => {
+                    self.applied_seq = seq;
+                    self.mark_pending();
+                }
+                Some(Msg::Flush(reply)) => {
+                    let r = self.commit();
+                    let _ = reply.send(r);
+                }
+                Some(Msg::Stop) => {
+                    let _ = self.commit();
+                    break;
+                }
+            }
+            if self.pending >= self.max_docs {
+                let _ = self.commit();
+            }
+        }
+        tracing::debug!("indexer stopped");
+    }
+
+    fn mark_pending(&mut self) {
+        self.pending += 1;
+        self.first_pending.get_or_insert_with(Instant::now);
+    }
+
+    fn add(&mut self, d: &SearchDoc) {
+        let f = &self.shared.fields;
+        let mut doc = TantivyDocument::default();
+        doc.add_text(f.id, &d.id);
+        doc.add_text(f.kind, d.kind.as_str());
+        doc.add_text(f.namespace, &d.namespace);
+        doc.add_text(f.text, &d.text);
+        for tag in &d.tags {
+            doc.add_text(f.tags, tag);
+        }
+        doc.add_i64(f.time, d.time);
+        doc.add_f64(f.weight, d.weight);
+        if let Err(e) = self.writer.add_document(doc) {
+            tracing::error!(error = %e, id = %d.id, "cannot index document");
+        }
+    }
+
+    /// Commits with the applied change number as payload, reloads the reader, and
+    /// prunes the overlay of what is now in the index.
+    fn commit(&mut self) -> Result<(), String> {
+        if self.pending == 0 {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let seq = self.applied_seq;
+        let payload = serde_json::json!({ "last_seq": seq }).to_string();
+        let result = self
+            .writer
+            .prepare_commit()
+            .and_then(|mut prepared| {
+                prepared.set_payload(&payload);
+                prepared.commit()
+            })
+            .and_then(|_| self.shared.reader.reload());
+        let mut stats = self.stats.lock().expect("stats poisoned");
+        match result {
+            Ok(()) => {
+                self.shared
+                    .overlay
+                    .write()
+                    .expect("overlay poisoned")
+                    .prune(seq);
+                self.pending = 0;
+                self.first_pending = None;
+                stats.committed_seq = seq;
+                stats.commits += 1;
+                stats.last_commit_ms = started.elapsed().as_millis() as u64;
+                stats.last_error = None;
+                Ok(())
+            }
+            Err(e) => {
+                // Keep the changes pending (the overlay still serves them) and
+                // try again at the next interval.
+                tracing::error!(error = %e, "search index commit failed");
+                self.first_pending = Some(Instant::now());
+                stats.last_error = Some(e.to_string());
+                Err(e.to_string())
+            }
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! The MCP surface: the only module that knows rmcp, MCP and JSON-RPC.
+//!
+//! `handler.rs` adapts one MCP session to the pipeline; `stdio.rs` and `http.rs`
+//! are the two transports. Operations never see any of it.
+
+pub mod handler;
+pub mod http;
+pub mod stdio;
+
+pub use handler::{EngramHandler, ToolTable};
+
+/// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,131 @@
+//! Time arguments as agents write them: RFC 3339 (`2026-11-24T09:30:00Z`), a date
+//! (`2026-11-24`, midnight UTC), `now`, `today`, `yesterday`, or a relative offset
+//! (`2h ago`, `-30m`, `7d`, meaning that long before now).
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::model::Micros;
+
+/// A point in time parsed from an agent-friendly string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeSpec(pub DateTime<Utc>);
+
+impl TimeSpec {
+    pub fn micros(self) -> Micros {
+        self.0.timestamp_micros()
+    }
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        parse_at(s, Utc::now()).map(TimeSpec)
+    }
+}
+
+fn parse_at(input: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    let s = input.trim();
+    let lower = s.to_ascii_lowercase();
+    let midnight = |d: NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+    match lower.as_str() {
+        "now" => return Ok(now),
+        "today" => return midnight(now.date_naive()).ok_or_else(|| bad(input)),
+        "yesterday" => {
+            return midnight(now.date_naive() - chrono::Days::new(1)).ok_or_else(|| bad(input));
+        }
+        _ => {}
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return midnight(d).ok_or_else(|| bad(input));
+    }
+    let rel = lower
+        .strip_suffix("ago")
+        .map(str::trim)
+        .or_else(|| lower.strip_prefix('-'))
+        .unwrap_or(&lower)
+        .replace(' ', "");
+    let split = rel.find(|c: char| !c.is_ascii_digit()).unwrap_or(rel.len());
+    let (num, unit) = rel.split_at(split);
+    let n: i64 = num.parse().map_err(|_| bad(input))?;
+    let secs = match unit {
+        "s" | "sec" | "secs" | "second" | "seconds" => 1,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60,
+        "h" | "hr" | "hrs" | "hour" | "hours" => 3600,
+        "d" | "day" | "days" => 86_400,
+        "w" | "week" | "weeks" => 7 * 86_400,
+        _ => return Err(bad(input)),
+    };
+    n.checked_mul(secs)
+        .and_then(|s| now.checked_sub_signed(chrono::Duration::seconds(s)))
+        .ok_or_else(|| bad(input))
+}
+
+fn bad(input: &str) -> String {
+    format!(
+        "cannot read time {input:?}: use RFC 3339 (2026-11-24T09:30:00Z), a date (2026-11-24), \
+         now, today, yesterday, or an offset such as '2h ago', '30m', '7d'"
+    )
+}
+
+impl Serialize for TimeSpec {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for TimeSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        TimeSpec::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for TimeSpec {
+    fn schema_name() -> Cow<'static, str> {
+        "TimeSpec".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "A time: RFC 3339 ('2026-11-24T09:30:00Z'), a date ('2026-11-24'), 'now', 'today', 'yesterday', or an offset before now ('2h ago', '30m', '7d')."
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Result<DateTime<Utc>, String> {
+        let now = DateTime::parse_from_rfc3339("2026-11-24T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        parse_at(s, now)
+    }
+
+    #[test]
+    fn reads_the_forms_agents_write() {
+        let t = |s: &str| at(s).unwrap().to_rfc3339();
+        assert_eq!(t("2026-11-20T08:00:00+01:00"), "2026-11-20T07:00:00+00:00");
+        assert_eq!(t("2026-11-20"), "2026-11-20T00:00:00+00:00");
+        assert_eq!(t("yesterday"), "2026-11-23T00:00:00+00:00");
+        assert_eq!(t("today"), "2026-11-24T00:00:00+00:00");
+        assert_eq!(t("2h ago"), "2026-11-24T10:00:00+00:00");
+        assert_eq!(t("-30m"), "2026-11-24T11:30:00+00:00");
+        assert_eq!(t("7d"), "2026-11-17T12:00:00+00:00");
+        assert_eq!(t("1 week ago"), "2026-11-17T12:00:00+00:00");
+    }
+
+    #[test]
+    fn rejects_nonsense_with_guidance() {
+        let err = at("last tuesday").unwrap_err();
+        assert!(err.contains("RFC 3339"), "{err}");
+        assert!(at("5 fortnights ago").is_err());
+        assert!(at("").is_err());
+    }
+}
