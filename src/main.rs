@@ -52,6 +52,14 @@ struct GlobalArgs {
         global = true
     )]
     durability: Durability,
+    /// The search index commits at least this often while changes are pending (ms).
+    #[arg(
+        long,
+        env = "ENGRAM_INDEX_COMMIT_MS",
+        default_value_t = 500,
+        global = true
+    )]
+    index_commit_ms: u64,
     /// Log filter for stderr (tracing syntax: warn, info, engram=debug, ...).
     #[arg(long, env = "ENGRAM_LOG", default_value = "info", global = true)]
     log: String,
@@ -136,6 +144,7 @@ fn config(global: &GlobalArgs) -> anyhow::Result<Config> {
     };
     config.tools = global.tools.clone();
     config.durability = global.durability;
+    config.index_commit_interval_ms = global.index_commit_ms;
     Ok(config)
 }
 

@@ -1,0 +1,186 @@
+//! The real binary over stdio, driven by rmcp's MCP client.
+
+mod common;
+
+use common::{call, stdio_client, tool_names};
+use serde_json::json;
+
+#[tokio::test]
+async fn initialize_and_list_tools_under_each_profile() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let client = stdio_client(dir.path(), &[]).await;
+    let info = client.peer_info().expect("server info");
+    assert_eq!(
+        info.server_info.as_ref().map(|i| i.name.as_str()),
+        Some("engram")
+    );
+    let core = tool_names(&client).await;
+    assert!(core.contains(&"episodic_remember".to_string()));
+    assert!(core.contains(&"discover_tools".to_string()));
+    assert!(!core.contains(&"episodic_forget_where".to_string()));
+    client.cancel().await.unwrap();
+
+    let client = stdio_client(dir.path(), &["--tools", "all"]).await;
+    let all = tool_names(&client).await;
+    assert_eq!(all.len(), engram::catalog::catalog().operations.len());
+    let tool = client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.name == "episodic_forget")
+        .unwrap();
+    assert!(tool.output_schema.is_some());
+    assert_eq!(tool.annotations.unwrap().destructive_hint, Some(true));
+    client.cancel().await.unwrap();
+
+    let client = stdio_client(dir.path(), &["--tools", "session,episodic"]).await;
+    let listed = tool_names(&client).await;
+    assert!(
+        listed
+            .iter()
+            .all(|n| n.starts_with("session_") || n.starts_with("episodic_"))
+    );
+    assert_eq!(listed.len(), 17);
+    client.cancel().await.unwrap();
+
+    // compat lists exactly the reference memory server's tools engram has.
+    let client = stdio_client(dir.path(), &["--tools", "compat"]).await;
+    let expected: Vec<String> = engram::catalog::catalog()
+        .operations
+        .iter()
+        .filter(|o| o.profiles.iter().any(|p| p == "compat"))
+        .map(|o| o.name.clone())
+        .collect();
+    assert_eq!(tool_names(&client).await.len(), expected.len());
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn discovery_and_enable_toolset_over_the_wire() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = stdio_client(dir.path(), &[]).await;
+
+    for detail in ["name", "summary", "full"] {
+        let out = call(&client, "discover_tools", json!({"detail": detail}))
+            .await
+            .unwrap();
+        let tools = out["tools"].as_array().unwrap();
+        assert_eq!(tools.len(), engram::catalog::catalog().operations.len());
+        assert_eq!(tools[0].get("summary").is_some(), detail != "name");
+        assert_eq!(tools[0].get("input_schema").is_some(), detail == "full");
+    }
+
+    // A tool this session does not list is refused with the way to enable it.
+    let e = call(&client, "episodic_count", json!({}))
+        .await
+        .unwrap_err();
+    assert!(e.contains("enable_toolset"), "{e}");
+
+    let changed = client.service().list_changed.clone();
+    let notified = client.service().notified.clone();
+    let wait = notified.notified();
+    let out = call(&client, "enable_toolset", json!({"layer": "episodic"}))
+        .await
+        .unwrap();
+    assert!(out["added"].as_array().unwrap().len() >= 8);
+    tokio::time::timeout(std::time::Duration::from_secs(10), wait)
+        .await
+        .expect("tools/list_changed arrives");
+    assert_eq!(changed.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(
+        tool_names(&client)
+            .await
+            .contains(&"episodic_count".to_string())
+    );
+    assert_eq!(
+        call(&client, "episodic_count", json!({})).await.unwrap()["count"],
+        0
+    );
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn remember_in_one_process_recall_in_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = stdio_client(dir.path(), &["--namespace", "proj"]).await;
+    let out = call(
+        &client,
+        "episodic_remember",
+        json!({"content": "The flaky test was caused by a race in the cache warmer", "tags": ["ci"]}),
+    )
+    .await
+    .unwrap();
+    let id = out["event"]["id"].as_str().unwrap().to_string();
+    client.cancel().await.unwrap();
+
+    let client = stdio_client(dir.path(), &["--namespace", "proj"]).await;
+    let r = call(
+        &client,
+        "episodic_recall",
+        json!({"query": "why was the test flaky"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r["hits"][0]["event"]["id"], id.as_str());
+    client.cancel().await.unwrap();
+
+    // Another namespace on the same data dir sees nothing.
+    let client = stdio_client(dir.path(), &["--namespace", "other"]).await;
+    let r = call(&client, "episodic_recall", json!({"query": "flaky test"}))
+        .await
+        .unwrap();
+    assert_eq!(r["hits"], json!([]));
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_input_comes_back_as_tool_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = stdio_client(dir.path(), &["--tools", "all"]).await;
+    let cases = [
+        ("no_such_tool", json!({}), "no operation"),
+        (
+            "episodic_remember",
+            json!({"content": 42}),
+            "expected a string",
+        ),
+        ("episodic_remember", json!({}), "missing field `content`"),
+        (
+            "episodic_remember",
+            json!({"content": "x", "extra": true}),
+            "unknown field `extra`",
+        ),
+        ("episodic_get", json!({"id": "missing"}), "no event with id"),
+        (
+            "episodic_list",
+            json!({"cursor": "%%%"}),
+            "`cursor` is not valid",
+        ),
+    ];
+    for (tool, args, expected) in cases {
+        let e = call(&client, tool, args).await.unwrap_err();
+        assert!(e.contains(expected), "{tool}: {e}");
+    }
+    assert_eq!(
+        call(&client, "episodic_count", json!({})).await.unwrap()["count"],
+        0
+    );
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_second_process_on_a_busy_data_dir_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = stdio_client(dir.path(), &[]).await;
+    let out = common::engram(dir.path(), &["call", "episodic_count"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another engram process"), "{err}");
+    assert!(out.stdout.is_empty(), "nothing on stdout");
+    client.cancel().await.unwrap();
+}
