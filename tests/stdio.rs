@@ -184,3 +184,30 @@ async fn a_second_process_on_a_busy_data_dir_says_why() {
     assert!(out.stdout.is_empty(), "nothing on stdout");
     client.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn namespace_auto_takes_the_first_root_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = common::TestClient {
+        roots: vec![
+            "file:///home/dev/my-project/".into(),
+            "file:///tmp/other".into(),
+        ],
+        ..Default::default()
+    };
+    let client = common::stdio_client_with(
+        client,
+        dir.path(),
+        &["--namespace", "auto", "--tools", "all"],
+    )
+    .await;
+    let info = call(&client, "session_info", json!({})).await.unwrap();
+    assert_eq!(info["namespace"], "my-project");
+    client.cancel().await.unwrap();
+
+    // A client without roots falls back to `default`.
+    let client = stdio_client(dir.path(), &["--namespace", "auto", "--tools", "all"]).await;
+    let info = call(&client, "session_info", json!({})).await.unwrap();
+    assert_eq!(info["namespace"], "default");
+    client.cancel().await.unwrap();
+}

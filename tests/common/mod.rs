@@ -21,14 +21,30 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_engram");
 pub struct TestClient {
     pub list_changed: Arc<AtomicUsize>,
     pub notified: Arc<tokio::sync::Notify>,
+    /// Root folder URIs this client offers (empty: no roots capability).
+    pub roots: Vec<String>,
 }
 
+// Roots are deprecated by SEP-2577, but every current host still sends them and
+// `--namespace auto` is built on them.
+#[allow(deprecated)]
 impl ClientHandler for TestClient {
     fn get_info(&self) -> ClientConfig {
-        ClientConfig::new(
-            ClientCapabilities::default(),
-            Implementation::new("engram-tests", "0"),
-        )
+        let caps = if self.roots.is_empty() {
+            ClientCapabilities::default()
+        } else {
+            ClientCapabilities::builder().enable_roots().build()
+        };
+        ClientConfig::new(caps, Implementation::new("engram-tests", "0"))
+    }
+
+    async fn list_roots(
+        &self,
+        _ctx: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::ListRootsResult, rmcp::ErrorData> {
+        Ok(rmcp::model::ListRootsResult::new(
+            self.roots.iter().map(rmcp::model::Root::new).collect(),
+        ))
     }
 
     async fn on_tool_list_changed(&self, _ctx: NotificationContext<RoleClient>) {
@@ -49,6 +65,10 @@ pub fn engram(data_dir: &Path, args: &[&str]) -> Command {
 
 /// Starts `engram serve` over stdio and connects a real MCP client to it.
 pub async fn stdio_client(data_dir: &Path, args: &[&str]) -> Client {
+    stdio_client_with(TestClient::default(), data_dir, args).await
+}
+
+pub async fn stdio_client_with(client: TestClient, data_dir: &Path, args: &[&str]) -> Client {
     let mut all = vec!["serve"];
     all.extend_from_slice(args);
     let transport = TokioChildProcess::builder(engram(data_dir, &all))
@@ -56,7 +76,7 @@ pub async fn stdio_client(data_dir: &Path, args: &[&str]) -> Client {
         .spawn()
         .expect("spawn engram")
         .0;
-    TestClient::default()
+    client
         .serve(transport)
         .await
         .expect("initialize over stdio")
