@@ -509,3 +509,44 @@ async fn discovery_answers_at_three_levels_and_call_operation_runs_anything() {
     let again = h.ok("enable_toolset", json!({"layer": "session"})).await;
     assert_eq!(again["added"], json!([]));
 }
+
+#[tokio::test]
+async fn paging_merges_index_and_overlay_without_losing_or_repeating_hits() {
+    let h = Harness::new().await;
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        ids.push(h.remember(&format!("widget report {i}"), json!({})).await);
+    }
+    h.app.search().flush().await.unwrap();
+    // Most records now have a stale committed copy and a newer overlay version.
+    for id in ids.iter().take(25) {
+        h.ok(
+            "episodic_update",
+            json!({"id": id, "content": "widget report revised"}),
+        )
+        .await;
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut args = json!({"query": "widget", "limit": 4});
+        if let Some(c) = &cursor {
+            args["cursor"] = json!(c);
+        }
+        let page = h.ok("episodic_recall", args).await;
+        let hits = page["hits"].as_array().unwrap();
+        assert!(!hits.is_empty() || page.get("next_cursor").is_none());
+        for hit in hits {
+            seen.push(hit["event"]["id"].as_str().unwrap().to_string());
+        }
+        match page.get("next_cursor").and_then(Value::as_str) {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    let mut expected = ids.clone();
+    expected.sort();
+    let mut got = seen.clone();
+    got.sort();
+    assert_eq!(got, expected, "every event exactly once");
+}

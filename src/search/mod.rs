@@ -365,31 +365,41 @@ fn search_blocking(shared: &Shared, q: &SearchQuery) -> Result<SearchResults, Se
     clauses.push((Occur::Must, Box::new(BooleanQuery::new(text_clauses))));
     let query = BooleanQuery::new(clauses);
 
-    // Over-fetch by the number of overlaid ids: their committed copies are stale.
+    // Committed copies of overlaid records are stale and dropped, so fetch more
+    // until a page survives the dropping or the index has no more.
     let wanted = q.offset + q.limit + 1;
-    let fetch = wanted + pending.len();
-    let top = searcher.search(&query, &TopDocs::with_limit(fetch).order_by_score())?;
-    let mut hits: Vec<SearchHit> = Vec::with_capacity(top.len() + pending.len());
-    for (score, addr) in top {
-        let doc: TantivyDocument = searcher.doc(addr)?;
-        let Some(id) = doc.get_first(f.id).and_then(|v| v.as_str()) else {
-            continue;
-        };
-        if !pending.contains_key(id) {
-            hits.push(SearchHit {
-                id: id.to_string(),
-                score,
-            });
+    let mut fetch = wanted;
+    let mut hits: Vec<SearchHit> = loop {
+        let top = searcher.search(&query, &TopDocs::with_limit(fetch).order_by_score())?;
+        let exhausted = top.len() < fetch;
+        let mut kept = Vec::with_capacity(top.len());
+        for (score, addr) in top {
+            let doc: TantivyDocument = searcher.doc(addr)?;
+            let Some(id) = doc.get_first(f.id).and_then(|v| v.as_str()) else {
+                continue;
+            };
+            if !pending.contains_key(id) {
+                kept.push(SearchHit {
+                    id: id.to_string(),
+                    score,
+                });
+            }
         }
-    }
+        // At most `pending.len()` hits can be dropped, so that bound always ends it.
+        let next = fetch.saturating_mul(2).min(wanted + pending.len());
+        if exhausted || kept.len() >= wanted || next <= fetch {
+            break kept;
+        }
+        fetch = next;
+    };
     let stats = Bm25Stats::new(&searcher, f.text, &terms)?;
-    for doc in pending.values().flatten() {
-        if !overlay::passes_filters(doc, q) {
+    for pending_doc in pending.values().flatten() {
+        if !overlay::passes_filters(&pending_doc.doc, q) {
             continue;
         }
-        if let Some(score) = stats.score(&doc.text) {
+        if let Some(score) = stats.score(&pending_doc.terms) {
             hits.push(SearchHit {
-                id: doc.id.clone(),
+                id: pending_doc.doc.id.clone(),
                 score,
             });
         }
@@ -431,8 +441,8 @@ impl Bm25Stats {
         Ok(Bm25Stats { idf, avg_len })
     }
 
-    fn score(&self, text: &str) -> Option<f32> {
-        let doc_terms = analyzer::terms_with_repeats(text);
+    /// `doc_terms`: the document's analyzed terms, with repeats.
+    fn score(&self, doc_terms: &[String]) -> Option<f32> {
         let len = doc_terms.len() as f32;
         let avg = if self.avg_len > 0.0 {
             self.avg_len

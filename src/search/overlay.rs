@@ -2,16 +2,25 @@
 //! The newest change of a record wins; a commit prunes what it made durable.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use super::SearchQuery;
+use super::{SearchQuery, analyzer};
 use crate::model::{Change, RecordKind, SearchDoc};
+
+/// A pending document with its analyzed terms, computed once when it arrives
+/// rather than at every search. Shared by `Arc` so a snapshot copies pointers.
+pub(crate) struct OverlayDoc {
+    pub doc: SearchDoc,
+    /// Analyzed terms of `doc.text`, in order, with repeats.
+    pub terms: Vec<String>,
+}
 
 struct Pending {
     seq: i64,
     namespace: String,
     kind: RecordKind,
     /// `None`: deleted.
-    doc: Option<SearchDoc>,
+    doc: Option<Arc<OverlayDoc>>,
 }
 
 #[derive(Default)]
@@ -30,7 +39,12 @@ impl Overlay {
                         seq: c.seq,
                         namespace: c.namespace.clone(),
                         kind: c.kind,
-                        doc: c.doc.clone(),
+                        doc: c.doc.as_ref().map(|d| {
+                            Arc::new(OverlayDoc {
+                                terms: analyzer::terms_with_repeats(&d.text),
+                                doc: d.clone(),
+                            })
+                        }),
                     },
                 );
             }
@@ -51,7 +65,7 @@ impl Overlay {
         &self,
         namespace: &str,
         kind: RecordKind,
-    ) -> HashMap<String, Option<SearchDoc>> {
+    ) -> HashMap<String, Option<Arc<OverlayDoc>>> {
         self.entries
             .iter()
             .filter(|(_, p)| p.kind == kind && p.namespace == namespace)
