@@ -23,6 +23,11 @@ const MAX_TIMELINE_BUCKETS: usize = 1000;
 const FORGET_SAMPLE_IDS: usize = 20;
 
 // ---------- shared pieces ----------
+//
+// The time/tag/importance filter fields are repeated in each input type rather
+// than shared with `#[serde(flatten)]`: serde cannot combine `flatten` with
+// `deny_unknown_fields`, and rejecting unknown fields is what tells an agent
+// that it misspelled an argument.
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct EventOutput {
@@ -351,13 +356,16 @@ pub enum ListOrder {
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListInput {
+    /// Only events that happened at or after this time.
     #[serde(default)]
     pub since: Option<TimeSpec>,
+    /// Only events that happened before this time.
     #[serde(default)]
     pub until: Option<TimeSpec>,
     /// Only events carrying every one of these tags.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Only events at least this important (0.0 to 1.0).
     #[serde(default)]
     pub min_importance: Option<f64>,
     /// "asc" (oldest first, the default) or "desc" (newest first).
@@ -482,8 +490,10 @@ pub enum Bucket {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimelineInput {
+    /// Only events that happened at or after this time.
     #[serde(default)]
     pub since: Option<TimeSpec>,
+    /// Only events that happened before this time.
     #[serde(default)]
     pub until: Option<TimeSpec>,
     /// "hour" or "day" (UTC; the default).
@@ -782,13 +792,16 @@ impl Operation for ForgetWhere {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CountInput {
+    /// Only events that happened at or after this time.
     #[serde(default)]
     pub since: Option<TimeSpec>,
+    /// Only events that happened before this time.
     #[serde(default)]
     pub until: Option<TimeSpec>,
     /// Only events carrying every one of these tags.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Only events at least this important (0.0 to 1.0).
     #[serde(default)]
     pub min_importance: Option<f64>,
 }
