@@ -61,7 +61,7 @@ struct GlobalArgs {
     )]
     index_commit_ms: u64,
     /// Log filter for stderr (tracing syntax: warn, info, engram=debug, ...).
-    #[arg(long, env = "ENGRAM_LOG", default_value = "info", global = true)]
+    #[arg(long, env = "ENGRAM_LOG", default_value = "info,rmcp=warn", global = true)]
     log: String,
 }
 
