@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use engram::app::AppState;
+use engram::app::{AppState, OpenError};
 use engram::catalog::catalog;
 use engram::config::{Config, Durability, NamespaceMode, validate_namespace};
 use engram::ops::discovery::Detail;
@@ -61,7 +61,12 @@ struct GlobalArgs {
     )]
     index_commit_ms: u64,
     /// Log filter for stderr (tracing syntax: warn, info, engram=debug, ...).
-    #[arg(long, env = "ENGRAM_LOG", default_value = "info,rmcp=warn", global = true)]
+    #[arg(
+        long,
+        env = "ENGRAM_LOG",
+        default_value = "info,rmcp=warn",
+        global = true
+    )]
     log: String,
 }
 
@@ -168,7 +173,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let config = config(&cli.global)?;
             runtime()?.block_on(async move {
-                let app = AppState::open(config).await?;
+                let app = match AppState::open(config.clone()).await {
+                    Ok(app) => app,
+                    // Another host's engram owns this data dir: share it.
+                    Err(OpenError::Locked { .. }) if http.is_none() => {
+                        return engram::server::forward::forward_stdio(config).await;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 match http {
                     None => engram::server::stdio::serve(app).await,
                     Some(addr) => {

@@ -19,7 +19,7 @@ use crate::catalog::{OperationSpec, catalog};
 use crate::config::{DEFAULT_NAMESPACE, NamespaceMode, namespace_from_folder, validate_namespace};
 use crate::error::OpError;
 use crate::ops::registry;
-use crate::session::Session;
+use crate::session::{Session, ToolSelection};
 
 /// HTTP request header that chooses the session's namespace at `initialize`.
 pub const NAMESPACE_HEADER: &str = "x-engram-namespace";
@@ -91,12 +91,30 @@ fn build_tool(spec: &OperationSpec, input: Value, output: Value) -> Tool {
 pub struct EngramHandler {
     app: AppState,
     session: Arc<Session>,
+    namespace: NamespaceMode,
 }
 
 impl EngramHandler {
+    /// A session with this process's `--namespace` and `--tools`.
     pub fn new(app: AppState) -> Self {
         let session = app.new_session();
-        EngramHandler { app, session }
+        let namespace = app.config().namespace.clone();
+        EngramHandler {
+            app,
+            session,
+            namespace,
+        }
+    }
+
+    /// A session with its own namespace mode and tool selection: for sessions
+    /// forwarded from another engram process, which keep that process's flags.
+    pub fn with_options(app: AppState, namespace: NamespaceMode, tools: ToolSelection) -> Self {
+        let session = Arc::new(Session::new(tools));
+        EngramHandler {
+            app,
+            session,
+            namespace,
+        }
     }
 
     /// Fixes the namespace before the first call: `--namespace NAME`, or with
@@ -105,7 +123,7 @@ impl EngramHandler {
         if self.session.namespace_is_set() {
             return;
         }
-        let ns = match &self.app.config().namespace {
+        let ns = match &self.namespace {
             NamespaceMode::Fixed(ns) => ns.clone(),
             NamespaceMode::Auto => self
                 .namespace_from_roots(ctx)

@@ -26,6 +26,10 @@ pub struct HttpOptions {
 
 pub async fn serve(app: AppState, addr: SocketAddr, opts: HttpOptions) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    // stdio hosts started on this data dir forward their sessions here.
+    if let Err(e) = super::local::spawn_listener(app.clone()) {
+        tracing::warn!(error = %e, "cannot serve the local socket; other processes cannot share this data dir");
+    }
     let local = listener.local_addr()?;
     let ct = CancellationToken::new();
     let mut hosts = vec![

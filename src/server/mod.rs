@@ -1,10 +1,15 @@
 //! The MCP surface: the only module that knows rmcp, MCP and JSON-RPC.
 //!
 //! `handler.rs` adapts one MCP session to the pipeline; `stdio.rs` and `http.rs`
-//! are the two transports. Operations never see any of it.
+//! are the two transports. `local.rs` (the owner of a data dir) and `forward.rs`
+//! (a later process on the same dir) let many hosts share one data dir: the later
+//! process forwards its stdio session to the owner, and takes over if the owner
+//! exits. Operations never see any of it.
 
+pub mod forward;
 pub mod handler;
 pub mod http;
+pub mod local;
 pub mod stdio;
 
 pub use handler::{EngramHandler, ToolTable};

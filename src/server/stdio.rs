@@ -9,6 +9,10 @@ use crate::app::AppState;
 /// Serves one MCP session on stdin/stdout until the client closes it or the
 /// process is signalled, then commits everything and returns.
 pub async fn serve(app: AppState) -> anyhow::Result<()> {
+    // Other engram processes started on this data dir forward their sessions here.
+    if let Err(e) = super::local::spawn_listener(app.clone()) {
+        tracing::warn!(error = %e, "cannot serve the local socket; other processes cannot share this data dir");
+    }
     let handler = EngramHandler::new(app.clone());
     let service = handler.serve(rmcp::transport::stdio()).await?;
     tokio::select! {
