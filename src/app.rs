@@ -2,20 +2,34 @@
 //!
 //! Opening resolves a `Config` into resources in a fixed order: lock the data dir,
 //! open the search index, open the store (with the index's change listener),
-//! then let the index catch up with the store's change log.
+//! then let the index catch up with the store's change log. A maintenance task
+//! then rebuilds the index when its breaker opens and flushes counted uses.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
+use schemars::JsonSchema;
+use serde::Serialize;
 use serde_json::Value;
+use tokio::sync::Notify;
 
 use crate::catalog::catalog;
 use crate::config::Config;
 use crate::error::OpError;
-use crate::search::{INDEX_DIR_NAME, SearchIndex};
+use crate::model::{Micros, now_micros};
+use crate::pipeline::breaker::{Breaker, BreakerReport, Permit};
+use crate::pipeline::cache::{CacheStats, QueryCache};
+use crate::pipeline::limiter::SessionLimiter;
+use crate::search::{INDEX_DIR_NAME, IndexStats, SearchIndex, SearchQuery, SearchResults};
 use crate::session::{Session, ToolSelection};
 use crate::store::Store;
+
+/// How often counted uses of facts are written to the store.
+const ACCESS_FLUSH_INTERVAL_MS: u64 = 1_000;
 
 pub const LOCK_FILE_NAME: &str = "engram.lock";
 
@@ -44,7 +58,71 @@ struct Inner {
     store: Store,
     search: SearchIndex,
     tools: ToolSelection,
+    cache: QueryCache,
+    store_breaker: Breaker,
+    search_breaker: Arc<Breaker>,
+    /// Wakes the maintenance task to rebuild the index.
+    rebuild_wanted: Arc<Notify>,
+    /// A rebuild is running: searches take the store scan meanwhile.
+    rebuilding: AtomicBool,
+    accesses: AccessLog,
+    started: Instant,
     _lock: File,
+}
+
+/// A search answer and whether it came from the store scan instead of the index.
+pub struct Searched {
+    pub results: SearchResults,
+    pub degraded: bool,
+}
+
+/// What `/health` and `meta_health` report.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Health {
+    /// `ok`, or `degraded` when a breaker is not closed or a rebuild runs
+    /// (answers are still correct, only slower).
+    pub status: String,
+    pub version: String,
+    pub uptime_ms: u64,
+    pub breakers: Vec<BreakerReport>,
+    /// The search index is being rebuilt from the store.
+    pub rebuilding_index: bool,
+    pub search_index: IndexStats,
+    pub cache: CacheSummary,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct CacheSummary {
+    pub capacity: usize,
+    pub entries: usize,
+    pub hit_rate: f64,
+}
+
+/// Uses of facts counted in memory and written in batches: a use is not worth
+/// a transaction of its own. Up to one flush interval of counts can be lost in a
+/// crash; the facts themselves never are.
+#[derive(Default)]
+struct AccessLog {
+    pending: Mutex<HashMap<(String, String), (u64, Micros)>>,
+}
+
+impl AccessLog {
+    fn record(&self, namespace: &str, ids: impl IntoIterator<Item = String>) {
+        let now = now_micros();
+        let mut p = self.pending.lock().expect("access log poisoned");
+        for id in ids {
+            let e = p.entry((namespace.to_string(), id)).or_insert((0, now));
+            e.0 += 1;
+            e.1 = now;
+        }
+    }
+
+    fn take(&self) -> Vec<(String, String, u64, Micros)> {
+        let mut p = self.pending.lock().expect("access log poisoned");
+        p.drain()
+            .map(|((ns, id), (n, at))| (ns, id, n, at))
+            .collect()
+    }
 }
 
 impl AppState {
@@ -58,10 +136,28 @@ impl AppState {
         std::fs::create_dir_all(dir).map_err(io_err)?;
         let lock = lock_data_dir(&config)?;
 
+        let search_breaker = Arc::new(Breaker::new(
+            "search",
+            config.breaker_threshold,
+            Duration::from_millis(config.breaker_open_ms),
+        ));
+        let rebuild_wanted = Arc::new(Notify::new());
+        let observer = {
+            let (breaker, rebuild) = (search_breaker.clone(), rebuild_wanted.clone());
+            Arc::new(move |outcome: Result<(), &str>| match outcome {
+                Ok(()) => breaker.success(),
+                Err(e) => {
+                    if breaker.failure(&format!("index commit failed: {e}")) {
+                        rebuild.notify_one();
+                    }
+                }
+            })
+        };
         let (search, indexed_seq) = SearchIndex::open(
             &dir.join(INDEX_DIR_NAME),
             config.index_commit_interval_ms,
             config.index_commit_max_docs,
+            observer,
         )?;
         let store = Store::open(&config, search.change_listener())?;
         // An index ahead of the store (the store was restored from a backup) holds
@@ -70,15 +166,157 @@ impl AppState {
         let indexed_seq = indexed_seq.filter(|&seq| seq <= head);
         search.catch_up(&store, indexed_seq).await?;
 
-        Ok(AppState(Arc::new(Inner {
+        let app = AppState(Arc::new(Inner {
+            cache: QueryCache::new(config.cache_capacity),
+            store_breaker: Breaker::new(
+                "store",
+                config.breaker_threshold,
+                Duration::from_millis(config.breaker_open_ms),
+            ),
+            search_breaker,
+            rebuild_wanted,
+            rebuilding: AtomicBool::new(false),
+            accesses: AccessLog::default(),
+            started: Instant::now(),
             config,
             store,
             search,
             tools,
             _lock: lock,
-        })))
+        }));
+        tokio::spawn(maintenance(Arc::downgrade(&app.0)));
+        Ok(app)
     }
 
+    pub fn cache(&self) -> &QueryCache {
+        &self.0.cache
+    }
+
+    pub fn store_breaker(&self) -> &Breaker {
+        &self.0.store_breaker
+    }
+
+    /// Ranked search through the search breaker. While the index is failing
+    /// (breaker open) or being rebuilt, answers come from a scan of the store:
+    /// the same matches, slower, flagged `degraded`.
+    pub async fn search(&self, q: SearchQuery) -> Result<Searched, OpError> {
+        let breaker = &self.0.search_breaker;
+        if !self.0.rebuilding.load(Ordering::Acquire) && breaker.permit() == Permit::Call {
+            let timeout = Duration::from_millis(self.0.config.search_timeout_ms);
+            let error = match tokio::time::timeout(timeout, self.0.search.search(q.clone())).await {
+                Ok(Ok(results)) => {
+                    breaker.success();
+                    return Ok(Searched {
+                        results,
+                        degraded: false,
+                    });
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("search took longer than {} ms", timeout.as_millis()),
+            };
+            tracing::warn!(error, "search failed; answering from the store");
+            if breaker.failure(&error) {
+                self.0.rebuild_wanted.notify_one();
+            }
+        }
+        let docs = self
+            .0
+            .store
+            .search_docs_in(&q.namespace, q.kinds.clone())
+            .await?;
+        let results = tokio::task::spawn_blocking(move || crate::search::search_scanned(&q, docs))
+            .await
+            .map_err(|e| OpError::Search(format!("store scan failed: {e}")))?;
+        Ok(Searched {
+            results,
+            degraded: true,
+        })
+    }
+
+    /// Counts a use of these facts (opened or returned by a search).
+    pub fn record_fact_access(&self, namespace: &str, ids: impl IntoIterator<Item = String>) {
+        self.0.accesses.record(namespace, ids);
+    }
+
+    pub fn health(&self) -> Health {
+        let breakers = vec![
+            self.0.store_breaker.report(),
+            self.0.search_breaker.report(),
+        ];
+        let rebuilding = self.0.rebuilding.load(Ordering::Acquire);
+        let ok = !rebuilding
+            && breakers
+                .iter()
+                .all(|b| b.state == crate::pipeline::breaker::BreakerState::Closed);
+        let cache = self.0.cache.stats();
+        Health {
+            status: if ok { "ok" } else { "degraded" }.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_ms: self.0.started.elapsed().as_millis() as u64,
+            breakers,
+            rebuilding_index: rebuilding,
+            search_index: self.0.search.stats(),
+            cache: CacheSummary {
+                capacity: cache.capacity,
+                entries: cache.entries,
+                hit_rate: cache.hit_rate,
+            },
+        }
+    }
+
+    pub fn cache_stats(&self) -> CacheStats {
+        self.0.cache.stats()
+    }
+}
+
+/// Background upkeep, for as long as the app is open: rebuilds the search index
+/// when its breaker asks, and writes counted fact uses every second.
+async fn maintenance(app: Weak<Inner>) {
+    let wanted = match app.upgrade() {
+        Some(inner) => inner.rebuild_wanted.clone(),
+        None => return,
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(ACCESS_FLUSH_INTERVAL_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let rebuild = tokio::select! {
+            _ = wanted.notified() => true,
+            _ = tick.tick() => false,
+        };
+        let Some(inner) = app.upgrade() else {
+            return;
+        };
+        if rebuild {
+            inner.rebuilding.store(true, Ordering::Release);
+            tracing::warn!("rebuilding the search index from the store");
+            let outcome = inner.search.rebuild(&inner.store).await;
+            inner.rebuilding.store(false, Ordering::Release);
+            match outcome {
+                Ok(_) => inner.search_breaker.success(),
+                Err(e) => {
+                    tracing::error!(error = %e, "search index rebuild failed; retrying");
+                    inner
+                        .search_breaker
+                        .failure(&format!("rebuild failed: {e}"));
+                    let (retry, wait) =
+                        (inner.rebuild_wanted.clone(), inner.config.breaker_open_ms);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                        retry.notify_one();
+                    });
+                }
+            }
+        }
+        let accesses = inner.accesses.take();
+        if !accesses.is_empty()
+            && let Err(e) = inner.store.record_fact_access(accesses).await
+        {
+            tracing::warn!(error = %e, "could not record fact uses");
+        }
+    }
+}
+
+impl AppState {
     pub fn config(&self) -> &Config {
         &self.0.config
     }
@@ -87,7 +325,7 @@ impl AppState {
         &self.0.store
     }
 
-    pub fn search(&self) -> &SearchIndex {
+    pub fn search_index(&self) -> &SearchIndex {
         &self.0.search
     }
 
@@ -97,7 +335,15 @@ impl AppState {
     }
 
     pub fn new_session(&self) -> Arc<Session> {
-        Arc::new(Session::new(self.0.tools.clone()))
+        self.new_session_with_tools(self.0.tools.clone())
+    }
+
+    pub fn new_session_with_tools(&self, tools: ToolSelection) -> Arc<Session> {
+        let c = &self.0.config;
+        Arc::new(Session::new(
+            tools,
+            SessionLimiter::new(c.rate_limit_per_second, c.rate_limit_burst),
+        ))
     }
 
     /// Runs one operation through the pipeline.
@@ -113,6 +359,18 @@ impl AppState {
     /// Commits every queued write, then the search index, and stops both
     /// threads. Blocking: call from a blocking context or at the very end.
     pub fn shutdown(&self) {
+        let accesses = self.0.accesses.take();
+        if !accesses.is_empty() {
+            // On a thread of its own: this may be called from inside a runtime.
+            let store = self.0.store.clone();
+            let flushed = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().build();
+                if let Ok(rt) = rt {
+                    let _ = rt.block_on(store.record_fact_access(accesses));
+                }
+            });
+            let _ = flushed.join();
+        }
         self.0.store.shutdown();
         self.0.search.shutdown();
     }

@@ -69,6 +69,20 @@ pub struct Config {
     pub max_read_connections: usize,
     /// Most writes drained into one transaction (one fsync).
     pub max_group_commit: usize,
+    /// Most read answers the query cache keeps (0 turns caching off).
+    pub cache_capacity: usize,
+    /// Calls per second each session may make (0: unlimited) ...
+    pub rate_limit_per_second: u32,
+    /// ... and how many it may make in a burst above that rate.
+    pub rate_limit_burst: u32,
+    /// Consecutive failures (errors or timeouts) that open a backend's breaker.
+    pub breaker_threshold: u32,
+    /// How long an open breaker waits before letting a probe call through.
+    pub breaker_open_ms: u64,
+    /// A search slower than this counts as a failure of the index.
+    pub search_timeout_ms: u64,
+    /// A read slower than this fails (and counts against the store's breaker).
+    pub read_timeout_ms: u64,
 }
 
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -86,6 +100,13 @@ impl Config {
             index_commit_max_docs: 10_000,
             max_read_connections: 8,
             max_group_commit: 1024,
+            cache_capacity: 10_000,
+            rate_limit_per_second: 5_000,
+            rate_limit_burst: 10_000,
+            breaker_threshold: 3,
+            breaker_open_ms: 5_000,
+            search_timeout_ms: 5_000,
+            read_timeout_ms: 30_000,
         }
     }
 

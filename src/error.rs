@@ -6,7 +6,7 @@
 
 use thiserror::Error;
 
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum OpError {
     /// The arguments were malformed or out of bounds. Nothing was changed.
     #[error("invalid arguments: {0}")]
@@ -14,6 +14,15 @@ pub enum OpError {
     /// The named record does not exist in this session's namespace.
     #[error("{0}")]
     NotFound(String),
+    /// The write contradicts the record's current state. Nothing was changed.
+    #[error("{0}")]
+    Conflict(String),
+    /// Too many calls from this session: retry after the time the message names.
+    #[error("{0}")]
+    RateLimited(String),
+    /// A backend is failing and its circuit breaker is open: retry later.
+    #[error("{0}")]
+    Unavailable(String),
     /// The operation exists but this session may not call it as a tool yet.
     #[error("{0}")]
     NotEnabled(String),
@@ -38,6 +47,7 @@ impl From<crate::store::StoreError> for OpError {
     fn from(e: crate::store::StoreError) -> Self {
         match e {
             crate::store::StoreError::NotFound(m) => OpError::NotFound(m),
+            crate::store::StoreError::Conflict(m) => OpError::Conflict(m),
             other => OpError::Storage(other.to_string()),
         }
     }

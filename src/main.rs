@@ -60,6 +60,30 @@ struct GlobalArgs {
         global = true
     )]
     index_commit_ms: u64,
+    /// Most read answers the query cache keeps (0 turns the cache off).
+    #[arg(
+        long,
+        env = "ENGRAM_CACHE_CAPACITY",
+        default_value_t = 10_000,
+        global = true
+    )]
+    cache_capacity: usize,
+    /// Calls per second each session may make (0: unlimited).
+    #[arg(
+        long,
+        env = "ENGRAM_RATE_LIMIT",
+        default_value_t = 5_000,
+        global = true
+    )]
+    rate_limit: u32,
+    /// Calls a session may make in a burst above --rate-limit.
+    #[arg(
+        long,
+        env = "ENGRAM_RATE_BURST",
+        default_value_t = 10_000,
+        global = true
+    )]
+    rate_burst: u32,
     /// Log filter for stderr (tracing syntax: warn, info, engram=debug, ...).
     #[arg(
         long,
@@ -150,6 +174,9 @@ fn config(global: &GlobalArgs) -> anyhow::Result<Config> {
     config.tools = global.tools.clone();
     config.durability = global.durability;
     config.index_commit_interval_ms = global.index_commit_ms;
+    config.cache_capacity = global.cache_capacity;
+    config.rate_limit_per_second = global.rate_limit;
+    config.rate_limit_burst = global.rate_burst;
     Ok(config)
 }
 

@@ -46,22 +46,65 @@ pub struct Event {
     pub session_id: String,
 }
 
+/// One semantic memory: a fact the agent knows, with how sure it is and how it
+/// has been used. Facts are versioned by supersession: a newer fact replaces an
+/// older one, which keeps its text, gets a `valid_to`, and points at its successor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Fact {
+    /// Time-ordered unique id (UUIDv7).
+    pub id: String,
+    /// The fact, as a self-contained statement.
+    pub content: String,
+    /// Labels for filtering, lower-cased.
+    pub tags: Vec<String>,
+    /// How sure the agent is, 0.0 to 1.0. Rises when the fact is reinforced.
+    pub confidence: f64,
+    /// Where the fact came from (a URL, a file, "user", ...), if given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Since when the fact holds.
+    pub valid_from: DateTime<Utc>,
+    /// Until when it held; set when a newer fact superseded it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid_to: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// How often the fact was opened, found or reinforced (updated within a few
+    /// seconds of use; advisory).
+    pub access_count: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_accessed_at: Option<DateTime<Utc>>,
+    /// The older fact this one replaced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub supersedes: Option<String>,
+    /// The newer fact that replaced this one (then this one is history).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<String>,
+    /// Free-form JSON object supplied by the agent.
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// The MCP session that first stored it.
+    pub session_id: String,
+}
+
 /// Which kind of record a change or a search document is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RecordKind {
     Event,
+    Fact,
 }
 
 impl RecordKind {
     pub fn as_str(self) -> &'static str {
         match self {
             RecordKind::Event => "event",
+            RecordKind::Fact => "fact",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "event" => Some(RecordKind::Event),
+            "fact" => Some(RecordKind::Fact),
             _ => None,
         }
     }
@@ -79,6 +122,8 @@ pub struct SearchDoc {
     pub time: Micros,
     /// Importance or confidence, 0..1.
     pub weight: f64,
+    /// Replaced by a newer version: searched only when asked for.
+    pub superseded: bool,
 }
 
 /// One entry of the change log, as handed to derived views after commit.

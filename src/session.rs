@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::catalog::{Catalog, OperationSpec};
 use crate::config::DEFAULT_NAMESPACE;
 use crate::model::{Micros, new_id, now_micros};
+use crate::pipeline::limiter::SessionLimiter;
 
 /// Which tools a session lists: a profile plus any layers enabled on top.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,16 +79,19 @@ pub struct Session {
     namespace: OnceLock<String>,
     tools: Mutex<ToolSelection>,
     scratch: Mutex<BTreeMap<String, Value>>,
+    /// This session's own allowance of calls per second.
+    pub limiter: SessionLimiter,
 }
 
 impl Session {
-    pub fn new(tools: ToolSelection) -> Self {
+    pub fn new(tools: ToolSelection, limiter: SessionLimiter) -> Self {
         Session {
             id: new_id(),
             created_at: now_micros(),
             namespace: OnceLock::new(),
             tools: Mutex::new(tools),
             scratch: Mutex::new(BTreeMap::new()),
+            limiter,
         }
     }
 

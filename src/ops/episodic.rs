@@ -10,7 +10,7 @@ use super::{
 };
 use crate::error::OpError;
 use crate::model::{Event, RecordKind};
-use crate::search::SearchQuery;
+use crate::search::{Matcher, SearchQuery};
 use crate::store::{EventFilter, EventPatch, NewEvent, Order};
 use crate::timespec::TimeSpec;
 
@@ -232,6 +232,10 @@ pub struct RecallHit {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct RecallOutput {
     pub hits: Vec<RecallHit>,
+    /// True when the search index was unavailable and the answer came from a
+    /// slower scan of the store (same matches; scores may differ slightly).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub degraded: bool,
     /// Pass as `cursor` with the same query for more hits. Absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
@@ -273,27 +277,25 @@ impl Operation for Recall {
             input.tags,
             input.min_importance,
         )?;
-        if crate::search::SearchIndex::query_terms(&input.query).is_empty() {
-            return Err(OpError::invalid(
+        let matcher = Matcher::words(&input.query).ok_or_else(|| {
+            OpError::invalid(
                 "`query` has only very common words (like \"the\", \"of\"): add a word that names \
                  what you are looking for, or use episodic_list with filters",
-            ));
-        }
+            )
+        })?;
         let results = cx
             .app
-            .search()
             .search(SearchQuery {
-                namespace: cx.namespace().to_string(),
-                kind: RecordKind::Event,
-                text: input.query,
                 since: f.since,
                 until: f.until,
                 tags: f.tags,
                 min_weight: f.min_importance,
                 offset,
-                limit,
+                ..SearchQuery::new(cx.namespace(), vec![RecordKind::Event], matcher, limit)
             })
             .await?;
+        let degraded = results.degraded;
+        let results = results.results;
         let ids = results.hits.iter().map(|h| h.id.clone()).collect();
         let events = cx.app.store().get_events(cx.namespace(), ids).await?;
         let mut by_id: std::collections::HashMap<String, Event> =
@@ -314,7 +316,11 @@ impl Operation for Recall {
                 f: fingerprint,
             })
         });
-        Ok(RecallOutput { hits, next_cursor })
+        Ok(RecallOutput {
+            hits,
+            degraded,
+            next_cursor,
+        })
     }
 }
 

@@ -1,6 +1,11 @@
-//! The one text analyzer, used for indexing and for queries alike: split on
-//! non-alphanumerics, drop absurdly long tokens, lower-case, drop English stop
-//! words (so "the" never blocks a match), stem ("deploys" finds "deployed").
+//! The text analyzers, used for indexing and for queries alike.
+//!
+//! - `engram_en` (the `text` field): split on non-alphanumerics, drop absurdly
+//!   long tokens, lower-case, drop English stop words (so "the" never blocks a
+//!   match), stem ("deploys" finds "deployed"). Ranked, phrase and boolean search.
+//! - `engram_raw` (the `text_raw` field): the same words lower-cased but neither
+//!   stemmed nor filtered, for prefix (as-you-type) and fuzzy (typo) matching,
+//!   which must compare what the user typed with the words as written.
 
 use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
@@ -8,6 +13,7 @@ use tantivy::tokenizer::{
 };
 
 pub(crate) const NAME: &str = "engram_en";
+pub(crate) const RAW_NAME: &str = "engram_raw";
 /// Tokens longer than this (base64 blobs, hashes) are not indexed.
 const MAX_TOKEN_BYTES: usize = 40;
 
@@ -22,15 +28,51 @@ pub(crate) fn analyzer() -> TextAnalyzer {
         .build()
 }
 
+pub(crate) fn raw_analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(MAX_TOKEN_BYTES))
+        .filter(LowerCaser)
+        .build()
+}
+
 /// Analyzed terms of `text`, in order, with repeats.
 pub(crate) fn terms_with_repeats(text: &str) -> Vec<String> {
+    positioned_terms(text).into_iter().map(|(_, t)| t).collect()
+}
+
+/// Analyzed terms of `text` with their word positions (stop words leave gaps,
+/// so a phrase query keeps the distance between the words it names).
+pub(crate) fn positioned_terms(text: &str) -> Vec<(usize, String)> {
     let mut a = analyzer();
     let mut stream = a.token_stream(text);
     let mut out = Vec::new();
     while stream.advance() {
-        out.push(stream.token().text.clone());
+        let t = stream.token();
+        out.push((t.position, t.text.clone()));
     }
     out
+}
+
+/// Lower-cased words of `text` as written, in order, with repeats.
+pub(crate) fn raw_words(text: &str) -> Vec<String> {
+    raw_tokens(text).into_iter().map(|(_, _, w)| w).collect()
+}
+
+/// Lower-cased words with their byte offsets in `text`: (from, to, word).
+pub(crate) fn raw_tokens(text: &str) -> Vec<(usize, usize, String)> {
+    let mut a = raw_analyzer();
+    let mut stream = a.token_stream(text);
+    let mut out = Vec::new();
+    while stream.advance() {
+        let t = stream.token();
+        out.push((t.offset_from, t.offset_to, t.text.clone()));
+    }
+    out
+}
+
+/// The analyzed term of one word: `None` for a stop word.
+pub(crate) fn stem(word: &str) -> Option<String> {
+    terms_with_repeats(word).into_iter().next()
 }
 
 /// Distinct analyzed terms of `text`, in first-seen order.
@@ -52,5 +94,17 @@ mod tests {
             vec!["deploy", "stage", "server"]
         );
         assert!(terms("the of and").is_empty());
+    }
+
+    #[test]
+    fn positions_keep_gaps_for_stop_words() {
+        assert_eq!(
+            positioned_terms("deploy to staging"),
+            vec![(0, "deploy".to_string()), (2, "stage".to_string())]
+        );
+        assert_eq!(
+            raw_words("The Postgres-Server"),
+            vec!["the", "postgres", "server"]
+        );
     }
 }

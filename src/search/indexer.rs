@@ -13,14 +13,20 @@ use std::time::{Duration, Instant};
 use tantivy::{IndexWriter, TantivyDocument, Term};
 use tokio::sync::oneshot;
 
-use super::{SearchError, Shared};
+use super::{LIVE, Live, SUPERSEDED, SearchError, Shared};
 use crate::model::{Change, SearchDoc};
 
 pub(crate) enum Msg {
     /// Committed store changes, in change order.
     Changes(Vec<Change>),
-    /// Documents for a rebuild (no change numbers).
-    Docs(Vec<SearchDoc>),
+    /// Documents for a rebuild (no change numbers). `upsert`: replace any copy
+    /// already indexed (writes run concurrently with a live rebuild).
+    Docs {
+        docs: Vec<SearchDoc>,
+        upsert: bool,
+    },
+    /// Throw the index away and start an empty one in its directory.
+    Recreate(oneshot::Sender<Result<(), String>>),
     /// Delete every document (start of a rebuild).
     Clear,
     /// After a rebuild: the change number the index now reflects.
@@ -28,6 +34,10 @@ pub(crate) enum Msg {
     Flush(oneshot::Sender<Result<(), String>>),
     Stop,
 }
+
+/// Told the outcome of every index commit: how a circuit breaker learns that the
+/// index has stopped working even when no search has failed yet.
+pub type CommitObserver = Arc<dyn Fn(Result<(), &str>) + Send + Sync>;
 
 /// What the indexer has done, for health and metrics.
 #[derive(Debug, Clone, Default, serde::Serialize, schemars::JsonSchema)]
@@ -38,6 +48,8 @@ pub struct IndexStats {
     pub overlay_records: usize,
     pub commits: u64,
     pub last_commit_ms: u64,
+    /// Times the index was thrown away and rebuilt from the store while running.
+    pub rebuilds: u64,
     /// The last commit error, if the last commit failed.
     pub last_error: Option<String>,
 }
@@ -64,6 +76,7 @@ impl IndexerHandle {
         committed_seq: i64,
         commit_interval_ms: u64,
         commit_max_docs: usize,
+        observer: CommitObserver,
     ) -> Result<Self, SearchError> {
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(Mutex::new(IndexStats {
@@ -72,7 +85,8 @@ impl IndexerHandle {
         }));
         let mut worker = Worker {
             shared: shared.clone(),
-            writer,
+            writer: Some(writer),
+            observer,
             stats: stats.clone(),
             applied_seq: committed_seq,
             pending: 0,
@@ -97,6 +111,14 @@ impl IndexerHandle {
 
     pub(crate) fn send(&self, msg: Msg) -> Result<(), SearchError> {
         self.tx.send(msg).map_err(|_| SearchError::IndexerGone)
+    }
+
+    pub(crate) async fn recreate(&self) -> Result<(), SearchError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Msg::Recreate(tx))?;
+        rx.await
+            .map_err(|_| SearchError::IndexerGone)?
+            .map_err(SearchError::CatchUp)
     }
 
     pub(crate) async fn flush(&self) -> Result<(), SearchError> {
@@ -124,7 +146,10 @@ impl IndexerHandle {
 
 struct Worker {
     shared: Arc<Shared>,
-    writer: IndexWriter,
+    /// `None` only when recreating the index failed; commits then fail until a
+    /// rebuild succeeds.
+    writer: Option<IndexWriter>,
+    observer: CommitObserver,
     stats: Arc<Mutex<IndexStats>>,
     /// Highest change number applied to the writer (committed or not).
     applied_seq: i64,
@@ -155,8 +180,7 @@ impl Worker {
                 }
                 Some(Msg::Changes(changes)) => {
                     for c in changes {
-                        self.writer
-                            .delete_term(Term::from_field_text(self.shared.fields.id, &c.id));
+                        self.delete(&c.id);
                         if let Some(doc) = &c.doc {
                             self.add(doc);
                         }
@@ -164,17 +188,24 @@ impl Worker {
                         self.mark_pending();
                     }
                 }
-                Some(Msg::Docs(docs)) => {
+                Some(Msg::Docs { docs, upsert }) => {
                     for doc in &docs {
+                        if upsert {
+                            self.delete(&doc.id);
+                        }
                         self.add(doc);
                         self.mark_pending();
                     }
                 }
                 Some(Msg::Clear) => {
-                    if let Err(e) = self.writer.delete_all_documents() {
+                    if let Some(Err(e)) = self.writer.as_mut().map(|w| w.delete_all_documents()) {
                         tracing::error!(error = %e, "cannot clear the search index");
                     }
                     self.mark_pending();
+                }
+                Some(Msg::Recreate(reply)) => {
+                    let r = self.recreate();
+                    let _ = reply.send(r);
                 }
                 Some(Msg::SetSeq(seq)) => {
                     self.applied_seq = seq;
@@ -201,20 +232,56 @@ impl Worker {
         self.first_pending.get_or_insert_with(Instant::now);
     }
 
+    fn delete(&mut self, id: &str) {
+        if let Some(w) = &self.writer {
+            w.delete_term(Term::from_field_text(self.shared.fields.id, id));
+        }
+    }
+
     fn add(&mut self, d: &SearchDoc) {
+        let Some(writer) = &self.writer else {
+            return;
+        };
         let f = &self.shared.fields;
         let mut doc = TantivyDocument::default();
         doc.add_text(f.id, &d.id);
         doc.add_text(f.kind, d.kind.as_str());
         doc.add_text(f.namespace, &d.namespace);
         doc.add_text(f.text, &d.text);
+        doc.add_text(f.text_raw, &d.text);
         for tag in &d.tags {
             doc.add_text(f.tags, tag);
         }
+        doc.add_text(f.status, if d.superseded { SUPERSEDED } else { LIVE });
         doc.add_i64(f.time, d.time);
         doc.add_f64(f.weight, d.weight);
-        if let Err(e) = self.writer.add_document(doc) {
+        if let Err(e) = writer.add_document(doc) {
             tracing::error!(error = %e, id = %d.id, "cannot index document");
+        }
+    }
+
+    /// Drops the writer, empties the directory, and starts a new empty index
+    /// there. What was pending is dropped too: the rebuild that follows reloads
+    /// everything from the store (the overlay keeps serving it meanwhile).
+    fn recreate(&mut self) -> Result<(), String> {
+        drop(self.writer.take());
+        let fresh = super::create_fresh(&self.shared.dir)
+            .and_then(|index| super::reader_and_writer(&index));
+        match fresh {
+            Ok((reader, writer)) => {
+                self.writer = Some(writer);
+                *self.shared.live.write().expect("live index poisoned") = Arc::new(Live { reader });
+                self.pending = 0;
+                self.first_pending = None;
+                self.applied_seq = 0;
+                self.stats.lock().expect("stats poisoned").rebuilds += 1;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot recreate the search index");
+                (self.observer)(Err(&e.to_string()));
+                Err(e.to_string())
+            }
         }
     }
 
@@ -227,14 +294,18 @@ impl Worker {
         let started = Instant::now();
         let seq = self.applied_seq;
         let payload = serde_json::json!({ "last_seq": seq }).to_string();
-        let result = self
-            .writer
-            .prepare_commit()
-            .and_then(|mut prepared| {
-                prepared.set_payload(&payload);
-                prepared.commit()
-            })
-            .and_then(|_| self.shared.reader.reload());
+        let result = match self.writer.as_mut() {
+            None => Err(tantivy::TantivyError::SystemError(
+                "the index could not be recreated".into(),
+            )),
+            Some(writer) => writer
+                .prepare_commit()
+                .and_then(|mut prepared| {
+                    prepared.set_payload(&payload);
+                    prepared.commit()
+                })
+                .and_then(|_| self.shared.live().reader.reload()),
+        };
         let mut stats = self.stats.lock().expect("stats poisoned");
         match result {
             Ok(()) => {
@@ -249,6 +320,8 @@ impl Worker {
                 stats.commits += 1;
                 stats.last_commit_ms = started.elapsed().as_millis() as u64;
                 stats.last_error = None;
+                drop(stats);
+                (self.observer)(Ok(()));
                 Ok(())
             }
             Err(e) => {
@@ -257,6 +330,8 @@ impl Worker {
                 tracing::error!(error = %e, "search index commit failed");
                 self.first_pending = Some(Instant::now());
                 stats.last_error = Some(e.to_string());
+                drop(stats);
+                (self.observer)(Err(&e.to_string()));
                 Err(e.to_string())
             }
         }

@@ -11,9 +11,11 @@
 mod analyzer;
 mod indexer;
 mod overlay;
+mod query;
 
+use std::collections::HashMap;
 use std::ops::Bound;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, mpsc};
 
 use tantivy::collector::TopDocs;
@@ -24,13 +26,15 @@ use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing,
     TextOptions, Value,
 };
-use tantivy::{Index, IndexReader, ReloadPolicy, Searcher, TantivyDocument, Term};
+use tantivy::{Index, IndexReader, ReloadPolicy, TantivyDocument, Term};
 use thiserror::Error;
 
-use crate::model::{Change, Micros, RecordKind};
+use crate::model::{Change, Micros, RecordKind, SearchDoc};
 use crate::store::{ChangeListener, Store};
 
-pub use indexer::IndexStats;
+pub use indexer::{CommitObserver, IndexStats};
+use query::PreparedDoc;
+pub use query::{Matcher, parse_boolean};
 
 /// Directory under the data dir holding the index.
 pub const INDEX_DIR_NAME: &str = "index";
@@ -55,11 +59,19 @@ pub(crate) struct Fields {
     pub id: Field,
     pub kind: Field,
     pub namespace: Field,
+    /// Stemmed words with positions: ranked, phrase and boolean search.
     pub text: Field,
+    /// Words as written (lower-cased): prefix and fuzzy search.
+    pub text_raw: Field,
     pub tags: Field,
+    /// `live` or `superseded`.
+    pub status: Field,
     pub time: Field,
     pub weight: Field,
 }
+
+const LIVE: &str = "live";
+const SUPERSEDED: &str = "superseded";
 
 fn schema() -> (Schema, Fields) {
     let mut b = Schema::builder();
@@ -68,36 +80,69 @@ fn schema() -> (Schema, Fields) {
             .set_tokenizer(analyzer::NAME)
             .set_index_option(IndexRecordOption::WithFreqsAndPositions),
     );
+    let raw_options = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(analyzer::RAW_NAME)
+            .set_index_option(IndexRecordOption::WithFreqs),
+    );
     let fields = Fields {
         id: b.add_text_field("id", STRING | STORED),
-        kind: b.add_text_field("kind", STRING),
+        kind: b.add_text_field("kind", STRING | STORED),
         namespace: b.add_text_field("namespace", STRING),
         text: b.add_text_field("text", text_options),
+        text_raw: b.add_text_field("text_raw", raw_options),
         tags: b.add_text_field("tags", STRING),
+        status: b.add_text_field("status", STRING),
         time: b.add_i64_field("time", INDEXED | FAST),
         weight: b.add_f64_field("weight", INDEXED | FAST),
     };
     (b.build(), fields)
 }
 
-/// A ranked text query over one namespace and record kind.
+/// A text query over one namespace and some record kinds, with filters.
 #[derive(Debug, Clone)]
 pub struct SearchQuery {
     pub namespace: String,
-    pub kind: RecordKind,
-    pub text: String,
+    pub kinds: Vec<RecordKind>,
+    pub matcher: Matcher,
+    /// time >= since
     pub since: Option<Micros>,
+    /// time < until
     pub until: Option<Micros>,
     /// Every one of these tags.
     pub tags: Vec<String>,
     pub min_weight: Option<f64>,
+    /// Also records replaced by newer versions.
+    pub include_superseded: bool,
+    /// Never these records (more-like-this leaves out its source).
+    pub exclude_ids: Vec<String>,
     pub offset: usize,
     pub limit: usize,
+}
+
+impl SearchQuery {
+    /// A query with no filters, first page of `limit`.
+    pub fn new(namespace: &str, kinds: Vec<RecordKind>, matcher: Matcher, limit: usize) -> Self {
+        SearchQuery {
+            namespace: namespace.to_string(),
+            kinds,
+            matcher,
+            since: None,
+            until: None,
+            tags: Vec::new(),
+            min_weight: None,
+            include_superseded: false,
+            exclude_ids: Vec::new(),
+            offset: 0,
+            limit,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchHit {
     pub id: String,
+    pub kind: RecordKind,
     pub score: f32,
 }
 
@@ -108,12 +153,24 @@ pub struct SearchResults {
     pub has_more: bool,
 }
 
-pub(crate) struct Shared {
+/// The index as currently opened; replaced whole when the index is rebuilt.
+pub(crate) struct Live {
     pub reader: IndexReader,
+}
+
+pub(crate) struct Shared {
+    pub dir: PathBuf,
+    pub live: RwLock<Arc<Live>>,
     pub fields: Fields,
     /// Changes the store committed that the index has not: read together with a
     /// searcher under this lock so no change is ever invisible to both.
     pub overlay: RwLock<overlay::Overlay>,
+}
+
+impl Shared {
+    pub(crate) fn live(&self) -> Arc<Live> {
+        self.live.read().expect("live index poisoned").clone()
+    }
 }
 
 /// Cheap handle to the index; clone freely.
@@ -127,44 +184,32 @@ impl SearchIndex {
     /// Opens the index in `dir` (created if missing; rebuilt from scratch if it
     /// cannot be opened, since it is derived) and starts the indexer thread.
     /// Returns the index and the last change number it holds (None: empty, must be
-    /// rebuilt from the store).
+    /// rebuilt from the store). `observer` hears the outcome of every commit.
     pub fn open(
         dir: &Path,
         commit_interval_ms: u64,
         commit_max_docs: usize,
+        observer: CommitObserver,
     ) -> Result<(SearchIndex, Option<i64>), SearchError> {
         let (schema, fields) = schema();
         std::fs::create_dir_all(dir)?;
         let index = match open_existing(dir, &schema) {
-            Some(index) => index,
-            None => {
-                // Derived data: start over rather than refuse to start.
-                for entry in std::fs::read_dir(dir)? {
-                    let path = entry?.path();
-                    if path.is_dir() {
-                        std::fs::remove_dir_all(&path)?;
-                    } else {
-                        std::fs::remove_file(&path)?;
-                    }
-                }
-                Index::create_in_dir(dir, schema)?
+            Some(index) => {
+                register_analyzers(&index);
+                index
             }
+            // Derived data: start over rather than refuse to start.
+            None => create_fresh(dir)?,
         };
-        index
-            .tokenizers()
-            .register(analyzer::NAME, analyzer::analyzer());
         let last_seq = index
             .load_metas()?
             .payload
             .as_deref()
             .and_then(indexer::parse_payload);
-        let reader = index
-            .reader_builder()
-            .reload_policy(ReloadPolicy::Manual)
-            .try_into()?;
-        let writer = index.writer_with_num_threads(1, WRITER_MEMORY_BYTES)?;
+        let (reader, writer) = reader_and_writer(&index)?;
         let shared = Arc::new(Shared {
-            reader,
+            dir: dir.to_path_buf(),
+            live: RwLock::new(Arc::new(Live { reader })),
             fields,
             overlay: RwLock::new(overlay::Overlay::default()),
         });
@@ -174,6 +219,7 @@ impl SearchIndex {
             last_seq.unwrap_or(0),
             commit_interval_ms,
             commit_max_docs,
+            observer,
         )?;
         Ok((SearchIndex { shared, indexer }, last_seq))
     }
@@ -211,24 +257,8 @@ impl SearchIndex {
                 n
             }
             None => {
-                let head = store
-                    .last_change()
-                    .await
-                    .map_err(|e| SearchError::CatchUp(e.to_string()))?;
                 self.indexer.send(indexer::Msg::Clear)?;
-                let tx = self.indexer.sender();
-                let counted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-                let count = counted.clone();
-                store
-                    .scan_search_docs(move |docs| {
-                        count.fetch_add(docs.len(), std::sync::atomic::Ordering::Relaxed);
-                        tx.send(indexer::Msg::Docs(docs))
-                            .map_err(|_| "indexer stopped".to_string())
-                    })
-                    .await
-                    .map_err(|e| SearchError::CatchUp(e.to_string()))?;
-                self.indexer.send(indexer::Msg::SetSeq(head))?;
-                counted.load(std::sync::atomic::Ordering::Relaxed)
+                self.load_everything(store, false).await?
             }
         };
         self.flush().await?;
@@ -239,6 +269,53 @@ impl SearchIndex {
             "search index caught up"
         );
         Ok(())
+    }
+
+    /// Throws the index away and builds a new one from the store while the
+    /// server runs (after the index failed). Searches keep answering meanwhile
+    /// from the old searcher and the overlay, or from the store when the circuit
+    /// breaker is open. Returns the number of records indexed.
+    pub async fn rebuild(&self, store: &Store) -> Result<usize, SearchError> {
+        let started = std::time::Instant::now();
+        self.indexer.recreate().await?;
+        let n = self.load_everything(store, true).await?;
+        self.flush().await?;
+        tracing::info!(
+            records = n,
+            ms = started.elapsed().as_millis() as u64,
+            "search index rebuilt"
+        );
+        Ok(n)
+    }
+
+    /// Feeds every record of the store to the indexer, then the changes made
+    /// while it was reading. `upsert`: replace documents already indexed (writes
+    /// may run concurrently); otherwise the index is known to be empty.
+    async fn load_everything(&self, store: &Store, upsert: bool) -> Result<usize, SearchError> {
+        let catch_up = |e: crate::store::StoreError| SearchError::CatchUp(e.to_string());
+        let head = store.last_change().await.map_err(catch_up)?;
+        let tx = self.indexer.sender();
+        let counted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = counted.clone();
+        store
+            .scan_search_docs(move |docs| {
+                count.fetch_add(docs.len(), std::sync::atomic::Ordering::Relaxed);
+                tx.send(indexer::Msg::Docs { docs, upsert })
+                    .map_err(|_| "indexer stopped".to_string())
+            })
+            .await
+            .map_err(catch_up)?;
+        self.indexer.send(indexer::Msg::SetSeq(head))?;
+        if upsert {
+            // The scan read one snapshot; writes committed since then may have
+            // reached the indexer before the scan's older copies. Replaying them
+            // after the scan makes the newest version win.
+            let later = store.changes_since(head).await.map_err(catch_up)?;
+            if !later.is_empty() {
+                self.indexer.send(indexer::Msg::Changes(later))?;
+            }
+        }
+        Ok(counted.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Commits everything queued to the index and waits for it.
@@ -255,8 +332,7 @@ impl SearchIndex {
         self.indexer.stats()
     }
 
-    /// Ranked search: BM25 over the analyzed query words (any word may match; more
-    /// and rarer words rank higher), restricted by namespace, kind and filters.
+    /// Ranked search over the committed index and the overlay together.
     pub async fn search(&self, q: SearchQuery) -> Result<SearchResults, SearchError> {
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || search_blocking(&shared, &q))
@@ -269,6 +345,125 @@ impl SearchIndex {
     pub fn query_terms(text: &str) -> Vec<String> {
         analyzer::terms(text)
     }
+
+    /// Analyzed terms with their counts, most frequent first, weighted by how
+    /// rare each is in the index (tf × idf): what a "more like this" query uses.
+    pub fn characteristic_terms(&self, text: &str, max: usize) -> Vec<String> {
+        let live = self.shared.live();
+        let searcher = live.reader.searcher();
+        let docs = searcher.total_num_docs().unwrap_or(0);
+        let mut tf: HashMap<String, u32> = HashMap::new();
+        for t in analyzer::terms_with_repeats(text) {
+            *tf.entry(t).or_default() += 1;
+        }
+        let mut weighted: Vec<(f32, String)> = tf
+            .into_iter()
+            .map(|(t, n)| {
+                let df = searcher
+                    .doc_freq(&Term::from_field_text(self.shared.fields.text, &t))
+                    .unwrap_or(0);
+                (n as f32 * query::idf(docs.max(1), df), t)
+            })
+            .collect();
+        weighted.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        weighted.into_iter().take(max).map(|(_, t)| t).collect()
+    }
+}
+
+/// Answers a query from documents read straight from the store, without the
+/// index: the degraded path while the index is down. Same matching rules and
+/// BM25, with statistics counted over the scanned documents.
+pub fn search_scanned(q: &SearchQuery, docs: Vec<SearchDoc>) -> SearchResults {
+    let docs: Vec<PreparedDoc> = docs
+        .into_iter()
+        .filter(|d| q.kinds.contains(&d.kind) && d.namespace == q.namespace)
+        .map(PreparedDoc::new)
+        .collect();
+    let mut stats = query::ScanStats {
+        docs: docs.len() as u64,
+        df: HashMap::new(),
+        avg: [0.0, 0.0],
+    };
+    if !docs.is_empty() {
+        let n = docs.len() as f32;
+        stats.avg = [
+            docs.iter().map(|d| d.stems.len()).sum::<usize>() as f32 / n,
+            docs.iter().map(|d| d.raw.len()).sum::<usize>() as f32 / n,
+        ];
+    }
+    let mut matched = Vec::new();
+    for d in &docs {
+        let mut hits = Vec::new();
+        let ok = query::matches(&q.matcher, d, &mut hits);
+        let mut seen = std::collections::HashSet::new();
+        for h in &hits {
+            if seen.insert((h.which, h.term.clone())) {
+                *stats.df.entry((h.which, h.term.clone())).or_default() += 1;
+            }
+        }
+        if ok && overlay::passes_filters(&d.doc, q) {
+            matched.push((d, hits));
+        }
+    }
+    let mut hits: Vec<SearchHit> = matched
+        .into_iter()
+        .map(|(d, h)| SearchHit {
+            id: d.doc.id.clone(),
+            kind: d.doc.kind,
+            score: query::score(d, &h, &mut stats),
+        })
+        .collect();
+    page(&mut hits, q)
+}
+
+/// Sorts by score (ties: newest id first) and cuts out the requested page.
+fn page(hits: &mut Vec<SearchHit>, q: &SearchQuery) -> SearchResults {
+    hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| b.id.cmp(&a.id)));
+    let has_more = hits.len() > q.offset + q.limit;
+    let hits = std::mem::take(hits)
+        .into_iter()
+        .skip(q.offset)
+        .take(q.limit)
+        .collect();
+    SearchResults { hits, has_more }
+}
+
+fn register_analyzers(index: &Index) {
+    index
+        .tokenizers()
+        .register(analyzer::NAME, analyzer::analyzer());
+    index
+        .tokenizers()
+        .register(analyzer::RAW_NAME, analyzer::raw_analyzer());
+}
+
+/// Empties `dir` and creates a new index in it.
+pub(crate) fn create_fresh(dir: &Path) -> Result<Index, SearchError> {
+    if dir.exists() {
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path)?;
+            } else {
+                std::fs::remove_file(&path)?;
+            }
+        }
+    }
+    std::fs::create_dir_all(dir)?;
+    let index = Index::create_in_dir(dir, schema().0)?;
+    register_analyzers(&index);
+    Ok(index)
+}
+
+pub(crate) fn reader_and_writer(
+    index: &Index,
+) -> Result<(IndexReader, tantivy::IndexWriter), SearchError> {
+    let reader = index
+        .reader_builder()
+        .reload_policy(ReloadPolicy::Manual)
+        .try_into()?;
+    let writer = index.writer_with_num_threads(1, WRITER_MEMORY_BYTES)?;
+    Ok((reader, writer))
 }
 
 fn open_existing(dir: &Path, schema: &Schema) -> Option<Index> {
@@ -298,12 +493,26 @@ fn filter_query(f: &Fields, q: &SearchQuery) -> Vec<(Occur, Box<dyn Query>)> {
             0.0,
         ))
     };
+    let kinds: Vec<(Occur, Box<dyn Query>)> = q
+        .kinds
+        .iter()
+        .map(|k| (Occur::Should, term(f.kind, k.as_str())))
+        .collect();
     let mut clauses = vec![
         (Occur::Must, term(f.namespace, &q.namespace)),
-        (Occur::Must, term(f.kind, q.kind.as_str())),
+        (
+            Occur::Must,
+            Box::new(BooleanQuery::new(kinds)) as Box<dyn Query>,
+        ),
     ];
+    if !q.include_superseded {
+        clauses.push((Occur::Must, term(f.status, LIVE)));
+    }
     for tag in &q.tags {
         clauses.push((Occur::Must, term(f.tags, tag)));
+    }
+    for id in &q.exclude_ids {
+        clauses.push((Occur::MustNot, term(f.id, id)));
     }
     if q.since.is_some() || q.until.is_some() {
         let lower = q.since.map_or(Bound::Unbounded, |t| {
@@ -335,8 +544,7 @@ fn filter_query(f: &Fields, q: &SearchQuery) -> Vec<(Occur, Box<dyn Query>)> {
 
 fn search_blocking(shared: &Shared, q: &SearchQuery) -> Result<SearchResults, SearchError> {
     let f = &shared.fields;
-    let terms = analyzer::terms(&q.text);
-    if terms.is_empty() || q.limit == 0 {
+    if q.limit == 0 || q.kinds.is_empty() {
         return Ok(SearchResults {
             hits: Vec::new(),
             has_more: false,
@@ -346,23 +554,13 @@ fn search_blocking(shared: &Shared, q: &SearchQuery) -> Result<SearchResults, Se
     let (searcher, pending) = {
         let overlay = shared.overlay.read().expect("overlay poisoned");
         (
-            shared.reader.searcher(),
-            overlay.snapshot(&q.namespace, q.kind),
+            shared.live().reader.searcher(),
+            overlay.snapshot(&q.namespace, &q.kinds),
         )
     };
 
-    let text_clauses: Vec<(Occur, Box<dyn Query>)> = terms
-        .iter()
-        .map(|t| {
-            let q: Box<dyn Query> = Box::new(TermQuery::new(
-                Term::from_field_text(f.text, t),
-                IndexRecordOption::WithFreqs,
-            ));
-            (Occur::Should, q)
-        })
-        .collect();
     let mut clauses = filter_query(f, q);
-    clauses.push((Occur::Must, Box::new(BooleanQuery::new(text_clauses))));
+    clauses.push((Occur::Must, query::compile(&q.matcher, f, &searcher)?));
     let query = BooleanQuery::new(clauses);
 
     // Committed copies of overlaid records are stale and dropped, so fetch more
@@ -378,9 +576,17 @@ fn search_blocking(shared: &Shared, q: &SearchQuery) -> Result<SearchResults, Se
             let Some(id) = doc.get_first(f.id).and_then(|v| v.as_str()) else {
                 continue;
             };
+            let Some(kind) = doc
+                .get_first(f.kind)
+                .and_then(|v| v.as_str())
+                .and_then(RecordKind::parse)
+            else {
+                continue;
+            };
             if !pending.contains_key(id) {
                 kept.push(SearchHit {
                     id: id.to_string(),
+                    kind,
                     score,
                 });
             }
@@ -392,73 +598,95 @@ fn search_blocking(shared: &Shared, q: &SearchQuery) -> Result<SearchResults, Se
         }
         fetch = next;
     };
-    let stats = Bm25Stats::new(&searcher, f.text, &terms)?;
+    let mut stats = query::IndexStats::new(&searcher, f)?;
     for pending_doc in pending.values().flatten() {
         if !overlay::passes_filters(&pending_doc.doc, q) {
             continue;
         }
-        if let Some(score) = stats.score(&pending_doc.terms) {
+        let mut term_hits = Vec::new();
+        if query::matches(&q.matcher, pending_doc, &mut term_hits) {
             hits.push(SearchHit {
                 id: pending_doc.doc.id.clone(),
-                score,
+                kind: pending_doc.doc.kind,
+                score: query::score(pending_doc, &term_hits, &mut stats),
             });
         }
     }
-    hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| b.id.cmp(&a.id)));
-    let has_more = hits.len() > q.offset + q.limit;
-    let hits = hits.into_iter().skip(q.offset).take(q.limit).collect();
-    Ok(SearchResults { hits, has_more })
+    Ok(page(&mut hits, q))
 }
 
-/// BM25 for documents not yet in the index, computed with the committed index's
-/// statistics and tantivy's constants so overlay and index scores rank together.
-struct Bm25Stats {
-    /// (term, idf)
-    idf: Vec<(String, f32)>,
-    avg_len: f32,
-}
-
-const BM25_K1: f32 = 1.2;
-const BM25_B: f32 = 0.75;
-
-impl Bm25Stats {
-    fn new(searcher: &Searcher, field: Field, terms: &[String]) -> Result<Self, SearchError> {
-        let docs = searcher.total_num_docs()?;
-        let tokens = searcher.total_num_tokens(field)?;
-        let avg_len = if docs == 0 {
-            0.0
-        } else {
-            tokens as f32 / docs as f32
-        };
-        let mut idf = Vec::with_capacity(terms.len());
-        for t in terms {
-            let df = searcher
-                .doc_freq(&Term::from_field_text(field, t))?
-                .min(docs);
-            let x = ((docs - df) as f32 + 0.5) / (df as f32 + 0.5);
-            idf.push((t.clone(), (1.0 + x).ln()));
-        }
-        Ok(Bm25Stats { idf, avg_len })
+/// Marks, in `text`, the words `matcher` matched with `**…**`, and cuts a window
+/// of about `max_chars` around the densest run of matches. Whole text when short.
+pub fn snippet(text: &str, matcher: &Matcher, max_chars: usize) -> String {
+    let tokens = analyzer::raw_tokens(text);
+    let marks: Vec<(usize, usize)> = tokens
+        .iter()
+        .filter(|(_, _, w)| matcher.highlights(w, analyzer::stem(w).as_deref()))
+        .map(|(a, b, _)| (*a, *b))
+        .collect();
+    // The window start: the match with the most other matches within reach.
+    let (mut from, mut to) = (0, text.len());
+    if text.len() > max_chars {
+        let best = marks
+            .iter()
+            .map(|(a, _)| {
+                let n = marks
+                    .iter()
+                    .filter(|(b, _)| *b >= *a && *b < a + max_chars)
+                    .count();
+                (n, *a)
+            })
+            .max_by(|x, y| x.0.cmp(&y.0).then_with(|| y.1.cmp(&x.1)))
+            .map_or(0, |(_, a)| a);
+        from = floor_boundary(text, best.saturating_sub(max_chars / 5));
+        to = floor_boundary(text, (from + max_chars).min(text.len()));
     }
+    let mut out = String::with_capacity(to - from + 16);
+    if from > 0 {
+        out.push('…');
+    }
+    let mut at = from;
+    for &(a, b) in marks.iter().filter(|(a, b)| *a >= from && *b <= to) {
+        out.push_str(&text[at..a]);
+        out.push_str("**");
+        out.push_str(&text[a..b]);
+        out.push_str("**");
+        at = b;
+    }
+    out.push_str(&text[at..to]);
+    if to < text.len() {
+        out.push('…');
+    }
+    out
+}
 
-    /// `doc_terms`: the document's analyzed terms, with repeats.
-    fn score(&self, doc_terms: &[String]) -> Option<f32> {
-        let len = doc_terms.len() as f32;
-        let avg = if self.avg_len > 0.0 {
-            self.avg_len
-        } else {
-            len.max(1.0)
-        };
-        let mut score = 0.0;
-        let mut matched = false;
-        for (term, idf) in &self.idf {
-            let tf = doc_terms.iter().filter(|t| *t == term).count() as f32;
-            if tf > 0.0 {
-                matched = true;
-                let norm = BM25_K1 * (1.0 - BM25_B + BM25_B * len / avg);
-                score += idf * tf * (BM25_K1 + 1.0) / (tf + norm);
-            }
-        }
-        matched.then_some(score)
+fn floor_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snippets_mark_matches_and_window_long_text() {
+        let m = Matcher::words("staging database").unwrap();
+        assert_eq!(
+            snippet("The staging DB is a database", &m, 200),
+            "The **staging** DB is a **database**"
+        );
+        let long = format!(
+            "{} staging database here {}",
+            "x ".repeat(200),
+            "y ".repeat(200)
+        );
+        let s = snippet(&long, &m, 80);
+        assert!(s.starts_with('…') && s.ends_with('…'), "{s}");
+        assert!(s.contains("**staging** **database**"), "{s}");
+        // 80 chars of text, two ellipses, four pairs of stars.
+        assert!(s.chars().count() <= 90, "{s}");
     }
 }

@@ -4,16 +4,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{SearchQuery, analyzer};
+use super::SearchQuery;
+use super::query::PreparedDoc;
 use crate::model::{Change, RecordKind, SearchDoc};
 
-/// A pending document with its analyzed terms, computed once when it arrives
+/// A pending document with its analyzed forms, computed once when it arrives
 /// rather than at every search. Shared by `Arc` so a snapshot copies pointers.
-pub(crate) struct OverlayDoc {
-    pub doc: SearchDoc,
-    /// Analyzed terms of `doc.text`, in order, with repeats.
-    pub terms: Vec<String>,
-}
+pub(crate) type OverlayDoc = PreparedDoc;
 
 struct Pending {
     seq: i64,
@@ -39,12 +36,10 @@ impl Overlay {
                         seq: c.seq,
                         namespace: c.namespace.clone(),
                         kind: c.kind,
-                        doc: c.doc.as_ref().map(|d| {
-                            Arc::new(OverlayDoc {
-                                terms: analyzer::terms_with_repeats(&d.text),
-                                doc: d.clone(),
-                            })
-                        }),
+                        doc: c
+                            .doc
+                            .as_ref()
+                            .map(|d| Arc::new(PreparedDoc::new(d.clone()))),
                     },
                 );
             }
@@ -60,23 +55,25 @@ impl Overlay {
         self.entries.len()
     }
 
-    /// The pending records of one namespace and kind: id → new doc (None: deleted).
+    /// The pending records of one namespace and some kinds: id → new doc (None: deleted).
     pub(crate) fn snapshot(
         &self,
         namespace: &str,
-        kind: RecordKind,
+        kinds: &[RecordKind],
     ) -> HashMap<String, Option<Arc<OverlayDoc>>> {
         self.entries
             .iter()
-            .filter(|(_, p)| p.kind == kind && p.namespace == namespace)
+            .filter(|(_, p)| kinds.contains(&p.kind) && p.namespace == namespace)
             .map(|(id, p)| (id.clone(), p.doc.clone()))
             .collect()
     }
 }
 
-/// The non-text part of a query, applied to an overlay document.
+/// The non-text part of a query, applied to an overlay or scanned document.
 pub(crate) fn passes_filters(doc: &SearchDoc, q: &SearchQuery) -> bool {
-    q.since.is_none_or(|t| doc.time >= t)
+    (q.include_superseded || !doc.superseded)
+        && !q.exclude_ids.contains(&doc.id)
+        && q.since.is_none_or(|t| doc.time >= t)
         && q.until.is_none_or(|t| doc.time < t)
         && q.min_weight.is_none_or(|w| doc.weight >= w)
         && q.tags.iter().all(|t| doc.tags.contains(t))

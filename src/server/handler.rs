@@ -109,7 +109,7 @@ impl EngramHandler {
     /// A session with its own namespace mode and tool selection: for sessions
     /// forwarded from another engram process, which keep that process's flags.
     pub fn with_options(app: AppState, namespace: NamespaceMode, tools: ToolSelection) -> Self {
-        let session = Arc::new(Session::new(tools));
+        let session = app.new_session_with_tools(tools);
         EngramHandler {
             app,
             session,

@@ -115,16 +115,19 @@ pub(super) fn search_doc_from_row(r: &Row<'_>) -> Result<SearchDoc, StoreError> 
         tags: serde_json::from_str(&tags).map_err(|e| StoreError::Corrupt(e.to_string()))?,
         weight: r.get(4)?,
         time: r.get(5)?,
+        superseded: false,
     })
 }
+
+pub(super) const SEARCH_DOC_SQL: &str =
+    "SELECT id, namespace, content, tags, importance, occurred_at FROM events";
 
 pub(super) fn search_doc_by_id(
     conn: &Connection,
     id: &str,
 ) -> Result<Option<SearchDoc>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, namespace, content, tags, importance, occurred_at FROM events WHERE id = ?1",
-    )?;
+    let sql = format!("{SEARCH_DOC_SQL} WHERE id = ?1");
+    let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query([id])?;
     match rows.next()? {
         Some(r) => Ok(Some(search_doc_from_row(r)?)),
@@ -141,6 +144,7 @@ fn search_doc(namespace: &str, e: &Event) -> SearchDoc {
         tags: e.tags.clone(),
         time: e.occurred_at.timestamp_micros(),
         weight: e.importance,
+        superseded: false,
     }
 }
 
@@ -174,7 +178,7 @@ fn write_tags(txn: &WriteTxn<'_>, namespace: &str, e: &Event) -> Result<(), Stor
     Ok(())
 }
 
-fn to_json(v: &impl serde::Serialize) -> String {
+pub(super) fn to_json(v: &impl serde::Serialize) -> String {
     serde_json::to_string(v).expect("tags and metadata always serialize")
 }
 

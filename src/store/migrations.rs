@@ -9,10 +9,11 @@ use sha2::{Digest, Sha256};
 use super::StoreError;
 
 /// (version, name, SQL). Append only.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "change log and episodic events",
-    r#"
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "change log and episodic events",
+        r#"
 CREATE TABLE changes (
     seq        INTEGER PRIMARY KEY AUTOINCREMENT,
     namespace  TEXT    NOT NULL,
@@ -42,7 +43,41 @@ CREATE TABLE event_tags (
 );
 CREATE INDEX event_tags_by_tag ON event_tags (namespace, tag, event_id);
 "#,
-)];
+    ),
+    (
+        2,
+        "semantic facts",
+        r#"
+CREATE TABLE facts (
+    id               TEXT    PRIMARY KEY,
+    namespace        TEXT    NOT NULL,
+    content          TEXT    NOT NULL,
+    tags             TEXT    NOT NULL DEFAULT '[]',
+    confidence       REAL    NOT NULL,
+    source           TEXT,
+    valid_from       INTEGER NOT NULL,
+    valid_to         INTEGER,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL,
+    access_count     INTEGER NOT NULL DEFAULT 0,
+    last_accessed_at INTEGER,
+    supersedes       TEXT,
+    superseded_by    TEXT,
+    metadata         TEXT    NOT NULL DEFAULT '{}',
+    session_id       TEXT    NOT NULL
+);
+CREATE INDEX facts_by_created ON facts (namespace, created_at, id);
+CREATE TABLE fact_tags (
+    fact_id   TEXT NOT NULL REFERENCES facts (id) ON DELETE CASCADE,
+    namespace TEXT NOT NULL,
+    tag       TEXT NOT NULL,
+    current   INTEGER NOT NULL,
+    PRIMARY KEY (fact_id, tag)
+);
+CREATE INDEX fact_tags_by_tag ON fact_tags (namespace, tag, fact_id);
+"#,
+    ),
+];
 
 fn checksum(sql: &str) -> String {
     let digest = Sha256::digest(sql.as_bytes());

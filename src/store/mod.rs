@@ -12,6 +12,7 @@
 mod episodic;
 mod migrations;
 mod reader;
+mod semantic;
 mod writer;
 
 use std::path::Path;
@@ -24,6 +25,7 @@ use crate::config::{Config, Durability};
 use crate::model::{Change, RecordKind, SearchDoc};
 
 pub use episodic::{EventFilter, EventPatch, NewEvent, Order};
+pub use semantic::{FactFilter, FactPatch, NewFact};
 pub use writer::ChangeListener;
 
 /// sqlite's own statement cache holds 16 by default; 70+ operations need more.
@@ -36,6 +38,9 @@ pub const DB_FILE_NAME: &str = "engram.sqlite3";
 pub enum StoreError {
     #[error("{0}")]
     NotFound(String),
+    /// The write contradicts the record's state (e.g. superseding a fact twice).
+    #[error("{0}")]
+    Conflict(String),
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("stored data is corrupt: {0}")]
@@ -124,15 +129,15 @@ impl Store {
         const SCAN_BATCH: usize = 5_000;
         self.readers
             .read(move |conn| {
-                let mut stmt = conn.prepare(
-                    "SELECT id, namespace, content, tags, importance, occurred_at FROM events",
-                )?;
-                let mut rows = stmt.query([])?;
                 let mut batch = Vec::with_capacity(SCAN_BATCH);
-                while let Some(r) = rows.next()? {
-                    batch.push(episodic::search_doc_from_row(r)?);
-                    if batch.len() == SCAN_BATCH {
-                        sink(std::mem::take(&mut batch)).map_err(StoreError::Corrupt)?;
+                for (sql, from_row) in SEARCH_SOURCES {
+                    let mut stmt = conn.prepare(sql)?;
+                    let mut rows = stmt.query([])?;
+                    while let Some(r) = rows.next()? {
+                        batch.push(from_row(r)?);
+                        if batch.len() == SCAN_BATCH {
+                            sink(std::mem::take(&mut batch)).map_err(StoreError::Corrupt)?;
+                        }
                     }
                 }
                 if !batch.is_empty() {
@@ -142,7 +147,44 @@ impl Store {
             })
             .await
     }
+
+    /// The searchable records of one namespace and some kinds: what a search
+    /// reads when the index is down (the degraded path).
+    pub async fn search_docs_in(
+        &self,
+        namespace: &str,
+        kinds: Vec<RecordKind>,
+    ) -> Result<Vec<SearchDoc>, StoreError> {
+        let namespace = namespace.to_string();
+        self.readers
+            .read(move |conn| {
+                let mut out = Vec::new();
+                for (kind, (sql, from_row)) in [RecordKind::Event, RecordKind::Fact]
+                    .into_iter()
+                    .zip(SEARCH_SOURCES)
+                {
+                    if !kinds.contains(&kind) {
+                        continue;
+                    }
+                    let mut stmt = conn.prepare_cached(&format!("{sql} WHERE namespace = ?1"))?;
+                    let mut rows = stmt.query([&namespace])?;
+                    while let Some(r) = rows.next()? {
+                        out.push(from_row(r)?);
+                    }
+                }
+                Ok(out)
+            })
+            .await
+    }
 }
+
+type DocFromRow = fn(&rusqlite::Row<'_>) -> Result<SearchDoc, StoreError>;
+
+/// Where each searchable kind's documents come from: events, then facts.
+const SEARCH_SOURCES: [(&str, DocFromRow); 2] = [
+    (episodic::SEARCH_DOC_SQL, episodic::search_doc_from_row),
+    (semantic::SEARCH_DOC_SQL, semantic::search_doc_from_row),
+];
 
 /// The current search document of one record, or `None` if it no longer exists.
 fn search_doc(
@@ -152,6 +194,7 @@ fn search_doc(
 ) -> Result<Option<SearchDoc>, StoreError> {
     match kind {
         RecordKind::Event => episodic::search_doc_by_id(conn, id),
+        RecordKind::Fact => semantic::search_doc_by_id(conn, id),
     }
 }
 

@@ -1,0 +1,333 @@
+//! The query cache and read coalescing.
+//!
+//! Cache: an LRU (the `lru` crate) of read answers keyed by namespace +
+//! operation + canonical arguments. Each entry remembers the generation of every
+//! tag it read (`ns/semantic`, ...). A write bumps the generations of the tags it
+//! invalidates — O(1) per tag, no scan — and an entry whose generations moved is
+//! stale: dropped at its next lookup. Generations are read *before* the read runs,
+//! so an answer computed across a concurrent write is stored already stale.
+//!
+//! Coalescing: identical reads in flight at once (same key and same generations)
+//! run once; the others wait for that answer. Keying by generations too means a
+//! read that starts after a write never joins a read that started before it.
+//!
+//! Must not: know what operations do. The catalog says which tags each reads and
+//! invalidates; the pipeline asks.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use lru::LruCache;
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::OnceCell;
+
+use crate::error::OpError;
+
+/// Generations seen by a read, in the order of its tags.
+pub type Seen = Vec<u64>;
+
+struct Cached {
+    op: &'static str,
+    value: Value,
+    tags: Vec<String>,
+    seen: Seen,
+}
+
+type Flight = Arc<OnceCell<Result<Value, OpError>>>;
+
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+pub struct OpCacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    /// Entries of this operation pushed out to make room.
+    pub evictions: u64,
+    /// Entries found stale (a write invalidated a tag they read).
+    pub invalidated: u64,
+    /// Calls that shared the answer of an identical call already running.
+    pub coalesced: u64,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct CacheStats {
+    /// Most answers kept (0: caching is off; coalescing still works).
+    pub capacity: usize,
+    pub entries: usize,
+    pub hits: u64,
+    pub misses: u64,
+    /// hits / (hits + misses), 0 when there were no cacheable reads.
+    pub hit_rate: f64,
+    pub evictions: u64,
+    /// Tag generations bumped by writes.
+    pub invalidations: u64,
+    /// Per operation, only those that were called.
+    pub operations: std::collections::BTreeMap<String, OpCacheStats>,
+}
+
+pub struct QueryCache {
+    capacity: usize,
+    entries: Mutex<Option<LruCache<String, Cached>>>,
+    generations: Mutex<HashMap<String, u64>>,
+    stats: Mutex<HashMap<&'static str, OpCacheStats>>,
+    invalidations: Mutex<u64>,
+    in_flight: Mutex<HashMap<(String, Seen), Flight>>,
+}
+
+impl QueryCache {
+    pub fn new(capacity: usize) -> Self {
+        QueryCache {
+            capacity,
+            entries: Mutex::new(NonZeroUsize::new(capacity).map(LruCache::new)),
+            generations: Mutex::new(HashMap::new()),
+            stats: Mutex::new(HashMap::new()),
+            invalidations: Mutex::new(0),
+            in_flight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The cache key of a call: namespace, operation and canonical arguments.
+    pub fn key(namespace: &str, op: &str, args: &Value) -> String {
+        let mut key = String::with_capacity(64);
+        key.push_str(namespace);
+        key.push('\u{1f}');
+        key.push_str(op);
+        key.push('\u{1f}');
+        canonical(args, &mut key);
+        key
+    }
+
+    /// The current generation of each tag.
+    pub fn generations(&self, tags: &[String]) -> Seen {
+        let gens = self.generations.lock().expect("cache poisoned");
+        tags.iter()
+            .map(|t| gens.get(t).copied().unwrap_or(0))
+            .collect()
+    }
+
+    /// Makes every entry that read one of `tags` stale.
+    pub fn invalidate(&self, tags: &[String]) {
+        if tags.is_empty() {
+            return;
+        }
+        let mut gens = self.generations.lock().expect("cache poisoned");
+        for t in tags {
+            *gens.entry(t.clone()).or_insert(0) += 1;
+        }
+        drop(gens);
+        *self.invalidations.lock().expect("cache poisoned") += tags.len() as u64;
+    }
+
+    fn count(&self, op: &'static str, f: impl FnOnce(&mut OpCacheStats)) {
+        f(self
+            .stats
+            .lock()
+            .expect("cache poisoned")
+            .entry(op)
+            .or_default());
+    }
+
+    /// The cached answer, if there is one and no tag it read has changed since.
+    pub fn get(&self, op: &'static str, key: &str, tags: &[String]) -> Option<Value> {
+        let mut guard = self.entries.lock().expect("cache poisoned");
+        let entries = guard.as_mut()?;
+        let fresh = entries
+            .get(key)
+            .map(|c| c.tags == tags && self.generations(&c.tags) == c.seen);
+        match fresh {
+            Some(true) => {
+                let value = entries.get(key).map(|c| c.value.clone());
+                drop(guard);
+                self.count(op, |s| s.hits += 1);
+                value
+            }
+            Some(false) => {
+                entries.pop(key);
+                drop(guard);
+                self.count(op, |s| {
+                    s.invalidated += 1;
+                    s.misses += 1;
+                });
+                None
+            }
+            None => {
+                drop(guard);
+                self.count(op, |s| s.misses += 1);
+                None
+            }
+        }
+    }
+
+    pub fn put(&self, op: &'static str, key: String, value: Value, tags: Vec<String>, seen: Seen) {
+        let mut guard = self.entries.lock().expect("cache poisoned");
+        let Some(entries) = guard.as_mut() else {
+            return;
+        };
+        let evicted = entries.push(
+            key.clone(),
+            Cached {
+                op,
+                value,
+                tags,
+                seen,
+            },
+        );
+        drop(guard);
+        if let Some((old_key, old)) = evicted
+            && old_key != key
+        {
+            self.count(old.op, |s| s.evictions += 1);
+        }
+    }
+
+    /// Runs `read` once for all identical concurrent callers; each gets a copy
+    /// of the answer.
+    pub async fn coalesce<F>(
+        &self,
+        op: &'static str,
+        key: &str,
+        seen: &Seen,
+        read: F,
+    ) -> Result<Value, OpError>
+    where
+        F: std::future::Future<Output = Result<Value, OpError>>,
+    {
+        let flight_key = (key.to_string(), seen.clone());
+        let (flight, joined) = {
+            let mut in_flight = self.in_flight.lock().expect("cache poisoned");
+            match in_flight.get(&flight_key) {
+                Some(f) => (f.clone(), true),
+                None => {
+                    let f: Flight = Arc::new(OnceCell::new());
+                    in_flight.insert(flight_key.clone(), f.clone());
+                    (f, false)
+                }
+            }
+        };
+        if joined {
+            self.count(op, |s| s.coalesced += 1);
+        }
+        let result = flight.get_or_init(|| read).await.clone();
+        let mut in_flight = self.in_flight.lock().expect("cache poisoned");
+        if in_flight
+            .get(&flight_key)
+            .is_some_and(|f| Arc::ptr_eq(f, &flight))
+        {
+            in_flight.remove(&flight_key);
+        }
+        result
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let entries = self
+            .entries
+            .lock()
+            .expect("cache poisoned")
+            .as_ref()
+            .map_or(0, |e| e.len());
+        let per_op = self.stats.lock().expect("cache poisoned").clone();
+        let (hits, misses, evictions) = per_op.values().fold((0, 0, 0), |acc, s| {
+            (acc.0 + s.hits, acc.1 + s.misses, acc.2 + s.evictions)
+        });
+        CacheStats {
+            capacity: self.capacity,
+            entries,
+            hits,
+            misses,
+            hit_rate: if hits + misses == 0 {
+                0.0
+            } else {
+                hits as f64 / (hits + misses) as f64
+            },
+            evictions,
+            invalidations: *self.invalidations.lock().expect("cache poisoned"),
+            operations: per_op
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        }
+    }
+}
+
+/// Writes `v` as JSON with object keys sorted, so argument order never splits
+/// the cache.
+fn canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                canonical(&map[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical(item, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn keys_ignore_argument_order() {
+        let a = QueryCache::key(
+            "ns",
+            "op",
+            &json!({"b": 1, "a": {"y": 2, "x": [1, {"d": 0, "c": 1}]}}),
+        );
+        let b = QueryCache::key(
+            "ns",
+            "op",
+            &json!({"a": {"x": [1, {"c": 1, "d": 0}], "y": 2}, "b": 1}),
+        );
+        assert_eq!(a, b);
+        assert_ne!(a, QueryCache::key("other", "op", &json!({"b": 1})));
+    }
+
+    #[test]
+    fn a_bumped_tag_makes_entries_stale_and_evictions_are_counted() {
+        let c = QueryCache::new(2);
+        let tags = vec!["ns/semantic".to_string()];
+        let seen = c.generations(&tags);
+        c.put("op", "k1".into(), json!(1), tags.clone(), seen.clone());
+        assert_eq!(c.get("op", "k1", &tags), Some(json!(1)));
+        c.invalidate(&tags);
+        assert_eq!(c.get("op", "k1", &tags), None);
+        // Stored with generations read before a write: stale at once.
+        c.put("op", "k2".into(), json!(2), tags.clone(), seen);
+        assert_eq!(c.get("op", "k2", &tags), None);
+        let now = c.generations(&tags);
+        for k in ["a", "b", "c"] {
+            c.put("op", k.into(), json!(k), tags.clone(), now.clone());
+        }
+        let s = c.stats();
+        assert_eq!((s.hits, s.evictions, s.entries), (1, 1, 2));
+        assert_eq!(s.operations["op"].invalidated, 2);
+    }
+
+    #[test]
+    fn zero_capacity_caches_nothing() {
+        let c = QueryCache::new(0);
+        c.put("op", "k".into(), json!(1), vec![], vec![]);
+        assert_eq!(c.get("op", "k", &[]), None);
+    }
+}
