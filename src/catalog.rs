@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 const FILES: &[(&str, &str)] = &[
     ("discovery", include_str!("../operations/discovery.toml")),
     ("episodic", include_str!("../operations/episodic.toml")),
+    ("semantic", include_str!("../operations/semantic.toml")),
+    ("meta", include_str!("../operations/meta.toml")),
     ("session", include_str!("../operations/session.toml")),
 ];
 

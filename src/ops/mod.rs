@@ -10,7 +10,9 @@
 
 pub mod discovery;
 pub mod episodic;
+pub mod meta;
 pub mod registry;
+pub mod semantic;
 pub mod session;
 
 use std::future::Future;

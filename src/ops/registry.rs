@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use schemars::JsonSchema;
 use serde_json::Value;
 
-use super::{OpCtx, Operation, discovery, episodic, session};
+use super::{OpCtx, Operation, discovery, episodic, meta, semantic, session};
 use crate::error::OpError;
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -73,6 +73,26 @@ pub fn registry() -> &'static Registry {
             Entry::of::<episodic::Forget>(),
             Entry::of::<episodic::ForgetWhere>(),
             Entry::of::<episodic::Count>(),
+            Entry::of::<semantic::StoreFact>(),
+            Entry::of::<semantic::StoreBatch>(),
+            Entry::of::<semantic::Get>(),
+            Entry::of::<semantic::Update>(),
+            Entry::of::<semantic::Delete>(),
+            Entry::of::<semantic::List>(),
+            Entry::of::<semantic::Search>(),
+            Entry::of::<semantic::SearchPhrase>(),
+            Entry::of::<semantic::SearchPrefix>(),
+            Entry::of::<semantic::SearchFuzzy>(),
+            Entry::of::<semantic::SearchBoolean>(),
+            Entry::of::<semantic::SearchHybrid>(),
+            Entry::of::<semantic::Similar>(),
+            Entry::of::<semantic::Tags>(),
+            Entry::of::<semantic::Reinforce>(),
+            Entry::of::<semantic::Supersede>(),
+            Entry::of::<semantic::History>(),
+            Entry::of::<semantic::MemorySearch>(),
+            Entry::of::<meta::HealthOp>(),
+            Entry::of::<meta::CacheStatsOp>(),
             Entry::of::<session::Info>(),
             Entry::of::<session::ScratchSet>(),
             Entry::of::<session::ScratchGet>(),

@@ -86,7 +86,11 @@ pub async fn dispatch(
                         .unwrap_or_else(|_| Err(timed_out(name, read_timeout)))
                 };
                 let answer = cache.coalesce(entry.name, &key, &seen, read).await;
-                if let Ok(value) = &answer {
+                // A degraded answer (index down, store scan) is correct but is
+                // not kept: the next call should get the index's ranking back.
+                if let Ok(value) = &answer
+                    && value.get("degraded") != Some(&Value::Bool(true))
+                {
                     cache.put(entry.name, key, value.clone(), tags, seen);
                 }
                 answer

@@ -247,7 +247,8 @@ fn lex(text: &str) -> Result<Vec<Tok>, String> {
                 }
                 out.push(Tok::Phrase(phrase));
             }
-            '-' if out.last().is_none_or(|t| !matches!(t, Tok::Word(_))) => {
+            // At the start of a token (a hyphen inside a word stays in the word).
+            '-' => {
                 chars.next();
                 out.push(Tok::Not);
             }
