@@ -100,6 +100,14 @@ async fn health_reports_ok_and_bad_namespaces_are_refused() {
         .await
         .unwrap();
     assert_eq!(body["status"], "ok");
+    let states: Vec<(&str, &str)> = body["breakers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["backend"].as_str().unwrap(), b["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(states, vec![("store", "closed"), ("search", "closed")]);
+    assert!(body["cache"]["capacity"].as_u64().unwrap() > 0);
 
     use rmcp::ServiceExt;
     use rmcp::transport::StreamableHttpClientTransport;

@@ -1,0 +1,341 @@
+//! Semantic search and the query cache, measured in process through the same
+//! pipeline the server uses (`AppState::call`: limiter, cache, breaker, registry,
+//! real sqlite file, real tantivy index in a temporary dir).
+//!
+//! `cargo bench --bench semantic -- --facts 10000,100000,1000000`
+//!   for each size: generate that many facts (seeded, Zipf-distributed words from
+//!   a synthetic 3000-word vocabulary, 12 words each), load them in batches of
+//!   1000, commit the index, then
+//!   - search: p50/p95/p99 of every search style on random 2-word queries, with the
+//!     cache off (each call really searches);
+//!   - cache: one query repeated, calls per second with the cache on vs off;
+//!   - mixed: 90 % searches over 200 Zipf-popular queries, 10 % stores; the
+//!     cache's hit rate and the latency of the mix.
+//!
+//! Results print as a table and go to `bench-results/semantic-<unix time>.json`.
+//! Nothing here asserts a speed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use engram::AppState;
+use engram::config::Config;
+use engram::session::Session;
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+
+const VOCABULARY: usize = 3000;
+const WORDS_PER_FACT: usize = 12;
+const LOAD_BATCH: usize = 1000;
+
+/// xorshift64*: a seeded generator is all a fixture needs.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Pronounceable made-up words ("kalomi"), so stemming leaves them alone.
+fn vocabulary() -> Vec<String> {
+    const SYLLABLES: &[&str] = &[
+        "ka", "lo", "mi", "ren", "tu", "sa", "vo", "ni", "bel", "qua", "dor", "fi", "gra", "hu",
+        "jet", "pol", "zan", "cre", "wy", "xo",
+    ];
+    SYLLABLES
+        .iter()
+        .flat_map(|a| SYLLABLES.iter().map(move |b| (a, b)))
+        .flat_map(|(a, b)| SYLLABLES.iter().map(move |c| format!("{a}{b}{c}")))
+        .take(VOCABULARY)
+        .collect()
+}
+
+/// Samples ranks with probability proportional to 1/rank (Zipf, s = 1).
+struct Zipf(Vec<f64>);
+
+impl Zipf {
+    fn new(n: usize) -> Self {
+        let mut acc = 0.0;
+        Zipf(
+            (1..=n)
+                .map(|r| {
+                    acc += 1.0 / r as f64;
+                    acc
+                })
+                .collect(),
+        )
+    }
+
+    fn sample(&self, rng: &mut Rng) -> usize {
+        let x = rng.unit() * self.0.last().copied().unwrap_or(1.0);
+        self.0.partition_point(|&c| c < x).min(self.0.len() - 1)
+    }
+}
+
+struct Fixture {
+    words: Vec<String>,
+    zipf: Zipf,
+    rng: Rng,
+}
+
+impl Fixture {
+    fn sentence(&mut self, n: usize) -> String {
+        (0..n)
+            .map(|_| self.words[self.zipf.sample(&mut self.rng)].as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Two words from the middle of the distribution: common enough to match,
+    /// rare enough to rank.
+    fn query(&mut self) -> String {
+        let pick = |f: &mut Fixture| {
+            let r = 10 + (f.rng.next() % 500) as usize;
+            f.words[r].clone()
+        };
+        format!("{} {}", pick(self), pick(self))
+    }
+}
+
+struct Bench {
+    app: AppState,
+    session: Arc<Session>,
+    _dir: tempfile::TempDir,
+}
+
+impl Bench {
+    async fn open(cache_capacity: usize) -> Bench {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::new(dir.path());
+        config.cache_capacity = cache_capacity;
+        config.rate_limit_per_second = 0;
+        let app = AppState::open(config).await.expect("open");
+        let session = app.new_session();
+        Bench {
+            app,
+            session,
+            _dir: dir,
+        }
+    }
+
+    async fn call(&self, op: &str, args: Value) -> Value {
+        self.app
+            .call(&self.session, op, args)
+            .await
+            .unwrap_or_else(|e| panic!("{op}: {e}"))
+    }
+
+    async fn load(&self, fixture: &mut Fixture, n: usize) -> Duration {
+        let started = Instant::now();
+        let mut left = n;
+        while left > 0 {
+            let batch = left.min(LOAD_BATCH);
+            let facts: Vec<Value> = (0..batch)
+                .map(|i| {
+                    json!({
+                        "content": fixture.sentence(WORDS_PER_FACT),
+                        "tags": [format!("t{}", i % 20)],
+                        "confidence": (i % 10) as f64 / 10.0,
+                    })
+                })
+                .collect();
+            self.call("semantic_store_batch", json!({ "facts": facts }))
+                .await;
+            left -= batch;
+            if (n - left).is_multiple_of(100_000) {
+                eprintln!("  loaded {} / {n}", n - left);
+            }
+        }
+        self.app.search_index().flush().await.expect("flush");
+        started.elapsed()
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
+}
+
+fn summary(h: &Histogram<u64>) -> Value {
+    let ms = |us: u64| us as f64 / 1000.0;
+    json!({
+        "count": h.len(),
+        "p50_ms": ms(h.value_at_quantile(0.50)),
+        "p95_ms": ms(h.value_at_quantile(0.95)),
+        "p99_ms": ms(h.value_at_quantile(0.99)),
+        "max_ms": ms(h.max()),
+    })
+}
+
+async fn search_latencies(b: &Bench, fixture: &mut Fixture, samples: usize) -> Value {
+    type Args = fn(&str) -> Value;
+    let styles: &[(&str, Args)] = &[
+        ("semantic_search", |q| json!({ "query": q })),
+        ("semantic_search_phrase", |q| json!({ "query": q })),
+        (
+            "semantic_search_prefix",
+            |q| json!({ "query": &q[..q.len() - 2] }),
+        ),
+        ("semantic_search_fuzzy", |q| json!({ "query": q })),
+        ("semantic_search_boolean", |q| {
+            let mut w = q.split(' ');
+            json!({ "query": format!("{} OR {}", w.next().unwrap(), w.next().unwrap()) })
+        }),
+        ("semantic_search_hybrid", |q| json!({ "query": q })),
+        ("memory_search", |q| json!({ "query": q })),
+    ];
+    let mut out = serde_json::Map::new();
+    for (op, args) in styles {
+        let mut h = histogram();
+        for _ in 0..samples {
+            let q = fixture.query();
+            let started = Instant::now();
+            b.call(op, args(&q)).await;
+            h.record(started.elapsed().as_micros().max(1) as u64).ok();
+        }
+        eprintln!(
+            "  {op:<26} p50 {:>8.3} ms  p95 {:>8.3} ms  p99 {:>8.3} ms",
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.value_at_quantile(0.95) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0,
+        );
+        out.insert(op.to_string(), summary(&h));
+    }
+    Value::Object(out)
+}
+
+/// Calls per second of one query repeated `n` times.
+async fn repeated(b: &Bench, query: &str, n: usize) -> f64 {
+    let args = json!({ "query": query });
+    let started = Instant::now();
+    for _ in 0..n {
+        b.call("semantic_search", args.clone()).await;
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn mixed(b: &Bench, fixture: &mut Fixture, calls: usize) -> Value {
+    let popular: Vec<String> = (0..200).map(|_| fixture.query()).collect();
+    let pick = Zipf::new(popular.len());
+    let (mut reads, mut writes) = (histogram(), histogram());
+    for i in 0..calls {
+        let started = Instant::now();
+        if i % 10 == 9 {
+            let content = fixture.sentence(WORDS_PER_FACT);
+            b.call("semantic_store", json!({ "content": content }))
+                .await;
+            writes
+                .record(started.elapsed().as_micros().max(1) as u64)
+                .ok();
+        } else {
+            let q = &popular[pick.sample(&mut fixture.rng)];
+            b.call("semantic_search", json!({ "query": q })).await;
+            reads
+                .record(started.elapsed().as_micros().max(1) as u64)
+                .ok();
+        }
+    }
+    let stats = b.call("meta_cache_stats", json!({})).await;
+    let s = &stats["operations"]["semantic_search"];
+    let (hits, misses) = (
+        s["hits"].as_u64().unwrap_or(0),
+        s["misses"].as_u64().unwrap_or(0),
+    );
+    json!({
+        "calls": calls,
+        "search": summary(&reads),
+        "store": summary(&writes),
+        "search_hit_rate": hits as f64 / (hits + misses).max(1) as f64,
+        "cache": stats,
+    })
+}
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let sizes: Vec<usize> = arg(&args, "--facts")
+        .unwrap_or_else(|| "10000".into())
+        .split(',')
+        .map(|s| s.trim().parse().expect("--facts takes numbers"))
+        .collect();
+    let samples: usize = arg(&args, "--samples").map_or(500, |s| s.parse().expect("--samples"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut runs = Vec::new();
+    for &n in &sizes {
+        eprintln!("semantic bench: {n} facts");
+        let run = rt.block_on(async {
+            let mut fixture = Fixture {
+                words: vocabulary(),
+                zipf: Zipf::new(VOCABULARY),
+                rng: Rng(0x9e37_79b9_7f4a_7c15 ^ n as u64),
+            };
+            // Cache off: every search is a real search.
+            let off = Bench::open(0).await;
+            let load = off.load(&mut fixture, n).await;
+            eprintln!("  loaded in {:.1} s", load.as_secs_f64());
+            let search = search_latencies(&off, &mut fixture, samples).await;
+            let q = fixture.query();
+            let rate_off = repeated(&off, &q, samples).await;
+            off.app.shutdown();
+            drop(off);
+            // The same data with the cache on.
+            let mut fixture_on = Fixture {
+                words: vocabulary(),
+                zipf: Zipf::new(VOCABULARY),
+                rng: Rng(0x9e37_79b9_7f4a_7c15 ^ n as u64),
+            };
+            let on = Bench::open(10_000).await;
+            on.load(&mut fixture_on, n).await;
+            let rate_on = repeated(&on, &q, samples * 10).await;
+            eprintln!(
+                "  repeated query: {rate_off:.0}/s cache off, {rate_on:.0}/s cache on ({:.1}x)",
+                rate_on / rate_off
+            );
+            let mix = mixed(&on, &mut fixture_on, samples * 10).await;
+            eprintln!(
+                "  mixed 90/10: search hit rate {:.1} %, search p50 {} ms p95 {} ms",
+                mix["search_hit_rate"].as_f64().unwrap_or(0.0) * 100.0,
+                mix["search"]["p50_ms"],
+                mix["search"]["p95_ms"],
+            );
+            on.app.shutdown();
+            json!({
+                "facts": n,
+                "load_seconds": load.as_secs_f64(),
+                "search": search,
+                "repeated_query_per_second": { "cache_off": rate_off, "cache_on": rate_on, "speedup": rate_on / rate_off },
+                "mixed": mix,
+            })
+        });
+        runs.push(run);
+    }
+    let out = json!({
+        "bench": "semantic",
+        "command": args.join(" "),
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "runs": runs,
+    });
+    std::fs::create_dir_all("bench-results").ok();
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let path = format!("bench-results/semantic-{secs}.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&out).expect("json"))
+        .expect("write results");
+    eprintln!("results: {path}");
+}
