@@ -15,6 +15,7 @@ const FILES: &[(&str, &str)] = &[
     ("discovery", include_str!("../operations/discovery.toml")),
     ("episodic", include_str!("../operations/episodic.toml")),
     ("semantic", include_str!("../operations/semantic.toml")),
+    ("graph", include_str!("../operations/graph.toml")),
     ("meta", include_str!("../operations/meta.toml")),
     ("session", include_str!("../operations/session.toml")),
 ];

@@ -17,6 +17,9 @@ pub struct Limits {
     pub max_query_bytes: usize,
     pub max_scratch_keys: usize,
     pub max_scratch_value_bytes: usize,
+    /// Most characters of JSON one read_graph / search_nodes answer carries
+    /// before it pages (the reference server returns the whole graph at once).
+    pub max_graph_answer_chars: usize,
 }
 
 impl Default for Limits {
@@ -32,6 +35,7 @@ impl Default for Limits {
             max_query_bytes: 2048,
             max_scratch_keys: 1000,
             max_scratch_value_bytes: 64 * 1024,
+            max_graph_answer_chars: 64 * 1024,
         }
     }
 }

@@ -86,11 +86,37 @@ pub struct Fact {
     pub session_id: String,
 }
 
+/// A knowledge-graph entity in the reference memory server's shape: a unique
+/// name, a type, and observations (atomic facts about it), in the order added.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Entity {
+    /// Unique within the namespace; how relations and tools refer to it.
+    pub name: String,
+    /// What kind of thing it is ("person", "service", "project", ...).
+    #[serde(rename = "entityType")]
+    pub entity_type: String,
+    /// What is known about it, one statement each. Absent when a call asked for
+    /// entities without observations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observations: Option<Vec<String>>,
+}
+
+/// A directed, typed edge between two entities, by name, in active voice
+/// ("alice" --works_at--> "acme").
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub struct Relation {
+    pub from: String,
+    pub to: String,
+    #[serde(rename = "relationType")]
+    pub relation_type: String,
+}
+
 /// Which kind of record a change or a search document is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RecordKind {
     Event,
     Fact,
+    Entity,
 }
 
 impl RecordKind {
@@ -98,6 +124,7 @@ impl RecordKind {
         match self {
             RecordKind::Event => "event",
             RecordKind::Fact => "fact",
+            RecordKind::Entity => "entity",
         }
     }
 
@@ -105,6 +132,7 @@ impl RecordKind {
         match s {
             "event" => Some(RecordKind::Event),
             "fact" => Some(RecordKind::Fact),
+            "entity" => Some(RecordKind::Entity),
             _ => None,
         }
     }

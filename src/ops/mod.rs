@@ -10,6 +10,7 @@
 
 pub mod discovery;
 pub mod episodic;
+pub mod graph;
 pub mod meta;
 pub mod registry;
 pub mod semantic;

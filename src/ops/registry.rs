@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use schemars::JsonSchema;
 use serde_json::Value;
 
-use super::{OpCtx, Operation, discovery, episodic, meta, semantic, session};
+use super::{OpCtx, Operation, discovery, episodic, graph, meta, semantic, session};
 use crate::error::OpError;
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -91,6 +91,15 @@ pub fn registry() -> &'static Registry {
             Entry::of::<semantic::Supersede>(),
             Entry::of::<semantic::History>(),
             Entry::of::<semantic::MemorySearch>(),
+            Entry::of::<graph::CreateEntities>(),
+            Entry::of::<graph::CreateRelations>(),
+            Entry::of::<graph::AddObservations>(),
+            Entry::of::<graph::DeleteEntities>(),
+            Entry::of::<graph::DeleteObservations>(),
+            Entry::of::<graph::DeleteRelations>(),
+            Entry::of::<graph::ReadGraph>(),
+            Entry::of::<graph::SearchNodes>(),
+            Entry::of::<graph::OpenNodes>(),
             Entry::of::<meta::HealthOp>(),
             Entry::of::<meta::CacheStatsOp>(),
             Entry::of::<session::Info>(),

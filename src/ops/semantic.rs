@@ -1189,6 +1189,8 @@ impl Operation for History {
 pub enum Layer {
     Episodic,
     Semantic,
+    /// Knowledge-graph entities: their names, types and observations.
+    Graph,
 }
 
 impl Layer {
@@ -1196,6 +1198,7 @@ impl Layer {
         match self {
             Layer::Episodic => RecordKind::Event,
             Layer::Semantic => RecordKind::Fact,
+            Layer::Graph => RecordKind::Entity,
         }
     }
 }
@@ -1204,7 +1207,7 @@ impl Layer {
 #[serde(deny_unknown_fields)]
 pub struct MemorySearchInput {
     /// What to look for, in natural words. Searches everything this namespace
-    /// remembers: events and facts, one ranked list.
+    /// remembers: events, facts and graph entities, one ranked list.
     pub query: String,
     /// Only these layers (default: all of them).
     #[serde(default)]
@@ -1233,6 +1236,7 @@ pub struct MemorySearchInput {
 pub struct MemoryHit {
     /// Which layer the record lives in: read it with that layer's tools.
     pub layer: Layer,
+    /// The record's id; for the graph, the entity's name (open_nodes takes it).
     pub id: String,
     pub score: f32,
     /// The matching part, matched words marked with **…**.
@@ -1273,7 +1277,7 @@ impl Operation for MemorySearch {
         let offset = resume(cursor_arg, &fingerprint)?;
         let layers = input
             .layers
-            .unwrap_or_else(|| vec![Layer::Episodic, Layer::Semantic]);
+            .unwrap_or_else(|| vec![Layer::Episodic, Layer::Semantic, Layer::Graph]);
         if layers.is_empty() {
             return Err(OpError::invalid(
                 "`layers` is empty: name at least one, or leave it out to search all",
@@ -1298,11 +1302,12 @@ impl Operation for MemorySearch {
                 )
             })
             .await?;
-        let (mut event_ids, mut fact_ids) = (Vec::new(), Vec::new());
+        let (mut event_ids, mut fact_ids, mut entity_ids) = (Vec::new(), Vec::new(), Vec::new());
         for h in &searched.results.hits {
             match h.kind {
                 RecordKind::Event => event_ids.push(h.id.clone()),
                 RecordKind::Fact => fact_ids.push(h.id.clone()),
+                RecordKind::Entity => entity_ids.push(h.id.clone()),
             }
         }
         let store = cx.app.store();
@@ -1318,6 +1323,7 @@ impl Operation for MemorySearch {
             .into_iter()
             .map(|f| (f.id.clone(), f))
             .collect();
+        let entities = store.entities_keyed(cx.namespace(), entity_ids).await?;
         let hits: Vec<MemoryHit> = searched
             .results
             .hits
@@ -1340,6 +1346,19 @@ impl Operation for MemorySearch {
                     tags: f.tags.clone(),
                     time: f.valid_from,
                     weight: f.confidence,
+                }),
+                RecordKind::Entity => entities.get(&h.id).map(|(e, updated)| {
+                    let observations = e.observations.clone().unwrap_or_default().join("\n");
+                    let text = format!("{} ({})\n{observations}", e.name, e.entity_type);
+                    MemoryHit {
+                        layer: Layer::Graph,
+                        id: e.name.clone(),
+                        score: h.score,
+                        snippet: snippet(&text, &matcher, SNIPPET_CHARS),
+                        tags: vec![e.entity_type.clone()],
+                        time: crate::model::micros_to_datetime(*updated),
+                        weight: 0.5,
+                    }
                 }),
             })
             .collect();

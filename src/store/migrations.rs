@@ -77,6 +77,44 @@ CREATE TABLE fact_tags (
 CREATE INDEX fact_tags_by_tag ON fact_tags (namespace, tag, fact_id);
 "#,
     ),
+    (
+        3,
+        "knowledge graph",
+        r#"
+CREATE TABLE entities (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          TEXT    NOT NULL UNIQUE,
+    namespace   TEXT    NOT NULL,
+    name        TEXT    NOT NULL,
+    entity_type TEXT    NOT NULL,
+    properties  TEXT    NOT NULL DEFAULT '{}',
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    UNIQUE (namespace, name)
+);
+CREATE TABLE observations (
+    entity_id  TEXT    NOT NULL REFERENCES entities (id) ON DELETE CASCADE,
+    position   INTEGER NOT NULL,
+    content    TEXT    NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (entity_id, content)
+);
+CREATE INDEX observations_in_order ON observations (entity_id, position);
+CREATE TABLE relations (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    namespace     TEXT    NOT NULL,
+    from_name     TEXT    NOT NULL,
+    to_name       TEXT    NOT NULL,
+    relation_type TEXT    NOT NULL,
+    properties    TEXT    NOT NULL DEFAULT '{}',
+    valid_from    INTEGER,
+    valid_to      INTEGER,
+    created_at    INTEGER NOT NULL,
+    UNIQUE (namespace, from_name, to_name, relation_type)
+);
+CREATE INDEX relations_by_to ON relations (namespace, to_name);
+"#,
+    ),
 ];
 
 fn checksum(sql: &str) -> String {

@@ -10,6 +10,7 @@
 //! changes before any caller of that batch is answered.
 
 mod episodic;
+mod graph;
 mod migrations;
 mod reader;
 mod semantic;
@@ -25,6 +26,7 @@ use crate::config::{Config, Durability};
 use crate::model::{Change, RecordKind, SearchDoc};
 
 pub use episodic::{EventFilter, EventPatch, NewEvent, Order};
+pub use graph::{EdgeRow, EntityRecord, GraphCounts, GraphRows, NewEntity};
 pub use semantic::{FactFilter, FactPatch, NewFact};
 pub use writer::ChangeListener;
 
@@ -134,7 +136,7 @@ impl Store {
                     let mut stmt = conn.prepare(sql)?;
                     let mut rows = stmt.query([])?;
                     while let Some(r) = rows.next()? {
-                        batch.push(from_row(r)?);
+                        batch.push(from_row(conn, r)?);
                         if batch.len() == SCAN_BATCH {
                             sink(std::mem::take(&mut batch)).map_err(StoreError::Corrupt)?;
                         }
@@ -159,9 +161,10 @@ impl Store {
         self.readers
             .read(move |conn| {
                 let mut out = Vec::new();
-                for (kind, (sql, from_row)) in [RecordKind::Event, RecordKind::Fact]
-                    .into_iter()
-                    .zip(SEARCH_SOURCES)
+                for (kind, (sql, from_row)) in
+                    [RecordKind::Event, RecordKind::Fact, RecordKind::Entity]
+                        .into_iter()
+                        .zip(SEARCH_SOURCES)
                 {
                     if !kinds.contains(&kind) {
                         continue;
@@ -169,7 +172,7 @@ impl Store {
                     let mut stmt = conn.prepare_cached(&format!("{sql} WHERE namespace = ?1"))?;
                     let mut rows = stmt.query([&namespace])?;
                     while let Some(r) = rows.next()? {
-                        out.push(from_row(r)?);
+                        out.push(from_row(conn, r)?);
                     }
                 }
                 Ok(out)
@@ -178,12 +181,17 @@ impl Store {
     }
 }
 
-type DocFromRow = fn(&rusqlite::Row<'_>) -> Result<SearchDoc, StoreError>;
+type DocFromRow = fn(&Connection, &rusqlite::Row<'_>) -> Result<SearchDoc, StoreError>;
 
-/// Where each searchable kind's documents come from: events, then facts.
-const SEARCH_SOURCES: [(&str, DocFromRow); 2] = [
-    (episodic::SEARCH_DOC_SQL, episodic::search_doc_from_row),
-    (semantic::SEARCH_DOC_SQL, semantic::search_doc_from_row),
+/// Where each searchable kind's documents come from: events, facts, entities.
+const SEARCH_SOURCES: [(&str, DocFromRow); 3] = [
+    (episodic::SEARCH_DOC_SQL, |_, r| {
+        episodic::search_doc_from_row(r)
+    }),
+    (semantic::SEARCH_DOC_SQL, |_, r| {
+        semantic::search_doc_from_row(r)
+    }),
+    (graph::SEARCH_DOC_SQL, graph::search_doc_from_row),
 ];
 
 /// The current search document of one record, or `None` if it no longer exists.
@@ -195,6 +203,7 @@ fn search_doc(
     match kind {
         RecordKind::Event => episodic::search_doc_by_id(conn, id),
         RecordKind::Fact => semantic::search_doc_by_id(conn, id),
+        RecordKind::Entity => graph::search_doc_by_id(conn, id),
     }
 }
 

@@ -1,0 +1,650 @@
+//! The knowledge graph, part 1: the nine tools of the reference memory server
+//! (`@modelcontextprotocol/server-memory`), same names, same required inputs,
+//! same answer shapes, so a host can swap it for engram without changing a
+//! prompt. Where the reference is unsound engram is strict and says so: a
+//! relation to an unknown entity, or observations for an unknown entity, fail
+//! the call and write nothing.
+//!
+//! Extras, all optional: `limit`, `cursor`, `include_observations` and
+//! `entity_types` on read_graph and search_nodes, `include_observations` on
+//! open_nodes. read_graph pages instead of flooding the context.
+
+use std::collections::HashSet;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{OpCtx, Operation, check_text, cursor, page_size};
+use crate::error::OpError;
+use crate::model::{Entity, RecordKind, Relation};
+use crate::search::{Matcher, SearchQuery};
+use crate::store::NewEntity;
+
+const MAX_NAME_BYTES: usize = 512;
+const MAX_TYPE_BYTES: usize = 256;
+/// search_nodes returns this many entities unless asked for another `limit`.
+const DEFAULT_SEARCH_NODES: usize = 100;
+
+fn check_batch<T>(field: &str, items: &[T], cx: &OpCtx) -> Result<(), OpError> {
+    let max = cx.limits().max_batch_items;
+    if items.is_empty() {
+        return Err(OpError::invalid(format!(
+            "`{field}` is empty: pass at least one"
+        )));
+    }
+    if items.len() > max {
+        return Err(OpError::invalid(format!(
+            "`{field}` has {} items, the limit is {max}: split it into several calls",
+            items.len()
+        )));
+    }
+    Ok(())
+}
+
+fn check_name(field: &str, name: &str) -> Result<(), OpError> {
+    check_text(field, name, MAX_NAME_BYTES)
+}
+
+fn check_relation(at: &str, r: &Relation) -> Result<(), OpError> {
+    check_name(&format!("{at}.from"), &r.from)?;
+    check_name(&format!("{at}.to"), &r.to)?;
+    check_text(
+        &format!("{at}.relationType"),
+        &r.relation_type,
+        MAX_TYPE_BYTES,
+    )
+}
+
+// ---------- create_entities ----------
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EntityInput {
+    /// The name of the entity (unique; how relations refer to it).
+    pub name: String,
+    /// The type of the entity ("person", "service", ...).
+    #[serde(rename = "entityType")]
+    pub entity_type: String,
+    /// An array of observation contents associated with the entity.
+    pub observations: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEntitiesInput {
+    /// Entities to create. Names that already exist are skipped.
+    pub entities: Vec<EntityInput>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct EntitiesOutput {
+    /// The entities created (existing names were skipped).
+    pub entities: Vec<Entity>,
+}
+
+pub struct CreateEntities;
+
+impl Operation for CreateEntities {
+    const NAME: &'static str = "create_entities";
+    type Input = CreateEntitiesInput;
+    type Output = EntitiesOutput;
+
+    async fn run(cx: OpCtx, input: CreateEntitiesInput) -> Result<EntitiesOutput, OpError> {
+        check_batch("entities", &input.entities, &cx)?;
+        let max = cx.limits().max_content_bytes;
+        let mut new = Vec::with_capacity(input.entities.len());
+        for (i, e) in input.entities.into_iter().enumerate() {
+            check_name(&format!("entities[{i}].name"), &e.name)?;
+            check_text(
+                &format!("entities[{i}].entityType"),
+                &e.entity_type,
+                MAX_TYPE_BYTES,
+            )?;
+            for (j, o) in e.observations.iter().enumerate() {
+                check_text(&format!("entities[{i}].observations[{j}]"), o, max)?;
+            }
+            new.push(NewEntity {
+                name: e.name,
+                entity_type: e.entity_type,
+                observations: e.observations,
+            });
+        }
+        let entities = cx.app.store().create_entities(cx.namespace(), new).await?;
+        Ok(EntitiesOutput { entities })
+    }
+}
+
+// ---------- create_relations ----------
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RelationsInput {
+    /// Relations, in active voice: `from` does `relationType` to `to`. Both
+    /// entities must exist.
+    pub relations: Vec<RelationInput>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RelationInput {
+    /// The name of the entity where the relation starts.
+    pub from: String,
+    /// The name of the entity where the relation ends.
+    pub to: String,
+    /// The type of the relation ("works_at", "depends_on", ...).
+    #[serde(rename = "relationType")]
+    pub relation_type: String,
+}
+
+impl RelationInput {
+    fn into_relation(self) -> Relation {
+        Relation {
+            from: self.from,
+            to: self.to,
+            relation_type: self.relation_type,
+        }
+    }
+}
+
+fn relations_of(cx: &OpCtx, input: Vec<RelationInput>) -> Result<Vec<Relation>, OpError> {
+    check_batch("relations", &input, cx)?;
+    let relations: Vec<Relation> = input
+        .into_iter()
+        .map(RelationInput::into_relation)
+        .collect();
+    for (i, r) in relations.iter().enumerate() {
+        check_relation(&format!("relations[{i}]"), r)?;
+    }
+    Ok(relations)
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RelationsOutput {
+    /// The relations created (duplicates of existing ones were skipped).
+    pub relations: Vec<Relation>,
+}
+
+pub struct CreateRelations;
+
+impl Operation for CreateRelations {
+    const NAME: &'static str = "create_relations";
+    type Input = RelationsInput;
+    type Output = RelationsOutput;
+
+    async fn run(cx: OpCtx, input: RelationsInput) -> Result<RelationsOutput, OpError> {
+        let relations = relations_of(&cx, input.relations)?;
+        let relations = cx
+            .app
+            .store()
+            .create_relations(cx.namespace(), relations, true)
+            .await?;
+        Ok(RelationsOutput { relations })
+    }
+}
+
+// ---------- add_observations ----------
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ObservationsInput {
+    /// For each entity, observations to add. Every entity must exist, or
+    /// nothing is added.
+    pub observations: Vec<ObservationAddition>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ObservationAddition {
+    /// The name of the entity to add the observations to.
+    #[serde(rename = "entityName")]
+    pub entity_name: String,
+    /// An array of observation contents to add.
+    pub contents: Vec<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct AddedObservations {
+    #[serde(rename = "entityName")]
+    pub entity_name: String,
+    /// What was new (observations the entity already had are not repeated).
+    #[serde(rename = "addedObservations")]
+    pub added_observations: Vec<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ObservationsOutput {
+    pub results: Vec<AddedObservations>,
+}
+
+pub struct AddObservations;
+
+impl Operation for AddObservations {
+    const NAME: &'static str = "add_observations";
+    type Input = ObservationsInput;
+    type Output = ObservationsOutput;
+
+    async fn run(cx: OpCtx, input: ObservationsInput) -> Result<ObservationsOutput, OpError> {
+        check_batch("observations", &input.observations, &cx)?;
+        let max = cx.limits().max_content_bytes;
+        let mut additions = Vec::with_capacity(input.observations.len());
+        for (i, o) in input.observations.into_iter().enumerate() {
+            check_name(&format!("observations[{i}].entityName"), &o.entity_name)?;
+            for (j, c) in o.contents.iter().enumerate() {
+                check_text(&format!("observations[{i}].contents[{j}]"), c, max)?;
+            }
+            additions.push((o.entity_name, o.contents));
+        }
+        let results = cx
+            .app
+            .store()
+            .add_observations(cx.namespace(), additions)
+            .await?
+            .into_iter()
+            .map(|(entity_name, added_observations)| AddedObservations {
+                entity_name,
+                added_observations,
+            })
+            .collect();
+        Ok(ObservationsOutput { results })
+    }
+}
+
+// ---------- delete_entities / delete_observations / delete_relations ----------
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct DeletedOutput {
+    pub success: bool,
+    pub message: String,
+    /// Names given that matched nothing (nothing was done for them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_found: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteEntitiesInput {
+    /// An array of entity names to delete. Their relations go with them.
+    #[serde(rename = "entityNames")]
+    pub entity_names: Vec<String>,
+}
+
+pub struct DeleteEntities;
+
+impl Operation for DeleteEntities {
+    const NAME: &'static str = "delete_entities";
+    type Input = DeleteEntitiesInput;
+    type Output = DeletedOutput;
+
+    async fn run(cx: OpCtx, input: DeleteEntitiesInput) -> Result<DeletedOutput, OpError> {
+        check_batch("entityNames", &input.entity_names, &cx)?;
+        let (_, not_found) = cx
+            .app
+            .store()
+            .delete_entities(cx.namespace(), input.entity_names)
+            .await?;
+        Ok(DeletedOutput {
+            success: true,
+            message: "Entities deleted successfully".into(),
+            not_found,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteObservationsInput {
+    pub deletions: Vec<ObservationDeletion>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ObservationDeletion {
+    /// The name of the entity containing the observations.
+    #[serde(rename = "entityName")]
+    pub entity_name: String,
+    /// An array of observations to delete (exact text).
+    pub observations: Vec<String>,
+}
+
+pub struct DeleteObservations;
+
+impl Operation for DeleteObservations {
+    const NAME: &'static str = "delete_observations";
+    type Input = DeleteObservationsInput;
+    type Output = DeletedOutput;
+
+    async fn run(cx: OpCtx, input: DeleteObservationsInput) -> Result<DeletedOutput, OpError> {
+        check_batch("deletions", &input.deletions, &cx)?;
+        let deletions = input
+            .deletions
+            .into_iter()
+            .map(|d| (d.entity_name, d.observations))
+            .collect();
+        cx.app
+            .store()
+            .delete_observations(cx.namespace(), deletions)
+            .await?;
+        Ok(DeletedOutput {
+            success: true,
+            message: "Observations deleted successfully".into(),
+            not_found: Vec::new(),
+        })
+    }
+}
+
+pub struct DeleteRelations;
+
+impl Operation for DeleteRelations {
+    const NAME: &'static str = "delete_relations";
+    type Input = RelationsInput;
+    type Output = DeletedOutput;
+
+    async fn run(cx: OpCtx, input: RelationsInput) -> Result<DeletedOutput, OpError> {
+        let relations = relations_of(&cx, input.relations)?;
+        cx.app
+            .store()
+            .delete_relations(cx.namespace(), relations)
+            .await?;
+        Ok(DeletedOutput {
+            success: true,
+            message: "Relations deleted successfully".into(),
+            not_found: Vec::new(),
+        })
+    }
+}
+
+// ---------- read_graph / search_nodes / open_nodes ----------
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct GraphOutput {
+    pub entities: Vec<Entity>,
+    pub relations: Vec<Relation>,
+    /// More of the graph is left: pass this as `cursor` (same other arguments).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+    /// Says why the answer stopped short and how to go on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+fn entity_types(types: Vec<String>) -> Result<Vec<String>, OpError> {
+    for t in &types {
+        check_text("entity_types[]", t, MAX_TYPE_BYTES)?;
+    }
+    Ok(types)
+}
+
+/// Cuts entities (and the relations that start at the cut ones) to the
+/// character budget. Returns how many entities were kept.
+fn fit_graph(entities: &mut Vec<Entity>, relations: &mut Vec<Relation>, budget: usize) -> usize {
+    fn size<T: Serialize>(v: &T) -> usize {
+        serde_json::to_string(v).map_or(0, |s| s.len() + 1)
+    }
+    let mut used = 0;
+    let mut kept = 0;
+    for e in entities.iter() {
+        let rel: usize = relations
+            .iter()
+            .filter(|r| r.from == e.name)
+            .map(|r| size(r))
+            .sum();
+        let cost = size(e) + rel;
+        if kept > 0 && used + cost > budget {
+            break;
+        }
+        used += cost;
+        kept += 1;
+    }
+    if kept < entities.len() {
+        let dropped: HashSet<String> = entities[kept..].iter().map(|e| e.name.clone()).collect();
+        entities.truncate(kept);
+        relations.retain(|r| !dropped.contains(&r.from));
+    }
+    kept
+}
+
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadGraphInput {
+    /// Most entities per page (default and upper bound: the page limit, 500).
+    /// Answers are also cut to a size budget; `next_cursor` continues.
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// `next_cursor` from the previous page.
+    #[serde(default)]
+    pub cursor: Option<String>,
+    /// Include each entity's observations (default true).
+    #[serde(default)]
+    pub include_observations: Option<bool>,
+    /// Only entities of these types (exact names).
+    #[serde(default)]
+    pub entity_types: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SeqCursor {
+    s: i64,
+    f: String,
+}
+
+pub struct ReadGraph;
+
+impl Operation for ReadGraph {
+    const NAME: &'static str = "read_graph";
+    type Input = ReadGraphInput;
+    type Output = GraphOutput;
+
+    async fn run(cx: OpCtx, mut input: ReadGraphInput) -> Result<GraphOutput, OpError> {
+        let limits = cx.limits();
+        let limit = input
+            .limit
+            .map_or(Ok(limits.max_page_size), |l| page_size(Some(l), limits))?;
+        let cursor_arg = input.cursor.take();
+        let fingerprint = cursor::fingerprint(&input);
+        let after = match cursor_arg {
+            None => 0,
+            Some(c) => {
+                let c: SeqCursor = cursor::decode(&c)?;
+                if c.f != fingerprint {
+                    return Err(cursor::mismatch());
+                }
+                c.s
+            }
+        };
+        let types = entity_types(input.entity_types)?;
+        let store = cx.app.store();
+        let (mut entities, seqs, mut relations, more) = store
+            .read_graph_page(
+                cx.namespace(),
+                types.clone(),
+                after,
+                limit,
+                input.include_observations.unwrap_or(true),
+            )
+            .await?;
+        let fetched = entities.len();
+        let kept = fit_graph(&mut entities, &mut relations, limits.max_graph_answer_chars);
+        let cut = kept < fetched;
+        if !more && !cut && types.is_empty() {
+            // The last page also carries relations that start at no entity (only
+            // an imported file can have them), so the whole graph is read.
+            relations.extend(store.dangling_relations(cx.namespace()).await?);
+        }
+        let next_cursor = (more || cut).then(|| {
+            cursor::encode(&SeqCursor {
+                s: seqs[kept - 1],
+                f: fingerprint,
+            })
+        });
+        let note = next_cursor.as_ref().map(|_| {
+            format!(
+                "The graph is larger than one answer ({kept} entities here). Call read_graph again with \
+                 `cursor` set to next_cursor for more, or use search_nodes / open_nodes to read only what you need."
+            )
+        });
+        Ok(GraphOutput {
+            entities,
+            relations,
+            next_cursor,
+            note,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchNodesInput {
+    /// The search query to match against entity names, types, and observation
+    /// content. Entities holding every word rank first (by relevance); entities
+    /// containing the query as written (case-insensitive) follow.
+    pub query: String,
+    /// Most entities to return (default 100).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// `next_cursor` from the previous page of the same search.
+    #[serde(default)]
+    pub cursor: Option<String>,
+    /// Include each entity's observations (default true).
+    #[serde(default)]
+    pub include_observations: Option<bool>,
+    /// Only entities of these types (exact names).
+    #[serde(default)]
+    pub entity_types: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct OffsetCursor {
+    o: usize,
+    f: String,
+}
+
+pub struct SearchNodes;
+
+impl Operation for SearchNodes {
+    const NAME: &'static str = "search_nodes";
+    type Input = SearchNodesInput;
+    type Output = GraphOutput;
+
+    async fn run(cx: OpCtx, mut input: SearchNodesInput) -> Result<GraphOutput, OpError> {
+        let limits = cx.limits();
+        check_text("query", &input.query, limits.max_query_bytes)?;
+        let limit = page_size(Some(input.limit.unwrap_or(DEFAULT_SEARCH_NODES)), limits)?;
+        let cursor_arg = input.cursor.take();
+        let fingerprint = cursor::fingerprint(&input);
+        let offset = match cursor_arg {
+            None => 0,
+            Some(c) => {
+                let c: OffsetCursor = cursor::decode(&c)?;
+                if c.f != fingerprint {
+                    return Err(cursor::mismatch());
+                }
+                c.o
+            }
+        };
+        let types = entity_types(input.entity_types)?;
+        let wanted = offset + limit + 1;
+        let mut ids: Vec<String> = Vec::new();
+        // Ranked: entities holding every word of the query.
+        let terms = crate::search::SearchIndex::query_terms(&input.query);
+        if !terms.is_empty() {
+            let matcher = Matcher::All(terms.into_iter().map(Matcher::Term).collect());
+            let mut q = SearchQuery::new(cx.namespace(), vec![RecordKind::Entity], matcher, wanted);
+            if types.len() == 1 {
+                q.tags = vec![types[0].to_lowercase()];
+            }
+            let hits = cx.app.search(q).await?.results.hits;
+            let mut ranked: Vec<String> = hits.into_iter().map(|h| h.id).collect();
+            if !types.is_empty() {
+                let of = cx
+                    .app
+                    .store()
+                    .entity_types_of(cx.namespace(), ranked.clone())
+                    .await?;
+                ranked.retain(|id| of.get(id).is_some_and(|t| types.contains(t)));
+            }
+            ids.extend(ranked);
+        }
+        // Then the reference's rule, so nothing it finds is missed.
+        let substring = cx
+            .app
+            .store()
+            .entity_ids_containing(cx.namespace(), &input.query, types, wanted)
+            .await?;
+        let seen: HashSet<String> = ids.iter().cloned().collect();
+        ids.extend(substring.into_iter().filter(|id| !seen.contains(id)));
+        let more = ids.len() > offset + limit;
+        let page: Vec<String> = ids.into_iter().skip(offset).take(limit).collect();
+        let (mut entities, mut relations) = cx
+            .app
+            .store()
+            .entities_by_ids(
+                cx.namespace(),
+                page,
+                input.include_observations.unwrap_or(true),
+            )
+            .await?;
+        let fetched = entities.len();
+        let kept = fit_graph(&mut entities, &mut relations, limits.max_graph_answer_chars);
+        let names: HashSet<&String> = entities.iter().map(|e| &e.name).collect();
+        relations.retain(|r| names.contains(&r.from) || names.contains(&r.to));
+        let next_cursor = (more || kept < fetched).then(|| {
+            cursor::encode(&OffsetCursor {
+                o: offset + kept,
+                f: fingerprint,
+            })
+        });
+        let note = next_cursor.as_ref().map(|_| {
+            "More entities match: call search_nodes again with `cursor` set to next_cursor."
+                .to_string()
+        });
+        Ok(GraphOutput {
+            entities,
+            relations,
+            next_cursor,
+            note,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpenNodesInput {
+    /// An array of entity names to retrieve. Names that do not exist are skipped.
+    pub names: Vec<String>,
+    /// Include each entity's observations (default true).
+    #[serde(default)]
+    pub include_observations: Option<bool>,
+}
+
+pub struct OpenNodes;
+
+impl Operation for OpenNodes {
+    const NAME: &'static str = "open_nodes";
+    type Input = OpenNodesInput;
+    type Output = GraphOutput;
+
+    async fn run(cx: OpCtx, input: OpenNodesInput) -> Result<GraphOutput, OpError> {
+        if input.names.len() > cx.limits().max_batch_items {
+            return Err(OpError::invalid(format!(
+                "`names` has {} items, the limit is {}: split it into several calls",
+                input.names.len(),
+                cx.limits().max_batch_items
+            )));
+        }
+        let (entities, relations) = cx
+            .app
+            .store()
+            .open_nodes(
+                cx.namespace(),
+                input.names,
+                input.include_observations.unwrap_or(true),
+            )
+            .await?;
+        Ok(GraphOutput {
+            entities,
+            relations,
+            next_cursor: None,
+            note: None,
+        })
+    }
+}
