@@ -386,7 +386,7 @@ fn fit_graph(entities: &mut Vec<Entity>, relations: &mut Vec<Relation>, budget: 
         let rel: usize = relations
             .iter()
             .filter(|r| r.from == e.name)
-            .map(|r| size(r))
+            .map(size)
             .sum();
         let cost = size(e) + rel;
         if kept > 0 && used + cost > budget {
