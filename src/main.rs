@@ -116,6 +116,23 @@ enum Command {
         #[arg(default_value = "{}")]
         arguments: String,
     },
+    /// Import memory from another tool's file into the namespace (--namespace).
+    Import {
+        /// The file's format.
+        #[arg(long, value_enum, default_value = "server-memory")]
+        format: FormatArg,
+        /// The file to read (the reference memory server's memory.jsonl).
+        file: PathBuf,
+    },
+    /// Export the namespace's memory in another tool's format.
+    Export {
+        /// The format to write.
+        #[arg(long, value_enum, default_value = "server-memory")]
+        format: FormatArg,
+        /// Write here instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// List the operations engram offers.
     Tools {
         #[arg(long, value_enum, default_value = "summary")]
@@ -129,6 +146,13 @@ enum Command {
         #[arg(long, default_value = "schemas")]
         dir: PathBuf,
     },
+}
+
+/// Formats of other memory tools.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FormatArg {
+    /// The reference MCP memory server's JSON Lines file (@modelcontextprotocol/server-memory).
+    ServerMemory,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -180,6 +204,14 @@ fn config(global: &GlobalArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
+/// The namespace a one-shot command works in (`auto` has no client roots: default).
+fn fixed_namespace(config: &Config) -> String {
+    match &config.namespace {
+        NamespaceMode::Fixed(ns) => ns.clone(),
+        NamespaceMode::Auto => engram::config::DEFAULT_NAMESPACE.to_string(),
+    }
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -228,10 +260,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = config(&cli.global)?;
             let args: serde_json::Value = serde_json::from_str(&arguments)
                 .context("arguments must be a JSON object, e.g. '{\"content\": \"...\"}'")?;
-            let namespace = match &config.namespace {
-                NamespaceMode::Fixed(ns) => ns.clone(),
-                NamespaceMode::Auto => engram::config::DEFAULT_NAMESPACE.to_string(),
-            };
+            let namespace = fixed_namespace(&config);
             runtime()?.block_on(async move {
                 let app = AppState::open(config).await?;
                 let session = app.new_session();
@@ -249,6 +278,57 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         Ok(ExitCode::from(2))
                     }
                 }
+            })
+        }
+        Command::Import { format, file } => {
+            let FormatArg::ServerMemory = format;
+            let config = config(&cli.global)?;
+            let namespace = fixed_namespace(&config);
+            let reader = std::io::BufReader::new(
+                std::fs::File::open(&file)
+                    .with_context(|| format!("cannot open {}", file.display()))?,
+            );
+            runtime()?.block_on(async move {
+                let app = AppState::open(config).await?;
+                let result = engram::interop::import_server_memory(&app, &namespace, reader).await;
+                let shutdown = app.clone();
+                tokio::task::spawn_blocking(move || shutdown.shutdown()).await?;
+                let summary = result.with_context(|| format!("importing {}", file.display()))?;
+                eprintln!(
+                    "imported {} into namespace {namespace:?}: {} entities, {} observations added to \
+                     existing entities, {} relations; {} already present, {} lines of other types skipped",
+                    file.display(),
+                    summary.entities_created,
+                    summary.observations_added,
+                    summary.relations_created,
+                    summary.duplicates,
+                    summary.skipped_lines
+                );
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        Command::Export { format, out } => {
+            let FormatArg::ServerMemory = format;
+            let config = config(&cli.global)?;
+            let namespace = fixed_namespace(&config);
+            runtime()?.block_on(async move {
+                let app = AppState::open(config).await?;
+                let mut buffer = Vec::new();
+                let result =
+                    engram::interop::export_server_memory(&app, &namespace, &mut buffer).await;
+                let shutdown = app.clone();
+                tokio::task::spawn_blocking(move || shutdown.shutdown()).await?;
+                let lines = result?;
+                match &out {
+                    Some(path) => std::fs::write(path, &buffer)
+                        .with_context(|| format!("cannot write {}", path.display()))?,
+                    None => {
+                        use std::io::Write;
+                        std::io::stdout().write_all(&buffer)?;
+                    }
+                }
+                eprintln!("exported {lines} lines from namespace {namespace:?}");
+                Ok(ExitCode::SUCCESS)
             })
         }
         Command::Tools { detail } => {

@@ -517,6 +517,58 @@ impl Store {
             .await
     }
 
+    /// Entities in creation order after `after_seq`, with observations: for export.
+    pub async fn entities_after(
+        &self,
+        ns: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Entity)>, StoreError> {
+        let ns = ns.to_string();
+        self.readers
+            .read(move |conn| {
+                let sql = format!(
+                    "SELECT {ENTITY_COLUMNS} FROM entities WHERE namespace = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+                );
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows: Vec<EntityRow> = stmt
+                    .query_map(rusqlite::params![ns, after_seq, limit as i64], entity_row)?
+                    .collect::<Result<_, _>>()?;
+                let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+                Ok(seqs.into_iter().zip(load_entities(conn, rows, true)?).collect())
+            })
+            .await
+    }
+
+    /// Relations in creation order after `after_seq`: for export.
+    pub async fn relations_after(
+        &self,
+        ns: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Relation)>, StoreError> {
+        let ns = ns.to_string();
+        self.readers
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT seq, from_name, to_name, relation_type FROM relations
+                     WHERE namespace = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                )?;
+                let rows = stmt.query_map(rusqlite::params![ns, after_seq, limit as i64], |r| {
+                    Ok((
+                        r.get(0)?,
+                        Relation {
+                            from: r.get(1)?,
+                            to: r.get(2)?,
+                            relation_type: r.get(3)?,
+                        },
+                    ))
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
     /// Relations that start at no entity of the namespace (possible only after
     /// importing a file that had them): read_graph lists them on its last page.
     pub async fn dangling_relations(&self, ns: &str) -> Result<Vec<Relation>, StoreError> {
