@@ -93,7 +93,7 @@ fn sorted(v: &Value, key: &str) -> BTreeSet<String> {
 }
 
 /// Every `required` list in a schema, by JSON pointer, to compare input contracts.
-fn required_fields(schema: &Value, at: &str, out: &mut Vec<(String, BTreeSet<String>)>) {
+fn required_fields(schema: &Value, at: &str, out: &mut Requirements) {
     match schema {
         Value::Object(map) => {
             if let Some(Value::Array(req)) = map.get("required") {
@@ -107,10 +107,6 @@ fn required_fields(schema: &Value, at: &str, out: &mut Vec<(String, BTreeSet<Str
                 if k != "required" && k != "$defs" {
                     required_fields(v, &format!("{at}/{k}"), out);
                 }
-            }
-            if let Some(defs) = map.get("$defs") {
-                // Inline references: compare by what the properties need, not where they live.
-                let _ = defs;
             }
         }
         Value::Array(items) => {
@@ -143,8 +139,11 @@ fn inline_refs(schema: &Value, defs: &Value) -> Value {
     }
 }
 
-async fn input_requirements(client: &Client) -> Vec<(String, Vec<(String, BTreeSet<String>)>)> {
-    let mut tools: Vec<(String, Vec<(String, BTreeSet<String>)>)> = client
+/// (JSON pointer, required field names) of one schema.
+type Requirements = Vec<(String, BTreeSet<String>)>;
+
+async fn input_requirements(client: &Client) -> Vec<(String, Requirements)> {
+    let mut tools: Vec<(String, Requirements)> = client
         .list_all_tools()
         .await
         .expect("tools/list")
@@ -153,7 +152,7 @@ async fn input_requirements(client: &Client) -> Vec<(String, Vec<(String, BTreeS
             let schema = Value::Object((*t.input_schema).clone());
             let defs = schema.get("$defs").cloned().unwrap_or(Value::Null);
             let inlined = inline_refs(&schema, &defs);
-            let mut req = Vec::new();
+            let mut req = Requirements::new();
             required_fields(&inlined, "", &mut req);
             // Keep only the paths that name fields (drop wrapper noise like anyOf indices).
             req.retain(|(_, names)| !names.is_empty());
