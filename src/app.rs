@@ -61,6 +61,8 @@ struct Inner {
     cache: QueryCache,
     store_breaker: Breaker,
     search_breaker: Arc<Breaker>,
+    graph_breaker: Breaker,
+    graphs: crate::graph::GraphViews,
     /// Wakes the maintenance task to rebuild the index.
     rebuild_wanted: Arc<Notify>,
     /// A rebuild is running: searches take the store scan meanwhile.
@@ -174,6 +176,12 @@ impl AppState {
                 Duration::from_millis(config.breaker_open_ms),
             ),
             search_breaker,
+            graph_breaker: Breaker::new(
+                "graph",
+                config.breaker_threshold,
+                Duration::from_millis(config.breaker_open_ms),
+            ),
+            graphs: crate::graph::GraphViews::default(),
             rebuild_wanted,
             rebuilding: AtomicBool::new(false),
             accesses: AccessLog::default(),
@@ -233,6 +241,55 @@ impl AppState {
         })
     }
 
+    /// The namespace's graph as of now: the snapshot in hand if no graph write
+    /// happened since it was built, else a new one from the store. Guarded by
+    /// the graph breaker: a build that fails or takes longer than the search
+    /// timeout counts against it.
+    pub async fn graph(&self, ns: &str) -> Result<Arc<crate::graph::Snapshot>, OpError> {
+        let tag = [format!("{ns}/graph")];
+        let generation = self.0.cache.generations(&tag)[0];
+        if let Some(s) = self.0.graphs.get(ns, generation) {
+            return Ok(s);
+        }
+        let breaker = &self.0.graph_breaker;
+        if let Permit::Refuse(wait) = breaker.permit() {
+            return Err(OpError::Unavailable(format!(
+                "the graph view is failing ({}); retry in {} ms",
+                breaker.report().last_error.unwrap_or_default(),
+                wait.as_millis().max(1)
+            )));
+        }
+        let timeout = Duration::from_millis(self.0.config.search_timeout_ms);
+        let store = self.0.store.clone();
+        let ns_owned = ns.to_string();
+        let build = async move {
+            let rows = store.graph_rows(&ns_owned).await?;
+            tokio::task::spawn_blocking(move || crate::graph::Snapshot::build(rows))
+                .await
+                .map_err(|e| OpError::Storage(format!("graph build failed: {e}")))
+        };
+        match tokio::time::timeout(timeout, build).await {
+            Ok(Ok(snapshot)) => {
+                breaker.success();
+                let snapshot = Arc::new(snapshot);
+                self.0.graphs.put(ns, generation, snapshot.clone());
+                Ok(snapshot)
+            }
+            Ok(Err(e)) => {
+                breaker.failure(&e.to_string());
+                Err(e)
+            }
+            Err(_) => {
+                let msg = format!(
+                    "building the graph took longer than {} ms",
+                    timeout.as_millis()
+                );
+                breaker.failure(&msg);
+                Err(OpError::Unavailable(msg))
+            }
+        }
+    }
+
     /// Counts a use of these facts (opened or returned by a search).
     pub fn record_fact_access(&self, namespace: &str, ids: impl IntoIterator<Item = String>) {
         self.0.accesses.record(namespace, ids);
@@ -242,6 +299,7 @@ impl AppState {
         let breakers = vec![
             self.0.store_breaker.report(),
             self.0.search_breaker.report(),
+            self.0.graph_breaker.report(),
         ];
         let rebuilding = self.0.rebuilding.load(Ordering::Acquire);
         let ok = !rebuilding

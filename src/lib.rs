@@ -8,6 +8,7 @@ pub mod app;
 pub mod catalog;
 pub mod config;
 pub mod error;
+pub mod graph;
 pub mod interop;
 pub mod model;
 pub mod ops;

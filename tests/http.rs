@@ -106,7 +106,14 @@ async fn health_reports_ok_and_bad_namespaces_are_refused() {
         .iter()
         .map(|b| (b["backend"].as_str().unwrap(), b["state"].as_str().unwrap()))
         .collect();
-    assert_eq!(states, vec![("store", "closed"), ("search", "closed")]);
+    assert_eq!(
+        states,
+        vec![
+            ("store", "closed"),
+            ("search", "closed"),
+            ("graph", "closed")
+        ]
+    );
     assert!(body["cache"]["capacity"].as_u64().unwrap() > 0);
 
     use rmcp::ServiceExt;

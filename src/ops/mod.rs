@@ -11,6 +11,7 @@
 pub mod discovery;
 pub mod episodic;
 pub mod graph;
+pub mod graph_algorithms;
 pub mod meta;
 pub mod registry;
 pub mod semantic;

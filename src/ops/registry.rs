@@ -10,7 +10,9 @@ use std::sync::OnceLock;
 use schemars::JsonSchema;
 use serde_json::Value;
 
-use super::{OpCtx, Operation, discovery, episodic, graph, meta, semantic, session};
+use super::{
+    OpCtx, Operation, discovery, episodic, graph, graph_algorithms, meta, semantic, session,
+};
 use crate::error::OpError;
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -100,6 +102,16 @@ pub fn registry() -> &'static Registry {
             Entry::of::<graph::ReadGraph>(),
             Entry::of::<graph::SearchNodes>(),
             Entry::of::<graph::OpenNodes>(),
+            Entry::of::<graph_algorithms::Neighbors>(),
+            Entry::of::<graph_algorithms::ShortestPath>(),
+            Entry::of::<graph_algorithms::AllPaths>(),
+            Entry::of::<graph_algorithms::Subgraph>(),
+            Entry::of::<graph_algorithms::Centrality>(),
+            Entry::of::<graph_algorithms::Communities>(),
+            Entry::of::<graph_algorithms::RenameEntity>(),
+            Entry::of::<graph_algorithms::MergeEntities>(),
+            Entry::of::<graph_algorithms::UpdateEntity>(),
+            Entry::of::<graph_algorithms::Stats>(),
             Entry::of::<meta::HealthOp>(),
             Entry::of::<meta::CacheStatsOp>(),
             Entry::of::<session::Info>(),

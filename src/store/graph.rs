@@ -116,9 +116,13 @@ fn unknown_entity(ns: &str, name: &str) -> StoreError {
     ))
 }
 
-/// The search document of an entity: its name, type and observations.
+/// The search document of an entity: its name, type and observations. The name
+/// is written twice so an entity named for the query outranks one that merely
+/// mentions it once.
 fn search_doc(ns: &str, e: &EntityRow, obs: &[String]) -> SearchDoc {
-    let mut text = String::with_capacity(e.name.len() + e.entity_type.len() + 64);
+    let mut text = String::with_capacity(2 * e.name.len() + e.entity_type.len() + 64);
+    text.push_str(&e.name);
+    text.push('\n');
     text.push_str(&e.name);
     text.push('\n');
     text.push_str(&e.entity_type);

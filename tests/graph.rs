@@ -1,0 +1,449 @@
+//! The knowledge graph beyond the reference tools, in process against real
+//! sqlite and tantivy files: traversals and algorithms on the petgraph view,
+//! edits that keep relations consistent, read_graph paging under its budget,
+//! ranked search_nodes. (tests/compat.rs compares the nine tools with the
+//! reference server itself.)
+
+use std::sync::Arc;
+
+use engram::AppState;
+use engram::config::Config;
+use engram::session::Session;
+use serde_json::{Value, json};
+
+struct Harness {
+    app: AppState,
+    session: Arc<Session>,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    async fn with(tune: impl FnOnce(&mut Config)) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::new(dir.path());
+        config.index_commit_interval_ms = 3_600_000;
+        tune(&mut config);
+        let app = AppState::open(config).await.expect("open");
+        let session = app.new_session();
+        session.set_namespace("g".into());
+        Harness {
+            app,
+            session,
+            _dir: dir,
+        }
+    }
+
+    async fn call(&self, op: &str, args: Value) -> Result<Value, String> {
+        self.app
+            .call(&self.session, op, args)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn ok(&self, op: &str, args: Value) -> Value {
+        self.call(op, args)
+            .await
+            .unwrap_or_else(|e| panic!("{op} failed: {e}"))
+    }
+
+    /// Two clusters joined by one bridge:
+    /// alice → bob → carol → alice (a team), dave → erin → frank → dave,
+    /// carol → dave (the bridge), and gina on her own.
+    async fn org(&self) {
+        let people = ["alice", "bob", "carol", "dave", "erin", "frank", "gina"];
+        let entities: Vec<Value> = people
+            .iter()
+            .map(|p| json!({ "name": p, "entityType": "person", "observations": [format!("{p} works here")] }))
+            .collect();
+        self.ok("create_entities", json!({ "entities": entities }))
+            .await;
+        let rel = |a: &str, b: &str, t: &str| json!({ "from": a, "to": b, "relationType": t });
+        self.ok(
+            "create_relations",
+            json!({ "relations": [
+                rel("alice", "bob", "mentors"), rel("bob", "carol", "mentors"), rel("carol", "alice", "mentors"),
+                rel("dave", "erin", "mentors"), rel("erin", "frank", "mentors"), rel("frank", "dave", "mentors"),
+                rel("carol", "dave", "knows"),
+            ] }),
+        )
+        .await;
+    }
+}
+
+fn names(v: &Value, key: &str) -> Vec<String> {
+    v[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            x.as_str()
+                .map_or_else(|| x["name"].as_str().unwrap().to_string(), String::from)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn traversals_follow_direction_types_and_bounds() {
+    let h = Harness::with(|_| {}).await;
+    h.org().await;
+    let r = h.ok("graph_neighbors", json!({ "name": "carol" })).await;
+    let mut n = names(&r, "nodes");
+    n.sort();
+    assert_eq!(n, ["alice", "bob", "carol", "dave"]);
+    let r = h
+        .ok(
+            "graph_neighbors",
+            json!({ "name": "carol", "direction": "out", "relation_types": ["mentors"] }),
+        )
+        .await;
+    assert_eq!(names(&r, "nodes"), ["carol", "alice"]);
+    let r = h
+        .ok("graph_neighbors", json!({ "name": "alice", "depth": 6 }))
+        .await;
+    assert_eq!(r["nodes"].as_array().unwrap().len(), 6, "everyone but gina");
+    let r = h
+        .ok(
+            "graph_neighbors",
+            json!({ "name": "alice", "depth": 6, "max_nodes": 3 }),
+        )
+        .await;
+    assert_eq!(
+        (
+            r["nodes"].as_array().unwrap().len(),
+            r["truncated"].as_bool()
+        ),
+        (3, Some(true))
+    );
+
+    let r = h
+        .ok(
+            "graph_shortest_path",
+            json!({ "from": "alice", "to": "frank", "direction": "out" }),
+        )
+        .await;
+    assert_eq!(
+        names(&r, "path"),
+        ["alice", "bob", "carol", "dave", "erin", "frank"]
+    );
+    let r = h
+        .ok(
+            "graph_shortest_path",
+            json!({ "from": "alice", "to": "frank" }),
+        )
+        .await;
+    assert_eq!(r["length"], 3, "alice-carol-dave-frank, ignoring direction");
+    let r = h
+        .ok(
+            "graph_shortest_path",
+            json!({ "from": "alice", "to": "gina" }),
+        )
+        .await;
+    assert_eq!(r["found"], false);
+    let e = h
+        .call(
+            "graph_shortest_path",
+            json!({ "from": "alice", "to": "nobody" }),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.contains("nobody"), "{e}");
+
+    let r = h
+        .ok(
+            "graph_all_paths",
+            json!({ "from": "alice", "to": "carol", "direction": "out" }),
+        )
+        .await;
+    let paths: Vec<Vec<String>> = r["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| names(p, "path"))
+        .collect();
+    assert_eq!(paths, vec![vec!["alice", "bob", "carol"]]);
+    let r = h
+        .ok("graph_all_paths", json!({ "from": "alice", "to": "carol" }))
+        .await;
+    assert_eq!(
+        r["paths"].as_array().unwrap().len(),
+        2,
+        "direct and via bob"
+    );
+
+    let r = h
+        .ok("graph_subgraph", json!({ "seeds": ["dave"], "hops": 1 }))
+        .await;
+    let mut n = names(&r, "entities");
+    n.sort();
+    assert_eq!(n, ["carol", "dave", "erin", "frank"]);
+    assert_eq!(
+        r["relations"].as_array().unwrap().len(),
+        4,
+        "dave's triangle and the bridge"
+    );
+}
+
+#[tokio::test]
+async fn centrality_communities_and_stats() {
+    let h = Harness::with(|_| {}).await;
+    h.org().await;
+    let r = h
+        .ok(
+            "graph_centrality",
+            json!({ "measure": "degree", "top_k": 2 }),
+        )
+        .await;
+    let top = names(&r, "top");
+    assert!(
+        top.contains(&"carol".to_string()) && top.contains(&"dave".to_string()),
+        "{r}"
+    );
+    let r = h.ok("graph_centrality", json!({})).await;
+    assert_eq!(r["complete"], true);
+    let sum: f64 = r["top"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["score"].as_f64().unwrap())
+        .sum();
+    assert!(
+        (sum - 1.0).abs() < 1e-6,
+        "pagerank sums to 1 over all 7: {sum}"
+    );
+
+    let r = h
+        .ok("graph_communities", json!({ "algorithm": "components" }))
+        .await;
+    assert_eq!(r["count"], 1, "gina alone is below min_size");
+    assert_eq!(r["communities"][0]["size"], 6);
+    let r = h
+        .ok(
+            "graph_communities",
+            json!({ "min_size": 1, "algorithm": "components" }),
+        )
+        .await;
+    assert_eq!(r["count"], 2);
+    let r = h.ok("graph_communities", json!({})).await;
+    let mut groups: Vec<Vec<String>> = r["communities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| names(c, "members"))
+        .collect();
+    groups.sort();
+    assert_eq!(
+        groups,
+        vec![vec!["alice", "bob", "carol"], vec!["dave", "erin", "frank"]]
+    );
+
+    let r = h.ok("graph_stats", json!({})).await;
+    assert_eq!(
+        (
+            r["entities"].as_u64(),
+            r["relations"].as_u64(),
+            r["observations"].as_u64()
+        ),
+        (Some(7), Some(7), Some(7))
+    );
+    assert_eq!(
+        (r["components"].as_u64(), r["isolated"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(
+        r["relation_types"][0],
+        json!({ "name": "mentors", "count": 6 })
+    );
+}
+
+#[tokio::test]
+async fn rename_merge_and_update_keep_relations_consistent() {
+    let h = Harness::with(|_| {}).await;
+    h.org().await;
+    h.ok(
+        "graph_rename_entity",
+        json!({ "name": "carol", "new_name": "caroline" }),
+    )
+    .await;
+    let r = h.ok("open_nodes", json!({ "names": ["caroline"] })).await;
+    assert_eq!(r["relations"].as_array().unwrap().len(), 3);
+    assert!(
+        h.ok("search_nodes", json!({ "query": "carol" })).await["entities"][0]["name"]
+            == "caroline"
+    );
+    let e = h
+        .call(
+            "graph_rename_entity",
+            json!({ "name": "bob", "new_name": "alice" }),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.contains("already exists"), "{e}");
+
+    // A duplicate "Bob" with its own relation and a shared observation.
+    h.ok("create_entities", json!({ "entities": [{ "name": "Robert", "entityType": "person", "observations": ["bob works here", "plays chess"] }] })).await;
+    h.ok(
+        "create_relations",
+        json!({ "relations": [
+        { "from": "Robert", "to": "gina", "relationType": "knows" },
+        { "from": "alice", "to": "Robert", "relationType": "mentors" },
+        { "from": "Robert", "to": "bob", "relationType": "same_as" },
+    ] }),
+    )
+    .await;
+    let merged = h
+        .ok(
+            "graph_merge_entities",
+            json!({ "target": "bob", "sources": ["Robert"] }),
+        )
+        .await;
+    assert_eq!(
+        merged["entity"]["observations"],
+        json!(["bob works here", "plays chess"])
+    );
+    let r = h.ok("open_nodes", json!({ "names": ["bob"] })).await;
+    let mut rels: Vec<String> = r["relations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            format!(
+                "{}-{}-{}",
+                x["from"].as_str().unwrap(),
+                x["relationType"].as_str().unwrap(),
+                x["to"].as_str().unwrap()
+            )
+        })
+        .collect();
+    rels.sort();
+    // alice-mentors-bob existed already (no duplicate), Robert's self-loop is gone.
+    assert_eq!(
+        rels,
+        [
+            "alice-mentors-bob",
+            "bob-knows-gina",
+            "bob-mentors-caroline"
+        ]
+    );
+    assert!(
+        h.ok("open_nodes", json!({ "names": ["Robert"] })).await["entities"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    let r = h
+        .ok("graph_update_entity", json!({ "name": "bob", "entityType": "engineer", "properties": { "team": "core", "desk": 4 } }))
+        .await;
+    assert_eq!(r["entity"]["entityType"], "engineer");
+    let r = h
+        .ok(
+            "graph_update_entity",
+            json!({ "name": "bob", "properties": { "desk": null } }),
+        )
+        .await;
+    assert_eq!(r["entity"]["properties"], json!({ "team": "core" }));
+    // The graph view follows every write.
+    let r = h
+        .ok(
+            "graph_neighbors",
+            json!({ "name": "bob", "relation_types": ["knows"] }),
+        )
+        .await;
+    assert_eq!(names(&r, "nodes"), ["bob", "gina"]);
+}
+
+#[tokio::test]
+async fn read_graph_pages_under_its_budget_without_loss() {
+    let h = Harness::with(|c| c.limits.max_graph_answer_chars = 2_000).await;
+    let entities: Vec<Value> = (0..60)
+        .map(|i| json!({ "name": format!("e{i:02}"), "entityType": if i % 2 == 0 { "even" } else { "odd" }, "observations": [format!("entity number {i}")] }))
+        .collect();
+    h.ok("create_entities", json!({ "entities": entities }))
+        .await;
+    let relations: Vec<Value> = (0..59)
+        .map(|i| json!({ "from": format!("e{i:02}"), "to": format!("e{:02}", i + 1), "relationType": "next" }))
+        .collect();
+    h.ok("create_relations", json!({ "relations": relations }))
+        .await;
+
+    let (mut seen, mut rels, mut pages) = (Vec::new(), 0, 0);
+    let mut cursor: Option<Value> = None;
+    loop {
+        let mut args = json!({});
+        if let Some(c) = &cursor {
+            args["cursor"] = c.clone();
+        }
+        let r = h.ok("read_graph", args).await;
+        assert!(
+            serde_json::to_string(&r).unwrap().len() < 2_000 + 600,
+            "page over budget"
+        );
+        seen.extend(names(&r, "entities"));
+        rels += r["relations"].as_array().unwrap().len();
+        pages += 1;
+        match r.get("next_cursor") {
+            Some(c) => {
+                assert!(r["note"].as_str().unwrap().contains("cursor"));
+                cursor = Some(c.clone());
+            }
+            None => break,
+        }
+    }
+    assert!(pages > 1);
+    let expected: Vec<String> = (0..60).map(|i| format!("e{i:02}")).collect();
+    assert_eq!((seen, rels), (expected, 59));
+
+    let r = h
+        .ok(
+            "read_graph",
+            json!({ "entity_types": ["odd"], "include_observations": false, "limit": 500 }),
+        )
+        .await;
+    let odd = r["entities"].as_array().unwrap();
+    assert!(
+        odd.iter()
+            .all(|e| e["entityType"] == "odd" && e.get("observations").is_none())
+    );
+}
+
+#[tokio::test]
+async fn search_nodes_ranks_whole_word_matches_then_substrings() {
+    let h = Harness::with(|_| {}).await;
+    h.ok(
+        "create_entities",
+        json!({ "entities": [
+            { "name": "Postgres", "entityType": "database", "observations": ["primary runs in Frankfurt", "replicas in Dublin"] },
+            { "name": "Billing", "entityType": "service", "observations": ["stores invoices in Postgres"] },
+            { "name": "Postgresql-docs", "entityType": "document", "observations": [] },
+            { "name": "Search", "entityType": "service", "observations": ["indexes documents nightly"] },
+        ] }),
+    )
+    .await;
+    let r = h.ok("search_nodes", json!({ "query": "postgres" })).await;
+    // Ranked word matches first (the entity named Postgres holds it twice over),
+    // then substring-only matches the reference would also find.
+    assert_eq!(
+        names(&r, "entities"),
+        ["Postgres", "Billing", "Postgresql-docs"]
+    );
+    let r = h
+        .ok("search_nodes", json!({ "query": "invoices postgres" }))
+        .await;
+    assert_eq!(names(&r, "entities"), ["Billing"]);
+    let r = h
+        .ok(
+            "search_nodes",
+            json!({ "query": "service", "entity_types": ["service"], "limit": 1 }),
+        )
+        .await;
+    assert_eq!(r["entities"].as_array().unwrap().len(), 1);
+    assert!(r["next_cursor"].is_string());
+    let next = h
+        .ok("search_nodes", json!({ "query": "service", "entity_types": ["service"], "limit": 1, "cursor": r["next_cursor"] }))
+        .await;
+    assert_ne!(next["entities"][0]["name"], r["entities"][0]["name"]);
+    // memory_search sees graph entities too, labelled with their layer.
+    let r = h.ok("memory_search", json!({ "query": "frankfurt" })).await;
+    assert_eq!(r["hits"][0]["layer"], "graph");
+    assert_eq!(r["hits"][0]["id"], "Postgres");
+}
