@@ -103,7 +103,7 @@ pub struct Entity {
 
 /// A directed, typed edge between two entities, by name, in active voice
 /// ("alice" --works_at--> "acme").
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub struct Relation {
     pub from: String,
     pub to: String,

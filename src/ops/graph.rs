@@ -18,7 +18,9 @@ use super::{OpCtx, Operation, check_text, cursor, page_size};
 use crate::error::OpError;
 use crate::model::{Entity, RecordKind, Relation};
 use crate::search::{Matcher, SearchQuery};
-use crate::store::NewEntity;
+use crate::store::{NewEntity, NewRelation};
+use crate::timespec::TimeSpec;
+use serde_json::{Map, Value};
 
 const MAX_NAME_BYTES: usize = 512;
 const MAX_TYPE_BYTES: usize = 256;
@@ -119,9 +121,37 @@ impl Operation for CreateEntities {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RelationsInput {
+    /// The relations, each named by from, to and relationType.
+    pub relations: Vec<RelationInput>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRelationsInput {
     /// Relations, in active voice: `from` does `relationType` to `to`. Both
     /// entities must exist.
-    pub relations: Vec<RelationInput>,
+    pub relations: Vec<NewRelationInput>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewRelationInput {
+    /// The name of the entity where the relation starts.
+    pub from: String,
+    /// The name of the entity where the relation ends.
+    pub to: String,
+    /// The type of the relation ("works_at", "depends_on", ...).
+    #[serde(rename = "relationType")]
+    pub relation_type: String,
+    /// Optional: since when the relation holds (graph tools can filter by `valid_at`).
+    #[serde(default)]
+    pub valid_from: Option<TimeSpec>,
+    /// Optional: until when it held.
+    #[serde(default)]
+    pub valid_to: Option<TimeSpec>,
+    /// Optional: free properties (a JSON object).
+    #[serde(default)]
+    pub properties: Option<Map<String, Value>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -168,15 +198,40 @@ pub struct CreateRelations;
 
 impl Operation for CreateRelations {
     const NAME: &'static str = "create_relations";
-    type Input = RelationsInput;
+    type Input = CreateRelationsInput;
     type Output = RelationsOutput;
 
-    async fn run(cx: OpCtx, input: RelationsInput) -> Result<RelationsOutput, OpError> {
-        let relations = relations_of(&cx, input.relations)?;
+    async fn run(cx: OpCtx, input: CreateRelationsInput) -> Result<RelationsOutput, OpError> {
+        check_batch("relations", &input.relations, &cx)?;
+        let mut relations = Vec::with_capacity(input.relations.len());
+        for (i, r) in input.relations.into_iter().enumerate() {
+            let at = format!("relations[{i}]");
+            let relation = Relation {
+                from: r.from,
+                to: r.to,
+                relation_type: r.relation_type,
+            };
+            check_relation(&at, &relation)?;
+            if let (Some(f), Some(t)) = (r.valid_from, r.valid_to)
+                && f.micros() >= t.micros()
+            {
+                return Err(OpError::invalid(format!(
+                    "`{at}.valid_from` is not before `valid_to`: swap them"
+                )));
+            }
+            let properties = r.properties.unwrap_or_default();
+            super::check_metadata(&properties, cx.limits())?;
+            relations.push(NewRelation {
+                relation,
+                properties,
+                valid_from: r.valid_from.map(TimeSpec::micros),
+                valid_to: r.valid_to.map(TimeSpec::micros),
+            });
+        }
         let relations = cx
             .app
             .store()
-            .create_relations(cx.namespace(), relations, true)
+            .create_relations_with(cx.namespace(), relations, true)
             .await?;
         Ok(RelationsOutput { relations })
     }

@@ -26,6 +26,17 @@ pub struct NewEntity {
     pub observations: Vec<String>,
 }
 
+/// A relation to create, with what engram keeps beyond the reference's shape.
+#[derive(Debug, Clone, Default)]
+pub struct NewRelation {
+    pub relation: Relation,
+    pub properties: Map<String, Value>,
+    /// The relation holds from this time (None: always has).
+    pub valid_from: Option<Micros>,
+    /// ... until this time (None: still does).
+    pub valid_to: Option<Micros>,
+}
+
 /// An entity with everything engram keeps about it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
 pub struct EntityRecord {
@@ -335,11 +346,28 @@ impl Store {
         relations: Vec<Relation>,
         strict: bool,
     ) -> Result<Vec<Relation>, StoreError> {
+        let relations = relations
+            .into_iter()
+            .map(|relation| NewRelation {
+                relation,
+                ..Default::default()
+            })
+            .collect();
+        self.create_relations_with(ns, relations, strict).await
+    }
+
+    /// `create_relations` with validity and properties per relation.
+    pub async fn create_relations_with(
+        &self,
+        ns: &str,
+        relations: Vec<NewRelation>,
+        strict: bool,
+    ) -> Result<Vec<Relation>, StoreError> {
         let ns = ns.to_string();
         self.writer
             .write(move |txn| {
                 if strict {
-                    for r in &relations {
+                    for NewRelation { relation: r, .. } in &relations {
                         for end in [&r.from, &r.to] {
                             if find(txn.conn, &ns, end)?.is_none() {
                                 return Err(unknown_entity(&ns, end));
@@ -349,11 +377,24 @@ impl Store {
                 }
                 let mut created = Vec::new();
                 let mut ins = txn.conn.prepare_cached(
-                    "INSERT OR IGNORE INTO relations (namespace, from_name, to_name, relation_type, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT OR IGNORE INTO relations (namespace, from_name, to_name, relation_type,
+                                                      properties, valid_from, valid_to, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )?;
-                for r in relations {
-                    if ins.execute(rusqlite::params![ns, r.from, r.to, r.relation_type, txn.now])? == 1 {
+                for new in relations {
+                    let r = new.relation;
+                    let props = to_json(&new.properties);
+                    let row = rusqlite::params![
+                        ns,
+                        r.from,
+                        r.to,
+                        r.relation_type,
+                        props,
+                        new.valid_from,
+                        new.valid_to,
+                        txn.now
+                    ];
+                    if ins.execute(row)? == 1 {
                         created.push(r);
                     }
                 }

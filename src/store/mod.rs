@@ -26,7 +26,7 @@ use crate::config::{Config, Durability};
 use crate::model::{Change, RecordKind, SearchDoc};
 
 pub use episodic::{EventFilter, EventPatch, NewEvent, Order};
-pub use graph::{EdgeRow, EntityRecord, GraphCounts, GraphRows, NewEntity};
+pub use graph::{EdgeRow, EntityRecord, GraphCounts, GraphRows, NewEntity, NewRelation};
 pub use semantic::{FactFilter, FactPatch, NewFact};
 pub use writer::ChangeListener;
 
