@@ -128,9 +128,10 @@ async fn workload(
     for start in (0..n).step_by(BATCH) {
         let entities: Vec<Value> = (start..(start + BATCH).min(n))
             .map(|i| {
+                let entity_type = ["person", "service", "project"][i % 3];
                 json!({
                     "name": name(i),
-                    "entityType": ["person", "service", "project"][i % 3],
+                    "entityType": entity_type,
                     "observations": [
                         format!("{} {}", marker(i), rng.sentence(6)),
                         rng.sentence(8),
