@@ -442,6 +442,33 @@ async fn search_nodes_ranks_whole_word_matches_then_substrings() {
         .ok("search_nodes", json!({ "query": "service", "entity_types": ["service"], "limit": 1, "cursor": r["next_cursor"] }))
         .await;
     assert_ne!(next["entities"][0]["name"], r["entities"][0]["name"]);
+    // Substrings inside words, as the reference matches them: from the overlay,
+    // then from the committed trigram index; two letters fall back to a scan.
+    for committed in [false, true] {
+        if committed {
+            h.app.search_index().flush().await.unwrap();
+        }
+        let mut found = names(
+            &h.ok("search_nodes", json!({ "query": "GRE" })).await,
+            "entities",
+        );
+        found.sort();
+        assert_eq!(
+            found,
+            ["Billing", "Postgres", "Postgresql-docs"],
+            "committed: {committed}"
+        );
+        let found = names(
+            &h.ok("search_nodes", json!({ "query": "ll" })).await,
+            "entities",
+        );
+        assert_eq!(found, ["Billing"]);
+        let found = names(
+            &h.ok("search_nodes", json!({ "query": "ghtly" })).await,
+            "entities",
+        );
+        assert_eq!(found, ["Search"]);
+    }
     // memory_search sees graph entities too, labelled with their layer.
     let r = h.ok("memory_search", json!({ "query": "frankfurt" })).await;
     assert_eq!(r["hits"][0]["layer"], "graph");

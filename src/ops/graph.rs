@@ -619,13 +619,10 @@ impl Operation for SearchNodes {
             }
             ids.extend(ranked);
         }
-        // Then the reference's rule, so nothing it finds is missed.
-        let substring = cx
-            .app
-            .store()
-            .entity_ids_containing(cx.namespace(), &input.query, types, wanted)
-            .await?;
+        // Then the reference's rule, so nothing it finds is missed: entities
+        // containing the query as written, case-insensitively.
         let seen: HashSet<String> = ids.iter().cloned().collect();
+        let substring = substring_matches(&cx, &input.query, &types, wanted).await?;
         ids.extend(substring.into_iter().filter(|id| !seen.contains(id)));
         let more = ids.len() > offset + limit;
         let page: Vec<String> = ids.into_iter().skip(offset).take(limit).collect();
@@ -658,6 +655,61 @@ impl Operation for SearchNodes {
             next_cursor,
             note,
         })
+    }
+}
+
+/// Ids of up to `wanted` entities whose name, type or an observation contains
+/// `needle` (case-insensitive). The trigram index finds candidates holding every
+/// 3-character piece; each is then checked for the whole needle. Needles under 3
+/// characters fall back to a scan of the store.
+async fn substring_matches(
+    cx: &OpCtx,
+    needle: &str,
+    types: &[String],
+    wanted: usize,
+) -> Result<Vec<String>, OpError> {
+    /// Candidates fetched per round, before checking.
+    const FIRST_FETCH: usize = 64;
+    let Some(matcher) = Matcher::substring(needle) else {
+        return Ok(cx
+            .app
+            .store()
+            .entity_ids_containing(cx.namespace(), needle, types.to_vec(), wanted)
+            .await?);
+    };
+    let lower = needle.to_lowercase();
+    let mut fetch = wanted.max(FIRST_FETCH);
+    loop {
+        let q = SearchQuery::new(
+            cx.namespace(),
+            vec![RecordKind::Entity],
+            matcher.clone(),
+            fetch,
+        );
+        let searched = cx.app.search(q).await?.results;
+        let exhausted = !searched.has_more;
+        let candidates: Vec<String> = searched.hits.into_iter().map(|h| h.id).collect();
+        let found = cx
+            .app
+            .store()
+            .entities_keyed(cx.namespace(), candidates.clone())
+            .await?;
+        let contains = |s: &str| s.to_lowercase().contains(&lower);
+        let verified: Vec<String> = candidates
+            .into_iter()
+            .filter(|id| {
+                found.get(id).is_some_and(|(e, _)| {
+                    (types.is_empty() || types.contains(&e.entity_type))
+                        && (contains(&e.name)
+                            || contains(&e.entity_type)
+                            || e.observations.iter().flatten().any(|o| contains(o)))
+                })
+            })
+            .collect();
+        if exhausted || verified.len() >= wanted {
+            return Ok(verified.into_iter().take(wanted).collect());
+        }
+        fetch = fetch.saturating_mul(4);
     }
 }
 

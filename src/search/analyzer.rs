@@ -14,6 +14,9 @@ use tantivy::tokenizer::{
 
 pub(crate) const NAME: &str = "engram_en";
 pub(crate) const RAW_NAME: &str = "engram_raw";
+pub(crate) const NGRAM_NAME: &str = "engram_trigram";
+/// Substring search looks for every 3-character piece of the query.
+pub(crate) const NGRAM: usize = 3;
 /// Tokens longer than this (base64 blobs, hashes) are not indexed.
 const MAX_TOKEN_BYTES: usize = 40;
 
@@ -33,6 +36,32 @@ pub(crate) fn raw_analyzer() -> TextAnalyzer {
         .filter(RemoveLongFilter::limit(MAX_TOKEN_BYTES))
         .filter(LowerCaser)
         .build()
+}
+
+/// Every 3-character piece of the text, lower-cased: the `text_ngram` field, which
+/// finds entities containing a query as written (the reference server's rule)
+/// without scanning them all.
+pub(crate) fn ngram_analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(
+        tantivy::tokenizer::NgramTokenizer::all_ngrams(NGRAM, NGRAM)
+            .expect("3..3 is a valid range"),
+    )
+    .filter(LowerCaser)
+    .build()
+}
+
+/// The distinct lower-cased 3-character pieces of `text` (none when shorter).
+pub(crate) fn trigrams(text: &str) -> Vec<String> {
+    let mut a = ngram_analyzer();
+    let mut stream = a.token_stream(text);
+    let mut out: Vec<String> = Vec::new();
+    while stream.advance() {
+        let t = &stream.token().text;
+        if !out.contains(t) {
+            out.push(t.clone());
+        }
+    }
+    out
 }
 
 /// Analyzed terms of `text`, in order, with repeats.

@@ -249,6 +249,9 @@ impl Worker {
         doc.add_text(f.namespace, &d.namespace);
         doc.add_text(f.text, &d.text);
         doc.add_text(f.text_raw, &d.text);
+        if d.kind == crate::model::RecordKind::Entity {
+            doc.add_text(f.text_ngram, &d.text);
+        }
         for tag in &d.tags {
             doc.add_text(f.tags, tag);
         }

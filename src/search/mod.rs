@@ -63,6 +63,8 @@ pub(crate) struct Fields {
     pub text: Field,
     /// Words as written (lower-cased): prefix and fuzzy search.
     pub text_raw: Field,
+    /// 3-character pieces, entities only: substring search.
+    pub text_ngram: Field,
     pub tags: Field,
     /// `live` or `superseded`.
     pub status: Field,
@@ -91,6 +93,14 @@ fn schema() -> (Schema, Fields) {
         namespace: b.add_text_field("namespace", STRING),
         text: b.add_text_field("text", text_options),
         text_raw: b.add_text_field("text_raw", raw_options),
+        text_ngram: b.add_text_field(
+            "text_ngram",
+            TextOptions::default().set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer(analyzer::NGRAM_NAME)
+                    .set_index_option(IndexRecordOption::Basic),
+            ),
+        ),
         tags: b.add_text_field("tags", STRING),
         status: b.add_text_field("status", STRING),
         time: b.add_i64_field("time", INDEXED | FAST),
@@ -435,6 +445,9 @@ fn register_analyzers(index: &Index) {
     index
         .tokenizers()
         .register(analyzer::RAW_NAME, analyzer::raw_analyzer());
+    index
+        .tokenizers()
+        .register(analyzer::NGRAM_NAME, analyzer::ngram_analyzer());
 }
 
 /// Empties `dir` and creates a new index in it.

@@ -42,6 +42,9 @@ pub enum Matcher {
     Prefix(String),
     /// Words (as written, lower-cased) within `distance` edits of `word`.
     Fuzzy { word: String, distance: u8 },
+    /// Records whose text contains this (lower-cased, at least 3 characters)
+    /// as written. Entities only (the reference server's matching rule).
+    Substring(String),
     /// Records carrying this tag. Adds no score.
     Tag(String),
     /// Every child matches (and no `Not` child does).
@@ -108,6 +111,13 @@ impl Matcher {
         (!clauses.is_empty()).then_some(Matcher::Any(clauses))
     }
 
+    /// Text containing `needle` as written, case-insensitively. `None` when it is
+    /// shorter than 3 characters (too short for the trigram index).
+    pub fn substring(needle: &str) -> Option<Matcher> {
+        let lower = needle.to_lowercase();
+        (lower.chars().count() >= analyzer::NGRAM).then_some(Matcher::Substring(lower))
+    }
+
     /// Terms of the text field that, with their weights, make a more-like-this
     /// query: the given terms OR-ed.
     pub fn any_terms(terms: Vec<String>) -> Option<Matcher> {
@@ -118,9 +128,11 @@ impl Matcher {
     /// negations): such a query matches by filter and all scores are zero.
     pub fn has_text(&self) -> bool {
         match self {
-            Matcher::Term(_) | Matcher::Phrase(_) | Matcher::Prefix(_) | Matcher::Fuzzy { .. } => {
-                true
-            }
+            Matcher::Term(_)
+            | Matcher::Phrase(_)
+            | Matcher::Prefix(_)
+            | Matcher::Fuzzy { .. }
+            | Matcher::Substring(_) => true,
             Matcher::Tag(_) | Matcher::Not(_) => false,
             Matcher::All(c) | Matcher::Any(c) => c.iter().any(Matcher::has_text),
         }
@@ -136,6 +148,7 @@ impl Matcher {
             Matcher::Fuzzy { word, distance } => {
                 strsim::osa_distance(word, raw_word) <= *distance as usize
             }
+            Matcher::Substring(s) => raw_word.contains(s.as_str()),
             Matcher::Tag(_) | Matcher::Not(_) => false,
             Matcher::All(c) | Matcher::Any(c) => c.iter().any(|m| m.highlights(raw_word, stem)),
         }
@@ -406,6 +419,24 @@ pub(crate) fn compile(
                     .collect(),
             )
         }
+        Matcher::Substring(s) => {
+            // Every piece must be there; the caller checks they are contiguous.
+            let pieces: Vec<(Occur, Box<dyn Query>)> = analyzer::trigrams(s)
+                .iter()
+                .map(|g| {
+                    let q: Box<dyn Query> = Box::new(TermQuery::new(
+                        Term::from_field_text(f.text_ngram, g),
+                        IndexRecordOption::Basic,
+                    ));
+                    (Occur::Must, q)
+                })
+                .collect();
+            if pieces.is_empty() {
+                Box::new(EmptyQuery)
+            } else {
+                Box::new(BooleanQuery::new(pieces))
+            }
+        }
         Matcher::Tag(t) => Box::new(ConstScoreQuery::new(
             Box::new(TermQuery::new(
                 Term::from_field_text(f.tags, t),
@@ -618,6 +649,7 @@ pub(crate) fn matches(m: &Matcher, d: &PreparedDoc, hits: &mut Vec<TermHit>) -> 
         Matcher::Fuzzy { word, distance } => raw_hits(d, hits, |w| {
             (strsim::osa_distance(word, w) <= *distance as usize).then(|| fuzzy_boost(word, w))
         }),
+        Matcher::Substring(s) => d.doc.text.to_lowercase().contains(s.as_str()),
         Matcher::Tag(t) => d.doc.tags.iter().any(|x| x == t),
         Matcher::All(children) => {
             let mark = hits.len();
