@@ -166,6 +166,17 @@ fn touch(txn: &mut WriteTxn<'_>, ns: &str, name: &str) -> Result<(), StoreError>
     txn.log_change(ns, RecordKind::Entity, &e.id, Some(doc))
 }
 
+/// Deletes every relation from or to `name` (two indexed deletes, not one OR).
+fn delete_relations_of(txn: &WriteTxn<'_>, ns: &str, name: &str) -> Result<(), StoreError> {
+    for sql in [
+        "DELETE FROM relations WHERE namespace = ?1 AND from_name = ?2",
+        "DELETE FROM relations WHERE namespace = ?1 AND to_name = ?2",
+    ] {
+        txn.conn.prepare_cached(sql)?.execute([ns, name])?;
+    }
+    Ok(())
+}
+
 fn insert_observations(
     txn: &WriteTxn<'_>,
     entity_id: &str,
@@ -221,12 +232,18 @@ fn relations_touching(
     let mut rows: Vec<(i64, Relation)> = Vec::new();
     for chunk in names.chunks(400) {
         let marks = vec!["?"; chunk.len()].join(",");
+        // Two indexed lookups (from, then to) rather than one OR, which sqlite
+        // would answer by scanning every relation of the namespace.
         let sql = format!(
             "SELECT seq, from_name, to_name, relation_type FROM relations
-             WHERE namespace = ? AND (from_name IN ({marks}) OR to_name IN ({marks}))"
+             WHERE namespace = ? AND from_name IN ({marks})
+             UNION ALL
+             SELECT seq, from_name, to_name, relation_type FROM relations
+             WHERE namespace = ? AND to_name IN ({marks})"
         );
-        let mut params = vec![SqlValue::Text(ns.to_string())];
+        let mut params = Vec::with_capacity(2 * chunk.len() + 2);
         for _ in 0..2 {
+            params.push(SqlValue::Text(ns.to_string()));
             params.extend(chunk.iter().map(|n| SqlValue::Text(n.clone())));
         }
         let mut stmt = conn.prepare_cached(&sql)?;
@@ -442,11 +459,7 @@ impl Store {
             .write(move |txn| {
                 let (mut deleted, mut missing) = (Vec::new(), Vec::new());
                 for name in names {
-                    txn.conn
-                        .prepare_cached(
-                            "DELETE FROM relations WHERE namespace = ?1 AND (from_name = ?2 OR to_name = ?2)",
-                        )?
-                        .execute([&ns, &name])?;
+                    delete_relations_of(txn, &ns, &name)?;
                     match find(txn.conn, &ns, &name)? {
                         Some(e) => {
                             txn.conn
@@ -926,11 +939,7 @@ impl Store {
                         );
                         txn.conn.prepare_cached(&sql)?.execute([&ns, source, &target])?;
                     }
-                    txn.conn
-                        .prepare_cached(
-                            "DELETE FROM relations WHERE namespace = ?1 AND (from_name = ?2 OR to_name = ?2)",
-                        )?
-                        .execute([&ns, source])?;
+                    delete_relations_of(txn, &ns, source)?;
                     let props: Map<String, Value> =
                         serde_json::from_str(&s.properties).unwrap_or_default();
                     if !props.is_empty() {
