@@ -233,12 +233,14 @@ fn relations_touching(
     for chunk in names.chunks(400) {
         let marks = vec!["?"; chunk.len()].join(",");
         // Two indexed lookups (from, then to) rather than one OR, which sqlite
-        // would answer by scanning every relation of the namespace.
+        // would answer by scanning every relation of the namespace. Without
+        // statistics sqlite prefers the covering unique index (namespace only)
+        // for the `to` side, so the index is named.
         let sql = format!(
             "SELECT seq, from_name, to_name, relation_type FROM relations
              WHERE namespace = ? AND from_name IN ({marks})
              UNION ALL
-             SELECT seq, from_name, to_name, relation_type FROM relations
+             SELECT seq, from_name, to_name, relation_type FROM relations INDEXED BY relations_by_to
              WHERE namespace = ? AND to_name IN ({marks})"
         );
         let mut params = Vec::with_capacity(2 * chunk.len() + 2);
