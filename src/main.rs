@@ -60,6 +60,14 @@ struct GlobalArgs {
         global = true
     )]
     index_commit_ms: u64,
+    /// ... or as soon as this many changes are pending.
+    #[arg(
+        long,
+        env = "ENGRAM_INDEX_COMMIT_DOCS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    index_commit_docs: usize,
     /// Most read answers the query cache keeps (0 turns the cache off).
     #[arg(
         long,
@@ -198,6 +206,7 @@ fn config(global: &GlobalArgs) -> anyhow::Result<Config> {
     config.tools = global.tools.clone();
     config.durability = global.durability;
     config.index_commit_interval_ms = global.index_commit_ms;
+    config.index_commit_max_docs = global.index_commit_docs;
     config.cache_capacity = global.cache_capacity;
     config.rate_limit_per_second = global.rate_limit;
     config.rate_limit_burst = global.rate_burst;
