@@ -169,7 +169,7 @@ impl AppState {
         search.catch_up(&store, indexed_seq).await?;
 
         let app = AppState(Arc::new(Inner {
-            cache: QueryCache::new(config.cache_capacity),
+            cache: QueryCache::new(config.cache_capacity, config.cache_max_bytes),
             store_breaker: Breaker::new(
                 "store",
                 config.breaker_threshold,

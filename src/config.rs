@@ -73,8 +73,10 @@ pub struct Config {
     pub max_read_connections: usize,
     /// Most writes drained into one transaction (one fsync).
     pub max_group_commit: usize,
-    /// Most read answers the query cache keeps (0 turns caching off).
+    /// Most read answers the query cache keeps (0 turns caching off) ...
     pub cache_capacity: usize,
+    /// ... and the most bytes of answers (JSON text) it keeps.
+    pub cache_max_bytes: usize,
     /// Calls per second each session may make (0: unlimited) ...
     pub rate_limit_per_second: u32,
     /// ... and how many it may make in a burst above that rate.
@@ -105,6 +107,7 @@ impl Config {
             max_read_connections: 8,
             max_group_commit: 1024,
             cache_capacity: 10_000,
+            cache_max_bytes: 64 * 1024 * 1024,
             rate_limit_per_second: 5_000,
             rate_limit_burst: 10_000,
             breaker_threshold: 3,

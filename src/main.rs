@@ -76,6 +76,9 @@ struct GlobalArgs {
         global = true
     )]
     cache_capacity: usize,
+    /// Most megabytes of answers the query cache keeps.
+    #[arg(long, env = "ENGRAM_CACHE_MB", default_value_t = 64, global = true)]
+    cache_mb: usize,
     /// Calls per second each session may make (0: unlimited).
     #[arg(
         long,
@@ -208,6 +211,7 @@ fn config(global: &GlobalArgs) -> anyhow::Result<Config> {
     config.index_commit_interval_ms = global.index_commit_ms;
     config.index_commit_max_docs = global.index_commit_docs;
     config.cache_capacity = global.cache_capacity;
+    config.cache_max_bytes = global.cache_mb * 1024 * 1024;
     config.rate_limit_per_second = global.rate_limit;
     config.rate_limit_burst = global.rate_burst;
     Ok(config)

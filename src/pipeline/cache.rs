@@ -29,11 +29,21 @@ use crate::error::OpError;
 /// Generations seen by a read, in the order of its tags.
 pub type Seen = Vec<u64>;
 
+/// A kept answer, as JSON text: a parsed `Value` tree takes several times the
+/// memory of its text, and the text's length makes the byte budget exact.
 struct Cached {
     op: &'static str,
-    value: Value,
+    text: Box<str>,
     tags: Vec<String>,
     seen: Seen,
+    /// Bytes this entry counts against the budget (text + key).
+    size: usize,
+}
+
+/// The LRU and the bytes it holds, under one lock.
+struct Entries {
+    lru: LruCache<String, Cached>,
+    bytes: usize,
 }
 
 type Flight = Arc<OnceCell<Result<Value, OpError>>>;
@@ -55,6 +65,11 @@ pub struct CacheStats {
     /// Most answers kept (0: caching is off; coalescing still works).
     pub capacity: usize,
     pub entries: usize,
+    /// Bytes of answers kept, and the most it may keep.
+    pub bytes: usize,
+    pub max_bytes: usize,
+    /// Answers too large to keep (over an eighth of the budget).
+    pub too_large: u64,
     pub hits: u64,
     pub misses: u64,
     /// hits / (hits + misses), 0 when there were no cacheable reads.
@@ -68,7 +83,9 @@ pub struct CacheStats {
 
 pub struct QueryCache {
     capacity: usize,
-    entries: Mutex<Option<LruCache<String, Cached>>>,
+    max_bytes: usize,
+    entries: Mutex<Option<Entries>>,
+    too_large: std::sync::atomic::AtomicU64,
     generations: Mutex<HashMap<String, u64>>,
     stats: Mutex<HashMap<&'static str, OpCacheStats>>,
     invalidations: Mutex<u64>,
@@ -76,10 +93,17 @@ pub struct QueryCache {
 }
 
 impl QueryCache {
-    pub fn new(capacity: usize) -> Self {
+    /// At most `capacity` answers and `max_bytes` of them (0 for either: off).
+    pub fn new(capacity: usize, max_bytes: usize) -> Self {
+        let on = NonZeroUsize::new(capacity).filter(|_| max_bytes > 0);
         QueryCache {
             capacity,
-            entries: Mutex::new(NonZeroUsize::new(capacity).map(LruCache::new)),
+            max_bytes,
+            entries: Mutex::new(on.map(|cap| Entries {
+                lru: LruCache::new(cap),
+                bytes: 0,
+            })),
+            too_large: std::sync::atomic::AtomicU64::new(0),
             generations: Mutex::new(HashMap::new()),
             stats: Mutex::new(HashMap::new()),
             invalidations: Mutex::new(0),
@@ -133,17 +157,20 @@ impl QueryCache {
         let mut guard = self.entries.lock().expect("cache poisoned");
         let entries = guard.as_mut()?;
         let fresh = entries
+            .lru
             .get(key)
             .map(|c| c.tags == tags && self.generations(&c.tags) == c.seen);
         match fresh {
             Some(true) => {
-                let value = entries.get(key).map(|c| c.value.clone());
+                let text = entries.lru.get(key).map(|c| c.text.clone());
                 drop(guard);
                 self.count(op, |s| s.hits += 1);
-                value
+                text.and_then(|t| serde_json::from_str(&t).ok())
             }
             Some(false) => {
-                entries.pop(key);
+                if let Some(old) = entries.lru.pop(key) {
+                    entries.bytes -= old.size;
+                }
                 drop(guard);
                 self.count(op, |s| {
                     s.invalidated += 1;
@@ -160,24 +187,48 @@ impl QueryCache {
     }
 
     pub fn put(&self, op: &'static str, key: String, value: Value, tags: Vec<String>, seen: Seen) {
+        if self.entries.lock().expect("cache poisoned").is_none() {
+            return;
+        }
+        let Ok(text) = serde_json::to_string(&value) else {
+            return;
+        };
+        let size = text.len() + key.len();
+        if size > self.max_bytes / 8 {
+            // One huge answer would push out hundreds of small ones.
+            self.too_large
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        let mut evicted_ops = Vec::new();
         let mut guard = self.entries.lock().expect("cache poisoned");
         let Some(entries) = guard.as_mut() else {
             return;
         };
-        let evicted = entries.push(
-            key.clone(),
-            Cached {
-                op,
-                value,
-                tags,
-                seen,
-            },
-        );
+        let entry = Cached {
+            op,
+            text: text.into_boxed_str(),
+            tags,
+            seen,
+            size,
+        };
+        entries.bytes += size;
+        if let Some((old_key, old)) = entries.lru.push(key.clone(), entry) {
+            entries.bytes -= old.size;
+            if old_key != key {
+                evicted_ops.push(old.op);
+            }
+        }
+        while entries.bytes > self.max_bytes {
+            let Some((_, old)) = entries.lru.pop_lru() else {
+                break;
+            };
+            entries.bytes -= old.size;
+            evicted_ops.push(old.op);
+        }
         drop(guard);
-        if let Some((old_key, old)) = evicted
-            && old_key != key
-        {
-            self.count(old.op, |s| s.evictions += 1);
+        for op in evicted_ops {
+            self.count(op, |s| s.evictions += 1);
         }
     }
 
@@ -220,12 +271,12 @@ impl QueryCache {
     }
 
     pub fn stats(&self) -> CacheStats {
-        let entries = self
+        let (entries, bytes) = self
             .entries
             .lock()
             .expect("cache poisoned")
             .as_ref()
-            .map_or(0, |e| e.len());
+            .map_or((0, 0), |e| (e.lru.len(), e.bytes));
         let per_op = self.stats.lock().expect("cache poisoned").clone();
         let (hits, misses, evictions) = per_op.values().fold((0, 0, 0), |acc, s| {
             (acc.0 + s.hits, acc.1 + s.misses, acc.2 + s.evictions)
@@ -233,6 +284,9 @@ impl QueryCache {
         CacheStats {
             capacity: self.capacity,
             entries,
+            bytes,
+            max_bytes: self.max_bytes,
+            too_large: self.too_large.load(std::sync::atomic::Ordering::Relaxed),
             hits,
             misses,
             hit_rate: if hits + misses == 0 {
@@ -305,7 +359,7 @@ mod tests {
 
     #[test]
     fn a_bumped_tag_makes_entries_stale_and_evictions_are_counted() {
-        let c = QueryCache::new(2);
+        let c = QueryCache::new(2, 1 << 20);
         let tags = vec!["ns/semantic".to_string()];
         let seen = c.generations(&tags);
         c.put("op", "k1".into(), json!(1), tags.clone(), seen.clone());
@@ -325,8 +379,31 @@ mod tests {
     }
 
     #[test]
+    fn the_byte_budget_evicts_oldest_first_and_refuses_giants() {
+        let c = QueryCache::new(1000, 800);
+        let tags: Vec<String> = vec![];
+        let big = json!("x".repeat(60));
+        for k in 0..20 {
+            c.put("op", format!("k{k}"), big.clone(), tags.clone(), vec![]);
+        }
+        let s = c.stats();
+        assert!(s.bytes <= 800 && s.entries < 20, "{s:?}");
+        assert_eq!(c.get("op", "k19", &tags), Some(big));
+        assert_eq!(c.get("op", "k0", &tags), None);
+        c.put(
+            "op",
+            "huge".into(),
+            json!("y".repeat(500)),
+            tags.clone(),
+            vec![],
+        );
+        assert_eq!(c.stats().too_large, 1);
+        assert_eq!(c.get("op", "huge", &tags), None);
+    }
+
+    #[test]
     fn zero_capacity_caches_nothing() {
-        let c = QueryCache::new(0);
+        let c = QueryCache::new(0, 1 << 20);
         c.put("op", "k".into(), json!(1), vec![], vec![]);
         assert_eq!(c.get("op", "k", &[]), None);
     }

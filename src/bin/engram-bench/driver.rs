@@ -70,15 +70,22 @@ pub fn default_engram() -> PathBuf {
 
 /// Resident and peak resident memory of a process, in KiB (Linux /proc).
 pub fn rss_kb(pid: u32) -> (Option<u64>, Option<u64>) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    (status_kb(pid, "VmRSS:"), status_kb(pid, "VmHWM:"))
+}
+
+/// Resident memory split: (anonymous = heap and stacks, file-backed = mapped
+/// files such as the search index, which the kernel can drop and re-read), KiB.
+pub fn rss_split_kb(pid: u32) -> (Option<u64>, Option<u64>) {
+    (status_kb(pid, "RssAnon:"), status_kb(pid, "RssFile:"))
+}
+
+fn status_kb(pid: u32, name: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
 }
 
 /// Flags every server under test gets: quiet logs, no rate limit (the harness is
@@ -533,21 +540,23 @@ pub fn next_call(rng: &mut Rng, mix: Mix) -> (&'static str, Value, &'static str)
     }
 }
 
-/// Runs the mixed workload on `client` until `until`: closed loop (next call
-/// when the last answers) or open loop at `rate` calls/s (latency measured from
-/// when each call was due, so a stalled server is not hidden).
+/// Runs the mixed workload on `client` until `until` or `max_calls` calls:
+/// closed loop (next call when the last answers) or open loop at `rate` calls/s
+/// (latency measured from when each call was due, so a stalled server is not
+/// hidden).
 pub async fn drive(
     client: &Client,
     mix: Mix,
     seed: u64,
     until: Instant,
     rate: Option<f64>,
+    max_calls: Option<u64>,
 ) -> Recorder {
     let mut rng = Rng(seed);
     let mut rec = Recorder::default();
     let start = Instant::now();
     let mut k: u64 = 0;
-    while Instant::now() < until {
+    while Instant::now() < until && max_calls.is_none_or(|m| k < m) {
         let due = match rate {
             Some(r) => {
                 let due = start + Duration::from_secs_f64(k as f64 / r);

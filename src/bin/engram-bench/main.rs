@@ -68,6 +68,9 @@ enum Command {
         /// Calls per measured operation (workflows, discovery, cache, reference) or batches (writes).
         #[arg(long)]
         samples: Option<usize>,
+        /// Ladder: end each rung after this many calls in all (or at --seconds, whichever first).
+        #[arg(long)]
+        ops: Option<u64>,
         #[arg(long, default_value_t = 0x5EED)]
         seed: u64,
         /// The reference server's dist/index.js [default: npm install into the work dir].
@@ -132,6 +135,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             mix,
             rate,
             samples,
+            ops,
             seed,
             reference,
         } => {
@@ -160,6 +164,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     mix,
                     rate,
                     samples,
+                    ops,
                     seed,
                     reference,
                 },

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::driver::{
     Client, HttpServer, Mix, Recorder, Rng, call, drive, entity, histogram, must, preload,
-    progress, rss_kb, stdio_session, summary,
+    progress, rss_kb, rss_split_kb, stdio_session, summary,
 };
 
 pub const ALL: &[(&str, &str)] = &[
@@ -67,6 +67,8 @@ pub struct Opts {
     pub mix: Option<String>,
     pub rate: Option<f64>,
     pub samples: Option<usize>,
+    /// Ladder: stop each rung after this many calls in all (or at `seconds`).
+    pub ops: Option<u64>,
     pub seed: u64,
     pub reference: Option<PathBuf>,
 }
@@ -153,7 +155,8 @@ async fn ladder(cx: &Ctx) -> anyhow::Result<Value> {
         for (i, c) in clients.iter().enumerate() {
             let c = c.clone();
             let seed = cx.opts.seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9);
-            tasks.spawn(async move { drive(&c, mix, seed, until, per_session_rate).await });
+            let budget = cx.opts.ops.map(|total| total.div_ceil(n.max(1) as u64));
+            tasks.spawn(async move { drive(&c, mix, seed, until, per_session_rate, budget).await });
         }
         let mut rec = Recorder::default();
         for r in tasks.join_all().await {
@@ -375,6 +378,7 @@ async fn writes(cx: &Ctx) -> anyhow::Result<Value> {
             let mut row = rec.to_json(started.elapsed().as_secs_f64());
             row["durability"] = json!(durability);
             row["sessions"] = json!(n);
+            row["server_peak_rss_mb"] = json!(server.rss_kb().1.map(|k| k as f64 / 1024.0));
             out.push(row);
         }
         // Batched: one session, 1000 events per call.
@@ -510,6 +514,7 @@ async fn memory(cx: &Ctx) -> anyhow::Result<Value> {
         .await?;
     }
     let (loaded, loaded_peak) = server.rss_kb();
+    let (loaded_anon, loaded_file) = rss_split_kb(server.pid);
     let _ = c.cancel().await;
 
     // Soak: a mixed workload at a steady rate, RSS sampled every second.
@@ -524,16 +529,21 @@ async fn memory(cx: &Ctx) -> anyhow::Result<Value> {
     for (i, c) in clients.into_iter().enumerate() {
         let seed = cx.opts.seed ^ (i as u64 + 99);
         tasks.spawn(async move {
-            let r = drive(&c, mix, seed, until, Some(50.0)).await;
+            let r = drive(&c, mix, seed, until, Some(50.0), None).await;
             let _ = c.cancel().await;
             r
         });
     }
     let soak_started = Instant::now();
-    let mut samples: Vec<(f64, f64)> = Vec::new();
+    // (seconds, total RSS MB, anonymous RSS MB)
+    let mut samples: Vec<(f64, f64, f64)> = Vec::new();
     while Instant::now() < until {
-        if let (Some(kb), _) = server.rss_kb() {
-            samples.push((soak_started.elapsed().as_secs_f64(), kb as f64 / 1024.0));
+        if let ((Some(kb), _), (Some(anon), _)) = (server.rss_kb(), rss_split_kb(server.pid)) {
+            samples.push((
+                soak_started.elapsed().as_secs_f64(),
+                kb as f64 / 1024.0,
+                anon as f64 / 1024.0,
+            ));
         }
         tokio::time::sleep(
             Duration::from_secs(1).min(
@@ -550,20 +560,36 @@ async fn memory(cx: &Ctx) -> anyhow::Result<Value> {
     }
     let (_, peak) = server.rss_kb();
     server.stop().await;
-    // Least-squares slope after the first tenth (warm-up), in MB per hour.
-    let warm: Vec<(f64, f64)> = samples.iter().copied().skip(samples.len() / 10).collect();
-    let slope = least_squares_slope(&warm).map(|per_s| per_s * 3600.0);
+    // Least-squares slopes over the second half of the soak (after warm-up:
+    // caches filling, the index's pages being read in), in MB per hour.
+    let warm = &samples[samples.len() / 2..];
+    let total: Vec<(f64, f64)> = warm.iter().map(|s| (s.0, s.1)).collect();
+    let anon: Vec<(f64, f64)> = warm.iter().map(|s| (s.0, s.2)).collect();
+    let slope = least_squares_slope(&total).map(|per_s| per_s * 3600.0);
+    let anon_slope = least_squares_slope(&anon).map(|per_s| per_s * 3600.0);
     let mb = |k: Option<u64>| k.map(|k| k as f64 / 1024.0);
+    // Every 30th sample, for the record.
+    let trace: Vec<[f64; 3]> = samples
+        .iter()
+        .step_by(30)
+        .map(|s| [s.0.round(), s.1, s.2])
+        .collect();
     Ok(json!({
         "records": records,
         "idle_rss_mb": mb(idle),
         "loaded_rss_mb": mb(loaded),
+        "loaded_anon_rss_mb": mb(loaded_anon),
+        "loaded_file_rss_mb": mb(loaded_file),
         "loaded_peak_rss_mb": mb(loaded_peak),
         "soak_seconds": soak,
         "soak_rss_samples": samples.len(),
         "soak_start_rss_mb": samples.first().map(|s| s.1),
         "soak_end_rss_mb": samples.last().map(|s| s.1),
+        "soak_start_anon_rss_mb": samples.first().map(|s| s.2),
+        "soak_end_anon_rss_mb": samples.last().map(|s| s.2),
         "rss_slope_mb_per_hour": slope,
+        "anon_rss_slope_mb_per_hour": anon_slope,
+        "soak_trace_s_rss_anon": trace,
         "peak_rss_mb": mb(peak),
         "soak_workload": rec.to_json(soak),
     }))
