@@ -32,6 +32,9 @@ use crate::store::Store;
 const ACCESS_FLUSH_INTERVAL_MS: u64 = 1_000;
 
 pub const LOCK_FILE_NAME: &str = "engram.lock";
+/// The data dir's cursor-signing key (random, 0600).
+pub const CURSOR_KEY_FILE_NAME: &str = "cursor.key";
+const CURSOR_KEY_BYTES: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -69,6 +72,9 @@ struct Inner {
     rebuilding: AtomicBool,
     accesses: AccessLog,
     started: Instant,
+    /// Signs paging cursors (`ops::cursor`); kept in the data dir so cursors
+    /// survive a restart and every process on the dir accepts them.
+    cursor_key: [u8; CURSOR_KEY_BYTES],
     _lock: File,
 }
 
@@ -136,7 +142,15 @@ impl AppState {
             source,
         };
         std::fs::create_dir_all(dir).map_err(io_err)?;
+        // Memories are private to the user who runs engram.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(io_err)?;
+        }
         let lock = lock_data_dir(&config)?;
+        let cursor_key = load_cursor_key(dir).map_err(io_err)?;
 
         let search_breaker = Arc::new(Breaker::new(
             "search",
@@ -190,6 +204,7 @@ impl AppState {
             store,
             search,
             tools,
+            cursor_key,
             _lock: lock,
         }));
         tokio::spawn(maintenance(Arc::downgrade(&app.0)));
@@ -202,6 +217,11 @@ impl AppState {
 
     pub fn store_breaker(&self) -> &Breaker {
         &self.0.store_breaker
+    }
+
+    /// The key paging cursors are signed with.
+    pub fn cursor_key(&self) -> &[u8] {
+        &self.0.cursor_key
     }
 
     /// Ranked search through the search breaker. While the index is failing
@@ -470,4 +490,27 @@ fn lock_data_dir(config: &Config) -> Result<File, OpenError> {
             source,
         }),
     }
+}
+
+/// Reads the data dir's cursor key, making one the first time. Called with the
+/// data dir's lock held, so no other process writes it meanwhile.
+fn load_cursor_key(dir: &std::path::Path) -> std::io::Result<[u8; CURSOR_KEY_BYTES]> {
+    let path = dir.join(CURSOR_KEY_FILE_NAME);
+    if let Ok(bytes) = std::fs::read(&path)
+        && let Ok(key) = <[u8; CURSOR_KEY_BYTES]>::try_from(bytes.as_slice())
+    {
+        return Ok(key);
+    }
+    let mut key = [0u8; CURSOR_KEY_BYTES];
+    getrandom::fill(&mut key).map_err(std::io::Error::other)?;
+    let tmp = dir.join(format!("{CURSOR_KEY_FILE_NAME}.tmp"));
+    let mut options = File::options();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp)?;
+    file.write_all(&key)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(key)
 }

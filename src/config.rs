@@ -17,6 +17,8 @@ pub struct Limits {
     pub max_query_bytes: usize,
     pub max_scratch_keys: usize,
     pub max_scratch_value_bytes: usize,
+    /// Most bytes (keys and JSON values) one session's scratch holds in all.
+    pub max_scratch_bytes: usize,
     /// Most characters of JSON one read_graph / search_nodes answer carries
     /// before it pages (the reference server returns the whole graph at once).
     pub max_graph_answer_chars: usize,
@@ -35,6 +37,7 @@ impl Default for Limits {
             max_query_bytes: 2048,
             max_scratch_keys: 1000,
             max_scratch_value_bytes: 64 * 1024,
+            max_scratch_bytes: 256 * 1024,
             max_graph_answer_chars: 64 * 1024,
         }
     }
@@ -69,7 +72,7 @@ pub struct Config {
     pub index_commit_interval_ms: u64,
     /// ... or as soon as this many changes are pending.
     pub index_commit_max_docs: usize,
-    /// Most read-only sqlite connections kept open.
+    /// Read-only sqlite connections: at most this many reads run at once.
     pub max_read_connections: usize,
     /// Most writes drained into one transaction (one fsync).
     pub max_group_commit: usize,

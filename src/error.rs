@@ -35,11 +35,31 @@ pub enum OpError {
     /// The search index failed.
     #[error("search error: {0}")]
     Search(String),
+    /// A bug in engram (a panic, an answer that cannot be encoded). Nothing the
+    /// caller did wrong; the call may or may not have written (writes that were
+    /// queued commit or fail as a whole).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl OpError {
     pub fn invalid(msg: impl Into<String>) -> Self {
         OpError::InvalidInput(msg.into())
+    }
+
+    /// A panic caught while running `op`: logged once here, reported to the caller.
+    pub fn from_panic(op: &str, panic: Box<dyn std::any::Any + Send>) -> Self {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_string());
+        tracing::error!(op, panic = %what, "operation panicked");
+        OpError::Internal(format!(
+            "{op} failed inside engram ({}); this has been reported in the server log. \
+             Nothing you sent was wrong: retry, or try different arguments",
+            crate::ops::schema::truncate_chars(&what, 200)
+        ))
     }
 }
 

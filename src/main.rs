@@ -115,9 +115,15 @@ enum Command {
         /// Extra Host header values to accept (needed when binding a non-loopback address).
         #[arg(long = "allowed-host", value_name = "HOST")]
         allowed_hosts: Vec<String>,
-        /// Browser origins allowed to connect, e.g. http://localhost:* (default: none checked).
+        /// Browser origins allowed besides loopback ones, e.g. https://app.example.com (others get 403).
         #[arg(long = "allowed-origin", value_name = "ORIGIN")]
         allowed_origins: Vec<String>,
+        /// Most HTTP sessions open at once; an initialize over it gets 503.
+        #[arg(long, env = "ENGRAM_MAX_SESSIONS", default_value_t = engram::server::http::DEFAULT_MAX_SESSIONS)]
+        max_sessions: usize,
+        /// An HTTP session idle this many seconds is closed.
+        #[arg(long, env = "ENGRAM_SESSION_IDLE_SECS", default_value_t = engram::server::http::DEFAULT_SESSION_IDLE_SECS)]
+        session_idle_secs: u64,
     },
     /// Run one operation against the data dir and print its JSON answer.
     Call {
@@ -175,6 +181,13 @@ enum DetailArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Everything engram creates (store, index, socket, keys) is the user's alone:
+    // memories are private, whatever umask the host was started with.
+    #[cfg(unix)]
+    // SAFETY: umask only swaps the process's file mode mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
     // stdout belongs to the protocol in stdio mode: logs only ever go to stderr.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -236,12 +249,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         http: None,
         allowed_hosts: Vec::new(),
         allowed_origins: Vec::new(),
+        max_sessions: engram::server::http::DEFAULT_MAX_SESSIONS,
+        session_idle_secs: engram::server::http::DEFAULT_SESSION_IDLE_SECS,
     });
     match command {
         Command::Serve {
             http,
             allowed_hosts,
             allowed_origins,
+            max_sessions,
+            session_idle_secs,
         } => {
             let config = config(&cli.global)?;
             runtime()?.block_on(async move {
@@ -259,6 +276,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         let opts = HttpOptions {
                             allowed_hosts,
                             allowed_origins,
+                            max_sessions,
+                            session_idle: std::time::Duration::from_secs(session_idle_secs),
                         };
                         engram::server::http::serve(app, addr, opts).await
                     }

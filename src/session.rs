@@ -7,8 +7,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, OnceLock};
 
-use serde_json::Value;
-
 use crate::catalog::{Catalog, OperationSpec};
 use crate::config::DEFAULT_NAMESPACE;
 use crate::model::{Micros, new_id, now_micros};
@@ -78,7 +76,9 @@ pub struct Session {
     pub created_at: Micros,
     namespace: OnceLock<String>,
     tools: Mutex<ToolSelection>,
-    scratch: Mutex<BTreeMap<String, Value>>,
+    /// Working memory: key → the value's JSON text (its size is its length, and
+    /// text costs far less memory than a parsed value).
+    scratch: Mutex<BTreeMap<String, String>>,
     /// This session's own allowance of calls per second.
     pub limiter: SessionLimiter,
 }
@@ -121,7 +121,7 @@ impl Session {
             .insert(layer.to_string())
     }
 
-    pub fn scratch(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Value>> {
+    pub fn scratch(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
         self.scratch.lock().expect("session poisoned")
     }
 }

@@ -24,7 +24,26 @@ impl TimeSpec {
     }
 }
 
+/// Years a time may fall in: what RFC 3339 can write and sqlite can sort.
+const YEARS: std::ops::RangeInclusive<i32> = -9999..=9999;
+/// Longest time text read; anything longer is not a time.
+const MAX_TIME_CHARS: usize = 64;
+
 fn parse_at(input: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    if input.len() > MAX_TIME_CHARS {
+        return Err(bad(input));
+    }
+    let t = parse_unbounded(input, now)?;
+    if !YEARS.contains(&chrono::Datelike::year(&t)) {
+        return Err(format!(
+            "time {:?} falls outside the years -9999 to 9999: give a nearer time",
+            crate::ops::schema::truncate_chars(input, MAX_TIME_CHARS)
+        ));
+    }
+    Ok(t)
+}
+
+fn parse_unbounded(input: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
     let s = input.trim();
     let lower = s.to_ascii_lowercase();
     let midnight = |d: NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
@@ -60,11 +79,13 @@ fn parse_at(input: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
         _ => return Err(bad(input)),
     };
     n.checked_mul(secs)
-        .and_then(|s| now.checked_sub_signed(chrono::Duration::seconds(s)))
+        .and_then(chrono::Duration::try_seconds)
+        .and_then(|d| now.checked_sub_signed(d))
         .ok_or_else(|| bad(input))
 }
 
 fn bad(input: &str) -> String {
+    let input = crate::ops::schema::truncate_chars(input, MAX_TIME_CHARS);
     format!(
         "cannot read time {input:?}: use RFC 3339 (2026-11-24T09:30:00Z), a date (2026-11-24), \
          now, today, yesterday, or an offset such as '2h ago', '30m', '7d'"
@@ -92,6 +113,7 @@ impl JsonSchema for TimeSpec {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "type": "string",
+            "maxLength": MAX_TIME_CHARS,
             "description": "A time: RFC 3339 ('2026-11-24T09:30:00Z'), a date ('2026-11-24'), 'now', 'today', 'yesterday', or an offset before now ('2h ago', '30m', '7d')."
         })
     }
@@ -127,5 +149,24 @@ mod tests {
         assert!(err.contains("RFC 3339"), "{err}");
         assert!(at("5 fortnights ago").is_err());
         assert!(at("").is_err());
+    }
+
+    #[test]
+    fn huge_offsets_and_far_years_are_errors_not_panics() {
+        for s in [
+            "20000000000000d",
+            "9223372036854775807s",
+            "10000000000000000s",
+            "-9223372036854775808s",
+            "99999999999w ago",
+            "5000000d",
+            "+10000-01-01T00:00:00Z",
+        ] {
+            assert!(at(s).is_err(), "{s}");
+        }
+        let long = "1".repeat(10_000) + "d";
+        let err = at(&long).unwrap_err();
+        assert!(err.len() < 300, "{err}");
+        assert!(at("3000000d").is_ok(), "8,200 years back is still a year");
     }
 }

@@ -175,7 +175,8 @@ fn tool_info(o: &OperationSpec, detail: Detail, listed: bool) -> ToolInfo {
 fn unknown_layer(layer: &str) -> OpError {
     let known: Vec<&str> = catalog().layers.iter().map(|l| l.name.as_str()).collect();
     OpError::invalid(format!(
-        "there is no layer {layer:?}: the layers are {}",
+        "there is no layer {:?}: the layers are {}",
+        super::schema::truncate_chars(layer, 64),
         known.join(", ")
     ))
 }

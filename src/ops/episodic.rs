@@ -263,7 +263,7 @@ impl Operation for Recall {
         let offset = match cursor_arg {
             None => 0,
             Some(c) => {
-                let c: OffsetCursor = cursor::decode(&c)?;
+                let c: OffsetCursor = cursor::decode(&cx, &c)?;
                 if c.f != fingerprint {
                     return Err(cursor::mismatch());
                 }
@@ -311,10 +311,13 @@ impl Operation for Recall {
             })
             .collect();
         let next_cursor = results.has_more.then(|| {
-            cursor::encode(&OffsetCursor {
-                o: offset + limit,
-                f: fingerprint,
-            })
+            cursor::encode(
+                &cx,
+                &OffsetCursor {
+                    o: offset + limit,
+                    f: fingerprint,
+                },
+            )
         });
         Ok(RecallOutput {
             hits,
@@ -406,7 +409,7 @@ impl Operation for List {
         let after = match cursor_arg {
             None => None,
             Some(c) => {
-                let c: KeysetCursor = cursor::decode(&c)?;
+                let c: KeysetCursor = cursor::decode(&cx, &c)?;
                 if c.f != fingerprint {
                     return Err(cursor::mismatch());
                 }
@@ -432,11 +435,14 @@ impl Operation for List {
         let next_cursor = if events.len() > limit {
             events.truncate(limit);
             events.last().map(|e| {
-                cursor::encode(&KeysetCursor {
-                    t: e.occurred_at.timestamp_micros(),
-                    id: e.id.clone(),
-                    f: fingerprint,
-                })
+                cursor::encode(
+                    &cx,
+                    &KeysetCursor {
+                        t: e.occurred_at.timestamp_micros(),
+                        id: e.id.clone(),
+                        f: fingerprint,
+                    },
+                )
             })
         } else {
             None

@@ -499,7 +499,7 @@ impl Operation for ReadGraph {
         let after = match cursor_arg {
             None => 0,
             Some(c) => {
-                let c: SeqCursor = cursor::decode(&c)?;
+                let c: SeqCursor = cursor::decode(&cx, &c)?;
                 if c.f != fingerprint {
                     return Err(cursor::mismatch());
                 }
@@ -526,10 +526,13 @@ impl Operation for ReadGraph {
             relations.extend(store.dangling_relations(cx.namespace()).await?);
         }
         let next_cursor = (more || cut).then(|| {
-            cursor::encode(&SeqCursor {
-                s: seqs[kept - 1],
-                f: fingerprint,
-            })
+            cursor::encode(
+                &cx,
+                &SeqCursor {
+                    s: seqs[kept - 1],
+                    f: fingerprint,
+                },
+            )
         });
         let note = next_cursor.as_ref().map(|_| {
             format!(
@@ -589,7 +592,7 @@ impl Operation for SearchNodes {
         let offset = match cursor_arg {
             None => 0,
             Some(c) => {
-                let c: OffsetCursor = cursor::decode(&c)?;
+                let c: OffsetCursor = cursor::decode(&cx, &c)?;
                 if c.f != fingerprint {
                     return Err(cursor::mismatch());
                 }
@@ -640,10 +643,13 @@ impl Operation for SearchNodes {
         let names: HashSet<&String> = entities.iter().map(|e| &e.name).collect();
         relations.retain(|r| names.contains(&r.from) || names.contains(&r.to));
         let next_cursor = (more || kept < fetched).then(|| {
-            cursor::encode(&OffsetCursor {
-                o: offset + kept,
-                f: fingerprint,
-            })
+            cursor::encode(
+                &cx,
+                &OffsetCursor {
+                    o: offset + kept,
+                    f: fingerprint,
+                },
+            )
         });
         let note = next_cursor.as_ref().map(|_| {
             "More entities match: call search_nodes again with `cursor` set to next_cursor."

@@ -14,6 +14,7 @@ pub mod graph;
 pub mod graph_algorithms;
 pub mod meta;
 pub mod registry;
+pub mod schema;
 pub mod semantic;
 pub mod session;
 
@@ -38,6 +39,8 @@ pub use registry::{Registry, registry};
 pub struct OpCtx {
     pub app: AppState,
     pub session: Arc<Session>,
+    /// The operation being run (cursors are bound to it).
+    pub op: &'static str,
 }
 
 impl OpCtx {
@@ -89,16 +92,17 @@ pub(crate) fn normalize_tags(tags: Vec<String>, limits: &Limits) -> Result<Vec<S
         )));
     }
     let mut out: Vec<String> = Vec::with_capacity(tags.len());
-    for tag in tags {
+    for (i, tag) in tags.into_iter().enumerate() {
         let t = tag.trim().to_lowercase();
         if t.is_empty() {
-            return Err(OpError::invalid(
-                "a tag is empty: remove it or give it text",
-            ));
+            return Err(OpError::invalid(format!(
+                "`tags[{i}]` is empty: remove it or give it text"
+            )));
         }
         if t.len() > limits.max_tag_bytes {
             return Err(OpError::invalid(format!(
-                "tag {t:?} is longer than {} bytes",
+                "`tags[{i}]` ({:?}) is longer than {} bytes: use a short label",
+                schema::truncate_chars(&t, 32),
                 limits.max_tag_bytes
             )));
         }
@@ -147,30 +151,66 @@ pub(crate) fn page_size(limit: Option<usize>, limits: &Limits) -> Result<usize, 
     }
 }
 
-/// Opaque paging cursors: base64url of a small JSON value. A cursor also carries
-/// a fingerprint of the query it belongs to, so one reused with different
-/// arguments is refused instead of silently paging the wrong list.
+/// Opaque paging cursors: base64url of a small JSON state, signed (HMAC-SHA256
+/// with the data dir's key) together with the operation and namespace it was
+/// issued for. The state carries a fingerprint of the arguments that define the
+/// list, so a cursor is refused when forged, altered, reused with other
+/// arguments, by another operation or in another namespace: nothing a client
+/// writes in a cursor reaches an allocation or a query unchecked.
 pub(crate) mod cursor {
     use super::*;
+    use hmac::Mac;
     use serde::Deserialize;
 
     const ENGINE: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    /// Bytes of the MAC a cursor carries (128 bits).
+    const TAG_BYTES: usize = 16;
+    /// Longer than any cursor engram issues.
+    const MAX_CURSOR_CHARS: usize = 1024;
 
-    pub(crate) fn encode<T: Serialize>(state: &T) -> String {
-        ENGINE.encode(serde_json::to_vec(state).expect("cursor state serializes"))
+    type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+    fn mac(cx: &OpCtx, payload: &[u8]) -> HmacSha256 {
+        let mut mac =
+            HmacSha256::new_from_slice(cx.app.cursor_key()).expect("HMAC takes any key length");
+        mac.update(cx.op.as_bytes());
+        mac.update(&[0]);
+        mac.update(cx.namespace().as_bytes());
+        mac.update(&[0]);
+        mac.update(payload);
+        mac
     }
 
-    pub(crate) fn decode<T: for<'de> Deserialize<'de>>(s: &str) -> Result<T, OpError> {
-        ENGINE
-            .decode(s)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .ok_or_else(|| {
-                OpError::invalid(
-                    "`cursor` is not valid: pass the `next_cursor` of the previous answer unchanged, \
-                     or leave it out to start from the first page",
-                )
-            })
+    pub(crate) fn encode<T: Serialize>(cx: &OpCtx, state: &T) -> String {
+        let payload = serde_json::to_vec(state).expect("cursor state serializes");
+        let tag = mac(cx, &payload).finalize().into_bytes();
+        format!(
+            "{}.{}",
+            ENGINE.encode(&payload),
+            ENGINE.encode(&tag[..TAG_BYTES])
+        )
+    }
+
+    pub(crate) fn decode<T: for<'de> Deserialize<'de>>(cx: &OpCtx, s: &str) -> Result<T, OpError> {
+        let invalid = || {
+            OpError::invalid(
+                "`cursor` is not valid here: pass the `next_cursor` of the previous answer of \
+                 this same tool unchanged, or leave it out to start from the first page",
+            )
+        };
+        if s.len() > MAX_CURSOR_CHARS {
+            return Err(invalid());
+        }
+        let (payload, tag) = s.split_once('.').ok_or_else(invalid)?;
+        let payload = ENGINE.decode(payload).map_err(|_| invalid())?;
+        let tag = ENGINE.decode(tag).map_err(|_| invalid())?;
+        if tag.len() != TAG_BYTES {
+            return Err(invalid());
+        }
+        mac(cx, &payload)
+            .verify_truncated_left(&tag)
+            .map_err(|_| invalid())?;
+        serde_json::from_slice(&payload).map_err(|_| invalid())
     }
 
     /// A short fingerprint of the arguments that define a list (not the cursor).

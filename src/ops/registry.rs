@@ -7,9 +7,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::OnceLock;
 
-use schemars::JsonSchema;
 use serde_json::Value;
 
+use super::schema::{Checker, input_schema_of, output_schema_of, truncate_chars};
 use super::{
     OpCtx, Operation, discovery, episodic, graph, graph_algorithms, meta, semantic, session,
 };
@@ -22,21 +22,79 @@ pub struct Entry {
     pub input_schema: fn() -> Value,
     pub output_schema: fn() -> Value,
     call: fn(OpCtx, Value) -> BoxFuture<Result<Value, OpError>>,
+    input_check: OnceLock<Checker>,
+    output_check: OnceLock<Checker>,
 }
 
 impl Entry {
     fn of<O: Operation>() -> Entry {
         Entry {
             name: O::NAME,
-            input_schema: schema_of::<O::Input>,
-            output_schema: schema_of::<O::Output>,
+            input_schema: input_schema_of::<O::Input>,
+            output_schema: output_schema_of::<O::Output>,
             call: call::<O>,
+            input_check: OnceLock::new(),
+            output_check: OnceLock::new(),
         }
     }
 
-    /// Decodes `args` into the operation's input type and runs it.
-    pub fn call(&self, cx: OpCtx, args: Value) -> BoxFuture<Result<Value, OpError>> {
-        (self.call)(cx, args)
+    /// Checks `args` against the published input schema, decodes them into the
+    /// operation's input type and runs it. A panic inside becomes
+    /// [`OpError::Internal`]: the caller gets an answer and every permit the call
+    /// held is released by the code that took it.
+    pub async fn call(&self, cx: OpCtx, args: Value) -> Result<Value, OpError> {
+        let args = match args {
+            Value::Null => Value::Object(Default::default()),
+            Value::Object(_) => args,
+            other => {
+                return Err(OpError::invalid(format!(
+                    "{} takes a JSON object of named arguments, not {}",
+                    self.name,
+                    match other {
+                        Value::Array(_) => "an array",
+                        Value::String(_) => "a string",
+                        Value::Number(_) => "a number",
+                        _ => "a boolean",
+                    }
+                )));
+            }
+        };
+        if let Some(problems) = self.input_checker().check(&args) {
+            return Err(OpError::invalid(format!(
+                "{}: {problems}. See the tool's input schema (discover_tools with detail \"full\")",
+                self.name
+            )));
+        }
+        let run = std::panic::AssertUnwindSafe((self.call)(cx, args));
+        let value = match futures::FutureExt::catch_unwind(run).await {
+            Ok(result) => result?,
+            Err(panic) => return Err(OpError::from_panic(self.name, panic)),
+        };
+        #[cfg(debug_assertions)]
+        if let Some(problems) = self
+            .output_check
+            .get_or_init(|| Checker::new(&(self.output_schema)()))
+            .check(&value)
+        {
+            // A bug in engram, caught before a validating client sees it.
+            return Err(OpError::Internal(format!(
+                "the answer of {} does not match its output schema: {problems}",
+                self.name
+            )));
+        }
+        Ok(value)
+    }
+
+    /// The compiled input schema, built at first use.
+    pub fn input_checker(&self) -> &Checker {
+        self.input_check
+            .get_or_init(|| Checker::new(&(self.input_schema)()))
+    }
+
+    /// The compiled output schema, built at first use.
+    pub fn output_checker(&self) -> &Checker {
+        self.output_check
+            .get_or_init(|| Checker::new(&(self.output_schema)()))
     }
 }
 
@@ -129,38 +187,21 @@ pub fn registry() -> &'static Registry {
     })
 }
 
-/// JSON Schema (draft 2020-12) of a type, as written to `schemas/`.
-pub fn schema_of<T: JsonSchema>() -> Value {
-    let schema = schemars::generate::SchemaSettings::draft2020_12()
-        .into_generator()
-        .into_root_schema_for::<T>();
-    serde_json::to_value(schema).expect("schemas serialize")
-}
-
 fn call<O: Operation>(cx: OpCtx, args: Value) -> BoxFuture<Result<Value, OpError>> {
     Box::pin(async move {
         let input = decode_args::<O::Input>(O::NAME, args)?;
         let output = O::run(cx, input).await?;
         serde_json::to_value(output)
-            .map_err(|e| OpError::Storage(format!("cannot encode the answer: {e}")))
+            .map_err(|e| OpError::Internal(format!("cannot encode the answer: {e}")))
     })
 }
 
-/// Decodes arguments, naming the exact field that is wrong.
+/// Decodes arguments (already checked against the input schema), naming the
+/// exact field that is wrong if serde still refuses them (a time it cannot read).
 fn decode_args<T: serde::de::DeserializeOwned>(op: &str, args: Value) -> Result<T, OpError> {
-    let args = match args {
-        Value::Null => Value::Object(Default::default()),
-        Value::Object(_) => args,
-        other => {
-            return Err(OpError::invalid(format!(
-                "{op} takes a JSON object of named arguments, not {}",
-                json_kind(&other)
-            )));
-        }
-    };
     serde_path_to_error::deserialize(&args).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
+        let inner = truncate_chars(&e.into_inner().to_string(), 400);
         let at = if path == "." {
             String::new()
         } else {
@@ -170,17 +211,6 @@ fn decode_args<T: serde::de::DeserializeOwned>(op: &str, args: Value) -> Result<
             "{op}{at}: {inner}. See the tool's input schema (discover_tools with detail \"full\")"
         ))
     })
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// The committed `schemas/<name>.json` document of an operation: its catalog

@@ -138,11 +138,11 @@ struct OffsetCursor {
 }
 
 /// The offset a cursor resumes at, after checking it belongs to these arguments.
-fn resume(cursor_arg: Option<String>, fingerprint: &str) -> Result<usize, OpError> {
+fn resume(cx: &OpCtx, cursor_arg: Option<String>, fingerprint: &str) -> Result<usize, OpError> {
     match cursor_arg {
         None => Ok(0),
         Some(c) => {
-            let c: OffsetCursor = cursor::decode(&c)?;
+            let c: OffsetCursor = cursor::decode(cx, &c)?;
             if c.f != fingerprint {
                 return Err(cursor::mismatch());
             }
@@ -151,13 +151,29 @@ fn resume(cursor_arg: Option<String>, fingerprint: &str) -> Result<usize, OpErro
     }
 }
 
-fn next_cursor(more: bool, offset: usize, fingerprint: String) -> Option<String> {
+fn next_cursor(cx: &OpCtx, more: bool, offset: usize, fingerprint: String) -> Option<String> {
     more.then(|| {
-        cursor::encode(&OffsetCursor {
-            o: offset,
-            f: fingerprint,
-        })
+        cursor::encode(
+            cx,
+            &OffsetCursor {
+                o: offset,
+                f: fingerprint,
+            },
+        )
     })
+}
+
+/// Runs CPU-heavy answer building (snippets over long texts) on the blocking
+/// pool, so one big answer never stalls the runtime's workers.
+async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, OpError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| match e.try_into_panic() {
+            Ok(panic) => OpError::from_panic("building the answer", panic),
+            Err(e) => OpError::Internal(format!("building the answer was cancelled: {e}")),
+        })
 }
 
 /// Keeps the leading hits whose JSON fits in `max_chars` (always at least one,
@@ -249,19 +265,22 @@ async fn search_facts(
     let ids: Vec<String> = searched.results.hits.iter().map(|h| h.id.clone()).collect();
     let facts = cx.app.store().get_facts(cx.namespace(), ids).await?;
     let mut by_id: HashMap<String, Fact> = facts.into_iter().map(|f| (f.id.clone(), f)).collect();
-    let hits: Vec<FactHit> = searched
-        .results
-        .hits
-        .into_iter()
-        .filter_map(|h| {
-            by_id.remove(&h.id).map(|fact| FactHit {
-                score: h.score,
-                snippet: snippet(&fact.content, &matcher, SNIPPET_CHARS),
-                fact,
-                components: None,
+    let ranked = searched.results.hits;
+    // Snippets read whole texts (up to 64 KB each): off the runtime's threads.
+    let hits: Vec<FactHit> = off_runtime(move || {
+        ranked
+            .into_iter()
+            .filter_map(|h| {
+                by_id.remove(&h.id).map(|fact| FactHit {
+                    score: h.score,
+                    snippet: snippet(&fact.content, &matcher, SNIPPET_CHARS),
+                    fact,
+                    components: None,
+                })
             })
-        })
-        .collect();
+            .collect()
+    })
+    .await?;
     cx.app
         .record_fact_access(cx.namespace(), hits.iter().map(|h| h.fact.id.clone()));
     Ok((hits, searched.results.has_more, searched.degraded))
@@ -320,7 +339,7 @@ async fn run_text_search(
     let limit = page_size(input.limit, limits)?;
     let cursor_arg = input.cursor.take();
     let fingerprint = cursor::fingerprint(&input);
-    let offset = resume(cursor_arg, &fingerprint)?;
+    let offset = resume(&cx, cursor_arg, &fingerprint)?;
     let matcher = match style {
         Style::Words => Matcher::words(&input.query),
         Style::Phrase => Matcher::phrase(&input.query),
@@ -348,7 +367,7 @@ async fn run_text_search(
     let (hits, truncated) = fit_budget(hits, input.max_chars);
     let next = offset + hits.len();
     Ok(SearchOutput {
-        next_cursor: next_cursor(more || truncated, next, fingerprint),
+        next_cursor: next_cursor(&cx, more || truncated, next, fingerprint),
         hits,
         degraded,
         truncated,
@@ -651,7 +670,7 @@ impl Operation for List {
         let after = match cursor_arg {
             None => None,
             Some(c) => {
-                let c: KeysetCursor = cursor::decode(&c)?;
+                let c: KeysetCursor = cursor::decode(&cx, &c)?;
                 if c.f != fingerprint {
                     return Err(cursor::mismatch());
                 }
@@ -681,11 +700,14 @@ impl Operation for List {
         let more = facts.len() > limit;
         facts.truncate(limit);
         let next_cursor = match facts.last() {
-            Some(last) if more => Some(cursor::encode(&KeysetCursor {
-                t: last.created_at.timestamp_micros(),
-                id: last.id.clone(),
-                f: fingerprint,
-            })),
+            Some(last) if more => Some(cursor::encode(
+                &cx,
+                &KeysetCursor {
+                    t: last.created_at.timestamp_micros(),
+                    id: last.id.clone(),
+                    f: fingerprint,
+                },
+            )),
             _ => None,
         };
         Ok(ListOutput { facts, next_cursor })
@@ -748,7 +770,7 @@ impl Operation for SearchFuzzy {
         let limit = page_size(input.limit, limits)?;
         let cursor_arg = input.cursor.take();
         let fingerprint = cursor::fingerprint(&input);
-        let offset = resume(cursor_arg, &fingerprint)?;
+        let offset = resume(&cx, cursor_arg, &fingerprint)?;
         let matcher = Matcher::fuzzy(&input.query, input.max_distance).ok_or_else(|| {
             OpError::invalid("`query` has only very common words: add a word that names something")
         })?;
@@ -764,7 +786,7 @@ impl Operation for SearchFuzzy {
         let (hits, truncated) = fit_budget(hits, input.max_chars);
         let next = offset + hits.len();
         Ok(SearchOutput {
-            next_cursor: next_cursor(more || truncated, next, fingerprint),
+            next_cursor: next_cursor(&cx, more || truncated, next, fingerprint),
             hits,
             degraded,
             truncated,
@@ -892,7 +914,7 @@ impl Operation for SearchHybrid {
         }
         let cursor_arg = input.cursor.take();
         let fingerprint = cursor::fingerprint(&input);
-        let offset = resume(cursor_arg, &fingerprint)?;
+        let offset = resume(&cx, cursor_arg, &fingerprint)?;
         let matcher = Matcher::words(&input.query).ok_or_else(|| {
             OpError::invalid("`query` has only very common words: add a word that names something")
         })?;
@@ -912,7 +934,7 @@ impl Operation for SearchHybrid {
         let (page, truncated) = fit_budget(page, input.max_chars);
         let next = offset + page.len();
         Ok(SearchOutput {
-            next_cursor: next_cursor(more || truncated, next, fingerprint),
+            next_cursor: next_cursor(&cx, more || truncated, next, fingerprint),
             hits: page,
             degraded,
             truncated,
@@ -994,7 +1016,7 @@ impl Operation for Similar {
         let limit = page_size(input.limit, cx.limits())?;
         let cursor_arg = input.cursor.take();
         let fingerprint = cursor::fingerprint(&input);
-        let offset = resume(cursor_arg, &fingerprint)?;
+        let offset = resume(&cx, cursor_arg, &fingerprint)?;
         let source = cx.app.store().get_fact(cx.namespace(), &input.id).await?;
         let terms = cx
             .app
@@ -1014,7 +1036,7 @@ impl Operation for Similar {
         let (hits, truncated) = fit_budget(hits, input.max_chars);
         let next = offset + hits.len();
         Ok(SearchOutput {
-            next_cursor: next_cursor(more || truncated, next, fingerprint),
+            next_cursor: next_cursor(&cx, more || truncated, next, fingerprint),
             hits,
             degraded,
             truncated,
@@ -1274,7 +1296,7 @@ impl Operation for MemorySearch {
         let limit = page_size(input.limit, limits)?;
         let cursor_arg = input.cursor.take();
         let fingerprint = cursor::fingerprint(&input);
-        let offset = resume(cursor_arg, &fingerprint)?;
+        let offset = resume(&cx, cursor_arg, &fingerprint)?;
         let layers = input
             .layers
             .unwrap_or_else(|| vec![Layer::Episodic, Layer::Semantic, Layer::Graph]);
@@ -1287,7 +1309,7 @@ impl Operation for MemorySearch {
             OpError::invalid("`query` has only very common words: add a word that names something")
         })?;
         let f = filters(&cx, input.tags, input.since, input.until, None, false)?;
-        let searched = cx
+        let mut searched = cx
             .app
             .search(SearchQuery {
                 since: f.since,
@@ -1324,44 +1346,49 @@ impl Operation for MemorySearch {
             .map(|f| (f.id.clone(), f))
             .collect();
         let entities = store.entities_keyed(cx.namespace(), entity_ids).await?;
-        let hits: Vec<MemoryHit> = searched
-            .results
-            .hits
-            .iter()
-            .filter_map(|h| match h.kind {
-                RecordKind::Event => events.get(&h.id).map(|e| MemoryHit {
-                    layer: Layer::Episodic,
-                    id: e.id.clone(),
-                    score: h.score,
-                    snippet: snippet(&e.content, &matcher, SNIPPET_CHARS),
-                    tags: e.tags.clone(),
-                    time: e.occurred_at,
-                    weight: e.importance,
-                }),
-                RecordKind::Fact => facts.get(&h.id).map(|f| MemoryHit {
-                    layer: Layer::Semantic,
-                    id: f.id.clone(),
-                    score: h.score,
-                    snippet: snippet(&f.content, &matcher, SNIPPET_CHARS),
-                    tags: f.tags.clone(),
-                    time: f.valid_from,
-                    weight: f.confidence,
-                }),
-                RecordKind::Entity => entities.get(&h.id).map(|(e, updated)| {
-                    let observations = e.observations.clone().unwrap_or_default().join("\n");
-                    let text = format!("{} ({})\n{observations}", e.name, e.entity_type);
-                    MemoryHit {
-                        layer: Layer::Graph,
-                        id: e.name.clone(),
+        let ranked = std::mem::take(&mut searched.results.hits);
+        let matcher_for_snippets = matcher.clone();
+        // Snippets read whole texts (up to 64 KB each): off the runtime's threads.
+        let hits: Vec<MemoryHit> = off_runtime(move || {
+            let matcher = matcher_for_snippets;
+            ranked
+                .iter()
+                .filter_map(|h| match h.kind {
+                    RecordKind::Event => events.get(&h.id).map(|e| MemoryHit {
+                        layer: Layer::Episodic,
+                        id: e.id.clone(),
                         score: h.score,
-                        snippet: snippet(&text, &matcher, SNIPPET_CHARS),
-                        tags: vec![e.entity_type.clone()],
-                        time: crate::model::micros_to_datetime(*updated),
-                        weight: 0.5,
-                    }
-                }),
-            })
-            .collect();
+                        snippet: snippet(&e.content, &matcher, SNIPPET_CHARS),
+                        tags: e.tags.clone(),
+                        time: e.occurred_at,
+                        weight: e.importance,
+                    }),
+                    RecordKind::Fact => facts.get(&h.id).map(|f| MemoryHit {
+                        layer: Layer::Semantic,
+                        id: f.id.clone(),
+                        score: h.score,
+                        snippet: snippet(&f.content, &matcher, SNIPPET_CHARS),
+                        tags: f.tags.clone(),
+                        time: f.valid_from,
+                        weight: f.confidence,
+                    }),
+                    RecordKind::Entity => entities.get(&h.id).map(|(e, updated)| {
+                        let observations = e.observations.clone().unwrap_or_default().join("\n");
+                        let text = format!("{} ({})\n{observations}", e.name, e.entity_type);
+                        MemoryHit {
+                            layer: Layer::Graph,
+                            id: e.name.clone(),
+                            score: h.score,
+                            snippet: snippet(&text, &matcher, SNIPPET_CHARS),
+                            tags: vec![e.entity_type.clone()],
+                            time: crate::model::micros_to_datetime(*updated),
+                            weight: 0.5,
+                        }
+                    }),
+                })
+                .collect()
+        })
+        .await?;
         cx.app.record_fact_access(
             cx.namespace(),
             hits.iter()
@@ -1371,7 +1398,12 @@ impl Operation for MemorySearch {
         let (hits, truncated) = fit_budget(hits, input.max_chars);
         let next = offset + hits.len();
         Ok(MemorySearchOutput {
-            next_cursor: next_cursor(searched.results.has_more || truncated, next, fingerprint),
+            next_cursor: next_cursor(
+                &cx,
+                searched.results.has_more || truncated,
+                next,
+                fingerprint,
+            ),
             hits,
             degraded: searched.degraded,
             truncated,

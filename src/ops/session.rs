@@ -56,6 +56,11 @@ impl Operation for Info {
     }
 }
 
+/// A kept value back from its JSON text (written by `serde_json`, so it parses).
+fn parse_kept(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or(Value::Null)
+}
+
 fn check_key(key: &str) -> Result<(), OpError> {
     if key.is_empty() || key.len() > MAX_SCRATCH_KEY_BYTES {
         return Err(OpError::invalid(format!(
@@ -91,7 +96,9 @@ impl Operation for ScratchSet {
     async fn run(cx: OpCtx, input: ScratchSetInput) -> Result<ScratchSetOutput, OpError> {
         check_key(&input.key)?;
         let limits = cx.limits();
-        let size = serde_json::to_string(&input.value).map_or(usize::MAX, |s| s.len());
+        let text = serde_json::to_string(&input.value)
+            .map_err(|e| OpError::invalid(format!("`value` cannot be kept: {e}")))?;
+        let size = text.len();
         if size > limits.max_scratch_value_bytes {
             return Err(OpError::invalid(format!(
                 "`value` is {size} bytes of JSON, over the limit of {}: store large things as memories instead",
@@ -105,7 +112,20 @@ impl Operation for ScratchSet {
                 limits.max_scratch_keys
             )));
         }
-        let replaced = scratch.insert(input.key.clone(), input.value).is_some();
+        let held: usize = scratch
+            .iter()
+            .filter(|(k, _)| **k != input.key)
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
+        if held + input.key.len() + size > limits.max_scratch_bytes {
+            return Err(OpError::invalid(format!(
+                "this session's scratch holds {held} bytes; adding {} would pass its limit of {} bytes: \
+                 clear keys with session_scratch_clear, or store large things as memories",
+                input.key.len() + size,
+                limits.max_scratch_bytes
+            )));
+        }
+        let replaced = scratch.insert(input.key.clone(), text).is_some();
         Ok(ScratchSetOutput {
             key: input.key,
             replaced,
@@ -136,7 +156,11 @@ impl Operation for ScratchGet {
 
     async fn run(cx: OpCtx, input: ScratchGetInput) -> Result<ScratchGetOutput, OpError> {
         check_key(&input.key)?;
-        let value = cx.session.scratch().get(&input.key).cloned();
+        let value = cx
+            .session
+            .scratch()
+            .get(&input.key)
+            .map(|text| parse_kept(text));
         Ok(ScratchGetOutput {
             key: input.key,
             found: value.is_some(),
@@ -181,7 +205,7 @@ impl Operation for ScratchList {
             .filter(|(k, _)| k.starts_with(&prefix))
             .map(|(k, v)| ScratchEntry {
                 key: k.clone(),
-                value: v.clone(),
+                value: parse_kept(v),
             })
             .collect();
         Ok(ScratchListOutput { entries })

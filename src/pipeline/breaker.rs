@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 use schemars::JsonSchema;
 use serde::Serialize;
 
+/// Longest a half-open probe may stay out without reporting before another
+/// call may probe (a read times out after 30 s by default).
+const PROBE_LEASE: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BreakerState {
@@ -57,7 +61,8 @@ struct State {
     opened: u64,
     short_circuited: u64,
     open_until: Option<Instant>,
-    probe_in_flight: bool,
+    /// When the half-open probe was let through, while it is out.
+    probe_since: Option<Instant>,
     last_error: Option<String>,
 }
 
@@ -81,7 +86,7 @@ impl Breaker {
                 opened: 0,
                 short_circuited: 0,
                 open_until: None,
-                probe_in_flight: false,
+                probe_since: None,
                 last_error: None,
             }),
         }
@@ -100,15 +105,20 @@ impl Breaker {
                 let now = Instant::now();
                 if now >= until {
                     s.state = BreakerState::HalfOpen;
-                    s.probe_in_flight = true;
+                    s.probe_since = Some(now);
                     Permit::Call
                 } else {
                     s.short_circuited += 1;
                     Permit::Refuse(until - now)
                 }
             }
-            BreakerState::HalfOpen if !s.probe_in_flight => {
-                s.probe_in_flight = true;
+            // A probe that never reported (its caller was cancelled or lost)
+            // stops blocking the backend once its lease is over.
+            BreakerState::HalfOpen
+                if s.probe_since
+                    .is_none_or(|t| t.elapsed() >= self.open_for.max(PROBE_LEASE)) =>
+            {
+                s.probe_since = Some(Instant::now());
                 Permit::Call
             }
             BreakerState::HalfOpen => {
@@ -126,7 +136,7 @@ impl Breaker {
         s.state = BreakerState::Closed;
         s.consecutive = 0;
         s.open_until = None;
-        s.probe_in_flight = false;
+        s.probe_since = None;
     }
 
     /// Records a failure; returns true when this failure opened the breaker.
@@ -144,7 +154,7 @@ impl Breaker {
             s.state = BreakerState::Open;
             s.opened += 1;
             s.open_until = Some(Instant::now() + self.open_for);
-            s.probe_in_flight = false;
+            s.probe_since = None;
             tracing::warn!(backend = self.backend, error, "circuit breaker opened");
         }
         trip
@@ -153,7 +163,7 @@ impl Breaker {
     /// A call that was permitted ended without telling success or failure
     /// (cancelled): let another probe through.
     pub fn abandon(&self) {
-        self.lock().probe_in_flight = false;
+        self.lock().probe_since = None;
     }
 
     pub fn is_closed(&self) -> bool {

@@ -70,6 +70,7 @@ pub async fn dispatch(
     let cx = OpCtx {
         app: app.clone(),
         session: session.clone(),
+        op: entry.name,
     };
     let read_timeout = Duration::from_millis(app.config().read_timeout_ms);
     let result = if let Some(tags) = cache_tags(spec, &ns) {

@@ -429,7 +429,7 @@ pub fn search_scanned(q: &SearchQuery, docs: Vec<SearchDoc>) -> SearchResults {
 /// Sorts by score (ties: newest id first) and cuts out the requested page.
 fn page(hits: &mut Vec<SearchHit>, q: &SearchQuery) -> SearchResults {
     hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| b.id.cmp(&a.id)));
-    let has_more = hits.len() > q.offset + q.limit;
+    let has_more = hits.len() > q.offset.saturating_add(q.limit);
     let hits = std::mem::take(hits)
         .into_iter()
         .skip(q.offset)
@@ -578,8 +578,13 @@ fn search_blocking(shared: &Shared, q: &SearchQuery) -> Result<SearchResults, Se
 
     // Committed copies of overlaid records are stale and dropped, so fetch more
     // until a page survives the dropping or the index has no more.
-    let wanted = q.offset + q.limit + 1;
-    let mut fetch = wanted;
+    // Nothing a client sends sizes an allocation: the index holds at most
+    // `num_docs` hits, whatever offset a cursor carries.
+    let wanted = q.offset.saturating_add(q.limit).saturating_add(1);
+    let most = usize::try_from(searcher.num_docs())
+        .unwrap_or(usize::MAX)
+        .saturating_add(1);
+    let mut fetch = wanted.min(most);
     let mut hits: Vec<SearchHit> = loop {
         let top = searcher.search(&query, &TopDocs::with_limit(fetch).order_by_score())?;
         let exhausted = top.len() < fetch;
@@ -605,7 +610,10 @@ fn search_blocking(shared: &Shared, q: &SearchQuery) -> Result<SearchResults, Se
             }
         }
         // At most `pending.len()` hits can be dropped, so that bound always ends it.
-        let next = fetch.saturating_mul(2).min(wanted + pending.len());
+        let next = fetch
+            .saturating_mul(2)
+            .min(wanted.saturating_add(pending.len()))
+            .min(most);
         if exhausted || kept.len() >= wanted || next <= fetch {
             break kept;
         }
@@ -638,19 +646,19 @@ pub fn snippet(text: &str, matcher: &Matcher, max_chars: usize) -> String {
         .map(|(a, b, _)| (*a, *b))
         .collect();
     // The window start: the match with the most other matches within reach.
+    // Marks are in text order, so one sliding window finds it in linear time.
     let (mut from, mut to) = (0, text.len());
     if text.len() > max_chars {
-        let best = marks
-            .iter()
-            .map(|(a, _)| {
-                let n = marks
-                    .iter()
-                    .filter(|(b, _)| *b >= *a && *b < a + max_chars)
-                    .count();
-                (n, *a)
-            })
-            .max_by(|x, y| x.0.cmp(&y.0).then_with(|| y.1.cmp(&x.1)))
-            .map_or(0, |(_, a)| a);
+        let (mut best, mut best_n, mut end) = (0, 0, 0);
+        for (i, &(a, _)) in marks.iter().enumerate() {
+            end = end.max(i);
+            while end < marks.len() && marks[end].0 < a + max_chars {
+                end += 1;
+            }
+            if end - i > best_n {
+                (best, best_n) = (a, end - i);
+            }
+        }
         from = floor_boundary(text, best.saturating_sub(max_chars / 5));
         to = floor_boundary(text, (from + max_chars).min(text.len()));
     }
@@ -701,5 +709,15 @@ mod tests {
         assert!(s.contains("**staging** **database**"), "{s}");
         // 80 chars of text, two ellipses, four pairs of stars.
         assert!(s.chars().count() <= 90, "{s}");
+    }
+
+    #[test]
+    fn snippets_of_texts_full_of_matches_are_linear() {
+        let m = Matcher::words("zz").unwrap();
+        let text = "zz ".repeat(40_000);
+        // 40,000 matches: the quadratic window search took minutes on this.
+        let s = snippet(&text, &m, 200);
+        assert!(s.starts_with("**zz**"), "{s}");
+        assert!(s.ends_with('…'), "{s}");
     }
 }

@@ -23,6 +23,8 @@ use crate::session::{Session, ToolSelection};
 
 /// HTTP request header that chooses the session's namespace at `initialize`.
 pub const NAMESPACE_HEADER: &str = "x-engram-namespace";
+/// Longest tool error message sent.
+const MAX_ERROR_CHARS: usize = 2_000;
 /// How long to wait for the client's roots when `--namespace auto`.
 const ROOTS_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -158,6 +160,8 @@ impl EngramHandler {
     }
 
     fn tool_error(message: String) -> CallToolResponse {
+        // Messages quote little of what was sent; this bounds any that slipped.
+        let message = crate::ops::schema::truncate_chars(&message, MAX_ERROR_CHARS);
         CallToolResult::error(vec![ContentBlock::text(message)]).into()
     }
 }
@@ -240,7 +244,12 @@ impl ServerHandler for EngramHandler {
             ));
         }
         let args = Value::Object(request.arguments.unwrap_or_default());
-        let result = self.app.call(&self.session, name, args).await;
+        // Operations catch their own panics; this catches one anywhere else on
+        // the path (cache, limiter), so no call goes unanswered.
+        let call = std::panic::AssertUnwindSafe(self.app.call(&self.session, name, args));
+        let result = futures::FutureExt::catch_unwind(call)
+            .await
+            .unwrap_or_else(|panic| Err(OpError::from_panic(name, panic)));
         if self.session.tools() != before {
             // The session's list grew (enable_toolset): tell the client to re-list.
             if let Err(e) = context.peer.notify_tool_list_changed().await {

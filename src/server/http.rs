@@ -1,27 +1,84 @@
 //! MCP over Streamable HTTP at `/mcp`, one session per `initialize`, plus
-//! `/health`. Binds loopback by default; the Host allow-list guards against DNS
-//! rebinding and the Origin allow-list against browsers.
+//! `/health`.
+//!
+//! Edges: binds loopback by default; every route checks `Host` (DNS rebinding)
+//! and browsers' `Origin` (loopback origins only unless `--allowed-origin`);
+//! bodies are bounded and read before rmcp sees them, so a message rmcp cannot
+//! parse gets its JSON-RPC error (`jsonrpc.rs`) instead of a bare 415; sessions
+//! are capped (`--max-sessions`) and expire when idle (`--session-idle-secs`);
+//! a connection that does not finish sending its request headers in time, or
+//! sits idle between requests, is closed.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use super::jsonrpc::{self, Incoming};
 use super::{EngramHandler, shutdown_signal};
 use crate::app::AppState;
 
-#[derive(Debug, Clone, Default)]
+/// Largest request body read (one JSON-RPC message), as on stdio.
+pub const MAX_BODY_BYTES: usize = super::stdio::MAX_LINE_BYTES;
+/// A client must send a request's headers within this long; an idle keep-alive
+/// connection is closed after it too.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long open connections get to finish when the server stops.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
 pub struct HttpOptions {
     /// Extra `Host` values to accept besides loopback (for non-local binds).
     pub allowed_hosts: Vec<String>,
-    /// Browser origins allowed to call (`http://localhost:*`); empty: none checked.
+    /// Browser origins allowed besides loopback ones (`https://app.example.com`).
     pub allowed_origins: Vec<String>,
+    /// Most MCP sessions open at once; an `initialize` over it is refused (503).
+    pub max_sessions: usize,
+    /// A session with no request for this long is closed.
+    pub session_idle: Duration,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            session_idle: Duration::from_secs(DEFAULT_SESSION_IDLE_SECS),
+        }
+    }
+}
+
+pub const DEFAULT_MAX_SESSIONS: usize = 2_000;
+pub const DEFAULT_SESSION_IDLE_SECS: u64 = 300;
+
+/// Origins a browser on this machine sends.
+const LOOPBACK_ORIGINS: &[&str] = &[
+    "http://localhost:*",
+    "http://127.0.0.1:*",
+    "http://[::1]:*",
+    "https://localhost:*",
+    "https://127.0.0.1:*",
+    "https://[::1]:*",
+];
+
+/// What the edge checks need.
+#[derive(Clone)]
+struct Edge {
+    hosts: Arc<[String]>,
+    sessions: Arc<LocalSessionManager>,
+    max_sessions: usize,
 }
 
 pub async fn serve(app: AppState, addr: SocketAddr, opts: HttpOptions) -> anyhow::Result<()> {
@@ -38,33 +95,175 @@ pub async fn serve(app: AppState, addr: SocketAddr, opts: HttpOptions) -> anyhow
         "::1".to_string(),
     ];
     hosts.extend(opts.allowed_hosts);
-    let mut config = StreamableHttpServerConfig::default()
-        .with_allowed_hosts(hosts)
+    let mut origins: Vec<String> = LOOPBACK_ORIGINS.iter().map(|o| o.to_string()).collect();
+    origins.extend(opts.allowed_origins);
+    let config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(hosts.clone())
+        .with_allowed_origins(origins)
         .with_cancellation_token(ct.child_token());
-    if !opts.allowed_origins.is_empty() {
-        config = config.with_allowed_origins(opts.allowed_origins);
-    }
+    let mut sessions = LocalSessionManager::default();
+    sessions.session_config.keep_alive = Some(opts.session_idle);
+    let sessions = Arc::new(sessions);
     let factory_app = app.clone();
     let mcp = StreamableHttpService::new(
         move || Ok(EngramHandler::new(factory_app.clone())),
-        LocalSessionManager::default().into(),
+        sessions.clone(),
         config,
     );
+    let edge = Edge {
+        hosts: hosts.into(),
+        sessions,
+        max_sessions: opts.max_sessions,
+    };
     let router = axum::Router::new()
         .route("/health", get(health))
         .with_state(app.clone())
-        .nest_service("/mcp", mcp);
+        .nest_service("/mcp", mcp)
+        .layer(axum::middleware::from_fn_with_state(edge, guard));
     // Tests and scripts read this line to find the port when binding :0.
     tracing::info!("engram listening on http://{local}/mcp");
     eprintln!("engram listening on http://{local}/mcp");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            ct.cancel();
-        })
-        .await?;
+    accept(listener, router, ct).await;
     tokio::task::spawn_blocking(move || app.shutdown()).await?;
     Ok(())
+}
+
+/// Serves connections until a shutdown signal, each with a header timeout.
+async fn accept(listener: tokio::net::TcpListener, router: axum::Router, ct: CancellationToken) {
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    let connections = tokio_util::task::TaskTracker::new();
+    let stop = CancellationToken::new();
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, do not spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut signal => break,
+        };
+        let service = service.clone();
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "HTTP connection ended");
+                    }
+                }
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    tracing::info!("signal received, stopping");
+    ct.cancel();
+    stop.cancel();
+    connections.close();
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, connections.wait()).await;
+}
+
+/// The checks in front of every route.
+async fn guard(State(edge): State<Edge>, request: Request, next: Next) -> Response {
+    if !host_allowed(request.headers(), &edge.hosts) {
+        return (
+            StatusCode::FORBIDDEN,
+            "Forbidden: Host not allowed (engram accepts loopback hosts unless started with --allowed-host)",
+        )
+            .into_response();
+    }
+    if request.method() != axum::http::Method::POST || !request.uri().path().starts_with("/mcp") {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return rpc_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                jsonrpc::error(
+                    Value::Null,
+                    jsonrpc::INVALID_REQUEST,
+                    format!("Invalid Request: the body is over {MAX_BODY_BYTES} bytes"),
+                ),
+            );
+        }
+    };
+    match jsonrpc::read(&bytes) {
+        Incoming::Reply(answer) => return rpc_error(StatusCode::BAD_REQUEST, answer),
+        Incoming::Drop(why) => {
+            return (StatusCode::BAD_REQUEST, format!("Bad Request: {why}")).into_response();
+        }
+        Incoming::Message(message) => {
+            let opens_session = !parts.headers.contains_key("mcp-session-id")
+                && matches!(
+                    &*message,
+                    rmcp::model::ClientJsonRpcMessage::Request(r)
+                        if matches!(r.request, rmcp::model::ClientRequest::InitializeRequest(_))
+                );
+            if opens_session {
+                let open = edge.sessions.sessions.read().await.len();
+                if open >= edge.max_sessions {
+                    let id = match &*message {
+                        rmcp::model::ClientJsonRpcMessage::Request(r) => {
+                            serde_json::to_value(&r.id).unwrap_or(Value::Null)
+                        }
+                        _ => Value::Null,
+                    };
+                    let mut response = rpc_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        jsonrpc::error(
+                            id,
+                            -32000,
+                            format!(
+                                "engram is serving its maximum of {} sessions (--max-sessions): \
+                                 close sessions you no longer use (HTTP DELETE) or retry later",
+                                edge.max_sessions
+                            ),
+                        ),
+                    );
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+                    return response;
+                }
+            }
+        }
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+fn rpc_error(status: StatusCode, body: Value) -> Response {
+    (status, Json(body)).into_response()
+}
+
+/// The `Host` header names an allowed host (any port).
+fn host_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or_default()
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _)| name)
+    };
+    allowed
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(name) || a.eq_ignore_ascii_case(host))
 }
 
 async fn health(State(app): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
@@ -72,4 +271,25 @@ async fn health(State(app): State<AppState>) -> (StatusCode, Json<serde_json::Va
     // Degraded still answers correctly (from the store), so it is not a 503.
     let body = serde_json::to_value(&health).unwrap_or_else(|e| json!({ "error": e.to_string() }));
     (StatusCode::OK, Json(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_match_by_name_with_any_port() {
+        let allowed = ["localhost".to_string(), "::1".to_string()];
+        let with = |h: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::HOST, h.parse().unwrap());
+            host_allowed(&m, &allowed)
+        };
+        assert!(with("localhost:8765"));
+        assert!(with("LOCALHOST"));
+        assert!(with("[::1]:80"));
+        assert!(!with("evil.com"));
+        assert!(!with("localhost.evil.com:80"));
+        assert!(!host_allowed(&HeaderMap::new(), &allowed));
+    }
 }

@@ -9,6 +9,7 @@
 pub mod forward;
 pub mod handler;
 pub mod http;
+pub mod jsonrpc;
 pub mod local;
 pub mod stdio;
 

@@ -1,10 +1,29 @@
 //! MCP over stdio: one session per process. stdout carries only the protocol;
 //! logs go to stderr.
+//!
+//! The framing is engram's own ([`LineTransport`]), not rmcp's: rmcp's codec
+//! drops a line it cannot parse without answering, and the client then waits
+//! for ever. Here every line gets an answer (see `jsonrpc.rs`), lines are
+//! bounded, and answers are written by one writer task in order.
 
+use std::marker::PhantomData;
+
+use rmcp::RoleServer;
 use rmcp::ServiceExt;
+use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
+use rmcp::transport::Transport;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
 
+use super::jsonrpc::{self, Incoming};
 use super::{EngramHandler, shutdown_signal};
 use crate::app::AppState;
+
+/// Longest message line read (a larger one is answered with an error and
+/// skipped up to its newline, never buffered whole).
+pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+/// Answers waiting for the writer before senders wait.
+const OUTBOX: usize = 256;
 
 /// Serves one MCP session on stdin/stdout until the client closes it or the
 /// process is signalled, then commits everything and returns.
@@ -14,7 +33,8 @@ pub async fn serve(app: AppState) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "cannot serve the local socket; other processes cannot share this data dir");
     }
     let handler = EngramHandler::new(app.clone());
-    let service = handler.serve(rmcp::transport::stdio()).await?;
+    let transport = LineTransport::new(tokio::io::stdin(), tokio::io::stdout());
+    let service = handler.serve(transport).await?;
     tokio::select! {
         result = service.waiting() => {
             if let Err(e) = result {
@@ -25,4 +45,153 @@ pub async fn serve(app: AppState) -> anyhow::Result<()> {
     }
     tokio::task::spawn_blocking(move || app.shutdown()).await?;
     Ok(())
+}
+
+/// Newline-delimited JSON-RPC over a byte stream, answering what rmcp cannot
+/// parse. Used for stdio and for sessions forwarded over the local socket.
+pub struct LineTransport<R> {
+    read: BufReader<R>,
+    line: Vec<u8>,
+    /// Inside an over-long line: skip to its newline.
+    skipping: bool,
+    /// An error answer not yet handed to the writer (kept across cancellation).
+    pending: Option<Vec<u8>>,
+    outbox: mpsc::Sender<Vec<u8>>,
+    writer: Option<tokio::task::JoinHandle<()>>,
+    _role: PhantomData<fn() -> RoleServer>,
+}
+
+impl<R: AsyncRead + Send + Unpin + 'static> LineTransport<R> {
+    pub fn new<W: AsyncWrite + Send + Unpin + 'static>(read: R, write: W) -> Self {
+        let (outbox, mut rx) = mpsc::channel::<Vec<u8>>(OUTBOX);
+        let writer = tokio::spawn(async move {
+            let mut write = write;
+            while let Some(line) = rx.recv().await {
+                if write.write_all(&line).await.is_err() {
+                    break;
+                }
+                // Flush when nothing else is queued: one syscall per burst.
+                if rx.is_empty() && write.flush().await.is_err() {
+                    break;
+                }
+            }
+            let _ = write.flush().await;
+        });
+        LineTransport {
+            read: BufReader::new(read),
+            line: Vec::new(),
+            skipping: false,
+            pending: None,
+            outbox,
+            writer: Some(writer),
+            _role: PhantomData,
+        }
+    }
+
+    /// Reads up to the next newline into `self.line`. Cancel-safe: bytes read
+    /// stay in `self.line` until a whole line is there. `None` at end of input.
+    /// `Some(false)`: the line was over [`MAX_LINE_BYTES`] and was skipped.
+    async fn read_line(&mut self) -> Option<bool> {
+        loop {
+            let (used, done) = {
+                let buf = match self.read.fill_buf().await {
+                    Ok(buf) => buf,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the client's messages");
+                        return None;
+                    }
+                };
+                if buf.is_empty() {
+                    // A last message without its newline still counts.
+                    let last = !self.line.is_empty() && !self.skipping;
+                    return last.then_some(true);
+                }
+                let newline = buf.iter().position(|&b| b == b'\n');
+                let take = newline.map_or(buf.len(), |i| i + 1);
+                if !self.skipping {
+                    self.line.extend_from_slice(&buf[..take]);
+                }
+                (take, newline.is_some())
+            };
+            self.read.consume(used);
+            if self.line.len() > MAX_LINE_BYTES {
+                self.line.clear();
+                if !done {
+                    self.skipping = true;
+                }
+                return Some(false);
+            }
+            if done {
+                if self.skipping {
+                    self.skipping = false;
+                    continue;
+                }
+                return Some(true);
+            }
+        }
+    }
+}
+
+fn encode(value: &impl serde::Serialize) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec(value).expect("JSON-RPC messages serialize");
+    bytes.push(b'\n');
+    bytes
+}
+
+impl<R: AsyncRead + Send + Unpin + 'static> Transport<RoleServer> for LineTransport<R> {
+    type Error = std::io::Error;
+
+    fn send(
+        &mut self,
+        item: TxJsonRpcMessage<RoleServer>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        let outbox = self.outbox.clone();
+        async move {
+            outbox
+                .send(encode(&item))
+                .await
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::NotConnected, "closed"))
+        }
+    }
+
+    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleServer>> {
+        loop {
+            if let Some(answer) = self.pending.take() {
+                match self.outbox.reserve().await {
+                    Ok(permit) => permit.send(answer),
+                    Err(_) => return None,
+                }
+            }
+            if !self.read_line().await? {
+                self.pending = Some(encode(&jsonrpc::error(
+                    serde_json::Value::Null,
+                    jsonrpc::INVALID_REQUEST,
+                    format!("Invalid Request: the message is longer than {MAX_LINE_BYTES} bytes"),
+                )));
+                continue;
+            }
+            let line = std::mem::take(&mut self.line);
+            let mut bytes = line.as_slice();
+            bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+            bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match jsonrpc::read(bytes) {
+                Incoming::Message(message) => return Some(*message),
+                Incoming::Reply(answer) => self.pending = Some(encode(&answer)),
+                Incoming::Drop(why) => tracing::debug!(why, "dropped a malformed message"),
+            }
+        }
+    }
+
+    async fn close(&mut self) -> Result<(), Self::Error> {
+        // Let the writer finish what is queued, then stop.
+        let (closed, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.outbox, closed));
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.await;
+        }
+        Ok(())
+    }
 }

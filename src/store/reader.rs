@@ -1,10 +1,14 @@
-//! A pool of read-only connections. Reads run on tokio's blocking pool so they
-//! never stall the async runtime, and run concurrently with the writer (WAL).
+//! A fixed pool of read-only connections. Reads run on tokio's blocking pool so
+//! they never stall the async runtime, and run concurrently with the writer
+//! (WAL). At most `size` reads run at once; more wait for a connection (on the
+//! runtime, not on a blocking thread), so under load connections are reused,
+//! never opened and closed per call.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
+use tokio::sync::Semaphore;
 
 use super::{StoreError, open_connection};
 use crate::config::Durability;
@@ -12,18 +16,22 @@ use crate::config::Durability;
 pub(crate) struct ReadPool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
-    max_idle: usize,
+    /// One permit per connection the pool may hold.
+    permits: Semaphore,
 }
 
 impl ReadPool {
-    pub(crate) fn new(path: PathBuf, max_idle: usize) -> Self {
+    pub(crate) fn new(path: PathBuf, size: usize) -> Self {
+        let size = size.max(1);
         ReadPool {
             path,
-            idle: Mutex::new(Vec::new()),
-            max_idle: max_idle.max(1),
+            idle: Mutex::new(Vec::with_capacity(size)),
+            permits: Semaphore::new(size),
         }
     }
 
+    /// An idle connection, or a new one (opened at most `size` times unless one
+    /// was lost to a panic): the caller holds a permit.
     fn take(&self) -> Result<Connection, StoreError> {
         if let Some(conn) = self.idle.lock().expect("read pool poisoned").pop() {
             return Ok(conn);
@@ -33,26 +41,35 @@ impl ReadPool {
     }
 
     fn give_back(&self, conn: Connection) {
-        let mut idle = self.idle.lock().expect("read pool poisoned");
-        if idle.len() < self.max_idle {
-            idle.push(conn);
-        }
+        self.idle.lock().expect("read pool poisoned").push(conn);
     }
 
-    /// Runs `f` on a read-only connection.
-    pub(crate) async fn read<T, F>(self: &std::sync::Arc<Self>, f: F) -> Result<T, StoreError>
+    /// Runs `f` on a read-only connection, waiting for one if all are busy.
+    pub(crate) async fn read<T, F>(self: &Arc<Self>, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        let permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::CommitFailed("the read pool is closed".into()))?;
         let pool = self.clone();
-        tokio::task::spawn_blocking(move || {
+        let joined = tokio::task::spawn_blocking(move || {
             let conn = pool.take()?;
             let out = f(&conn);
             pool.give_back(conn);
             out
         })
-        .await
-        .map_err(|e| StoreError::CommitFailed(format!("read task failed: {e}")))?
+        .await;
+        drop(permit);
+        match joined {
+            Ok(out) => out,
+            // A bug in a read: let the operation's panic guard report it, not
+            // the store's breaker.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(StoreError::CommitFailed(format!("read task failed: {e}"))),
+        }
     }
 }

@@ -1,0 +1,453 @@
+//! The real binary driven by the official MCP SDK clients that hosts are built on:
+//! the Python SDK (PyPI `mcp`, 2.x) and the TypeScript SDK (npm
+//! `@modelcontextprotocol/sdk`). Both validate every tool answer's
+//! `structuredContent` against the tool's published `outputSchema`; rmcp's client
+//! (the other tests) checks nothing.
+//!
+//! The scripts are `tests/clients/agent.py` and `tests/clients/agent.mjs`; the calls
+//! they make are one table, `tests/clients/cases.json`. Each run here is one
+//! (SDK, transport, mode): `profile` lists the tools of `--tools core`, `compat` and
+//! `all` and calls a subset; `every-tool` calls every tool of `--tools all`, with
+//! empty, paged, partial and error answers. A failing run names every failing tool,
+//! its case and the SDK's error message.
+//!
+//! The SDKs are installed on first use into `target/clients/` (a Python venv and an
+//! npm project, exact versions below) and reused after. Installing needs python3
+//! (with venv and pip), node and npm, and the network to PyPI and npm: when it fails
+//! the tests fail, saying what to install; they never skip.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_engram");
+/// The Python SDK, pinned.
+const PYTHON_SDK: &str = "mcp==2.3.0";
+/// The TypeScript SDK, pinned.
+const TS_SDK: (&str, &str) = ("@modelcontextprotocol/sdk", "1.32.2");
+/// Longest one agent run may take (each takes a few seconds).
+const RUN_TIMEOUT: Duration = Duration::from_secs(90);
+/// Longest an install may take.
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn clients_dir() -> PathBuf {
+    repo().join("target/clients")
+}
+
+// ------------------------------------------------------------------ installing
+
+/// Holds an exclusive lock on `target/clients/NAME.lock` (across processes: two
+/// `cargo test` runs at once install once).
+struct InstallLock(#[allow(dead_code)] std::fs::File);
+
+impl InstallLock {
+    fn take(name: &str) -> InstallLock {
+        let dir = clients_dir();
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        let path = dir.join(format!("{name}.lock"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+        file.lock()
+            .unwrap_or_else(|e| panic!("cannot lock {}: {e}", path.display()));
+        InstallLock(file)
+    }
+}
+
+/// Runs an install step; Err with the command, its status and output when it fails.
+fn run_install_step(cmd: &mut Command, what: &str) -> Result<(), String> {
+    let shown = format!("{cmd:?}");
+    let out = run_with_timeout(cmd, INSTALL_TIMEOUT)
+        .map_err(|e| format!("{what}: cannot run `{shown}`: {e}"))?;
+    if out.status_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what}: `{shown}` failed ({})\n--- stdout\n{}\n--- stderr\n{}",
+            out.status, out.stdout, out.stderr
+        ))
+    }
+}
+
+fn venv_python() -> PathBuf {
+    clients_dir().join("venv/bin/python")
+}
+
+fn installed_python_sdk() -> Option<String> {
+    let out = Command::new(venv_python())
+        .args([
+            "-c",
+            "import importlib.metadata as m; print(m.version('mcp'))",
+        ])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn install_python() -> Result<PathBuf, String> {
+    let want = PYTHON_SDK.split("==").nth(1).unwrap();
+    if installed_python_sdk().as_deref() == Some(want) {
+        return Ok(venv_python());
+    }
+    let _lock = InstallLock::take("python");
+    if installed_python_sdk().as_deref() == Some(want) {
+        return Ok(venv_python());
+    }
+    let venv = clients_dir().join("venv");
+    if !venv_python().exists() {
+        run_install_step(
+            Command::new("python3").arg("-m").arg("venv").arg(&venv),
+            "creating the Python venv (needs python3 >= 3.10 with the venv module)",
+        )?;
+    }
+    run_install_step(
+        Command::new(venv_python()).args([
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--quiet",
+            PYTHON_SDK,
+        ]),
+        &format!("installing the Python MCP SDK ({PYTHON_SDK}) from PyPI"),
+    )?;
+    match installed_python_sdk() {
+        Some(v) if v == want => Ok(venv_python()),
+        other => Err(format!(
+            "after `pip install {PYTHON_SDK}` the venv reports mcp {other:?}"
+        )),
+    }
+}
+
+fn node_dir() -> PathBuf {
+    clients_dir().join("node")
+}
+
+fn installed_ts_sdk() -> Option<String> {
+    let manifest = node_dir()
+        .join("node_modules")
+        .join(TS_SDK.0)
+        .join("package.json");
+    let text = std::fs::read_to_string(manifest).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["version"].as_str().map(String::from)
+}
+
+fn install_node() -> Result<PathBuf, String> {
+    let (name, want) = TS_SDK;
+    if installed_ts_sdk().as_deref() == Some(want) {
+        return Ok(node_dir());
+    }
+    let _lock = InstallLock::take("node");
+    if installed_ts_sdk().as_deref() == Some(want) {
+        return Ok(node_dir());
+    }
+    let dir = node_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let manifest = serde_json::json!({
+        "name": "engram-test-clients",
+        "private": true,
+        "description": "The official MCP SDK clients tests/real_clients.rs drives engram with.",
+        "dependencies": { name: want }
+    });
+    std::fs::write(
+        dir.join("package.json"),
+        serde_json::to_string_pretty(&manifest).unwrap() + "\n",
+    )
+    .map_err(|e| format!("cannot write {}/package.json: {e}", dir.display()))?;
+    run_install_step(
+        Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--save-exact"])
+            .current_dir(&dir),
+        &format!("installing the TypeScript MCP SDK ({name}@{want}) from npm (needs node and npm)"),
+    )?;
+    match installed_ts_sdk() {
+        Some(v) if v == want => Ok(dir),
+        other => Err(format!(
+            "after `npm install` {} holds {name} {other:?}, not {want}",
+            dir.display()
+        )),
+    }
+}
+
+/// The venv's python, installing it once per test process (and once across processes).
+fn python() -> &'static Path {
+    static PY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match PY.get_or_init(install_python) {
+        Ok(p) => p,
+        Err(e) => {
+            panic!("the Python MCP SDK could not be installed into target/clients/venv:\n{e}")
+        }
+    }
+}
+
+/// The npm project holding the TypeScript SDK, installed once likewise.
+fn node_project() -> &'static Path {
+    static NODE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match NODE.get_or_init(install_node) {
+        Ok(p) => p,
+        Err(e) => {
+            panic!("the TypeScript MCP SDK could not be installed into target/clients/node:\n{e}")
+        }
+    }
+}
+
+// ------------------------------------------------------------------ processes
+
+struct Output {
+    status_ok: bool,
+    status: String,
+    stdout: String,
+    stderr: String,
+}
+
+/// Reads a pipe to its end on a thread (so neither pipe of a child can fill and block it).
+fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut buf);
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
+/// Runs a command to its end, or kills it (and what it started) after `timeout`.
+fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> std::io::Result<Output> {
+    use std::os::unix::process::CommandExt;
+    // Its own process group, so a timeout also ends the servers and helpers it started,
+    // which hold its pipes open.
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()?;
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(format!("-{}", child.id()))
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    Ok(match status {
+        Some(s) => Output {
+            status_ok: s.success(),
+            status: s.to_string(),
+            stdout,
+            stderr,
+        },
+        None => Output {
+            status_ok: false,
+            status: format!("killed after {} s", timeout.as_secs()),
+            stdout,
+            stderr,
+        },
+    })
+}
+
+/// `engram --data-dir D serve --http 127.0.0.1:0 --tools P`, killed on drop.
+struct HttpServer {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl HttpServer {
+    fn start(tools: &str) -> HttpServer {
+        let dir = tempfile::tempdir().expect("temp data dir");
+        let mut child = Command::new(BIN)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--log", "warn", "--tools", tools])
+            .args(["serve", "--http", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn engram serve --http");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr piped")).lines();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let label = tools.to_string();
+        // Read the listening line, then keep draining stderr (echoed for the test log)
+        // so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in lines.by_ref() {
+                let Ok(line) = line else { break };
+                match line.split("engram listening on ").nth(1) {
+                    Some(url) if tx.is_some() => {
+                        let _ = tx.take().unwrap().send(url.trim().to_string());
+                    }
+                    _ => eprintln!("[engram --http --tools {label}] {line}"),
+                }
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("engram serve --http did not print `engram listening on URL` within 30 s");
+            }
+        };
+        HttpServer {
+            child,
+            url,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ------------------------------------------------------------------ the runs
+
+#[derive(Clone, Copy)]
+enum Sdk {
+    Python,
+    Node,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Transport {
+    Stdio,
+    Http,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Profile,
+    EveryTool,
+}
+
+fn run(sdk: Sdk, transport: Transport, mode: Mode) {
+    let scripts = repo().join("tests/clients");
+    let mut cmd = match sdk {
+        Sdk::Python => {
+            let mut c = Command::new(python());
+            c.arg(scripts.join("agent.py"));
+            c
+        }
+        Sdk::Node => {
+            let mut c = Command::new("node");
+            c.arg(scripts.join("agent.mjs"))
+                .env("ENGRAM_CLIENTS_NODE_DIR", node_project());
+            c
+        }
+    };
+    cmd.arg(match mode {
+        Mode::Profile => "profile",
+        Mode::EveryTool => "every-tool",
+    });
+    // Servers live until the run ends (dropped after it).
+    let mut servers = Vec::new();
+    match transport {
+        Transport::Stdio => {
+            // The agent adds `--data-dir <fresh temp dir> --tools <profile>`.
+            cmd.args(["stdio", BIN, "serve"]);
+        }
+        Transport::Http => {
+            cmd.arg("http");
+            let profiles: &[&str] = match mode {
+                Mode::Profile => &["core", "compat", "all"],
+                Mode::EveryTool => &["all"],
+            };
+            for p in profiles {
+                let server = HttpServer::start(p);
+                cmd.arg(format!("{p}={}", server.url));
+                servers.push(server);
+            }
+        }
+    }
+    cmd.env("ENGRAM_LOG", "warn");
+    let shown = format!("{cmd:?}");
+    let out = match run_with_timeout(&mut cmd, RUN_TIMEOUT) {
+        Ok(out) => out,
+        Err(e) => panic!("cannot run `{shown}`: {e}"),
+    };
+    drop(servers);
+    // The per-step log (shown by the harness for failing tests or with --nocapture).
+    println!("{}", out.stdout);
+    if !out.status_ok {
+        panic!(
+            "the official SDK client found failures ({})\n{}\nrerun: {shown}",
+            out.status,
+            if out.stderr.trim().is_empty() {
+                "(no report on stderr; see the log above)".to_string()
+            } else {
+                out.stderr
+            }
+        );
+    }
+}
+
+#[test]
+fn python_stdio_profile() {
+    run(Sdk::Python, Transport::Stdio, Mode::Profile);
+}
+
+#[test]
+fn python_stdio_every_tool() {
+    run(Sdk::Python, Transport::Stdio, Mode::EveryTool);
+}
+
+#[test]
+fn python_http_profile() {
+    run(Sdk::Python, Transport::Http, Mode::Profile);
+}
+
+#[test]
+fn python_http_every_tool() {
+    run(Sdk::Python, Transport::Http, Mode::EveryTool);
+}
+
+#[test]
+fn node_stdio_profile() {
+    run(Sdk::Node, Transport::Stdio, Mode::Profile);
+}
+
+#[test]
+fn node_stdio_every_tool() {
+    run(Sdk::Node, Transport::Stdio, Mode::EveryTool);
+}
+
+#[test]
+fn node_http_profile() {
+    run(Sdk::Node, Transport::Http, Mode::Profile);
+}
+
+#[test]
+fn node_http_every_tool() {
+    run(Sdk::Node, Transport::Http, Mode::EveryTool);
+}

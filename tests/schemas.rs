@@ -1,0 +1,477 @@
+//! Every operation's answers against the output schema it publishes, checked
+//! with a JSON Schema validator: empty answers (a fresh store), full ones, paged
+//! ones, partial ones (some targets missing) and degraded ones (the search index
+//! broken, answers from the store scan). In process, real sqlite and tantivy.
+//!
+//! The walk must reach every operation in the registry: a new operation without
+//! a realistic call here fails the test.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use engram::AppState;
+use engram::config::Config;
+use engram::ops::registry;
+use engram::session::Session;
+use serde_json::{Value, json};
+
+struct Walk {
+    app: AppState,
+    session: Arc<Session>,
+    dir: tempfile::TempDir,
+    vars: HashMap<String, String>,
+    /// Operations that answered at least once (and validated).
+    answered: BTreeSet<String>,
+    checked: usize,
+}
+
+impl Walk {
+    async fn new() -> Walk {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::new(dir.path());
+        config.tools = "all".into();
+        config.index_commit_interval_ms = 20;
+        config.breaker_threshold = 1;
+        config.breaker_open_ms = 60_000;
+        let app = AppState::open(config).await.expect("open");
+        let session = app.new_session();
+        session.set_namespace("schemas".into());
+        Walk {
+            app,
+            session,
+            dir,
+            vars: HashMap::new(),
+            answered: BTreeSet::new(),
+            checked: 0,
+        }
+    }
+
+    /// Replaces `"$name"` strings with captured values.
+    fn fill(&self, v: Value) -> Value {
+        match v {
+            Value::String(s) if s.starts_with('$') => {
+                let key = &s[1..];
+                Value::String(
+                    self.vars
+                        .get(key)
+                        .unwrap_or_else(|| panic!("no value captured for ${key}"))
+                        .clone(),
+                )
+            }
+            Value::Array(a) => Value::Array(a.into_iter().map(|x| self.fill(x)).collect()),
+            Value::Object(o) => {
+                Value::Object(o.into_iter().map(|(k, x)| (k, self.fill(x))).collect())
+            }
+            other => other,
+        }
+    }
+
+    /// Calls `op`, expects an answer, validates it against the published
+    /// output schema, and returns it.
+    async fn ok(&mut self, op: &str, args: Value) -> Value {
+        let args = self.fill(args);
+        let answer = self
+            .app
+            .call(&self.session, op, args.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{op} {args} failed: {e}"));
+        let entry = registry().get(op).expect("a registered operation");
+        if let Some(problems) = entry.output_checker().check(&answer) {
+            panic!("{op} answered outside its output schema: {problems}\nanswer: {answer}");
+        }
+        self.answered.insert(op.to_string());
+        self.checked += 1;
+        answer
+    }
+
+    /// Calls `op` and expects a tool error.
+    async fn err(&mut self, op: &str, args: Value) -> String {
+        let args = self.fill(args);
+        match self.app.call(&self.session, op, args.clone()).await {
+            Ok(v) => panic!("{op} {args} should have failed, answered {v}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn keep(&mut self, name: &str, value: &Value) {
+        let s = value
+            .as_str()
+            .unwrap_or_else(|| panic!("${name}: not a string: {value}"))
+            .to_string();
+        self.vars.insert(name.to_string(), s);
+    }
+}
+
+const SEARCHES: &[&str] = &[
+    "semantic_search",
+    "semantic_search_phrase",
+    "semantic_search_prefix",
+    "semantic_search_fuzzy",
+    "semantic_search_boolean",
+    "semantic_search_hybrid",
+];
+
+#[tokio::test]
+async fn every_answer_matches_its_published_output_schema() {
+    let mut w = Walk::new().await;
+
+    // ---- empty: a fresh namespace ----
+    w.ok("meta_health", json!({})).await;
+    w.ok("meta_cache_stats", json!({})).await;
+    w.ok("session_info", json!({})).await;
+    w.ok("episodic_recall", json!({"query": "kubernetes upgrade"}))
+        .await;
+    w.ok("episodic_list", json!({})).await;
+    w.ok("episodic_recent", json!({})).await;
+    w.ok("episodic_count", json!({})).await;
+    w.ok("episodic_timeline", json!({})).await;
+    for op in SEARCHES {
+        w.ok(op, json!({"query": "postgres"})).await;
+    }
+    w.ok("semantic_list", json!({})).await;
+    w.ok("semantic_tags", json!({})).await;
+    w.ok("memory_search", json!({"query": "postgres"})).await;
+    w.ok("read_graph", json!({})).await;
+    w.ok("search_nodes", json!({"query": "alice"})).await;
+    w.ok("open_nodes", json!({"names": ["nobody"]})).await;
+    w.ok("graph_stats", json!({})).await;
+    w.ok("graph_centrality", json!({})).await;
+    w.ok("graph_communities", json!({})).await;
+    w.ok("session_scratch_list", json!({})).await;
+    w.ok("session_scratch_get", json!({"key": "plan"})).await;
+    w.ok("discover_tools", json!({"query": "nothing matches zzqx"}))
+        .await;
+
+    // ---- episodic ----
+    let e = w
+        .ok(
+            "episodic_remember",
+            json!({"content": "Upgraded the staging Kubernetes cluster to 1.31", "tags": ["infra"],
+                   "importance": 0.8, "metadata": {"ticket": "OPS-12"}, "occurred_at": "2h ago"}),
+        )
+        .await;
+    w.keep("event", &e["event"]["id"]);
+    w.ok(
+        "episodic_remember_batch",
+        json!({"events": [
+            {"content": "Kubernetes nodes drained before the upgrade", "tags": ["infra"]},
+            {"content": "Lunch with Priya about the roadmap", "occurred_at": "yesterday"},
+            {"content": "Kubernetes dashboard shows all pods healthy", "importance": 0.3}
+        ]}),
+    )
+    .await;
+    w.ok("episodic_get", json!({"id": "$event"})).await;
+    let page = w
+        .ok(
+            "episodic_recall",
+            json!({"query": "kubernetes", "limit": 1}),
+        )
+        .await;
+    w.keep("recall_cursor", &page["next_cursor"]);
+    w.ok(
+        "episodic_recall",
+        json!({"query": "kubernetes", "limit": 1, "cursor": "$recall_cursor"}),
+    )
+    .await;
+    let page = w.ok("episodic_list", json!({"limit": 2})).await;
+    w.keep("list_cursor", &page["next_cursor"]);
+    w.ok(
+        "episodic_list",
+        json!({"limit": 2, "cursor": "$list_cursor"}),
+    )
+    .await;
+    w.ok("episodic_recent", json!({"limit": 2, "tags": ["infra"]}))
+        .await;
+    w.ok("episodic_timeline", json!({"bucket": "hour"})).await;
+    w.ok(
+        "episodic_around",
+        json!({"id": "$event", "before": 2, "after": 2}),
+    )
+    .await;
+    w.ok(
+        "episodic_count",
+        json!({"tags": ["infra"], "since": "1d ago"}),
+    )
+    .await;
+    w.ok(
+        "episodic_update",
+        json!({"id": "$event", "content": "Upgraded staging Kubernetes to 1.31.2"}),
+    )
+    .await;
+    w.ok(
+        "episodic_forget_where",
+        json!({"tags": ["infra"], "until": "1h ago", "dry_run": true}),
+    )
+    .await;
+
+    // ---- semantic ----
+    let f = w
+        .ok(
+            "semantic_store",
+            json!({"content": "Staging runs Postgres 16 on two replicas", "tags": ["db"],
+                   "confidence": 0.9, "source": "runbook"}),
+        )
+        .await;
+    w.keep("fact", &f["fact"]["id"]);
+    let batch = w
+        .ok(
+            "semantic_store_batch",
+            json!({"facts": [
+                {"content": "Production Postgres uses pgbouncer for pooling", "tags": ["db"]},
+                {"content": "Postgres failover takes about thirty seconds", "tags": ["db", "ha"]},
+                {"content": "Redis holds the session cache"}
+            ]}),
+        )
+        .await;
+    w.keep("fact2", &batch["facts"][0]["id"]);
+    w.ok("semantic_get", json!({"id": "$fact"})).await;
+    w.ok(
+        "semantic_update",
+        json!({"id": "$fact", "confidence": 0.95}),
+    )
+    .await;
+    w.ok("semantic_reinforce", json!({"id": "$fact"})).await;
+    let sup = w
+        .ok(
+            "semantic_supersede",
+            json!({"id": "$fact", "new": {"content": "Staging runs Postgres 17 on two replicas", "tags": ["db"]}}),
+        )
+        .await;
+    w.keep("fact_new", &sup["new"]["id"]);
+    w.ok("semantic_history", json!({"id": "$fact_new"})).await;
+    for (op, query) in [
+        ("semantic_search", "postgres replicas"),
+        ("semantic_search_phrase", "Postgres failover"),
+        ("semantic_search_prefix", "postg"),
+        ("semantic_search_fuzzy", "postgress"),
+        (
+            "semantic_search_boolean",
+            "postgres AND (replicas OR pooling) -redis",
+        ),
+        ("semantic_search_hybrid", "postgres"),
+    ] {
+        let page = w
+            .ok(op, json!({"query": query, "limit": 1, "tags": ["db"]}))
+            .await;
+        if let Some(c) = page["next_cursor"].as_str() {
+            w.vars.insert("c".into(), c.into());
+            w.ok(
+                op,
+                json!({"query": query, "limit": 1, "tags": ["db"], "cursor": "$c"}),
+            )
+            .await;
+        }
+        w.ok(op, json!({"query": query, "max_chars": 300})).await;
+    }
+    w.ok("semantic_similar", json!({"id": "$fact2"})).await;
+    w.ok(
+        "semantic_list",
+        json!({"include_superseded": true, "limit": 2}),
+    )
+    .await;
+    w.ok("semantic_tags", json!({"prefix": "d"})).await;
+    w.ok(
+        "memory_search",
+        json!({"query": "postgres kubernetes", "limit": 2, "max_chars": 300}),
+    )
+    .await;
+
+    // ---- graph: the nine reference tools, then the algorithms ----
+    w.ok(
+        "create_entities",
+        json!({"entities": [
+            {"name": "Alice", "entityType": "person", "observations": ["runs the payments team"]},
+            {"name": "Bob", "entityType": "person", "observations": ["on call at weekends"]},
+            {"name": "Payments", "entityType": "service", "observations": ["written in Go"]},
+            {"name": "Carol", "entityType": "person", "observations": []}
+        ]}),
+    )
+    .await;
+    w.ok(
+        "create_relations",
+        json!({"relations": [
+            {"from": "Alice", "to": "Payments", "relationType": "owns"},
+            {"from": "Bob", "to": "Payments", "relationType": "supports"},
+            {"from": "Alice", "to": "Bob", "relationType": "manages"}
+        ]}),
+    )
+    .await;
+    w.ok(
+        "add_observations",
+        json!({"observations": [{"entityName": "Bob", "contents": ["likes hiking"]}]}),
+    )
+    .await;
+    w.ok("read_graph", json!({"limit": 2})).await;
+    w.ok("search_nodes", json!({"query": "payments"})).await;
+    w.ok("open_nodes", json!({"names": ["Alice", "Nobody"]}))
+        .await;
+    w.ok("graph_neighbors", json!({"name": "Alice", "depth": 2}))
+        .await;
+    w.ok(
+        "graph_shortest_path",
+        json!({"from": "Bob", "to": "Alice", "direction": "both"}),
+    )
+    .await;
+    w.ok(
+        "graph_all_paths",
+        json!({"from": "Alice", "to": "Payments"}),
+    )
+    .await;
+    w.ok("graph_subgraph", json!({"seeds": ["Bob"], "hops": 1}))
+        .await;
+    w.ok(
+        "graph_centrality",
+        json!({"measure": "pagerank", "top_k": 3}),
+    )
+    .await;
+    w.ok(
+        "graph_communities",
+        json!({"algorithm": "label_propagation"}),
+    )
+    .await;
+    w.ok("graph_stats", json!({})).await;
+    w.ok(
+        "graph_update_entity",
+        json!({"name": "Payments", "entityType": "system", "properties": {"tier": 1}}),
+    )
+    .await;
+    w.ok(
+        "graph_rename_entity",
+        json!({"name": "Carol", "new_name": "Caroline"}),
+    )
+    .await;
+    w.ok(
+        "create_entities",
+        json!({"entities": [{"name": "Al", "entityType": "person", "observations": ["alias of Alice"]}]}),
+    )
+    .await;
+    w.ok(
+        "graph_merge_entities",
+        json!({"target": "Alice", "sources": ["Al"]}),
+    )
+    .await;
+    // Partial outcomes: some targets missing.
+    w.ok(
+        "delete_observations",
+        json!({"deletions": [{"entityName": "Bob", "observations": ["likes hiking", "never said"]}]}),
+    )
+    .await;
+    w.ok(
+        "delete_relations",
+        json!({"relations": [
+            {"from": "Bob", "to": "Payments", "relationType": "supports"},
+            {"from": "Bob", "to": "Payments", "relationType": "never"}
+        ]}),
+    )
+    .await;
+    w.ok(
+        "delete_entities",
+        json!({"entityNames": ["Caroline", "Ghost"]}),
+    )
+    .await;
+    w.ok("delete_entities", json!({"entityNames": ["Bob"]}))
+        .await;
+
+    // ---- session and discovery ----
+    w.ok(
+        "session_scratch_set",
+        json!({"key": "plan", "value": {"step": 1, "todo": ["a", "b"]}}),
+    )
+    .await;
+    w.ok("session_scratch_get", json!({"key": "plan"})).await;
+    w.ok("session_scratch_list", json!({"prefix": "p"})).await;
+    w.ok("session_scratch_clear", json!({"keys": ["plan", "absent"]}))
+        .await;
+    for detail in ["name", "summary", "full"] {
+        w.ok(
+            "discover_tools",
+            json!({"query": "search", "detail": detail}),
+        )
+        .await;
+    }
+    w.ok("enable_toolset", json!({"layer": "graph"})).await;
+    w.ok(
+        "call_operation",
+        json!({"name": "episodic_count", "arguments": {}}),
+    )
+    .await;
+
+    // ---- deletions with missing ids ----
+    w.ok(
+        "episodic_forget",
+        json!({"ids": ["$event", "0190f0f0-0000-7000-8000-000000000000"]}),
+    )
+    .await;
+    w.ok(
+        "semantic_delete",
+        json!({"ids": ["$fact2", "0190f0f0-0000-7000-8000-000000000000"]}),
+    )
+    .await;
+    w.ok("episodic_forget_where", json!({"tags": ["never-used"]}))
+        .await;
+
+    // ---- degraded: the index directory becomes a file; searches answer from the store ----
+    let index = w.dir.path().join("index");
+    // The indexer may be writing files while the directory goes: retry.
+    for attempt in 0.. {
+        match std::fs::remove_dir_all(&index) {
+            Ok(()) => break,
+            Err(e) if attempt < 50 => {
+                eprintln!("removing the index: {e}; again");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("cannot remove the index: {e}"),
+        }
+    }
+    std::fs::write(&index, b"not an index").unwrap();
+    w.ok(
+        "semantic_store",
+        json!({"content": "Postgres backups run nightly"}),
+    )
+    .await;
+    let mut degraded = false;
+    for i in 0..200 {
+        // A different limit each time: a healthy answer cached before the index
+        // broke must not hide the degraded ones.
+        let r = w
+            .ok(
+                "semantic_search",
+                json!({"query": "postgres", "limit": 1 + i}),
+            )
+            .await;
+        if r["degraded"] == true {
+            degraded = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(degraded, "the broken index never degraded searches");
+    for op in SEARCHES {
+        let r = w.ok(op, json!({"query": "postgres"})).await;
+        assert_eq!(r["degraded"], true, "{op}: {r}");
+    }
+    let r = w
+        .ok("episodic_recall", json!({"query": "kubernetes"}))
+        .await;
+    assert_eq!(r["degraded"], true, "{r}");
+    let r = w.ok("memory_search", json!({"query": "postgres"})).await;
+    assert_eq!(r["degraded"], true, "{r}");
+    w.ok("semantic_similar", json!({"id": "$fact_new"})).await;
+    w.ok("search_nodes", json!({"query": "payments"})).await;
+    w.ok("meta_health", json!({})).await;
+
+    // Bad input still gets tool errors, never answers outside the schema.
+    w.err("episodic_get", json!({"id": "not-an-id"})).await;
+
+    let missing: Vec<&str> = registry()
+        .entries()
+        .iter()
+        .map(|e| e.name)
+        .filter(|n| !w.answered.contains(*n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "operations without a realistic call in tests/schemas.rs: {missing:?}"
+    );
+    assert!(w.checked > 100, "{} answers checked", w.checked);
+}
