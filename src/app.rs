@@ -25,7 +25,7 @@ use crate::pipeline::breaker::{Breaker, BreakerReport, Permit};
 use crate::pipeline::cache::{CacheStats, QueryCache};
 use crate::pipeline::limiter::SessionLimiter;
 use crate::search::{INDEX_DIR_NAME, IndexStats, SearchIndex, SearchQuery, SearchResults};
-use crate::session::{Session, ToolSelection};
+use crate::session::{LocalHandles, Session, SessionHandles, ToolSelection};
 use crate::store::Store;
 
 /// How often counted uses of facts are written to the store.
@@ -75,6 +75,8 @@ struct Inner {
     /// Signs paging cursors (`ops::cursor`); kept in the data dir so cursors
     /// survive a restart and every process on the dir accepts them.
     cursor_key: [u8; CURSOR_KEY_BYTES],
+    /// Sessions stateless clients hold by handle (`session_open`).
+    handles: Arc<dyn SessionHandles>,
     _lock: File,
 }
 
@@ -182,6 +184,10 @@ impl AppState {
         let indexed_seq = indexed_seq.filter(|&seq| seq <= head);
         search.catch_up(&store, indexed_seq).await?;
 
+        let handles: Arc<dyn SessionHandles> = Arc::new(LocalHandles::new(
+            Duration::from_secs(config.handle_idle_secs),
+            config.max_handles,
+        ));
         let app = AppState(Arc::new(Inner {
             cache: QueryCache::new(config.cache_capacity, config.cache_max_bytes),
             store_breaker: Breaker::new(
@@ -205,6 +211,7 @@ impl AppState {
             search,
             tools,
             cursor_key,
+            handles,
             _lock: lock,
         }));
         tokio::spawn(maintenance(Arc::downgrade(&app.0)));
@@ -217,6 +224,11 @@ impl AppState {
 
     pub fn store_breaker(&self) -> &Breaker {
         &self.0.store_breaker
+    }
+
+    /// Session handles (`session_open`).
+    pub fn handles(&self) -> &dyn SessionHandles {
+        self.0.handles.as_ref()
     }
 
     /// The key paging cursors are signed with.

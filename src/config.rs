@@ -92,6 +92,10 @@ pub struct Config {
     pub search_timeout_ms: u64,
     /// A read slower than this fails (and counts against the store's breaker).
     pub read_timeout_ms: u64,
+    /// A session handle (`session_open`) unused this long expires.
+    pub handle_idle_secs: u64,
+    /// Most session handles open at once.
+    pub max_handles: usize,
 }
 
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -117,6 +121,8 @@ impl Config {
             breaker_open_ms: 5_000,
             search_timeout_ms: 5_000,
             read_timeout_ms: 30_000,
+            handle_idle_secs: 1_800,
+            max_handles: 10_000,
         }
     }
 

@@ -9,31 +9,38 @@
 //! same graph, byte for byte.
 //!
 //! Must not: bypass the store's write path. Imports go through the writer like
-//! any other write (group commit, change log, search index).
+//! any other write (change log, search index), in one transaction of their own
+//! (`Store::atomically`): a file imports whole or not at all.
 
+use std::collections::HashMap;
 use std::io::{BufRead, Write};
 
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
+use crate::config::Limits;
+use crate::error::OpError;
 use crate::model::Relation;
-use crate::store::{NewEntity, StoreError};
+use crate::store::{NewEntity, Store, StoreError};
 
-/// Lines stored per write transaction while importing.
+/// Lines stored per write (each one savepoint of the import's one transaction).
 const IMPORT_BATCH: usize = 1000;
 /// Records read from the store per page while exporting.
 const EXPORT_PAGE: usize = 5000;
+/// The graph tools' bounds on names and types (`ops/graph.rs`): an import
+/// accepts exactly what `create_entities` and `create_relations` would.
+const MAX_NAME_BYTES: usize = 512;
+const MAX_TYPE_BYTES: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InteropError {
-    #[error("line {line}: {message}")]
+    #[error("line {line}: {message}. Nothing was imported: fix the line and import the file again")]
     Parse { line: usize, message: String },
     #[error("reading the file: {0}")]
     Io(#[from] std::io::Error),
     #[error("store: {0}")]
     Store(#[from] StoreError),
 }
-
 #[derive(Debug, Default, Clone, Serialize, schemars::JsonSchema)]
 pub struct ImportSummary {
     pub entities_created: usize,
@@ -64,24 +71,35 @@ enum Line {
     },
 }
 
-/// Imports a server-memory file into `namespace`.
+/// Imports a server-memory file into `namespace`: all of it or nothing.
+///
+/// Every line is read and checked first, against the limits the graph tools
+/// apply (name, type and observation sizes, observations per entity); the first
+/// bad line fails the import with its number and what to fix, before anything
+/// is written. Then one transaction stores every entity, the observations that
+/// entities already there lack, and every relation. Entity lines naming the
+/// same entity are merged (the first one's type wins).
 pub async fn import_server_memory(
     app: &AppState,
     namespace: &str,
     input: impl BufRead,
 ) -> Result<ImportSummary, InteropError> {
+    let limits = &app.config().limits;
     let mut summary = ImportSummary::default();
-    let (mut entities, mut relations) = (Vec::new(), Vec::new());
+    let mut entities: Vec<NewEntity> = Vec::new();
+    let mut by_name: HashMap<String, usize> = HashMap::new();
+    let mut relations = Vec::new();
     for (i, line) in input.lines().enumerate() {
         let line = line?;
+        let bad = |message: String| InteropError::Parse {
+            line: i + 1,
+            message,
+        };
         if line.trim().is_empty() {
             continue;
         }
         let value: serde_json::Value =
-            serde_json::from_str(&line).map_err(|e| InteropError::Parse {
-                line: i + 1,
-                message: format!("not JSON: {e}"),
-            })?;
+            serde_json::from_str(&line).map_err(|e| bad(format!("not JSON: {e}")))?;
         if !matches!(
             value.get("type").and_then(|t| t.as_str()),
             Some("entity" | "relation")
@@ -89,50 +107,107 @@ pub async fn import_server_memory(
             summary.skipped_lines += 1;
             continue;
         }
-        match serde_json::from_value::<Line>(value).map_err(|e| InteropError::Parse {
-            line: i + 1,
-            message: e.to_string(),
-        })? {
+        match serde_json::from_value::<Line>(value).map_err(|e| bad(e.to_string()))? {
             Line::Entity {
                 name,
                 entity_type,
                 observations,
-            } => entities.push(NewEntity {
-                name,
-                entity_type,
-                observations,
-            }),
+            } => {
+                check_entity(&name, &entity_type, &observations, limits).map_err(bad)?;
+                match by_name.get(&name) {
+                    Some(&at) => entities[at].observations.extend(observations),
+                    None => {
+                        by_name.insert(name.clone(), entities.len());
+                        entities.push(NewEntity {
+                            name,
+                            entity_type,
+                            observations,
+                        });
+                    }
+                }
+            }
             Line::Relation {
                 from,
                 to,
                 relation_type,
-            } => relations.push(Relation {
-                from,
-                to,
-                relation_type,
-            }),
-        }
-        if entities.len() == IMPORT_BATCH {
-            store_entities(app, namespace, std::mem::take(&mut entities), &mut summary).await?;
+            } => {
+                let relation = Relation {
+                    from,
+                    to,
+                    relation_type,
+                };
+                check_relation(&relation).map_err(bad)?;
+                relations.push(relation);
+            }
         }
     }
-    store_entities(app, namespace, entities, &mut summary).await?;
-    // Relations after every entity, so each sees both its ends where they exist.
-    for chunk in relations.chunks(IMPORT_BATCH) {
-        let created = app
-            .store()
-            .create_relations(namespace, chunk.to_vec(), false)
-            .await?
-            .len();
-        summary.relations_created += created;
-        summary.duplicates += chunk.len() - created;
-    }
+
+    let ns = namespace.to_string();
+    let summary = app
+        .store()
+        .atomically(|store| async move {
+            for chunk in entities.chunks(IMPORT_BATCH) {
+                store_entities(&store, &ns, chunk.to_vec(), &mut summary).await?;
+            }
+            // Relations after every entity, so each sees both its ends where they exist.
+            for chunk in relations.chunks(IMPORT_BATCH) {
+                let created = store
+                    .create_relations(&ns, chunk.to_vec(), false)
+                    .await?
+                    .len();
+                summary.relations_created += created;
+                summary.duplicates += chunk.len() - created;
+            }
+            Ok::<_, InteropError>(summary)
+        })
+        .await?;
     app.cache().invalidate(&[format!("{namespace}/graph")]);
     Ok(summary)
 }
 
+/// The message of a tool's limit check, without the tool error's prefix.
+fn limit_message(e: OpError) -> String {
+    match e {
+        OpError::InvalidInput(m) => m,
+        other => other.to_string(),
+    }
+}
+
+/// What `create_entities` checks of one entity.
+fn check_entity(
+    name: &str,
+    entity_type: &str,
+    observations: &[String],
+    limits: &Limits,
+) -> Result<(), String> {
+    use crate::ops::check_text;
+    check_text("name", name, MAX_NAME_BYTES).map_err(limit_message)?;
+    check_text("entityType", entity_type, MAX_TYPE_BYTES).map_err(limit_message)?;
+    if observations.len() > limits.max_batch_items {
+        return Err(format!(
+            "`observations` has {} items, the limit is {}: split the entity over several \
+             lines with the same name",
+            observations.len(),
+            limits.max_batch_items
+        ));
+    }
+    for (j, o) in observations.iter().enumerate() {
+        check_text(&format!("observations[{j}]"), o, limits.max_content_bytes)
+            .map_err(limit_message)?;
+    }
+    Ok(())
+}
+
+/// What `create_relations` checks of one relation.
+fn check_relation(r: &Relation) -> Result<(), String> {
+    use crate::ops::check_text;
+    check_text("from", &r.from, MAX_NAME_BYTES).map_err(limit_message)?;
+    check_text("to", &r.to, MAX_NAME_BYTES).map_err(limit_message)?;
+    check_text("relationType", &r.relation_type, MAX_TYPE_BYTES).map_err(limit_message)
+}
+
 async fn store_entities(
-    app: &AppState,
+    store: &Store,
     namespace: &str,
     batch: Vec<NewEntity>,
     summary: &mut ImportSummary,
@@ -145,7 +220,7 @@ async fn store_entities(
         .map(|e| (e.name.clone(), e.observations.clone()))
         .collect();
     let n = batch.len();
-    let created = app.store().create_entities(namespace, batch).await?;
+    let created = store.create_entities(namespace, batch).await?;
     summary.entities_created += created.len();
     summary.duplicates += n - created.len();
     // An entity that already existed gains the file's observations it lacked.
@@ -155,7 +230,7 @@ async fn store_entities(
         .filter(|(name, _)| !created.contains(name))
         .collect();
     if !existing.is_empty() {
-        for (_, added) in app.store().add_observations(namespace, existing).await? {
+        for (_, added) in store.add_observations(namespace, existing).await? {
             summary.observations_added += added.len();
         }
     }

@@ -4,8 +4,12 @@
 //! Must not: know MCP. The server layer creates sessions and resolves their
 //! namespace; operations read them.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Mutex, OnceLock};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
 
 use crate::catalog::{Catalog, OperationSpec};
 use crate::config::DEFAULT_NAMESPACE;
@@ -74,6 +78,11 @@ impl ToolSelection {
 pub struct Session {
     pub id: String,
     pub created_at: Micros,
+    /// This session's handle, when it was opened with `session_open`.
+    handle: OnceLock<String>,
+    /// A request of a stateless protocol (MCP 2026-07-28 over HTTP): the
+    /// session lives for one call, so session state needs a handle.
+    stateless: AtomicBool,
     namespace: OnceLock<String>,
     tools: Mutex<ToolSelection>,
     /// Working memory: key → the value's JSON text (its size is its length, and
@@ -88,6 +97,8 @@ impl Session {
         Session {
             id: new_id(),
             created_at: now_micros(),
+            handle: OnceLock::new(),
+            stateless: AtomicBool::new(false),
             namespace: OnceLock::new(),
             tools: Mutex::new(tools),
             scratch: Mutex::new(BTreeMap::new()),
@@ -98,6 +109,20 @@ impl Session {
     /// Fixes the namespace; a session's namespace never changes once set.
     pub fn set_namespace(&self, ns: String) {
         let _ = self.namespace.set(ns);
+    }
+
+    /// Marks this session as one stateless request's (it ends with the call).
+    pub fn mark_stateless(&self) {
+        self.stateless.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_stateless(&self) -> bool {
+        self.stateless.load(Ordering::Relaxed)
+    }
+
+    /// The handle `session_open` gave this session, if any.
+    pub fn handle(&self) -> Option<&str> {
+        self.handle.get().map(String::as_str)
     }
 
     pub fn namespace_is_set(&self) -> bool {
@@ -123,5 +148,135 @@ impl Session {
 
     pub fn scratch(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
         self.scratch.lock().expect("session poisoned")
+    }
+}
+
+/// Sessions that stateless clients (MCP 2026-07-28) hold by handle: a session's
+/// working memory and enabled layers outlive the one request that opened it.
+/// Behind a trait so a store shared by many nodes can back it later.
+pub trait SessionHandles: Send + Sync + 'static {
+    /// Keeps `session` and returns its new handle (unguessable).
+    fn open(&self, session: Arc<Session>) -> Result<String, HandleError>;
+    /// The live session a handle names (its idle clock restarts), or why not.
+    fn resolve(&self, handle: &str) -> Result<Arc<Session>, HandleError>;
+    /// Handles open now.
+    fn open_count(&self) -> usize;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandleError {
+    #[error(
+        "session handle is unknown or expired (handles close after {idle_secs} s unused): \
+         call session_open for a new one"
+    )]
+    Unknown { idle_secs: u64 },
+    #[error(
+        "{0} session handles are open, the limit: reuse the one you have (handles close after a \
+         while unused)"
+    )]
+    Full(usize),
+}
+
+/// Bytes of randomness in a handle (256 bits).
+const HANDLE_BYTES: usize = 32;
+/// What handles start with, so they are recognisable in logs and arguments.
+pub const HANDLE_PREFIX: &str = "sh_";
+
+/// The in-process handle table: handles expire after `idle` without use.
+pub struct LocalHandles {
+    sessions: Mutex<HashMap<String, (Arc<Session>, Instant)>>,
+    idle: Duration,
+    max: usize,
+}
+
+impl LocalHandles {
+    pub fn new(idle: Duration, max: usize) -> Self {
+        LocalHandles {
+            sessions: Mutex::new(HashMap::new()),
+            idle,
+            max: max.max(1),
+        }
+    }
+
+    fn unknown(&self) -> HandleError {
+        HandleError::Unknown {
+            idle_secs: self.idle.as_secs(),
+        }
+    }
+}
+
+impl SessionHandles for LocalHandles {
+    fn open(&self, session: Arc<Session>) -> Result<String, HandleError> {
+        let mut bytes = [0u8; HANDLE_BYTES];
+        getrandom::fill(&mut bytes).expect("the OS has randomness");
+        let handle = format!(
+            "{HANDLE_PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        );
+        let mut sessions = self.sessions.lock().expect("handles poisoned");
+        if sessions.len() >= self.max {
+            let idle = self.idle;
+            sessions.retain(|_, (_, used)| used.elapsed() < idle);
+            if sessions.len() >= self.max {
+                return Err(HandleError::Full(self.max));
+            }
+        }
+        let _ = session.handle.set(handle.clone());
+        sessions.insert(handle.clone(), (session, Instant::now()));
+        Ok(handle)
+    }
+
+    fn resolve(&self, handle: &str) -> Result<Arc<Session>, HandleError> {
+        let mut sessions = self.sessions.lock().expect("handles poisoned");
+        match sessions.get_mut(handle) {
+            Some((session, used)) if used.elapsed() < self.idle => {
+                *used = Instant::now();
+                Ok(session.clone())
+            }
+            Some(_) => {
+                sessions.remove(handle);
+                Err(self.unknown())
+            }
+            None => Err(self.unknown()),
+        }
+    }
+
+    fn open_count(&self) -> usize {
+        self.sessions.lock().expect("handles poisoned").len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> Arc<Session> {
+        let tools = ToolSelection {
+            all: false,
+            core: true,
+            compat: false,
+            layers: BTreeSet::new(),
+        };
+        Arc::new(Session::new(tools, SessionLimiter::new(0, 0)))
+    }
+
+    #[test]
+    fn handles_resolve_until_idle_then_expire() {
+        let handles = LocalHandles::new(Duration::from_millis(50), 2);
+        let s = session();
+        let h = handles.open(s.clone()).unwrap();
+        assert!(h.starts_with(HANDLE_PREFIX) && h.len() > 40, "{h}");
+        assert_eq!(s.handle(), Some(h.as_str()));
+        assert!(Arc::ptr_eq(&handles.resolve(&h).unwrap(), &s));
+        assert!(matches!(
+            handles.resolve("sh_nope"),
+            Err(HandleError::Unknown { .. })
+        ));
+        handles.open(session()).unwrap();
+        assert_eq!(handles.open(session()), Err(HandleError::Full(2)));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(handles.resolve(&h).is_err(), "expired");
+        // Expired handles make room for new ones.
+        handles.open(session()).unwrap();
     }
 }

@@ -118,7 +118,7 @@ fn value_for(schema: &Value, defs: &Value, depth: u32) -> BoxedStrategy<Value> {
             .boxed()
     } else if types.iter().any(|t| t == "object") && depth < 2 && schema.get("properties").is_some()
     {
-        object_for(&schema, defs, depth + 1)
+        object_for(schema, defs, depth + 1)
     } else {
         json_value().boxed()
     };

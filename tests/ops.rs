@@ -492,7 +492,7 @@ async fn discovery_answers_at_three_levels_and_call_operation_runs_anything() {
             json!({"layer": "session", "detail": "full"}),
         )
         .await;
-    assert_eq!(full["tools"].as_array().unwrap().len(), 5);
+    assert_eq!(full["tools"].as_array().unwrap().len(), 6);
     assert!(full["tools"][0]["input_schema"].is_object());
 
     let out = h
@@ -505,7 +505,7 @@ async fn discovery_answers_at_three_levels_and_call_operation_runs_anything() {
     assert_eq!(h.count().await, 1);
 
     let enabled = h.ok("enable_toolset", json!({"layer": "session"})).await;
-    assert_eq!(enabled["added"].as_array().unwrap().len(), 5);
+    assert_eq!(enabled["added"].as_array().unwrap().len(), 6);
     let again = h.ok("enable_toolset", json!({"layer": "session"})).await;
     assert_eq!(again["added"], json!([]));
 }

@@ -373,6 +373,14 @@ async fn every_answer_matches_its_published_output_schema() {
         .await;
 
     // ---- session and discovery ----
+    let opened = w.ok("session_open", json!({})).await;
+    w.keep("handle", &opened["session"]);
+    w.ok("session_info", json!({"session": "$handle"})).await;
+    w.ok(
+        "session_scratch_set",
+        json!({"key": "held", "value": [1, 2], "session": "$handle"}),
+    )
+    .await;
     w.ok(
         "session_scratch_set",
         json!({"key": "plan", "value": {"step": 1, "todo": ["a", "b"]}}),

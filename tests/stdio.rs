@@ -42,7 +42,7 @@ async fn initialize_and_list_tools_under_each_profile() {
             .iter()
             .all(|n| n.starts_with("session_") || n.starts_with("episodic_"))
     );
-    assert_eq!(listed.len(), 17);
+    assert_eq!(listed.len(), 18, "12 episodic + 6 session");
     client.cancel().await.unwrap();
 
     // compat lists exactly the reference memory server's nine tools.

@@ -24,17 +24,16 @@ pub enum Detail {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DiscoverInput {
-    /// Words describing what you want to do ("forget old events"). Tools are
-    /// ranked by how well their name and description match.
+    /// What you want to do ("forget old events"); tools are ranked by it.
     #[serde(default)]
     pub query: Option<String>,
-    /// Only tools of this layer (episodic, session, discovery, ...).
+    /// Only tools of this layer (episodic, semantic, graph, ...).
     #[serde(default)]
     pub layer: Option<String>,
     /// Only tools of this kind.
     #[serde(default)]
     pub kind: Option<Kind>,
-    /// "name", "summary" (default) or "full".
+    /// Default "summary"; "full" adds descriptions and schemas.
     #[serde(default)]
     pub detail: Detail,
 }
@@ -184,7 +183,7 @@ fn unknown_layer(layer: &str) -> OpError {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnableToolsetInput {
-    /// The layer whose tools this session should list (see discover_tools).
+    /// The layer to list (see discover_tools).
     pub layer: String,
 }
 
@@ -232,7 +231,7 @@ impl Operation for EnableToolset {
 pub struct CallOperationInput {
     /// Operation name, as discover_tools lists it.
     pub name: String,
-    /// The operation's arguments, as a JSON object.
+    /// Its arguments (schema: discover_tools, detail "full").
     #[serde(default)]
     pub arguments: Option<serde_json::Map<String, Value>>,
 }

@@ -83,20 +83,18 @@ fn check_id(id: &str) -> Result<(), OpError> {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RememberInput {
-    /// What happened, in plain words. Write it so a later search in natural
-    /// language finds it: name the things involved.
+    /// What happened, in plain words; name the things involved so a search finds it.
     pub content: String,
-    /// Labels to filter by later, such as "deploy" or "user-preference".
-    /// Stored lower-cased.
+    /// Labels to filter by later, e.g. "deploy".
     #[serde(default)]
     pub tags: Vec<String>,
-    /// How much this matters, from 0.0 (trivial) to 1.0 (critical). Default 0.5.
+    /// 0.0 (trivial) to 1.0 (critical); default 0.5.
     #[serde(default)]
     pub importance: Option<f64>,
-    /// When it happened, if not now.
+    /// When it happened, if not now (RFC 3339, "yesterday", "2h ago").
     #[serde(default)]
     pub occurred_at: Option<TimeSpec>,
-    /// Extra structured detail as a JSON object (kept as given, not searched).
+    /// Extra JSON detail, kept as given, not searched.
     #[serde(default)]
     pub metadata: Option<Map<String, Value>>,
 }
@@ -199,25 +197,24 @@ impl Operation for RememberBatch {
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecallInput {
-    /// What to look for, in natural words ("which database did staging use").
-    /// Events need not contain every word; the best matches come first.
+    /// What to look for, in natural words; events need not hold every word.
     pub query: String,
-    /// Only events that happened at or after this time.
+    /// Only events at or after this time (RFC 3339, "yesterday", "2h ago").
     #[serde(default)]
     pub since: Option<TimeSpec>,
-    /// Only events that happened before this time.
+    /// Only events before this time.
     #[serde(default)]
     pub until: Option<TimeSpec>,
-    /// Only events carrying every one of these tags.
+    /// Only events with all these tags.
     #[serde(default)]
     pub tags: Vec<String>,
     /// Only events at least this important (0.0 to 1.0).
     #[serde(default)]
     pub min_importance: Option<f64>,
-    /// Most hits to return (default 20).
+    /// Most hits (default 20).
     #[serde(default)]
     pub limit: Option<usize>,
-    /// `next_cursor` from the previous page of the same query.
+    /// `next_cursor` of the previous page.
     #[serde(default)]
     pub cursor: Option<String>,
 }
@@ -365,7 +362,7 @@ pub enum ListOrder {
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListInput {
-    /// Only events that happened at or after this time.
+    /// Only events that happened at or after this time (RFC 3339, "yesterday", "2h ago").
     #[serde(default)]
     pub since: Option<TimeSpec>,
     /// Only events that happened before this time.
@@ -462,7 +459,7 @@ pub struct RecentInput {
     /// How many events (default 10).
     #[serde(default)]
     pub limit: Option<usize>,
-    /// Only events carrying every one of these tags.
+    /// Only events with all these tags.
     #[serde(default)]
     pub tags: Vec<String>,
 }
@@ -502,7 +499,7 @@ pub enum Bucket {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimelineInput {
-    /// Only events that happened at or after this time.
+    /// Only events that happened at or after this time (RFC 3339, "yesterday", "2h ago").
     #[serde(default)]
     pub since: Option<TimeSpec>,
     /// Only events that happened before this time.
@@ -641,7 +638,7 @@ pub struct UpdateInput {
     /// New importance, 0.0 to 1.0.
     #[serde(default)]
     pub importance: Option<f64>,
-    /// Corrected time of the event.
+    /// Corrected time of the event (RFC 3339, "yesterday", "2h ago").
     #[serde(default)]
     pub occurred_at: Option<TimeSpec>,
     /// New metadata object, replacing the old.
@@ -740,7 +737,7 @@ impl Operation for Forget {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ForgetWhereInput {
-    /// Events that happened at or after this time.
+    /// Events that happened at or after this time (RFC 3339, "yesterday", "2h ago").
     #[serde(default)]
     pub since: Option<TimeSpec>,
     /// Events that happened before this time.
@@ -804,7 +801,7 @@ impl Operation for ForgetWhere {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CountInput {
-    /// Only events that happened at or after this time.
+    /// Only events that happened at or after this time (RFC 3339, "yesterday", "2h ago").
     #[serde(default)]
     pub since: Option<TimeSpec>,
     /// Only events that happened before this time.

@@ -143,7 +143,7 @@ pub struct NewRelationInput {
     /// The type of the relation ("works_at", "depends_on", ...).
     #[serde(rename = "relationType")]
     pub relation_type: String,
-    /// Optional: since when the relation holds (graph tools can filter by `valid_at`).
+    /// Optional: since when the relation holds (RFC 3339, "yesterday", "2h ago").
     #[serde(default)]
     pub valid_from: Option<TimeSpec>,
     /// Optional: until when it held.

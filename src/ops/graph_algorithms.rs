@@ -120,7 +120,7 @@ pub struct NeighborsInput {
     /// Only follow these relation types (default: all).
     #[serde(default)]
     pub relation_types: Vec<String>,
-    /// Only relations valid at this time.
+    /// Only relations valid at this time (RFC 3339, "yesterday", "2h ago").
     #[serde(default)]
     pub valid_at: Option<TimeSpec>,
     /// Most entities to return (default 200, at most 5000).
@@ -197,7 +197,7 @@ pub struct PathInput {
     /// Only these relation types (default: all).
     #[serde(default)]
     pub relation_types: Vec<String>,
-    /// Only relations valid at this time.
+    /// Only relations valid at this time (RFC 3339, "yesterday", "2h ago").
     #[serde(default)]
     pub valid_at: Option<TimeSpec>,
 }

@@ -172,6 +172,7 @@ pub fn registry() -> &'static Registry {
             Entry::of::<graph_algorithms::Stats>(),
             Entry::of::<meta::HealthOp>(),
             Entry::of::<meta::CacheStatsOp>(),
+            Entry::of::<session::Open>(),
             Entry::of::<session::Info>(),
             Entry::of::<session::ScratchSet>(),
             Entry::of::<session::ScratchGet>(),

@@ -250,6 +250,473 @@ pub fn truncate_chars(s: &str, max: usize) -> String {
     head
 }
 
+// ---------- wire forms: what `tools/list` sends ----------
+//
+// A host pays for every listed tool on every turn, so the schemas sent in
+// `tools/list` are compacted from the generated ones above (which `schemas/`,
+// `discover_tools` with detail "full" and the server's own checks keep using):
+//
+// - the **wire input schema** accepts exactly the same arguments: only
+//   annotations a model does not need are removed (`$schema`, `title`,
+//   defaults, the root description that restates the tool's), `$defs` are
+//   inlined where they are used (a field's own description wins over its type's),
+//   `anyOf [X, null]` becomes a nullable `X`, and a `oneOf` of string constants
+//   an `enum`;
+// - the **wire output schema** is implied by the generated one (every answer
+//   valid against the generated schema is valid against it), so validating
+//   clients still accept every answer: annotations and formats are removed, the
+//   answer's own fields keep their exact types, enums and `required`, and
+//   records nested in it (an event inside a hit) keep their type and their
+//   `required` field names but not their fields' types.
+
+/// Keywords that only annotate: dropped from both wire forms.
+const ANNOTATION_KEYWORDS: &[&str] = &[
+    "$schema",
+    "$id",
+    "$comment",
+    "title",
+    "default",
+    "examples",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+];
+
+/// Keywords that apply to instances of every type: a schema holding one of them
+/// cannot take `null` into its `type` alone.
+const ANY_TYPE_KEYWORDS: &[&str] = &[
+    "const",
+    "not",
+    "allOf",
+    "anyOf",
+    "oneOf",
+    "if",
+    "then",
+    "else",
+    "$ref",
+    "$dynamicRef",
+];
+
+/// Keywords whose value is a map of names to schemas.
+const SCHEMA_MAPS: &[&str] = &[
+    "properties",
+    "patternProperties",
+    "$defs",
+    "definitions",
+    "dependentSchemas",
+];
+
+/// Keywords whose value is one schema.
+const SCHEMA_VALUES: &[&str] = &[
+    "items",
+    "additionalProperties",
+    "unevaluatedProperties",
+    "unevaluatedItems",
+    "propertyNames",
+    "contains",
+    "not",
+    "if",
+    "then",
+    "else",
+];
+
+/// Keywords whose value is a list of schemas.
+const SCHEMA_LISTS: &[&str] = &["allOf", "anyOf", "oneOf", "prefixItems"];
+
+/// The input schema to send in `tools/list`: accepts exactly what `full` (an
+/// [`input_schema_of`] schema) accepts, in fewer bytes.
+pub fn wire_input_schema(full: &Value) -> Value {
+    let mut schema = inline_refs(full);
+    if let Some(obj) = schema.as_object_mut() {
+        // The tool's description says what the arguments are for.
+        obj.remove("description");
+    }
+    let mut schema = compact(schema, false);
+    drop_unused_defs(&mut schema);
+    schema
+}
+
+/// The output schema to send in `tools/list`: every answer valid against `full`
+/// (an [`output_schema_of`] schema) is valid against it. The answer's own fields
+/// keep their exact types, enums and `required`; objects nested in it keep
+/// their type and `required` names only.
+pub fn wire_output_schema(full: &Value) -> Value {
+    let schema = compact(inline_refs(full), true);
+    let mut schema = loosen_nested(&schema, 0);
+    drop_unused_defs(&mut schema);
+    schema
+}
+
+/// Every schema nested in `schema` (one level), with the keyword that holds it.
+fn subschemas_mut(obj: &mut serde_json::Map<String, Value>) -> Vec<&mut Value> {
+    let mut out = Vec::new();
+    for (k, v) in obj.iter_mut() {
+        if SCHEMA_MAPS.contains(&k.as_str()) {
+            if let Value::Object(map) = v {
+                out.extend(map.values_mut());
+            }
+        } else if SCHEMA_LISTS.contains(&k.as_str()) {
+            if let Value::Array(list) = v {
+                out.extend(list.iter_mut());
+            }
+        } else if SCHEMA_VALUES.contains(&k.as_str()) {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// `full` with every `$ref: #/$defs/X` replaced by X, except references that
+/// would recurse (those stay, with their `$defs`). A reference's own keywords
+/// are kept next to the inlined ones and win over them (a field's description
+/// over its type's); a reference with validating keywords beside it stays.
+fn inline_refs(full: &Value) -> Value {
+    let defs = full
+        .get("$defs")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let mut root = full.clone();
+    inline_in(&mut root, &defs, &mut Vec::new());
+    root
+}
+
+fn inline_in(schema: &mut Value, defs: &serde_json::Map<String, Value>, stack: &mut Vec<String>) {
+    let Some(obj) = schema.as_object_mut() else {
+        return;
+    };
+    let target = obj
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix("#/$defs/"))
+        .map(str::to_string);
+    if let Some(name) = target {
+        let only_annotations = obj.keys().all(|k| {
+            k == "$ref" || k == "description" || ANNOTATION_KEYWORDS.contains(&k.as_str())
+        });
+        if let Some(def) = defs.get(&name)
+            && only_annotations
+            && !stack.contains(&name)
+        {
+            let mut inlined = def.clone();
+            stack.push(name);
+            inline_in(&mut inlined, defs, stack);
+            stack.pop();
+            if let Value::Object(mut map) = inlined {
+                for (k, v) in std::mem::take(obj) {
+                    if k != "$ref" {
+                        map.insert(k, v);
+                    }
+                }
+                *obj = map;
+            } else {
+                // A boolean schema: the annotations beside it say nothing.
+                *schema = inlined;
+            }
+            return;
+        }
+    }
+    for sub in subschemas_mut(obj) {
+        inline_in(sub, defs, stack);
+    }
+}
+
+/// Removes `$defs` entries nothing refers to any more (and `$defs` if empty).
+fn drop_unused_defs(schema: &mut Value) {
+    let Some(obj) = schema.as_object_mut() else {
+        return;
+    };
+    let Some(Value::Object(defs)) = obj.remove("$defs") else {
+        return;
+    };
+    // A definition is kept when the schema, or a kept definition, refers to it.
+    let mut keep: std::collections::BTreeSet<String> = Default::default();
+    let mut pending = vec![Value::Object(obj.clone())];
+    // (`obj` no longer holds `$defs`: only references from outside them count.)
+    while let Some(s) = pending.pop() {
+        let mut found = Vec::new();
+        collect_refs(&s, &mut found);
+        for name in found {
+            if let Some(def) = defs.get(&name)
+                && keep.insert(name)
+            {
+                pending.push(def.clone());
+            }
+        }
+    }
+    let kept: serde_json::Map<String, Value> =
+        defs.into_iter().filter(|(n, _)| keep.contains(n)).collect();
+    if !kept.is_empty() {
+        obj.insert("$defs".into(), Value::Object(kept));
+    }
+}
+
+fn collect_refs(schema: &Value, out: &mut Vec<String>) {
+    let Some(obj) = schema.as_object() else {
+        return;
+    };
+    if let Some(name) = obj
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix("#/$defs/"))
+    {
+        out.push(name.to_string());
+    }
+    for (k, v) in obj {
+        // `$defs` are reached only through references.
+        if k == "$defs" || k == "definitions" {
+            continue;
+        }
+        if SCHEMA_MAPS.contains(&k.as_str()) {
+            if let Value::Object(map) = v {
+                map.values().for_each(|s| collect_refs(s, out));
+            }
+        } else if SCHEMA_LISTS.contains(&k.as_str()) {
+            if let Value::Array(list) = v {
+                list.iter().for_each(|s| collect_refs(s, out));
+            }
+        } else if SCHEMA_VALUES.contains(&k.as_str()) {
+            collect_refs(v, out);
+        }
+    }
+}
+
+/// Removes annotations (for outputs also descriptions and formats), and
+/// rewrites two verbose shapes into equivalent short ones, bottom-up.
+fn compact(schema: Value, output: bool) -> Value {
+    let Value::Object(mut obj) = schema else {
+        return schema;
+    };
+    obj.retain(|k, v| {
+        !(ANNOTATION_KEYWORDS.contains(&k.as_str())
+            || (output && (k == "description" || k == "format"))
+            // The default: any property is allowed.
+            || (k == "additionalProperties" && *v == Value::Bool(true)))
+    });
+    // Doc comments wrap lines: one space says the same in fewer bytes.
+    if let Some(Value::String(text)) = obj.get_mut("description") {
+        *text = unwrap_lines(text);
+    }
+    for sub in subschemas_mut(&mut obj) {
+        *sub = compact(std::mem::take(sub), output);
+    }
+    for key in ["oneOf", "anyOf"] {
+        if ["type", "enum", "const"]
+            .iter()
+            .any(|k| obj.contains_key(*k))
+        {
+            break;
+        }
+        if let Some(values) = obj.get(key).and_then(string_constants) {
+            obj.remove(key);
+            obj.insert("type".into(), Value::String("string".into()));
+            obj.insert("enum".into(), Value::Array(values));
+        }
+    }
+    fold_null(&mut obj);
+    if !output {
+        unadvertise_null(&mut obj);
+    }
+    Value::Object(obj)
+}
+
+/// An optional field of an input object takes `null` as if it were absent: the
+/// wire form does not advertise `null` there (the field can simply be left out),
+/// so a model is not invited to send it. Arguments valid against the result are
+/// all still accepted; `null` is too, it is only not offered.
+fn unadvertise_null(obj: &mut serde_json::Map<String, Value>) {
+    let required: Vec<Value> = obj
+        .get("required")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let Some(Value::Object(props)) = obj.get_mut("properties") else {
+        return;
+    };
+    for (name, prop) in props.iter_mut() {
+        if required.contains(&Value::String(name.clone())) {
+            continue;
+        }
+        let Some(prop) = prop.as_object_mut() else {
+            continue;
+        };
+        let Some(Value::Array(types)) = prop.get("type") else {
+            continue;
+        };
+        let rest: Vec<Value> = types.iter().filter(|t| *t != "null").cloned().collect();
+        if rest.is_empty() || rest.len() == types.len() {
+            continue;
+        }
+        let rest = if rest.len() == 1 {
+            rest[0].clone()
+        } else {
+            Value::Array(rest)
+        };
+        prop.insert("type".into(), rest);
+        if let Some(Value::Array(values)) = prop.get_mut("enum") {
+            values.retain(|v| !v.is_null());
+        }
+    }
+}
+
+/// `text` with single line breaks (wrapped lines) turned into spaces; blank
+/// lines (paragraphs) stay.
+fn unwrap_lines(text: &str) -> String {
+    text.split("\n\n")
+        .map(|para| {
+            para.split('\n')
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+/// The values of a `oneOf`/`anyOf` whose branches are all string constants
+/// (`const` or `enum`, nothing else that validates), when they are distinct.
+fn string_constants(branches: &Value) -> Option<Vec<Value>> {
+    let branches = branches.as_array()?;
+    let mut values: Vec<Value> = Vec::new();
+    for b in branches {
+        let b = b.as_object()?;
+        if b.get("type") != Some(&Value::String("string".into()))
+            || b.keys()
+                .any(|k| !matches!(k.as_str(), "type" | "const" | "enum" | "description"))
+        {
+            return None;
+        }
+        match (b.get("const"), b.get("enum")) {
+            (Some(c @ Value::String(_)), None) => values.push(c.clone()),
+            (None, Some(Value::Array(e))) if e.iter().all(Value::is_string) => {
+                values.extend(e.iter().cloned())
+            }
+            _ => return None,
+        }
+    }
+    let distinct: std::collections::BTreeSet<String> =
+        values.iter().map(|v| v.to_string()).collect();
+    (!values.is_empty() && distinct.len() == values.len()).then_some(values)
+}
+
+/// `{anyOf: [X, {type: null}], ...}` → `{...X, type: [.., "null"], ...}` when X
+/// has a `type` and no keyword that applies to every type (an `enum` takes
+/// `null` too). The two accept the same values.
+fn fold_null(obj: &mut serde_json::Map<String, Value>) {
+    let Some(Value::Array(branches)) = obj.get("anyOf") else {
+        return;
+    };
+    let null = serde_json::json!({"type": "null"});
+    let [first, second] = branches.as_slice() else {
+        return;
+    };
+    let x = if *second == null {
+        first
+    } else if *first == null {
+        second
+    } else {
+        return;
+    };
+    let Some(x) = x.as_object() else {
+        return;
+    };
+    let mut types: Vec<Value> = match x.get("type") {
+        Some(Value::String(t)) => vec![Value::String(t.clone())],
+        Some(Value::Array(ts)) => ts.clone(),
+        _ => return,
+    };
+    if types.contains(&Value::String("null".into()))
+        || x.keys().any(|k| ANY_TYPE_KEYWORDS.contains(&k.as_str()))
+        // The outer schema's own keywords (other than annotations) would clash.
+        || x.keys().any(|k| obj.contains_key(k) && k != "description")
+    {
+        return;
+    }
+    let mut x = x.clone();
+    types.push(Value::String("null".into()));
+    x.insert("type".into(), Value::Array(types));
+    if let Some(Value::Array(values)) = x.get_mut("enum") {
+        values.push(Value::Null);
+    }
+    obj.remove("anyOf");
+    for (k, v) in x {
+        // The outer description (the field's) wins over the inner (the type's).
+        obj.entry(k).or_insert(v);
+    }
+}
+
+/// Whether `schema` describes an object (its `type` says so, or it lists properties).
+fn is_object_schema(schema: &serde_json::Map<String, Value>) -> bool {
+    let typed = match schema.get("type") {
+        Some(Value::String(t)) => t == "object",
+        Some(Value::Array(ts)) => ts.iter().any(|t| t == "object"),
+        _ => false,
+    };
+    typed || schema.contains_key("properties")
+}
+
+/// Keeps `schema` exact down to the answer's own fields and loosens every
+/// object nested below (`objects`: objects entered so far, the root is 0).
+/// Only subschemas in positions where a looser schema accepts more are
+/// touched: `not` and conditionals stay as they are.
+fn loosen_nested(schema: &Value, objects: usize) -> Value {
+    let Some(obj) = schema.as_object() else {
+        return schema.clone();
+    };
+    if objects >= 1 && is_object_schema(obj) {
+        return skeleton(schema);
+    }
+    let inside = objects + usize::from(is_object_schema(obj));
+    let mut out = serde_json::Map::new();
+    let mut loosened = false;
+    for (k, v) in obj {
+        let new = match k.as_str() {
+            "properties" | "patternProperties" => match v {
+                Value::Object(map) => Value::Object(
+                    map.iter()
+                        .map(|(n, s)| (n.clone(), loosen_nested(s, inside)))
+                        .collect(),
+                ),
+                other => other.clone(),
+            },
+            "additionalProperties" | "unevaluatedProperties" => loosen_nested(v, inside),
+            // Items and branches describe values at this same level.
+            "items" | "unevaluatedItems" => loosen_nested(v, objects),
+            "anyOf" | "oneOf" | "allOf" | "prefixItems" => match v {
+                Value::Array(list) => {
+                    Value::Array(list.iter().map(|s| loosen_nested(s, objects)).collect())
+                }
+                other => other.clone(),
+            },
+            _ => v.clone(),
+        };
+        if k == "oneOf" && new != *v {
+            loosened = true;
+        }
+        out.insert(k.clone(), new);
+    }
+    // Loosened branches may overlap: "exactly one" becomes "at least one".
+    if loosened && let Some(branches) = out.remove("oneOf") {
+        out.insert("anyOf".into(), branches);
+    }
+    Value::Object(out)
+}
+
+/// The loose form of a nested schema: its `type` and, for an object, the names
+/// of its required fields. Everything else (the fields' types, enums, bounds,
+/// closed objects, deeper records) is dropped, so it accepts every value the
+/// original accepts.
+fn skeleton(schema: &Value) -> Value {
+    let Some(obj) = schema.as_object() else {
+        return schema.clone();
+    };
+    let out: serde_json::Map<String, Value> = ["type", "required"]
+        .into_iter()
+        .filter_map(|k| obj.get(k).map(|v| (k.to_string(), v.clone())))
+        .collect();
+    Value::Object(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

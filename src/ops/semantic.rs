@@ -51,22 +51,21 @@ fn check_id(field: &str, id: &str) -> Result<(), OpError> {
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StoreInput {
-    /// The fact as one self-contained statement ("The staging database is
-    /// PostgreSQL 16 on db-stg-1"). Name things fully: a later search must find it.
+    /// One self-contained statement ("staging runs PostgreSQL 16"); name things fully.
     pub content: String,
-    /// Labels to filter by later, such as "infra" or "user-preference". Stored lower-cased.
+    /// Labels to filter by later, e.g. "infra".
     #[serde(default)]
     pub tags: Vec<String>,
-    /// How sure you are, 0.0 to 1.0 (default 0.7).
+    /// How sure, 0.0 to 1.0 (default 0.7).
     #[serde(default)]
     pub confidence: Option<f64>,
-    /// Where the fact comes from: a URL, a file path, "user", ...
+    /// Where it comes from: a URL, a file, "user", ...
     #[serde(default)]
     pub source: Option<String>,
-    /// Since when the fact holds, if not from now.
+    /// Since when it holds, if not now (RFC 3339, "yesterday", "2h ago").
     #[serde(default)]
     pub valid_from: Option<TimeSpec>,
-    /// Extra structured detail as a JSON object (kept as given, not searched).
+    /// Extra JSON detail, kept as given, not searched.
     #[serde(default)]
     pub metadata: Option<Map<String, Value>>,
 }
@@ -290,12 +289,12 @@ async fn search_facts(
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchInput {
-    /// What to look for (see the tool's description for how words are matched).
+    /// What to look for (see the tool's description).
     pub query: String,
-    /// Only facts carrying every one of these tags.
+    /// Only facts with all these tags.
     #[serde(default)]
     pub tags: Vec<String>,
-    /// Only facts valid from this time on or later.
+    /// Only facts valid from this time on (RFC 3339, "yesterday", "2h ago").
     #[serde(default)]
     pub since: Option<TimeSpec>,
     /// Only facts valid from before this time.
@@ -304,17 +303,16 @@ pub struct SearchInput {
     /// Only facts at least this confident (0.0 to 1.0).
     #[serde(default)]
     pub min_confidence: Option<f64>,
-    /// Also search facts that newer facts superseded (default false).
+    /// Also search facts that newer ones superseded.
     #[serde(default)]
     pub include_superseded: bool,
-    /// Most hits to return (default 20).
+    /// Most hits (default 20).
     #[serde(default)]
     pub limit: Option<usize>,
-    /// `next_cursor` from the previous page of the same search.
+    /// `next_cursor` of the previous page.
     #[serde(default)]
     pub cursor: Option<String>,
-    /// Budget for the answer's size in characters: hits that do not fit are left
-    /// for the next page (at least one hit is always returned).
+    /// Most characters to answer with; the rest goes to the next page.
     #[serde(default)]
     pub max_chars: Option<usize>,
 }
@@ -620,7 +618,7 @@ pub struct ListInput {
     /// Only facts carrying every one of these tags.
     #[serde(default)]
     pub tags: Vec<String>,
-    /// Only facts stored at or after this time.
+    /// Only facts stored at or after this time (RFC 3339, "yesterday", "2h ago").
     #[serde(default)]
     pub since: Option<TimeSpec>,
     /// Only facts stored before this time.
@@ -728,7 +726,7 @@ pub struct FuzzyInput {
     /// Only facts carrying every one of these tags.
     #[serde(default)]
     pub tags: Vec<String>,
-    /// Only facts valid from this time on or later.
+    /// Only facts valid from this time on or later (RFC 3339, "yesterday", "2h ago").
     #[serde(default)]
     pub since: Option<TimeSpec>,
     /// Only facts valid from before this time.
@@ -865,7 +863,7 @@ pub struct HybridInput {
     /// Only facts carrying every one of these tags.
     #[serde(default)]
     pub tags: Vec<String>,
-    /// Only facts valid from this time on or later.
+    /// Only facts valid from this time on or later (RFC 3339, "yesterday", "2h ago").
     #[serde(default)]
     pub since: Option<TimeSpec>,
     /// Only facts valid from before this time.
@@ -1228,28 +1226,27 @@ impl Layer {
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemorySearchInput {
-    /// What to look for, in natural words. Searches everything this namespace
-    /// remembers: events, facts and graph entities, one ranked list.
+    /// What to look for, in natural words.
     pub query: String,
-    /// Only these layers (default: all of them).
+    /// Only these layers (default: all).
     #[serde(default)]
     pub layers: Option<Vec<Layer>>,
-    /// Only records carrying every one of these tags.
+    /// Only records with all these tags.
     #[serde(default)]
     pub tags: Vec<String>,
-    /// Only records from this time on (events: when they happened; facts: valid from).
+    /// Only records from this time on (RFC 3339, "yesterday", "2h ago").
     #[serde(default)]
     pub since: Option<TimeSpec>,
     /// Only records from before this time.
     #[serde(default)]
     pub until: Option<TimeSpec>,
-    /// Most hits to return (default 20).
+    /// Most hits (default 20).
     #[serde(default)]
     pub limit: Option<usize>,
-    /// `next_cursor` from the previous page of the same search.
+    /// `next_cursor` of the previous page.
     #[serde(default)]
     pub cursor: Option<String>,
-    /// Budget for the answer's size in characters (at least one hit is returned).
+    /// Most characters to answer with; the rest goes to the next page.
     #[serde(default)]
     pub max_chars: Option<usize>,
 }

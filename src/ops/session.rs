@@ -14,11 +14,57 @@ const MAX_SCRATCH_KEY_BYTES: usize = 256;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Empty {}
+pub struct InfoInput {
+    /// A handle from session_open. Needed by stateless clients (MCP 2026-07-28 over
+    /// HTTP); otherwise this connection's own session is used.
+    #[serde(default)]
+    pub session: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpenInput {}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct OpenOutput {
+    /// Pass this as `session` to the session_* tools. Keep it private: it is
+    /// the session's only key.
+    pub session: String,
+    /// The namespace the session (and the handle) belongs to.
+    pub namespace: String,
+    /// The handle expires after this many seconds without use.
+    pub idle_expiry_secs: u64,
+}
+
+pub struct Open;
+
+impl Operation for Open {
+    const NAME: &'static str = "session_open";
+    type Input = OpenInput;
+    type Output = OpenOutput;
+
+    async fn run(cx: OpCtx, _: OpenInput) -> Result<OpenOutput, OpError> {
+        let session = cx.app.new_session_with_tools(cx.session.tools());
+        session.set_namespace(cx.namespace().to_string());
+        let handle = cx
+            .app
+            .handles()
+            .open(session)
+            .map_err(|e| OpError::Unavailable(e.to_string()))?;
+        Ok(OpenOutput {
+            session: handle,
+            namespace: cx.namespace().to_string(),
+            idle_expiry_secs: cx.app.config().handle_idle_secs,
+        })
+    }
+}
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct InfoOutput {
     pub session_id: String,
+    /// The session's handle, when it was opened with session_open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handle: Option<String>,
     /// Every record this session reads or writes belongs to this namespace.
     pub namespace: String,
     pub started_at: chrono::DateTime<chrono::Utc>,
@@ -34,13 +80,14 @@ pub struct Info;
 
 impl Operation for Info {
     const NAME: &'static str = "session_info";
-    type Input = Empty;
+    type Input = InfoInput;
     type Output = InfoOutput;
 
-    async fn run(cx: OpCtx, _: Empty) -> Result<InfoOutput, OpError> {
+    async fn run(cx: OpCtx, _: InfoInput) -> Result<InfoOutput, OpError> {
         let sel = cx.session.tools();
         Ok(InfoOutput {
             session_id: cx.session.id.clone(),
+            handle: cx.session.handle().map(str::to_string),
             namespace: cx.namespace().to_string(),
             started_at: crate::model::micros_to_datetime(cx.session.created_at),
             tools: catalog()
@@ -77,6 +124,9 @@ pub struct ScratchSetInput {
     pub key: String,
     /// Any JSON value to keep for the rest of this session.
     pub value: Value,
+    /// A handle from session_open (stateless clients); default: this connection's session.
+    #[serde(default)]
+    pub session: Option<String>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -137,6 +187,9 @@ impl Operation for ScratchSet {
 #[serde(deny_unknown_fields)]
 pub struct ScratchGetInput {
     pub key: String,
+    /// A handle from session_open (stateless clients); default: this connection's session.
+    #[serde(default)]
+    pub session: Option<String>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -175,6 +228,9 @@ pub struct ScratchListInput {
     /// Only keys starting with this.
     #[serde(default)]
     pub prefix: Option<String>,
+    /// A handle from session_open (stateless clients); default: this connection's session.
+    #[serde(default)]
+    pub session: Option<String>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -221,6 +277,9 @@ pub struct ScratchClearInput {
     /// Remove every key starting with this.
     #[serde(default)]
     pub prefix: Option<String>,
+    /// A handle from session_open (stateless clients); default: this connection's session.
+    #[serde(default)]
+    pub session: Option<String>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]

@@ -56,6 +56,7 @@ pub async fn dispatch(
     let spec = catalog()
         .get(name)
         .expect("the registry test keeps catalog and handlers in step");
+    let session = &session_for(app, session, spec, &args)?;
     let started = Instant::now();
     let ns = session.namespace().to_string();
     let uses_store = touches_store(spec);
@@ -129,6 +130,44 @@ pub async fn dispatch(
     }
     result
 }
+
+/// The session a session-layer operation works on: the one its `session`
+/// handle names (checked against the caller's namespace), else the caller's
+/// own, which a stateless request (MCP 2026-07-28) does not have.
+fn session_for(
+    app: &AppState,
+    caller: &Arc<Session>,
+    spec: &OperationSpec,
+    args: &Value,
+) -> Result<Arc<Session>, OpError> {
+    if spec.layer != SESSION_LAYER || spec.name == OPEN_SESSION {
+        return Ok(caller.clone());
+    }
+    match args.get("session").and_then(Value::as_str) {
+        Some(handle) => {
+            let held = app
+                .handles()
+                .resolve(handle)
+                .map_err(|e| OpError::NotFound(e.to_string()))?;
+            if held.namespace() != caller.namespace() {
+                return Err(OpError::NotFound(format!(
+                    "this session handle belongs to another namespace than this request's ({}): \
+                     open one here with {OPEN_SESSION}",
+                    caller.namespace()
+                )));
+            }
+            Ok(held)
+        }
+        None if caller.is_stateless() => Err(OpError::invalid(format!(
+            "this request has no session (MCP 2026-07-28 requests stand alone): call \
+             {OPEN_SESSION} once and pass its handle as `session`"
+        ))),
+        None => Ok(caller.clone()),
+    }
+}
+
+const SESSION_LAYER: &str = "session";
+const OPEN_SESSION: &str = "session_open";
 
 /// Operations whose cache tags name a namespace read or write stored memory.
 fn touches_store(spec: &OperationSpec) -> bool {

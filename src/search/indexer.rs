@@ -5,6 +5,13 @@
 //! pending, or someone asks (flush, shutdown). A commit costs tens of
 //! milliseconds whatever its size, so it is never done per operation. Each commit
 //! records the last change number it holds in the commit payload.
+//!
+//! While a rebuild reloads the index from the store, a commit (one falls due on
+//! `commit_max_docs` or the timer) holds only part of the store, whatever
+//! change numbers live writes brought meanwhile. Until the store scan is done
+//! such commits record no change number (`{"rebuilding": true}`), so a crash
+//! leaves an index the next start rebuilds; after the scan, and until the
+//! rebuild's closing flush, they record the change number the scan started from.
 
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
@@ -33,6 +40,9 @@ pub(crate) enum Msg {
     SetSeq(i64),
     Flush(oneshot::Sender<Result<(), String>>),
     Stop,
+    /// Tests: die as a crash would, dropping what was not committed.
+    #[cfg(test)]
+    Crash,
 }
 
 /// Told the outcome of every index commit: how a circuit breaker learns that the
@@ -62,6 +72,20 @@ pub(crate) struct IndexerHandle {
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
+/// Where a rebuild is: what an index commit may claim to hold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Rebuild {
+    /// No rebuild: the index holds every change up to the applied number.
+    None,
+    /// The index was emptied and the store scan is under way: the index holds
+    /// some records only.
+    Scanning,
+    /// The scan is done (it saw every change up to this number); the changes
+    /// after it are being replayed over it.
+    Scanned(i64),
+}
+
+/// The change number a commit payload records, if any (`None`: rebuild).
 pub(crate) fn parse_payload(payload: &str) -> Option<i64> {
     serde_json::from_str::<serde_json::Value>(payload)
         .ok()?
@@ -89,6 +113,7 @@ impl IndexerHandle {
             observer,
             stats: stats.clone(),
             applied_seq: committed_seq,
+            rebuild: Rebuild::None,
             pending: 0,
             first_pending: None,
             interval: Duration::from_millis(commit_interval_ms.max(1)),
@@ -153,6 +178,7 @@ struct Worker {
     stats: Arc<Mutex<IndexStats>>,
     /// Highest change number applied to the writer (committed or not).
     applied_seq: i64,
+    rebuild: Rebuild,
     pending: usize,
     first_pending: Option<Instant>,
     interval: Duration,
@@ -201,6 +227,7 @@ impl Worker {
                     if let Some(Err(e)) = self.writer.as_mut().map(|w| w.delete_all_documents()) {
                         tracing::error!(error = %e, "cannot clear the search index");
                     }
+                    self.rebuild = Rebuild::Scanning;
                     self.mark_pending();
                 }
                 Some(Msg::Recreate(reply)) => {
@@ -208,15 +235,31 @@ impl Worker {
                     let _ = reply.send(r);
                 }
                 Some(Msg::SetSeq(seq)) => {
+                    // The scan is done; the replay of what came after it follows.
                     self.applied_seq = seq;
+                    if self.rebuild == Rebuild::Scanning {
+                        self.rebuild = Rebuild::Scanned(seq);
+                    }
                     self.mark_pending();
                 }
                 Some(Msg::Flush(reply)) => {
+                    // The flush that closes a rebuild comes after its replay:
+                    // from here the index holds everything it has applied.
+                    if let Rebuild::Scanned(_) = self.rebuild {
+                        self.rebuild = Rebuild::None;
+                        self.mark_pending();
+                    }
                     let r = self.commit();
                     let _ = reply.send(r);
                 }
                 Some(Msg::Stop) => {
                     let _ = self.commit();
+                    break;
+                }
+                #[cfg(test)]
+                Some(Msg::Crash) => {
+                    // Uncommitted documents are dropped with the writer.
+                    drop(self.writer.take());
                     break;
                 }
             }
@@ -277,6 +320,7 @@ impl Worker {
                 self.pending = 0;
                 self.first_pending = None;
                 self.applied_seq = 0;
+                self.rebuild = Rebuild::Scanning;
                 self.stats.lock().expect("stats poisoned").rebuilds += 1;
                 Ok(())
             }
@@ -288,15 +332,26 @@ impl Worker {
         }
     }
 
-    /// Commits with the applied change number as payload, reloads the reader, and
+    /// Commits with the change number the index now holds everything up to as
+    /// payload (none in the middle of a rebuild's scan), reloads the reader, and
     /// prunes the overlay of what is now in the index.
     fn commit(&mut self) -> Result<(), String> {
         if self.pending == 0 {
             return Ok(());
         }
         let started = Instant::now();
-        let seq = self.applied_seq;
-        let payload = serde_json::json!({ "last_seq": seq }).to_string();
+        let (seq, payload) = match self.rebuild {
+            Rebuild::None => (
+                self.applied_seq,
+                serde_json::json!({ "last_seq": self.applied_seq }),
+            ),
+            // A crash now must leave an index the next start rebuilds.
+            Rebuild::Scanning => (0, serde_json::json!({ "rebuilding": true })),
+            // The scan saw every change up to `head`; the next start replays
+            // the rest, which mends any record the scan left stale.
+            Rebuild::Scanned(head) => (head, serde_json::json!({ "last_seq": head })),
+        };
+        let payload = payload.to_string();
         let result = match self.writer.as_mut() {
             None => Err(tantivy::TantivyError::SystemError(
                 "the index could not be recreated".into(),
@@ -338,5 +393,105 @@ impl Worker {
                 Err(e.to_string())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::Msg;
+    use crate::app::AppState;
+    use crate::config::Config;
+    use crate::model::{RecordKind, SearchDoc};
+    use crate::search::{INDEX_DIR_NAME, Matcher, SearchIndex, SearchQuery};
+    use crate::store::{NewEvent, Store};
+
+    fn events(n: usize, word: &str) -> Vec<NewEvent> {
+        (0..n)
+            .map(|i| NewEvent {
+                content: format!("{word} number {i}"),
+                tags: Vec::new(),
+                importance: 0.5,
+                occurred_at: None,
+                metadata: Default::default(),
+            })
+            .collect()
+    }
+
+    /// An online rebuild commits on `max_docs` before its store scan is done
+    /// (a write arrived meanwhile, so the indexer has applied a recent change
+    /// number), then the process dies. The next start must make the index whole.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crash_in_the_middle_of_a_rebuild_loses_no_record_from_search() {
+        const N: usize = 100;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::new(dir.path());
+        config.index_commit_max_docs = 10;
+        config.index_commit_interval_ms = 3_600_000;
+        let (search, last) = SearchIndex::open(
+            &dir.path().join(INDEX_DIR_NAME),
+            config.index_commit_interval_ms,
+            config.index_commit_max_docs,
+            Arc::new(|_| {}),
+        )
+        .unwrap();
+        let store = Store::open(&config, search.change_listener()).unwrap();
+        search.catch_up(&store, last).await.unwrap();
+        store
+            .insert_events("default", "s", events(N, "wombat"))
+            .await
+            .unwrap();
+        search.flush().await.unwrap();
+
+        // The rebuild, as `SearchIndex::rebuild` drives it, cut short: the index
+        // is thrown away, a write lands, a first part of the scan arrives and
+        // fills a commit, and the process dies.
+        search.indexer.recreate().await.unwrap();
+        store
+            .insert_events("default", "s", events(1, "wombat live"))
+            .await
+            .unwrap();
+        let scanned: Arc<Mutex<Vec<SearchDoc>>> = Arc::default();
+        let sink = scanned.clone();
+        store
+            .scan_search_docs(move |docs| {
+                sink.lock().unwrap().extend(docs);
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let first_part = scanned.lock().unwrap()[..20].to_vec();
+        search
+            .indexer
+            .send(Msg::Docs {
+                docs: first_part,
+                upsert: true,
+            })
+            .unwrap();
+        search.indexer.send(Msg::Crash).unwrap();
+        search.shutdown();
+        store.shutdown();
+        drop((search, store));
+
+        // The next start, through the real path.
+        let app = AppState::open(config).await.unwrap();
+        let q = SearchQuery::new(
+            "default",
+            vec![RecordKind::Event],
+            Matcher::words("wombat").unwrap(),
+            1_000,
+        );
+        let found = app.search(q).await.unwrap();
+        assert!(!found.degraded);
+        assert_eq!(
+            found.results.hits.len(),
+            N + 1,
+            "records lost from search by a crash during a rebuild"
+        );
+        let shutdown = app.clone();
+        tokio::task::spawn_blocking(move || shutdown.shutdown())
+            .await
+            .unwrap();
     }
 }

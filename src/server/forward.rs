@@ -1,129 +1,367 @@
 //! A later `engram serve` on a data dir someone else owns: forward this process's
-//! stdio session to the owner's local socket, and take over if the owner exits.
+//! stdio session to the owner's local socket, and go on when the owner exits.
 //!
-//! Takeover: when the owner's socket closes, this process waits for the data-dir
-//! lock, opens the store itself, starts its own local socket for others, and
-//! replays the client's `initialize` handshake (recorded while forwarding) into
-//! an in-process session, discarding the second answer, so the host's MCP session
-//! goes on. Requests the owner had not answered when it died are sent again to
-//! the new server (at least once: a write the owner committed but never
-//! acknowledged may run twice); acknowledged writes are durable either way.
+//! Many hosts may forward to one owner. When the owner's socket closes, every
+//! forwarder loops: it tries to take the data dir's lock. The one that gets it
+//! opens the store, starts its own local socket, and from then on serves its
+//! host in-process; the others connect to the new owner's socket once it
+//! answers. Either way the host's MCP session goes on: the client's `initialize`
+//! handshake (recorded while forwarding) is replayed to the new server, whose
+//! second answer to it is swallowed, and the requests the dead owner had not
+//! answered are sent again with their original JSON-RPC ids. This repeats for as
+//! many owner deaths as happen.
+//!
+//! Re-sent requests run at least once: a write the owner committed but never
+//! acknowledged may run twice. Acknowledged writes are durable either way.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context;
 use rmcp::ServiceExt;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, Lines};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
+use tokio::time::Instant;
 
-use super::EngramHandler;
 use super::local::{Preamble, socket_path, spawn_listener};
+use super::stdio::LineTransport;
+use super::{EngramHandler, shutdown_signal};
 use crate::app::{AppState, OpenError};
 use crate::catalog::catalog;
 use crate::config::Config;
 use crate::session::ToolSelection;
 
-/// How long to wait for the owner's socket to appear, or for its lock to free.
-const OWNER_WAIT: Duration = Duration::from_secs(10);
+/// How long a forwarder looks for a data dir owner (or waits for the lock)
+/// before it gives up on its host's session.
+const OWNER_WAIT: Duration = Duration::from_secs(60);
+/// How long a closing host's last answers may take through a socket.
+const DRAIN_WAIT: Duration = Duration::from_secs(10);
 const RETRY_EVERY: Duration = Duration::from_millis(50);
 
-type Stdin = Lines<BufReader<tokio::io::Stdin>>;
+/// The host's messages, one line each, as bytes: a line that is not UTF-8 or
+/// not JSON goes through untouched, and the server answers it.
+struct HostInput {
+    read: BufReader<tokio::io::Stdin>,
+    /// A line read in part (kept when a `select!` drops the read).
+    partial: Vec<u8>,
+}
 
-/// Serves the host on stdio through the data dir's owner.
+impl HostInput {
+    fn stdin() -> Self {
+        HostInput {
+            read: BufReader::new(tokio::io::stdin()),
+            partial: Vec::new(),
+        }
+    }
+
+    /// The next line, without its newline; `None` at end of input. Cancel-safe.
+    async fn next_line(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        let n = self.read.read_until(b'\n', &mut self.partial).await?;
+        if n == 0 && self.partial.is_empty() {
+            return Ok(None);
+        }
+        let mut line = std::mem::take(&mut self.partial);
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        Ok(Some(line))
+    }
+}
+
+/// A line with its newline, ready to write.
+fn framed(line: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(line.len() + 1);
+    out.extend_from_slice(line);
+    out.push(b'\n');
+    out
+}
+
+/// What this process has seen of its host's session: enough to open it again
+/// on another server.
+#[derive(Default)]
+struct Recorded {
+    /// `initialize` and `notifications/initialized`, as the host sent them.
+    handshake: Vec<Vec<u8>>,
+    /// The id of the host's `initialize` request.
+    init_id: Option<String>,
+    /// The host has its answer to `initialize`: a replay must swallow the next.
+    init_answered: bool,
+    /// Requests sent and not yet answered, in the order sent: (id, line).
+    unanswered: Vec<(String, Vec<u8>)>,
+}
+
+impl Recorded {
+    /// Notes a line the host sent, before it goes to the server.
+    fn sent(&mut self, line: &[u8]) {
+        let Some(v) = parse(line) else {
+            return;
+        };
+        let id = v.get("id").map(|id| id.to_string());
+        match v.get("method").and_then(|m| m.as_str()) {
+            Some("initialize") => {
+                self.handshake = vec![line.to_vec()];
+                self.init_id = id;
+                self.init_answered = false;
+            }
+            Some("notifications/initialized") => self.handshake.push(line.to_vec()),
+            Some("notifications/cancelled") => {
+                // A cancelled request may never be answered: do not send it again.
+                if let Some(gone) = v.pointer("/params/requestId").map(|i| i.to_string()) {
+                    self.unanswered.retain(|(i, _)| *i != gone);
+                }
+            }
+            Some(_) => {
+                if let Some(id) = id {
+                    self.unanswered.push((id, line.to_vec()));
+                }
+            }
+            // The host's answers to the server's own requests (roots/list, ...).
+            None => {}
+        }
+    }
+
+    /// Notes an answer on its way to the host.
+    fn answered(&mut self, id: &str) {
+        if self.init_id.as_deref() == Some(id) {
+            self.init_answered = true;
+        }
+        if let Some(at) = self.unanswered.iter().position(|(i, _)| i == id) {
+            self.unanswered.remove(at);
+        }
+    }
+
+    /// What a new server must be sent before the host's next line: the
+    /// handshake, then every request not yet answered. Also the id of the
+    /// `initialize` answer to swallow (the host already has one).
+    fn replay(&self) -> (Vec<Vec<u8>>, Option<String>) {
+        let mut lines = self.handshake.clone();
+        lines.extend(self.unanswered.iter().map(|(_, l)| l.clone()));
+        let swallow = self.init_answered.then(|| self.init_id.clone()).flatten();
+        (lines, swallow)
+    }
+}
+
+type Shared = Arc<Mutex<Recorded>>;
+
+fn lock(rec: &Shared) -> std::sync::MutexGuard<'_, Recorded> {
+    rec.lock().expect("forward state poisoned")
+}
+
+/// Serves the host on stdio through the data dir's owner, whoever it is.
 pub async fn forward_stdio(config: Config) -> anyhow::Result<()> {
     let tools = ToolSelection::parse(&config.tools, catalog()).map_err(anyhow::Error::msg)?;
+    let rec: Shared = Arc::default();
+    let mut stdin = HostInput::stdin();
     let path = socket_path(&config.data_dir);
-    let stream = connect(&path).await.with_context(|| {
-        format!(
-            "data dir {} is owned by another engram process, but its socket {} does not answer",
-            config.data_dir.display(),
-            path.display()
-        )
-    })?;
-    tracing::info!(socket = %path.display(), "data dir owned by another engram: forwarding this session");
-    let preamble = Preamble::from_mode(&config.namespace, &config.tools);
-    let (sock_read, mut sock_write) = stream.into_split();
-    sock_write
-        .write_all(format!("{}\n", serde_json::to_string(&preamble)?).as_bytes())
-        .await?;
-
-    // Requests sent to the owner and not yet answered, by JSON-RPC id: re-sent
-    // to the new server if the owner dies before answering them.
-    let unanswered: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-    let answered = unanswered.clone();
-    let mut to_stdout = tokio::spawn(async move {
-        let mut lines = BufReader::new(sock_read).lines();
-        let mut out = tokio::io::stdout();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(id) = response_id(&line) {
-                answered.lock().expect("poisoned").retain(|(i, _)| *i != id);
+    let preamble = format!(
+        "{}\n",
+        serde_json::to_string(&Preamble::from_mode(&config.namespace, &config.tools))?
+    );
+    let mut owners = 0usize;
+    loop {
+        match find_owner(&config).await? {
+            Owner::Me(app) => {
+                if owners > 0 {
+                    tracing::warn!("the owner of the data dir went away: this process owns it now");
+                }
+                return serve_here(app, &config, tools, &rec, stdin).await;
             }
-            if out.write_all(format!("{line}\n").as_bytes()).await.is_err() {
-                break;
+            Owner::Other(stream) => {
+                let owner = stream.peer_cred().ok().and_then(|c| c.pid());
+                if owners == 0 {
+                    tracing::info!(socket = %path.display(), owner, "data dir owned by another engram: forwarding this session");
+                } else {
+                    tracing::warn!(socket = %path.display(), owner, "the owner of the data dir went away: forwarding to the new owner");
+                }
+                owners += 1;
+                let (from_server, mut to_server) = stream.into_split();
+                if to_server.write_all(preamble.as_bytes()).await.is_err() {
+                    continue;
+                }
+                match relay(&mut stdin, from_server, to_server, &rec, Some(DRAIN_WAIT)).await? {
+                    Relay::HostDone => return Ok(()),
+                    Relay::ServerGone => continue,
+                }
             }
-            let _ = out.flush().await;
         }
+    }
+}
+
+enum Owner {
+    /// This process took the lock and opened the data dir.
+    Me(AppState),
+    /// Another process holds the lock, and this is its socket.
+    Other(UnixStream),
+}
+
+/// Takes the data dir's lock, or connects to the socket of whoever holds it;
+/// tries both again until one works or `OWNER_WAIT` has passed. The lock is
+/// tried every time: a dying owner may hold it (or answer on its socket) for a
+/// moment, and a holder that serves no socket (`engram import`) may let go.
+async fn find_owner(config: &Config) -> anyhow::Result<Owner> {
+    let path = socket_path(&config.data_dir);
+    let deadline = Instant::now() + OWNER_WAIT;
+    loop {
+        match AppState::open(config.clone()).await {
+            Ok(app) => return Ok(Owner::Me(app)),
+            Err(OpenError::Locked { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        // Someone else holds the lock: its socket answers once it has opened
+        // the store (a socket file left by a dead owner refuses connections).
+        let error = match UnixStream::connect(&path).await {
+            Ok(stream) => return Ok(Owner::Other(stream)),
+            Err(e) => e,
+        };
+        if Instant::now() >= deadline {
+            anyhow::bail!(
+                "data dir {} is held by another engram process, but its socket {} has not answered \
+                 for {} s: {error}",
+                config.data_dir.display(),
+                path.display(),
+                OWNER_WAIT.as_secs()
+            );
+        }
+        tokio::time::sleep(RETRY_EVERY).await;
+    }
+}
+
+/// This process owns the data dir: serves the host's session in-process (after
+/// replaying what the host already sent elsewhere) and other processes' on the
+/// local socket, until the host closes stdin or the process is signalled.
+async fn serve_here(
+    app: AppState,
+    config: &Config,
+    tools: ToolSelection,
+    rec: &Shared,
+    mut stdin: HostInput,
+) -> anyhow::Result<()> {
+    let listener = spawn_listener(app.clone())
+        .map_err(|e| tracing::warn!(error = %e, "cannot serve the local socket; later processes will not share this one"))
+        .ok();
+    let (client_end, server_end) = tokio::io::duplex(1 << 16);
+    let handler = EngramHandler::with_options(app.clone(), config.namespace.clone(), tools);
+    let server = tokio::spawn(async move {
+        // The same framing as stdio: every line gets an answer.
+        let (read, write) = tokio::io::split(server_end);
+        let running = handler.serve(LineTransport::new(read, write)).await?;
+        running.waiting().await?;
+        anyhow::Ok(())
     });
-    let mut stdin: Stdin = BufReader::new(tokio::io::stdin()).lines();
-    let mut handshake: Vec<String> = Vec::new();
+    let (from_server, to_server) = tokio::io::split(client_end);
+    let outcome = tokio::select! {
+        r = relay(&mut stdin, from_server, to_server, rec, None) => r.map(|_| ()),
+        _ = shutdown_signal() => {
+            tracing::info!("signal received, stopping");
+            Ok(())
+        }
+    };
+    server.abort();
+    let _ = server.await;
+    // Hosts forwarding here move on to the next owner before the store closes.
+    if let Some(listener) = listener {
+        listener.close().await;
+    }
+    tokio::task::spawn_blocking(move || app.shutdown()).await?;
+    outcome
+}
+
+enum Relay {
+    /// The host closed stdin (and got the answers the server still gave).
+    HostDone,
+    /// The server closed the session: find another.
+    ServerGone,
+}
+
+/// Carries the host's session to one server: replays what the server must see
+/// first, then stdin → server and server → stdout, recording as it goes.
+/// `drain`: how long to wait for the server's last answers once the host
+/// closes stdin (`None`: until the server ends the session).
+async fn relay<R, W>(
+    stdin: &mut HostInput,
+    from_server: R,
+    mut to_server: W,
+    rec: &Shared,
+    drain: Option<Duration>,
+) -> anyhow::Result<Relay>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin,
+{
+    let (replay, swallow) = lock(rec).replay();
+    for line in replay {
+        if to_server.write_all(&framed(&line)).await.is_err() {
+            return Ok(Relay::ServerGone);
+        }
+    }
+    let mut to_stdout = tokio::spawn(answers_to_stdout(from_server, rec.clone(), swallow));
     loop {
         tokio::select! {
             line = stdin.next_line() => match line? {
                 Some(line) => {
-                    if is_handshake(&line) {
-                        handshake.push(line.clone());
-                    } else if let Some(id) = request_id(&line) {
-                        unanswered.lock().expect("poisoned").push((id, line.clone()));
-                    }
-                    if sock_write.write_all(format!("{line}\n").as_bytes()).await.is_err() {
+                    // Recorded before it is sent, so an answer always finds it.
+                    lock(rec).sent(&line);
+                    if to_server.write_all(&framed(&line)).await.is_err() {
                         break;
                     }
                 }
                 None => {
-                    // The host closed the session: let the owner answer what it has.
-                    let _ = sock_write.shutdown().await;
-                    let _ = tokio::time::timeout(OWNER_WAIT, &mut to_stdout).await;
-                    return Ok(());
+                    // The host closed the session: let the server answer what it has.
+                    let _ = to_server.shutdown().await;
+                    match drain {
+                        Some(wait) => {
+                            let _ = tokio::time::timeout(wait, &mut to_stdout).await;
+                        }
+                        None => {
+                            let _ = (&mut to_stdout).await;
+                        }
+                    }
+                    to_stdout.abort();
+                    return Ok(Relay::HostDone);
                 }
             },
-            _ = &mut to_stdout => break,
+            _ = &mut to_stdout => return Ok(Relay::ServerGone),
         }
     }
-    let pending: Vec<String> = unanswered
-        .lock()
-        .expect("poisoned")
-        .drain(..)
-        .map(|(_, line)| line)
-        .collect();
-    tracing::warn!("the owner of the data dir went away: taking over");
-    take_over(config, tools, handshake, stdin, pending).await
+    // Writing failed: the server is going; take the answers it still sent.
+    if tokio::time::timeout(DRAIN_WAIT, &mut to_stdout)
+        .await
+        .is_err()
+    {
+        to_stdout.abort();
+    }
+    Ok(Relay::ServerGone)
 }
 
-async fn connect(path: &std::path::Path) -> std::io::Result<UnixStream> {
-    let deadline = tokio::time::Instant::now() + OWNER_WAIT;
-    loop {
-        match UnixStream::connect(path).await {
-            Ok(s) => return Ok(s),
-            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
-            Err(_) => tokio::time::sleep(RETRY_EVERY).await,
+/// Server → stdout, until the server closes. Swallows the answer to a replayed
+/// `initialize` the host already has.
+async fn answers_to_stdout<R: AsyncRead + Unpin>(
+    from_server: R,
+    rec: Shared,
+    mut swallow: Option<String>,
+) {
+    let mut lines = BufReader::new(from_server).lines();
+    let mut out = tokio::io::stdout();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Some(id) = response_id(line.as_bytes()) {
+            if swallow.as_deref() == Some(id.as_str()) {
+                swallow = None;
+                continue;
+            }
+            lock(&rec).answered(&id);
         }
+        if out.write_all(format!("{line}\n").as_bytes()).await.is_err() {
+            break;
+        }
+        let _ = out.flush().await;
     }
 }
 
-fn parse(line: &str) -> Option<serde_json::Value> {
-    serde_json::from_str(line).ok()
-}
-
-/// The id of a client request (has `method` and `id`).
-fn request_id(line: &str) -> Option<String> {
-    let v = parse(line)?;
-    v.get("method")?;
-    v.get("id").map(|id| id.to_string())
+fn parse(line: &[u8]) -> Option<serde_json::Value> {
+    serde_json::from_slice(line).ok()
 }
 
 /// The id of a response to the client (has `id`, no `method`).
-fn response_id(line: &str) -> Option<String> {
+fn response_id(line: &[u8]) -> Option<String> {
     let v = parse(line)?;
     if v.get("method").is_some() {
         return None;
@@ -131,98 +369,37 @@ fn response_id(line: &str) -> Option<String> {
     v.get("id").map(|id| id.to_string())
 }
 
-/// The client's `initialize` request and `notifications/initialized`.
-fn is_handshake(line: &str) -> bool {
-    serde_json::from_str::<serde_json::Value>(line)
-        .ok()
-        .and_then(|v| v.get("method").and_then(|m| m.as_str()).map(str::to_string))
-        .is_some_and(|m| m == "initialize" || m == "notifications/initialized")
-}
+#[cfg(test)]
+mod tests {
+    use super::Recorded;
 
-/// Opens the data dir once its lock is free.
-pub async fn open_when_free(config: Config) -> anyhow::Result<AppState> {
-    let deadline = tokio::time::Instant::now() + OWNER_WAIT;
-    loop {
-        match AppState::open(config.clone()).await {
-            Ok(app) => return Ok(app),
-            Err(OpenError::Locked { .. }) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(RETRY_EVERY).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-async fn take_over(
-    config: Config,
-    tools: ToolSelection,
-    handshake: Vec<String>,
-    mut stdin: Stdin,
-    pending: Vec<String>,
-) -> anyhow::Result<()> {
-    let namespace = config.namespace.clone();
-    let app = open_when_free(config).await?;
-    if let Err(e) = spawn_listener(app.clone()) {
-        tracing::warn!(error = %e, "cannot serve the local socket; later processes will not share this one");
-    }
-    let (client_end, server_end) = tokio::io::duplex(1 << 16);
-    let handler = EngramHandler::with_options(app.clone(), namespace, tools);
-    let server = tokio::spawn(async move {
-        let running = handler.serve(server_end).await?;
-        running.waiting().await?;
-        anyhow::Ok(())
-    });
-    let (from_server, mut to_server) = tokio::io::split(client_end);
-    let mut from_server = BufReader::new(from_server).lines();
-
-    // Replay the handshake; the host already has the owner's answer to it.
-    for line in &handshake {
-        to_server.write_all(format!("{line}\n").as_bytes()).await?;
-    }
-    if handshake.iter().any(|l| l.contains("\"initialize\"")) {
-        from_server.next_line().await?;
-    }
-    // At least once: a request the old owner ran but never answered runs again.
-    for line in pending {
-        to_server.write_all(format!("{line}\n").as_bytes()).await?;
-    }
-    pump(&mut stdin, to_server, from_server).await?;
-    let _ = server.await;
-    tokio::task::spawn_blocking(move || app.shutdown()).await?;
-    Ok(())
-}
-
-/// stdin → server, server → stdout, until the host closes stdin.
-async fn pump<W, R>(
-    stdin: &mut Stdin,
-    mut to_server: W,
-    mut from_server: Lines<R>,
-) -> anyhow::Result<()>
-where
-    W: AsyncWrite + Unpin,
-    R: tokio::io::AsyncBufRead + Unpin + AsyncRead,
-{
-    let mut stdout = tokio::io::stdout();
-    loop {
-        tokio::select! {
-            line = stdin.next_line() => match line? {
-                Some(line) => to_server.write_all(format!("{line}\n").as_bytes()).await?,
-                None => {
-                    to_server.shutdown().await?;
-                    while let Some(out) = from_server.next_line().await? {
-                        stdout.write_all(format!("{out}\n").as_bytes()).await?;
-                    }
-                    stdout.flush().await?;
-                    return Ok(());
-                }
-            },
-            out = from_server.next_line() => match out? {
-                Some(out) => {
-                    stdout.write_all(format!("{out}\n").as_bytes()).await?;
-                    stdout.flush().await?;
-                }
-                None => return Ok(()),
-            },
-        }
+    #[test]
+    fn a_replay_resends_the_handshake_and_what_was_not_answered() {
+        let mut r = Recorded::default();
+        r.sent(br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}"#);
+        let (lines, swallow) = r.replay();
+        assert_eq!(lines.len(), 1);
+        assert_eq!(swallow, None, "the host has no answer to initialize yet");
+        r.answered("0");
+        r.sent(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        r.sent(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}"#);
+        r.sent(br#"{"jsonrpc":"2.0","id":"b","method":"tools/call","params":{}}"#);
+        r.sent(br#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#);
+        r.sent(br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":2}}"#);
+        r.sent(br#"{"jsonrpc":"2.0","id":7,"result":{}}"#);
+        r.answered("1");
+        let (lines, swallow) = r.replay();
+        assert_eq!(swallow.as_deref(), Some("0"));
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        let text: Vec<String> = lines
+            .iter()
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect();
+        assert!(text[0].contains("initialize"));
+        assert!(text[1].contains("notifications/initialized"));
+        assert!(text[2].contains(r#""id":"b""#));
+        // Not UTF-8, not JSON: goes through, is not recorded.
+        r.sent(b"\xff\xfe{");
+        assert_eq!(r.replay().0.len(), 3);
     }
 }

@@ -1,24 +1,34 @@
 //! One MCP session: lists this session's tools, runs tool calls through the
 //! pipeline, and turns every operation error into a tool error the agent reads.
+//!
+//! Both protocol generations: 2025-11-25 and earlier (`initialize`, one session
+//! per connection, `enable_toolset` + `tools/list_changed`, `logging/setLevel`)
+//! and 2026-07-28 (no handshake, `server/discover`, every request stands alone).
+//! Under 2026-07-28 over HTTP each request gets a fresh handler and session:
+//! its namespace comes from the request's header, `tools/list` is the profile
+//! (the same for every caller), operations outside it run through
+//! `call_operation`, and session state travels as a `session_open` handle.
 
 use std::borrow::Cow;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    InitializeRequestParams, InitializeResult, JsonObject, ListToolsResult, PaginatedRequestParams,
-    ProtocolVersion, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+    CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock,
+    Implementation, InitializeRequestParams, InitializeResult, ListToolsResult,
+    PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
 };
+// Logging (deprecated by SEP-2577) is still part of 2025-11-25, which engram serves.
+#[allow(deprecated)]
+use rmcp::model::SetLevelRequestParams;
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::Value;
 
+use super::tools::ToolTable;
 use crate::app::AppState;
-use crate::catalog::{OperationSpec, catalog};
 use crate::config::{DEFAULT_NAMESPACE, NamespaceMode, namespace_from_folder, validate_namespace};
 use crate::error::OpError;
-use crate::ops::registry;
 use crate::session::{Session, ToolSelection};
 
 /// HTTP request header that chooses the session's namespace at `initialize`.
@@ -30,62 +40,12 @@ const ROOTS_TIMEOUT: Duration = Duration::from_secs(3);
 
 const INSTRUCTIONS: &str = "engram is your long-term memory. Store what you learn with \
 episodic_remember and find it again with episodic_recall (natural-language search). \
-More tools exist than are listed: discover_tools finds them, enable_toolset lists a \
-layer's tools, call_operation runs any operation by name.";
-
-/// Every operation as an MCP `Tool`, built once per process: schemas are
-/// generated here, never per `tools/list`.
-pub struct ToolTable {
-    tools: Vec<(&'static OperationSpec, Tool)>,
-}
-
-impl ToolTable {
-    pub fn get() -> &'static ToolTable {
-        static TABLE: OnceLock<ToolTable> = OnceLock::new();
-        TABLE.get_or_init(|| {
-            let tools = catalog()
-                .operations
-                .iter()
-                .filter_map(|spec| {
-                    let entry = registry().get(&spec.name)?;
-                    Some((
-                        spec,
-                        build_tool(spec, (entry.input_schema)(), (entry.output_schema)()),
-                    ))
-                })
-                .collect();
-            ToolTable { tools }
-        })
-    }
-
-    fn find(&self, name: &str) -> Option<&(&'static OperationSpec, Tool)> {
-        self.tools.iter().find(|(s, _)| s.name == name)
-    }
-}
-
-fn as_object(v: Value) -> Arc<JsonObject> {
-    match v {
-        Value::Object(map) => Arc::new(map),
-        _ => Arc::new(JsonObject::new()),
-    }
-}
-
-fn build_tool(spec: &OperationSpec, input: Value, output: Value) -> Tool {
-    let a = &spec.annotations;
-    Tool::new(
-        spec.name.clone(),
-        spec.description.trim().replace('\n', " "),
-        as_object(input),
-    )
-    .with_raw_output_schema(as_object(output))
-    .with_annotations(
-        ToolAnnotations::new()
-            .read_only(a.read_only)
-            .destructive(a.destructive)
-            .idempotent(a.idempotent)
-            .open_world(a.open_world),
-    )
-}
+More tools exist than are listed: discover_tools finds them, call_operation runs any \
+operation by name (enable_toolset lists a layer's tools where the client re-lists). \
+Without a connection-level session (MCP 2026-07-28), session_open gives a handle for \
+the session_* tools.";
+/// How long a client may cache `tools/list` (it changes only with the flags).
+const TOOLS_TTL_MS: u64 = 5 * 60 * 1000;
 
 /// The MCP handler for one session. Over stdio there is one per process; over
 /// HTTP the service factory makes one per `initialize`.
@@ -119,11 +79,17 @@ impl EngramHandler {
         }
     }
 
-    /// Fixes the namespace before the first call: `--namespace NAME`, or with
-    /// `auto` the name of the client's first root folder, else `default`.
-    async fn ensure_namespace(&self, ctx: &RequestContext<RoleServer>) {
+    /// Fixes the namespace before the first call: the HTTP request's namespace
+    /// header (stateless requests carry it on every call), else `--namespace
+    /// NAME`, else with `auto` the name of the client's first root folder, else
+    /// `default`.
+    async fn ensure_namespace(&self, ctx: &RequestContext<RoleServer>) -> Result<(), String> {
         if self.session.namespace_is_set() {
-            return;
+            return Ok(());
+        }
+        if let Some(ns) = header_namespace(ctx)? {
+            self.session.set_namespace(ns);
+            return Ok(());
         }
         let ns = match &self.namespace {
             NamespaceMode::Fixed(ns) => ns.clone(),
@@ -133,6 +99,7 @@ impl EngramHandler {
                 .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
         };
         self.session.set_namespace(ns);
+        Ok(())
     }
 
     #[allow(deprecated)] // roots: still what every current host sends
@@ -167,9 +134,11 @@ impl EngramHandler {
 }
 
 impl ServerHandler for EngramHandler {
+    #[allow(deprecated)] // logging: see set_level
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
             ServerCapabilities::builder()
+                .enable_logging()
                 .enable_tools()
                 .enable_tool_list_changed()
                 .build(),
@@ -178,9 +147,20 @@ impl ServerHandler for EngramHandler {
         .with_instructions(INSTRUCTIONS)
     }
 
-    /// Protocol 2026-07-28 has no sessions; cap below it so every client gets one.
+    /// Every protocol version rmcp knows, 2026-07-28 included.
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
-        Cow::Borrowed(ProtocolVersion::known_up_to(&ProtocolVersion::V_2025_11_25))
+        Cow::Borrowed(ProtocolVersion::KNOWN_VERSIONS)
+    }
+
+    /// Accepted for 2025-11-25 clients; engram's logs go to stderr, not to clients.
+    #[allow(deprecated)]
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        tracing::debug!(level = ?request.level, "client asked for a log level");
+        Ok(())
     }
 
     async fn initialize(
@@ -188,11 +168,9 @@ impl ServerHandler for EngramHandler {
         request: InitializeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<InitializeResult, McpError> {
-        if let Some(parts) = context.extensions.get::<http::request::Parts>()
-            && let Some(value) = parts.headers.get(NAMESPACE_HEADER)
+        if let Some(ns) =
+            header_namespace(&context).map_err(|m| McpError::invalid_params(m, None))?
         {
-            let ns = value.to_str().unwrap_or_default().trim().to_string();
-            validate_namespace(&ns).map_err(|m| McpError::invalid_params(m, None))?;
             self.session.set_namespace(ns);
         }
         context.peer.set_peer_info(request.clone());
@@ -202,16 +180,23 @@ impl ServerHandler for EngramHandler {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        let sel = self.session.tools();
+        // Under 2026-07-28 the list is the same for every caller: the profile.
+        let sel = if is_current_protocol(&context) {
+            self.app.default_tools().clone()
+        } else {
+            self.session.tools()
+        };
         let tools = ToolTable::get()
             .tools
             .iter()
             .filter(|(spec, _)| sel.includes(spec))
             .map(|(_, tool)| tool.clone())
             .collect();
-        Ok(ListToolsResult::with_all_items(tools))
+        Ok(ListToolsResult::with_all_items(tools)
+            .with_ttl_ms(TOOLS_TTL_MS)
+            .with_cache_scope(CacheScope::Public))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
@@ -223,7 +208,13 @@ impl ServerHandler for EngramHandler {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        self.ensure_namespace(&context).await;
+        let stateless = is_current_protocol(&context) && http_parts(&context).is_some();
+        if stateless {
+            self.session.mark_stateless();
+        }
+        if let Err(message) = self.ensure_namespace(&context).await {
+            return Ok(Self::tool_error(message));
+        }
         let name = request.name.as_ref();
         let Some((spec, _)) = ToolTable::get().find(name) else {
             let err = crate::pipeline::execute(&self.app, &self.session, name, Value::Null)
@@ -232,6 +223,17 @@ impl ServerHandler for EngramHandler {
                 .unwrap_or_else(|| OpError::UnknownOperation(format!("no tool {name:?}")));
             return Ok(Self::tool_error(err.to_string()));
         };
+        if stateless && spec.name == ENABLE_TOOLSET {
+            return Ok(Self::tool_error(
+                OpError::NotEnabled(
+                    "under MCP 2026-07-28 tool lists are the same for every request: run this \
+                     layer's operations through call_operation {name, arguments}; \
+                     discover_tools lists them"
+                        .to_string(),
+                )
+                .to_string(),
+            ));
+        }
         let before = self.session.tools();
         if !before.includes(spec) {
             return Ok(Self::tool_error(
@@ -261,4 +263,26 @@ impl ServerHandler for EngramHandler {
             Err(e) => Self::tool_error(e.to_string()),
         })
     }
+}
+
+const ENABLE_TOOLSET: &str = "enable_toolset";
+
+/// The request speaks MCP 2026-07-28 or later (no sessions, per-request metadata).
+fn is_current_protocol(ctx: &RequestContext<RoleServer>) -> bool {
+    ctx.protocol_version()
+        .is_some_and(|v| v.as_str() >= ProtocolVersion::V_2026_07_28.as_str())
+}
+
+fn http_parts(ctx: &RequestContext<RoleServer>) -> Option<&http::request::Parts> {
+    ctx.extensions.get::<http::request::Parts>()
+}
+
+/// The namespace an HTTP request names in its header, checked.
+fn header_namespace(ctx: &RequestContext<RoleServer>) -> Result<Option<String>, String> {
+    let Some(value) = http_parts(ctx).and_then(|p| p.headers.get(NAMESPACE_HEADER)) else {
+        return Ok(None);
+    };
+    let ns = value.to_str().unwrap_or_default().trim().to_string();
+    validate_namespace(&ns)?;
+    Ok(Some(ns))
 }

@@ -82,12 +82,12 @@ struct Edge {
 }
 
 pub async fn serve(app: AppState, addr: SocketAddr, opts: HttpOptions) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let tcp = tokio::net::TcpListener::bind(addr).await?;
     // stdio hosts started on this data dir forward their sessions here.
-    if let Err(e) = super::local::spawn_listener(app.clone()) {
-        tracing::warn!(error = %e, "cannot serve the local socket; other processes cannot share this data dir");
-    }
-    let local = listener.local_addr()?;
+    let listener = super::local::spawn_listener(app.clone())
+        .inspect_err(|e| tracing::warn!(error = %e, "cannot serve the local socket; other processes cannot share this data dir"))
+        .ok();
+    let local = tcp.local_addr()?;
     let ct = CancellationToken::new();
     let mut hosts = vec![
         "localhost".to_string(),
@@ -123,7 +123,11 @@ pub async fn serve(app: AppState, addr: SocketAddr, opts: HttpOptions) -> anyhow
     // Tests and scripts read this line to find the port when binding :0.
     tracing::info!("engram listening on http://{local}/mcp");
     eprintln!("engram listening on http://{local}/mcp");
-    accept(listener, router, ct).await;
+    accept(tcp, router, ct).await;
+    // Forwarded sessions move to the next owner before the store closes.
+    if let Some(listener) = listener {
+        listener.close().await;
+    }
     tokio::task::spawn_blocking(move || app.shutdown()).await?;
     Ok(())
 }

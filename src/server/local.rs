@@ -3,7 +3,8 @@
 //!
 //! A forwarded connection opens with one preamble line naming the forwarding
 //! process's session options, then carries MCP (newline-delimited JSON-RPC)
-//! exactly as stdio does. Each connection is one isolated session.
+//! exactly as stdio does (same framing: `stdio::LineTransport`). Each
+//! connection is one isolated session.
 
 use std::path::{Path, PathBuf};
 
@@ -11,8 +12,11 @@ use rmcp::ServiceExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::EngramHandler;
+use super::stdio::LineTransport;
 use crate::app::AppState;
 use crate::catalog::catalog;
 use crate::config::NamespaceMode;
@@ -55,31 +59,78 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join(SOCKET_NAME)
 }
 
-/// Serves forwarded sessions until the process ends. Only the data dir's owner
-/// (the lock holder) calls this, so any socket file already there is stale.
-pub fn spawn_listener(app: AppState) -> std::io::Result<()> {
+/// The owner's local socket, as spawned. Dropping it leaves it serving.
+#[derive(Clone)]
+pub struct Listener {
+    stop: CancellationToken,
+    sessions: TaskTracker,
+}
+
+impl Listener {
+    /// Stops accepting and ends every forwarded session (their connections are
+    /// shut, so an answer still being worked on never arrives): their processes
+    /// look for the next owner and send again what was not answered, instead of
+    /// getting errors from a store that is shutting down. Call it before
+    /// `AppState::shutdown`.
+    pub async fn close(&self) {
+        self.stop.cancel();
+        self.sessions.close();
+        self.sessions.wait().await;
+    }
+}
+
+/// Serves forwarded sessions until the process ends or `Listener::close`. Only
+/// the data dir's owner (the lock holder) calls this, so any socket file
+/// already there is stale.
+pub fn spawn_listener(app: AppState) -> std::io::Result<Listener> {
     let path = socket_path(&app.config().data_dir);
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
+    let stop = CancellationToken::new();
+    let sessions = TaskTracker::new();
+    let handle = Listener {
+        stop: stop.clone(),
+        sessions: sessions.clone(),
+    };
     tokio::spawn(async move {
         loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    let app = app.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = serve_forwarded(app, stream).await {
-                            tracing::debug!(error = %e, "forwarded session ended");
-                        }
-                    });
-                }
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = stop.cancelled() => break,
+            };
+            let stream = match accepted.and_then(|(s, _)| closable(s)) {
+                Ok(stream) => stream,
                 Err(e) => {
                     tracing::warn!(error = %e, "local socket accept failed");
                     break;
                 }
-            }
+            };
+            let (app, stop) = (app.clone(), stop.clone());
+            sessions.spawn(async move {
+                let (stream, closer) = stream;
+                tokio::select! {
+                    r = serve_forwarded(app, stream) => {
+                        if let Err(e) = r {
+                            tracing::debug!(error = %e, "forwarded session ended");
+                        }
+                    }
+                    _ = stop.cancelled() => {
+                        let _ = closer.shutdown(std::net::Shutdown::Both);
+                    }
+                }
+            });
         }
     });
-    Ok(())
+    Ok(handle)
+}
+
+/// A connection and a second handle on it that can shut it from outside.
+fn closable(
+    stream: tokio::net::UnixStream,
+) -> std::io::Result<(tokio::net::UnixStream, std::os::unix::net::UnixStream)> {
+    let std = stream.into_std()?;
+    let closer = std.try_clone()?;
+    Ok((tokio::net::UnixStream::from_std(std)?, closer))
 }
 
 async fn serve_forwarded(app: AppState, stream: tokio::net::UnixStream) -> anyhow::Result<()> {
@@ -94,8 +145,9 @@ async fn serve_forwarded(app: AppState, stream: tokio::net::UnixStream) -> anyho
     );
     let tools = ToolSelection::parse(&preamble.tools, catalog()).map_err(anyhow::Error::msg)?;
     let handler = EngramHandler::with_options(app, preamble.namespace_mode(), tools);
-    // The BufReader hands over anything it read past the preamble.
-    let service = handler.serve((reader, write)).await?;
+    // The BufReader hands over anything it read past the preamble. The framing
+    // is stdio's: every line the host sent gets an answer, malformed or not.
+    let service = handler.serve(LineTransport::new(reader, write)).await?;
     service.waiting().await?;
     Ok(())
 }

@@ -12,8 +12,10 @@ pub mod http;
 pub mod jsonrpc;
 pub mod local;
 pub mod stdio;
+pub mod tools;
 
-pub use handler::{EngramHandler, ToolTable};
+pub use handler::EngramHandler;
+pub use tools::ToolTable;
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
 pub async fn shutdown_signal() {

@@ -29,9 +29,9 @@ const OUTBOX: usize = 256;
 /// process is signalled, then commits everything and returns.
 pub async fn serve(app: AppState) -> anyhow::Result<()> {
     // Other engram processes started on this data dir forward their sessions here.
-    if let Err(e) = super::local::spawn_listener(app.clone()) {
-        tracing::warn!(error = %e, "cannot serve the local socket; other processes cannot share this data dir");
-    }
+    let listener = super::local::spawn_listener(app.clone())
+        .inspect_err(|e| tracing::warn!(error = %e, "cannot serve the local socket; other processes cannot share this data dir"))
+        .ok();
     let handler = EngramHandler::new(app.clone());
     let transport = LineTransport::new(tokio::io::stdin(), tokio::io::stdout());
     let service = handler.serve(transport).await?;
@@ -42,6 +42,10 @@ pub async fn serve(app: AppState) -> anyhow::Result<()> {
             }
         }
         _ = shutdown_signal() => tracing::info!("signal received, stopping"),
+    }
+    // Forwarded sessions move to the next owner before the store closes.
+    if let Some(listener) = listener {
+        listener.close().await;
     }
     tokio::task::spawn_blocking(move || app.shutdown()).await?;
     Ok(())

@@ -6,6 +6,16 @@
 //! listener, and only then answers each caller. A write whose closure fails is
 //! rolled back to its savepoint and answered with its error; the others in the
 //! batch still commit.
+//!
+//! On some errors (SQLITE_FULL, IOERR, NOMEM, BUSY) sqlite rolls back the whole
+//! transaction, not just the failing statement. The writer checks for that after
+//! every write: the writes that ran before in that transaction are answered
+//! "failed" (their work is gone), and the writes after it start a new
+//! transaction. So no caller is told "failed" for a durable write or "ok" for a
+//! lost one, and the change listener hears of exactly the committed changes.
+//!
+//! `Store::atomically` runs several store calls in one transaction of their own
+//! (a scope): all of them commit, or none.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
@@ -63,19 +73,29 @@ impl WriteTxn<'_> {
     }
 }
 
+/// Answers a write's caller: `Ok` once its transaction committed (the write's
+/// own result then goes back), `Err` with why it did not.
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// A queued write. Called with `None` when its transaction could not begin: it
 /// then only hands back its completion, which is answered with the error.
-type Job = Box<dyn FnOnce(Option<&mut WriteTxn<'_>>) -> (bool, Completion) + Send>;
+/// Returns whether the write succeeded (`Err`: its message) and its completion.
+type Job = Box<dyn FnOnce(Option<&mut WriteTxn<'_>>) -> (Result<(), String>, Completion) + Send>;
 
 enum Msg {
     Job(Job),
+    /// Commit what is queued, then stop.
     Stop,
+    /// Run the writes sent on this channel in one transaction of their own,
+    /// until `Commit` (or `Stop`, or the channel closing: roll back).
+    Scope(mpsc::Receiver<Msg>),
+    /// Ends a scope: commit, and say whether it worked.
+    Commit(oneshot::Sender<Result<(), String>>),
 }
 
 #[derive(Clone)]
 pub(crate) struct WriterHandle {
     tx: mpsc::Sender<Msg>,
+    /// `None` in a scope's handle, which owns no thread.
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
@@ -108,15 +128,20 @@ impl WriterHandle {
                 Some(txn) => f(txn),
                 None => Err(StoreError::Closed),
             };
-            let ok = result.is_ok();
+            let ran = match &result {
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            };
             let complete: Completion = Box::new(move |commit| {
-                let outcome = match commit {
-                    Ok(()) => result,
-                    Err(e) => Err(StoreError::CommitFailed(e)),
+                let outcome = match (commit, result) {
+                    // A write that failed says why, whatever became of the rest.
+                    (_, Err(e)) => Err(e),
+                    (Ok(()), ok) => ok,
+                    (Err(e), Ok(_)) => Err(StoreError::CommitFailed(e)),
                 };
                 let _ = reply.send(outcome);
             });
-            (ok, complete)
+            (ran, complete)
         });
         self.tx
             .send(Msg::Job(job))
@@ -137,21 +162,79 @@ impl WriterHandle {
     }
 }
 
+impl super::Store {
+    /// Runs `body` with a store whose writes all go into one transaction of
+    /// their own: committed together when `body` returns `Ok`, rolled back
+    /// together when it returns `Err` (or panics, or is dropped). All or nothing,
+    /// for work that spans several store calls (an import).
+    ///
+    /// Inside, each write answers as soon as it has run (so `body` can go on
+    /// from its result), but nothing is durable, visible to readers or handed to
+    /// the change listener before the commit. Other writes wait meanwhile, so
+    /// `body` must not wait on anything that writes through another handle.
+    pub async fn atomically<T, E, F, Fut>(&self, body: F) -> Result<T, E>
+    where
+        F: FnOnce(super::Store) -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+        E: From<StoreError>,
+    {
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
+        self.writer
+            .tx
+            .send(Msg::Scope(rx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let scoped = super::Store {
+            writer: WriterHandle {
+                tx: tx.clone(),
+                thread: Arc::new(Mutex::new(None)),
+            },
+            readers: self.readers.clone(),
+        };
+        match body(scoped).await {
+            Ok(value) => {
+                let (reply, answer) = oneshot::channel();
+                tx.send(Msg::Commit(reply))
+                    .await
+                    .map_err(|_| StoreError::Closed)?;
+                answer
+                    .await
+                    .map_err(|_| StoreError::Closed)?
+                    .map_err(StoreError::CommitFailed)?;
+                Ok(value)
+            }
+            Err(e) => {
+                let _ = tx.send(Msg::Stop).await;
+                Err(e)
+            }
+        }
+    }
+}
+
 fn writer_loop(
     conn: Connection,
     mut rx: mpsc::Receiver<Msg>,
     listener: ChangeListener,
     max_group: usize,
 ) {
-    let mut stopping = false;
-    while !stopping {
-        let Some(first) = rx.blocking_recv() else {
+    let mut next: Option<Msg> = None;
+    loop {
+        let Some(first) = next.take().or_else(|| rx.blocking_recv()) else {
             break;
         };
         let mut jobs = Vec::new();
+        let mut stopping = false;
         match first {
             Msg::Job(j) => jobs.push(j),
             Msg::Stop => break,
+            Msg::Scope(scope) => {
+                run_scope(&conn, scope, &listener);
+                continue;
+            }
+            Msg::Commit(reply) => {
+                let _ = reply.send(Err("no write scope is open".into()));
+                continue;
+            }
         }
         while jobs.len() < max_group {
             match rx.try_recv() {
@@ -160,71 +243,505 @@ fn writer_loop(
                     stopping = true;
                     break;
                 }
+                // A scope runs after the writes queued before it.
+                Ok(other) => {
+                    next = Some(other);
+                    break;
+                }
                 Err(_) => break,
             }
         }
         run_group(&conn, jobs, &listener);
+        if stopping {
+            break;
+        }
     }
     tracing::debug!("writer stopped");
 }
 
-fn run_group(conn: &Connection, jobs: Vec<Job>, listener: &ChangeListener) {
-    let mut completions = Vec::with_capacity(jobs.len());
-    let mut changes = Vec::new();
-    let begin = conn.execute_batch("BEGIN IMMEDIATE");
-    if let Err(e) = begin {
-        let msg = e.to_string();
-        tracing::error!(error = %msg, "cannot begin write transaction");
-        for job in jobs {
-            let (_, complete) = job(None);
+/// The writes of one transaction so far.
+struct Txn {
+    now: i64,
+    /// Callers of writes that succeeded, answered at commit.
+    completions: Vec<Completion>,
+    changes: Vec<Change>,
+}
+
+impl Txn {
+    fn begin(conn: &Connection) -> Result<Txn, String> {
+        if !conn.is_autocommit() {
+            // Left open by a failure that could not even roll back: nothing in
+            // it was acknowledged.
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| {
+            tracing::error!(error = %e, "cannot begin write transaction");
+            e.to_string()
+        })?;
+        Ok(Txn {
+            now: now_micros(),
+            completions: Vec::new(),
+            changes: Vec::new(),
+        })
+    }
+
+    /// The transaction is gone (rolled back): every write in it is told so.
+    fn lost(self, why: &str) {
+        let msg = format!(
+            "{why}; this write was in the same transaction and was rolled back with it \
+             (nothing of it was saved): retry it"
+        );
+        for complete in self.completions {
             complete(Err(msg.clone()));
         }
-        return;
     }
-    let now = now_micros();
-    for job in jobs {
-        let savepoint = conn.execute_batch("SAVEPOINT job");
-        let mut txn = WriteTxn {
-            conn,
-            now,
-            changes: Vec::new(),
-        };
-        let ran = savepoint.map_err(|e| e.to_string()).and_then(|()| {
-            catch_unwind(AssertUnwindSafe(|| job(Some(&mut txn)))).map_err(panic_msg)
-        });
-        match ran {
-            Ok((true, complete)) => {
-                let _ = conn.execute_batch("RELEASE job");
-                changes.append(&mut txn.changes);
-                completions.push(complete);
+
+    fn commit(self, conn: &Connection, listener: &ChangeListener) {
+        match conn.execute_batch("COMMIT") {
+            Ok(()) => {
+                if !self.changes.is_empty() {
+                    listener(self.changes);
+                }
+                for complete in self.completions {
+                    complete(Ok(()));
+                }
             }
-            Ok((false, complete)) => {
-                let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
-                completions.push(complete);
-            }
-            Err(msg) => {
-                // The job panicked or its savepoint failed: its reply channel was
-                // dropped with it, so its caller sees the store as failed.
-                tracing::error!(error = %msg, "write job failed");
-                let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+            Err(e) => {
+                tracing::error!(error = %e, "group commit failed");
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                self.lost(&format!("the commit failed ({e})"));
             }
         }
-    }
-    let commit = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
-    if let Err(e) = &commit {
-        tracing::error!(error = %e, "group commit failed");
-        let _ = conn.execute_batch("ROLLBACK");
-    } else if !changes.is_empty() {
-        listener(changes);
-    }
-    for complete in completions {
-        complete(commit.clone());
     }
 }
 
-fn panic_msg(p: Box<dyn std::any::Any + Send>) -> String {
+/// What became of one write run in an open transaction.
+enum Ran {
+    /// It succeeded; its caller is answered at commit (or now, in a scope).
+    Done(Completion),
+    /// It failed (and its caller has been answered), the transaction goes on.
+    Failed,
+    /// sqlite rolled back the whole transaction (SQLITE_FULL, IOERR, NOMEM,
+    /// BUSY, ...), or it could not be brought back to a known state: every
+    /// earlier write of the transaction is lost. The reason.
+    TxnLost(String),
+}
+
+/// Runs one write in its own savepoint of `txn`. Its changes join `txn`'s only
+/// if it succeeded.
+fn run_job(conn: &Connection, txn: &mut Txn, job: Job) -> Ran {
+    if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+        let msg = e.to_string();
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        let (_, complete) = job(None);
+        complete(Err(msg.clone()));
+        return Ran::TxnLost(format!("a savepoint could not be opened ({msg})"));
+    }
+    let mut w = WriteTxn {
+        conn,
+        now: txn.now,
+        changes: Vec::new(),
+    };
+    let ran = catch_unwind(AssertUnwindSafe(|| job(Some(&mut w))));
+    let changes = std::mem::take(&mut w.changes);
+    if conn.is_autocommit() {
+        // The savepoint and everything before it in this transaction are gone.
+        let why = match &ran {
+            Ok((Err(e), _)) => e.clone(),
+            Ok((Ok(()), _)) => "sqlite ended the transaction".to_string(),
+            Err(p) => panic_text(p),
+        };
+        tracing::error!(error = %why, "sqlite rolled back the whole write transaction");
+        let why = format!(
+            "a write in the same transaction failed with `{why}` and sqlite rolled back the whole transaction"
+        );
+        if let Ok((ran, complete)) = ran {
+            // A failed write gets its own error; a successful one was lost.
+            complete(match ran {
+                Ok(()) => Err(format!(
+                    "{why}; this write was rolled back with it: retry it"
+                )),
+                Err(_) => Ok(()),
+            });
+        }
+        return Ran::TxnLost(why);
+    }
+    match ran {
+        Ok((Ok(()), complete)) => match conn.execute_batch("RELEASE job") {
+            Ok(()) => {
+                txn.changes.extend(changes);
+                Ran::Done(complete)
+            }
+            Err(e) => {
+                let msg = format!("its savepoint could not be released ({e})");
+                let lost = undo_job(conn);
+                complete(Err(msg.clone()));
+                lost.map_or(Ran::Failed, Ran::TxnLost)
+            }
+        },
+        Ok((Err(_), complete)) => {
+            let lost = undo_job(conn);
+            // Its own error goes back; nothing of it stays.
+            complete(Ok(()));
+            lost.map_or(Ran::Failed, Ran::TxnLost)
+        }
+        Err(p) => {
+            // The job panicked: its reply channel was dropped with it, so its
+            // caller sees the store as failed.
+            tracing::error!(error = %panic_text(&p), "write job panicked");
+            undo_job(conn).map_or(Ran::Failed, Ran::TxnLost)
+        }
+    }
+}
+
+/// Rolls back a failed write's savepoint. `Some(reason)` when that did not
+/// work: the transaction may hold part of the write, so it must not commit.
+fn undo_job(conn: &Connection) -> Option<String> {
+    match conn.execute_batch("ROLLBACK TO job; RELEASE job") {
+        Ok(()) => None,
+        Err(_) if conn.is_autocommit() => {
+            Some("sqlite rolled back the whole transaction".to_string())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot roll back a failed write; rolling back its transaction");
+            let _ = conn.execute_batch("ROLLBACK");
+            Some(format!("a failed write could not be undone ({e})"))
+        }
+    }
+}
+
+fn run_group(conn: &Connection, jobs: Vec<Job>, listener: &ChangeListener) {
+    let mut txn: Option<Txn> = None;
+    // Once a transaction cannot even begin (after the busy timeout), the rest
+    // of the batch fails with it rather than waiting that long again, each.
+    let mut cannot_begin: Option<String> = None;
+    for job in jobs {
+        if let Some(msg) = &cannot_begin {
+            let (_, complete) = job(None);
+            complete(Err(msg.clone()));
+            continue;
+        }
+        let open = match txn.as_mut() {
+            Some(t) => t,
+            None => match Txn::begin(conn) {
+                Ok(t) => txn.insert(t),
+                Err(msg) => {
+                    let (_, complete) = job(None);
+                    complete(Err(msg.clone()));
+                    cannot_begin = Some(msg);
+                    continue;
+                }
+            },
+        };
+        match run_job(conn, open, job) {
+            Ran::Done(complete) => open.completions.push(complete),
+            Ran::Failed => {}
+            // The writes after it start a new transaction.
+            Ran::TxnLost(why) => {
+                if let Some(t) = txn.take() {
+                    t.lost(&why);
+                }
+            }
+        }
+    }
+    if let Some(t) = txn {
+        t.commit(conn, listener);
+    }
+}
+
+/// One transaction for every write sent on `scope`, until it commits or ends.
+fn run_scope(conn: &Connection, mut scope: mpsc::Receiver<Msg>, listener: &ChangeListener) {
+    let (mut txn, mut failed) = match Txn::begin(conn) {
+        Ok(t) => (Some(t), None),
+        Err(msg) => (
+            None,
+            Some(format!("the transaction could not begin ({msg})")),
+        ),
+    };
+    loop {
+        match scope.blocking_recv() {
+            Some(Msg::Job(job)) => match (txn.as_mut(), &failed) {
+                (Some(open), None) => match run_job(conn, open, job) {
+                    // Answered now: the scope's body goes on from it.
+                    Ran::Done(complete) => complete(Ok(())),
+                    Ran::Failed => {}
+                    Ran::TxnLost(why) => {
+                        txn = None;
+                        failed = Some(why);
+                    }
+                },
+                (_, why) => {
+                    let (_, complete) = job(None);
+                    complete(Err(why.clone().unwrap_or_default()));
+                }
+            },
+            Some(Msg::Commit(reply)) => {
+                let outcome = match (txn.take(), failed.take()) {
+                    (Some(t), None) => match conn.execute_batch("COMMIT") {
+                        Ok(()) => {
+                            if !t.changes.is_empty() {
+                                listener(t.changes);
+                            }
+                            Ok(())
+                        }
+                        Err(e) => {
+                            if !conn.is_autocommit() {
+                                let _ = conn.execute_batch("ROLLBACK");
+                            }
+                            Err(format!("the commit failed ({e}); nothing was saved"))
+                        }
+                    },
+                    (_, why) => Err(format!(
+                        "{}; nothing was saved",
+                        why.unwrap_or_else(|| "the transaction was lost".into())
+                    )),
+                };
+                let _ = reply.send(outcome);
+                return;
+            }
+            Some(Msg::Scope(_)) => {
+                // Scopes do not nest: the inner one's writes find it closed.
+            }
+            Some(Msg::Stop) | None => {
+                if txn.is_some() && !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
     p.downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "write panicked".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::{Arc, Mutex};
+
+    use super::super::{
+        DB_FILE_NAME, NewEvent, Store, StoreError, migrations, open_connection, reader,
+    };
+    use super::{ChangeListener, WriterHandle};
+    use crate::config::Durability;
+    use crate::model::{Change, RecordKind};
+    use crate::search::{Matcher, SearchIndex, SearchQuery};
+
+    /// A store whose writer connection may grow the database by only `pages`
+    /// pages (`PRAGMA max_page_count`): a real SQLITE_FULL, raised in the middle
+    /// of a batch, on which sqlite rolls back the whole transaction. Every change
+    /// the writer hands on is recorded, and fed to a real search index.
+    struct Cramped {
+        _dir: tempfile::TempDir,
+        path: std::path::PathBuf,
+        store: Store,
+        search: SearchIndex,
+        seen: Arc<Mutex<Vec<Change>>>,
+    }
+
+    fn cramped(pages: i64) -> Cramped {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE_NAME);
+        let mut conn = open_connection(&path, Durability::Normal, false).unwrap();
+        migrations::run(&mut conn).unwrap();
+        let now: i64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        conn.pragma_update(None, "max_page_count", now + pages)
+            .unwrap();
+        let (search, _) = SearchIndex::open(
+            &dir.path().join("index"),
+            3_600_000,
+            1_000_000,
+            Arc::new(|_| {}),
+        )
+        .unwrap();
+        let seen: Arc<Mutex<Vec<Change>>> = Arc::default();
+        let (record, index) = (seen.clone(), search.change_listener());
+        let listener: ChangeListener = Arc::new(move |changes: Vec<Change>| {
+            record.lock().unwrap().extend(changes.iter().cloned());
+            index(changes);
+        });
+        let writer = WriterHandle::start(conn, listener, 64).unwrap();
+        let readers = Arc::new(reader::ReadPool::new(path.clone(), 4));
+        Cramped {
+            _dir: dir,
+            path,
+            store: Store { writer, readers },
+            search,
+            seen,
+        }
+    }
+
+    fn event(content: String) -> NewEvent {
+        NewEvent {
+            content,
+            tags: Vec::new(),
+            importance: 0.5,
+            occurred_at: None,
+            metadata: Default::default(),
+        }
+    }
+
+    fn stored_ids(path: &std::path::Path) -> BTreeSet<String> {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let mut stmt = conn.prepare("SELECT id FROM events").unwrap();
+        stmt.query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_database_full_in_mid_batch_answers_every_write_truthfully() {
+        let c = cramped(24);
+        let mut tasks = Vec::new();
+        for w in 0..32usize {
+            let store = c.store.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut out = Vec::new();
+                for i in 0..25usize {
+                    // Small writes fit in pages already there; big ones need new
+                    // pages and hit the ceiling.
+                    let size = [100, 2500, 400, 6000][(w + i) % 4];
+                    let content = format!("quokka w{w} i{i} {}", "x".repeat(size));
+                    let r = store.insert_events("ns", "s", vec![event(content)]).await;
+                    out.push(r.map(|mut e| e.remove(0).id).map_err(|e| e.to_string()));
+                }
+                out
+            }));
+        }
+        let (mut acked, mut refused) = (BTreeSet::new(), Vec::new());
+        for t in tasks {
+            for r in t.await.unwrap() {
+                match r {
+                    Ok(id) => {
+                        acked.insert(id);
+                    }
+                    Err(e) => refused.push(e),
+                }
+            }
+        }
+        // No caller was told "failed" for a durable write, or "ok" for a lost one.
+        let stored = stored_ids(&c.path);
+        let durable_but_refused: Vec<_> = stored.difference(&acked).collect();
+        let acked_but_lost: Vec<_> = acked.difference(&stored).collect();
+        assert!(
+            durable_but_refused.is_empty() && acked_but_lost.is_empty(),
+            "{} writes refused but stored, {} acknowledged but lost ({} acked, {} refused)",
+            durable_but_refused.len(),
+            acked_but_lost.len(),
+            acked.len(),
+            refused.len()
+        );
+
+        let mut reasons: Vec<&String> = refused.iter().collect();
+        reasons.dedup();
+        assert!(
+            refused.iter().any(|e| e.contains("full")),
+            "the database never filled up: {:?}",
+            &reasons[..reasons.len().min(5)]
+        );
+        assert!(!acked.is_empty(), "nothing was written at all");
+        // Writes that ran before the failing one in its transaction were lost
+        // with it, and said so.
+        assert!(
+            refused.iter().any(|e| e.contains("rolled back")),
+            "no transaction was rolled back under other writes: {:?}",
+            &reasons[..reasons.len().min(5)]
+        );
+
+        // The change listener got exactly the committed changes, once each.
+        let seen = c.seen.lock().unwrap().clone();
+        let seen_ids: BTreeSet<String> = seen.iter().map(|ch| ch.id.clone()).collect();
+        assert_eq!(seen.len(), seen_ids.len(), "a change was handed on twice");
+        assert_eq!(
+            seen_ids, acked,
+            "the listener saw other changes than committed"
+        );
+
+        // And every acknowledged write is searchable.
+        let q = SearchQuery::new(
+            "ns",
+            vec![RecordKind::Event],
+            Matcher::words("quokka").unwrap(),
+            10_000,
+        );
+        let hits: BTreeSet<String> = c
+            .search
+            .search(q)
+            .await
+            .unwrap()
+            .hits
+            .into_iter()
+            .map(|h| h.id)
+            .collect();
+        assert_eq!(
+            hits, acked,
+            "search does not find exactly the acknowledged writes"
+        );
+        c.store.shutdown();
+        c.search.shutdown();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_scope_commits_all_its_writes_or_none() {
+        let c = cramped(10_000);
+        // Failed: the first write is rolled back with the scope.
+        let failed: Result<(), StoreError> = c
+            .store
+            .atomically(|store| async move {
+                store
+                    .insert_events("ns", "s", vec![event("quokka gone".into())])
+                    .await?;
+                Err(StoreError::Conflict("the body gave up".into()))
+            })
+            .await;
+        assert!(failed.is_err());
+        assert!(
+            stored_ids(&c.path).is_empty(),
+            "a failed scope left a write"
+        );
+
+        // A write queued while a scope runs waits for it, then commits alone.
+        let (outside, ids) = tokio::join!(
+            c.store
+                .insert_events("ns", "s", vec![event("quokka outside".into())]),
+            c.store.atomically(|store| async move {
+                let mut ids = Vec::new();
+                for i in 0..3 {
+                    let e = store
+                        .insert_events("ns", "s", vec![event(format!("quokka inside {i}"))])
+                        .await?;
+                    ids.push(e[0].id.clone());
+                }
+                Ok::<_, StoreError>(ids)
+            })
+        );
+        let mut expected: BTreeSet<String> = ids.unwrap().into_iter().collect();
+        expected.insert(outside.unwrap()[0].id.clone());
+        assert_eq!(stored_ids(&c.path), expected);
+        let seen: BTreeSet<String> = c
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|ch| ch.id.clone())
+            .collect();
+        assert_eq!(
+            seen, expected,
+            "the listener saw exactly the committed writes"
+        );
+        c.store.shutdown();
+        c.search.shutdown();
+    }
 }
