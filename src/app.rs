@@ -77,8 +77,21 @@ struct Inner {
     cursor_key: [u8; CURSOR_KEY_BYTES],
     /// Sessions stateless clients hold by handle (`session_open`).
     handles: Arc<dyn SessionHandles>,
+    /// Announces each successful write (namespace, layer) to whoever watches:
+    /// resource subscriptions. Lossy for slow watchers, never blocking writers.
+    written: tokio::sync::broadcast::Sender<Written>,
     _lock: File,
 }
+
+/// A write that succeeded: its namespace and layer.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub namespace: String,
+    pub layer: String,
+}
+
+/// Writes a slow resource watcher may lag behind before it skips ahead.
+const WRITTEN_BACKLOG: usize = 1024;
 
 /// A search answer and whether it came from the store scan instead of the index.
 pub struct Searched {
@@ -212,6 +225,7 @@ impl AppState {
             tools,
             cursor_key,
             handles,
+            written: tokio::sync::broadcast::channel(WRITTEN_BACKLOG).0,
             _lock: lock,
         }));
         tokio::spawn(maintenance(Arc::downgrade(&app.0)));
@@ -224,6 +238,21 @@ impl AppState {
 
     pub fn store_breaker(&self) -> &Breaker {
         &self.0.store_breaker
+    }
+
+    /// Tells watchers that a write to `layer` in `namespace` succeeded.
+    pub fn announce_write(&self, namespace: &str, layer: &str) {
+        if self.0.written.receiver_count() > 0 {
+            let _ = self.0.written.send(Written {
+                namespace: namespace.to_string(),
+                layer: layer.to_string(),
+            });
+        }
+    }
+
+    /// Every successful write from now on.
+    pub fn watch_writes(&self) -> tokio::sync::broadcast::Receiver<Written> {
+        self.0.written.subscribe()
     }
 
     /// Session handles (`session_open`).

@@ -369,3 +369,97 @@ async fn stdio_speaks_2026_07_28_without_initialize_and_2025_11_25_with_it() {
         .await;
     assert!(r["error"].is_object(), "{r}");
 }
+
+/// A client that records `notifications/resources/updated`.
+#[derive(Clone, Default)]
+struct Watcher {
+    updated: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    notified: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl rmcp::ClientHandler for Watcher {
+    fn get_info(&self) -> rmcp::model::ClientConfig {
+        rmcp::model::ClientConfig::new(
+            rmcp::model::ClientCapabilities::default(),
+            rmcp::model::Implementation::new("watcher", "0"),
+        )
+    }
+
+    async fn on_resource_updated(
+        &self,
+        params: rmcp::model::ResourceUpdatedNotificationParam,
+        _ctx: rmcp::service::NotificationContext<rmcp::RoleClient>,
+    ) {
+        self.updated.lock().unwrap().push(params.uri);
+        self.notified.notify_one();
+    }
+}
+
+#[tokio::test]
+async fn memory_is_readable_as_resources_and_subscriptions_see_writes() {
+    use rmcp::ServiceExt;
+    use rmcp::model::{ReadResourceRequestParams, SubscribeRequestParams};
+    let dir = tempfile::tempdir().unwrap();
+    let transport = rmcp::transport::TokioChildProcess::builder(engram(
+        dir.path(),
+        &["serve", "--namespace", "res", "--tools", "all"],
+    ))
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap()
+    .0;
+    let watcher = Watcher::default();
+    let client = watcher.clone().serve(transport).await.unwrap();
+    let listed = client.list_all_resources().await.unwrap();
+    let uris: Vec<&str> = listed.iter().map(|r| r.uri.as_str()).collect();
+    assert!(
+        uris.contains(&"engram://graph") && uris.contains(&"engram://episodic/recent"),
+        "{uris:?}"
+    );
+
+    // resources/subscribe: the 2025-11-25 way, which this session speaks.
+    #[allow(deprecated)]
+    client
+        .subscribe(SubscribeRequestParams::new("engram://graph"))
+        .await
+        .unwrap();
+    let call = async |name: &str, args: Value| {
+        let params = rmcp::model::CallToolRequestParams::new(name.to_string())
+            .with_arguments(args.as_object().unwrap().clone());
+        let r = client.call_tool(params).await.unwrap();
+        assert_ne!(r.is_error, Some(true), "{r:?}");
+    };
+    call(
+        "create_entities",
+        json!({"entities": [{"name": "Ada", "entityType": "person", "observations": ["wrote the first program"]}]}),
+    )
+    .await;
+    tokio::time::timeout(Duration::from_secs(10), watcher.notified.notified())
+        .await
+        .expect("a resources/updated notification");
+    assert_eq!(
+        watcher.updated.lock().unwrap().as_slice(),
+        ["engram://graph"]
+    );
+
+    let read = client
+        .read_resource(ReadResourceRequestParams::new("engram://graph"))
+        .await
+        .unwrap();
+    let text = match &read.contents[0] {
+        rmcp::model::ResourceContents::TextResourceContents { text, .. } => text.clone(),
+        other => panic!("{other:?}"),
+    };
+    let graph: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(graph["entities"][0]["name"], "Ada", "{graph}");
+    // A write to another layer does not touch the graph resource.
+    call("episodic_remember", json!({"content": "not a graph write"})).await;
+    assert!(
+        client
+            .read_resource(ReadResourceRequestParams::new("engram://nope"))
+            .await
+            .is_err()
+    );
+    assert_eq!(watcher.updated.lock().unwrap().len(), 1);
+    client.cancel().await.unwrap();
+}

@@ -6,10 +6,25 @@
 //!
 //! The scripts are `tests/clients/agent.py` and `tests/clients/agent.mjs`; the calls
 //! they make are one table, `tests/clients/cases.json`. Each run here is one
-//! (SDK, transport, mode): `profile` lists the tools of `--tools core`, `compat` and
-//! `all` and calls a subset; `every-tool` calls every tool of `--tools all`, with
-//! empty, paged, partial and error answers. A failing run names every failing tool,
-//! its case and the SDK's error message.
+//! (SDK, transport, mode, protocol generation): `profile` lists the tools of `--tools
+//! core`, `compat` and `all` and calls a subset; `every-tool` calls every tool of
+//! `--tools all`, with empty, paged, partial and error answers; `agent` is one agent's
+//! work under `--tools all` (remember → recall finds it, store → search finds it, the
+//! graph, a `session_open` handle and its scratch, discover_tools → call_operation),
+//! checking that it finds what it stored. A failing run names every failing tool, its
+//! case and the SDK's error message.
+//!
+//! Protocol generations: `legacy` is the `initialize` handshake (2025-11-25), one
+//! session per connection; `2026-07-28` has no handshake (`server/discover`, protocol
+//! version and client capabilities in every request's `_meta`), and over HTTP every
+//! request stands alone: session state only through a `session_open` handle,
+//! `tools/list` is the profile, `enable_toolset` is refused. Steps that differ between
+//! them carry a `when` in cases.json. The Python SDK runs both (`mcp.Client(mode=
+//! "legacy")` and `mode="2026-07-28"`; the script fails unless that generation was
+//! negotiated, and under 2026-07-28 it also checks the server's own `server/discover`
+//! answer). The TypeScript SDK 1.32.2 runs the legacy generation only: its
+//! `Client.connect` always sends `initialize` (2025-11-25), it accepts only
+//! handshake-era versions and has no `server/discover`, so it cannot speak 2026-07-28.
 //!
 //! The SDKs are installed on first use into `target/clients/` (a Python venv and an
 //! npm project, exact versions below) and reused after. Installing needs python3
@@ -18,7 +33,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{self, Child, Command};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -231,9 +246,9 @@ fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> std::io::Result<Out
     // Its own process group, so a timeout also ends the servers and helpers it started,
     // which hold its pipes open.
     let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdin(process::Stdio::null())
+        .stdout(process::Stdio::piped())
+        .stderr(process::Stdio::piped())
         .process_group(0)
         .spawn()?;
     let out = drain(child.stdout.take());
@@ -287,9 +302,9 @@ impl HttpServer {
             .arg(dir.path())
             .args(["--log", "warn", "--tools", tools])
             .args(["serve", "--http", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stdin(process::Stdio::null())
+            .stdout(process::Stdio::null())
+            .stderr(process::Stdio::piped())
             .spawn()
             .expect("spawn engram serve --http");
         let mut lines = BufReader::new(child.stderr.take().expect("stderr piped")).lines();
@@ -349,9 +364,19 @@ enum Transport {
 enum Mode {
     Profile,
     EveryTool,
+    Agent,
 }
 
-fn run(sdk: Sdk, transport: Transport, mode: Mode) {
+/// The MCP protocol generation a run speaks (the scripts' `--protocol`).
+#[derive(Clone, Copy, PartialEq)]
+enum Protocol {
+    /// `initialize` handshake, 2025-11-25.
+    Legacy,
+    /// 2026-07-28: `server/discover`, no handshake, stateless over HTTP.
+    Current,
+}
+
+fn run(sdk: Sdk, transport: Transport, mode: Mode, protocol: Protocol) {
     let scripts = repo().join("tests/clients");
     let mut cmd = match sdk {
         Sdk::Python => {
@@ -360,15 +385,28 @@ fn run(sdk: Sdk, transport: Transport, mode: Mode) {
             c
         }
         Sdk::Node => {
+            assert!(
+                protocol == Protocol::Legacy,
+                "the TypeScript SDK {} speaks only the legacy generation",
+                TS_SDK.1
+            );
             let mut c = Command::new("node");
             c.arg(scripts.join("agent.mjs"))
                 .env("ENGRAM_CLIENTS_NODE_DIR", node_project());
             c
         }
     };
+    cmd.args([
+        "--protocol",
+        match protocol {
+            Protocol::Legacy => "legacy",
+            Protocol::Current => "2026-07-28",
+        },
+    ]);
     cmd.arg(match mode {
         Mode::Profile => "profile",
         Mode::EveryTool => "every-tool",
+        Mode::Agent => "agent",
     });
     // Servers live until the run ends (dropped after it).
     let mut servers = Vec::new();
@@ -381,7 +419,7 @@ fn run(sdk: Sdk, transport: Transport, mode: Mode) {
             cmd.arg("http");
             let profiles: &[&str] = match mode {
                 Mode::Profile => &["core", "compat", "all"],
-                Mode::EveryTool => &["all"],
+                Mode::EveryTool | Mode::Agent => &["all"],
             };
             for p in profiles {
                 let server = HttpServer::start(p);
@@ -412,42 +450,103 @@ fn run(sdk: Sdk, transport: Transport, mode: Mode) {
     }
 }
 
+use Mode::{Agent, EveryTool, Profile};
+use Protocol::{Current, Legacy};
+use Sdk::{Node, Python};
+use Transport::{Http, Stdio};
+
+// ---- Python SDK, legacy generation (initialize)
+
 #[test]
-fn python_stdio_profile() {
-    run(Sdk::Python, Transport::Stdio, Mode::Profile);
+fn python_stdio_profile_legacy() {
+    run(Python, Stdio, Profile, Legacy);
 }
 
 #[test]
-fn python_stdio_every_tool() {
-    run(Sdk::Python, Transport::Stdio, Mode::EveryTool);
+fn python_stdio_every_tool_legacy() {
+    run(Python, Stdio, EveryTool, Legacy);
 }
 
 #[test]
-fn python_http_profile() {
-    run(Sdk::Python, Transport::Http, Mode::Profile);
+fn python_stdio_agent_legacy() {
+    run(Python, Stdio, Agent, Legacy);
 }
 
 #[test]
-fn python_http_every_tool() {
-    run(Sdk::Python, Transport::Http, Mode::EveryTool);
+fn python_http_profile_legacy() {
+    run(Python, Http, Profile, Legacy);
 }
+
+#[test]
+fn python_http_every_tool_legacy() {
+    run(Python, Http, EveryTool, Legacy);
+}
+
+#[test]
+fn python_http_agent_legacy() {
+    run(Python, Http, Agent, Legacy);
+}
+
+// ---- Python SDK, MCP 2026-07-28 (server/discover; stateless over HTTP)
+
+#[test]
+fn python_stdio_profile_2026() {
+    run(Python, Stdio, Profile, Current);
+}
+
+#[test]
+fn python_stdio_every_tool_2026() {
+    run(Python, Stdio, EveryTool, Current);
+}
+
+#[test]
+fn python_stdio_agent_2026() {
+    run(Python, Stdio, Agent, Current);
+}
+
+#[test]
+fn python_http_profile_2026() {
+    run(Python, Http, Profile, Current);
+}
+
+#[test]
+fn python_http_every_tool_2026() {
+    run(Python, Http, EveryTool, Current);
+}
+
+#[test]
+fn python_http_agent_2026() {
+    run(Python, Http, Agent, Current);
+}
+
+// ---- TypeScript SDK: the legacy generation only (see the top of this file)
 
 #[test]
 fn node_stdio_profile() {
-    run(Sdk::Node, Transport::Stdio, Mode::Profile);
+    run(Node, Stdio, Profile, Legacy);
 }
 
 #[test]
 fn node_stdio_every_tool() {
-    run(Sdk::Node, Transport::Stdio, Mode::EveryTool);
+    run(Node, Stdio, EveryTool, Legacy);
+}
+
+#[test]
+fn node_stdio_agent() {
+    run(Node, Stdio, Agent, Legacy);
 }
 
 #[test]
 fn node_http_profile() {
-    run(Sdk::Node, Transport::Http, Mode::Profile);
+    run(Node, Http, Profile, Legacy);
 }
 
 #[test]
 fn node_http_every_tool() {
-    run(Sdk::Node, Transport::Http, Mode::EveryTool);
+    run(Node, Http, EveryTool, Legacy);
+}
+
+#[test]
+fn node_http_agent() {
+    run(Node, Http, Agent, Legacy);
 }

@@ -785,3 +785,224 @@ mod tests {
         assert_eq!(field_path("/events/0/content"), "events[0].content");
     }
 }
+
+#[cfg(test)]
+mod wire_tests {
+    use super::*;
+    use serde::{Deserialize, Serialize};
+    use serde_json::json;
+
+    /// A time written as text, with its own description (as `TimeSpec` has).
+    #[derive(Serialize, Deserialize)]
+    #[allow(dead_code)]
+    struct When(String);
+
+    impl JsonSchema for When {
+        fn schema_name() -> std::borrow::Cow<'static, str> {
+            "When".into()
+        }
+        fn json_schema(_: &mut schemars::SchemaGenerator) -> Schema {
+            schemars::json_schema!({
+                "type": "string",
+                "maxLength": 8,
+                "description": "A long explanation of the time forms."
+            })
+        }
+    }
+
+    #[derive(Deserialize, JsonSchema)]
+    #[serde(rename_all = "lowercase")]
+    #[allow(dead_code)]
+    enum Mode {
+        /// Fast.
+        Fast,
+        /// Slow.
+        Slow,
+    }
+
+    /// Root doc, restating the tool's description.
+    #[derive(Deserialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Args {
+        /// What to find.
+        query: String,
+        /// From when.
+        #[serde(default)]
+        since: Option<When>,
+        #[serde(default)]
+        until: Option<When>,
+        #[serde(default)]
+        mode: Option<Mode>,
+        #[serde(default)]
+        limit: Option<u32>,
+        #[serde(default)]
+        tags: Vec<String>,
+    }
+
+    #[derive(Serialize, JsonSchema)]
+    #[allow(dead_code)]
+    struct Record {
+        /// The id.
+        id: String,
+        at: chrono::DateTime<chrono::Utc>,
+        note: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        extra: Option<u32>,
+    }
+
+    #[derive(Serialize, JsonSchema)]
+    #[serde(rename_all = "lowercase")]
+    #[allow(dead_code)]
+    enum Kind {
+        Event,
+        Fact,
+    }
+
+    #[derive(Serialize, JsonSchema)]
+    #[serde(tag = "type", rename_all = "lowercase")]
+    #[allow(dead_code)]
+    enum Shape {
+        Dot { x: i32 },
+        Line { x: i32, y: i32 },
+    }
+
+    #[derive(Serialize, JsonSchema)]
+    #[allow(dead_code)]
+    struct Answer {
+        /// Hits, best first.
+        hits: Vec<Record>,
+        first: Option<Record>,
+        kind: Kind,
+        shapes: Vec<Shape>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        degraded: bool,
+        count: u64,
+    }
+
+    fn valid(schema: &Value, value: &Value) -> bool {
+        Checker::new(schema).check(value).is_none()
+    }
+
+    #[test]
+    fn wire_inputs_accept_what_the_full_schema_accepts() {
+        let full = input_schema_of::<Args>();
+        let wire = wire_input_schema(&full);
+        let text = wire.to_string();
+        for noise in [
+            "$schema", "title", "default", "$defs", "$ref", "Root doc", "oneOf",
+        ] {
+            assert!(!text.contains(noise), "{noise} in {text}");
+        }
+        // The field's description wins over its type's; the type's bounds stay.
+        assert_eq!(wire["properties"]["since"]["description"], "From when.");
+        assert_eq!(wire["properties"]["since"]["maxLength"], 8);
+        // Without a description of its own, the field takes its type's.
+        assert_eq!(
+            wire["properties"]["until"]["description"],
+            "A long explanation of the time forms."
+        );
+        assert_eq!(wire["properties"]["mode"]["enum"], json!(["fast", "slow"]));
+        // Optional fields are not offered as nullable; required ones keep their type.
+        assert_eq!(wire["properties"]["limit"]["type"], "integer");
+        assert_eq!(wire["properties"]["since"]["type"], "string");
+        assert_eq!(wire["additionalProperties"], false);
+        assert_eq!(wire["required"], json!(["query"]));
+        let cases = [
+            json!({"query": "x"}),
+            json!({"query": "x", "since": "2h ago", "until": "now", "mode": "slow", "limit": 3, "tags": ["a"]}),
+            json!({"query": "x", "since": "far too long"}),
+            json!({"query": "x", "mode": "medium"}),
+            json!({"query": "x", "limit": -1}),
+            json!({"query": "x", "other": 1}),
+            json!({"limit": 3}),
+            json!({"query": 5}),
+        ];
+        for case in &cases {
+            assert_eq!(valid(&full, case), valid(&wire, case), "{case}");
+        }
+        // `null` is still accepted where the full schema takes it, only not offered.
+        assert!(valid(&full, &json!({"query": "x", "limit": null})));
+    }
+
+    #[test]
+    fn wire_outputs_accept_every_answer_and_keep_the_top_level_exact() {
+        let full = output_schema_of::<Answer>();
+        let wire = wire_output_schema(&full);
+        let text = wire.to_string();
+        for noise in [
+            "description",
+            "format",
+            "$schema",
+            "title",
+            "$defs",
+            "oneOf",
+        ] {
+            assert!(!text.contains(noise), "{noise} in {text}");
+        }
+        let props = &wire["properties"];
+        assert_eq!(props["kind"]["enum"], json!(["event", "fact"]));
+        assert_eq!(props["count"]["type"], "integer");
+        assert_eq!(props["degraded"]["type"], "boolean");
+        assert_eq!(wire["required"], full["required"]);
+        // Records nested in the answer: their type and required names only.
+        assert_eq!(
+            props["hits"]["items"],
+            json!({"type": "object", "required": ["id", "at", "note"]})
+        );
+        assert_eq!(props["first"]["type"], json!(["object", "null"]));
+        assert!(props["first"].get("properties").is_none());
+        let record = json!({"id": "a", "at": "2026-01-01T00:00:00Z", "note": null});
+        let answers = [
+            json!({"hits": [], "first": null, "kind": "fact", "shapes": [], "count": 0}),
+            json!({
+                "hits": [record, {"id": "b", "at": "2026-01-01T00:00:00Z", "note": "n", "extra": 1}],
+                "first": record,
+                "kind": "event",
+                "shapes": [{"type": "dot", "x": 1}, {"type": "line", "x": 1, "y": 2}],
+                "degraded": true,
+                "count": 2
+            }),
+        ];
+        for answer in &answers {
+            assert!(valid(&full, answer), "{answer}");
+            assert!(valid(&wire, answer), "{answer} against {wire}");
+        }
+        // Still a check: missing fields, wrong top-level types, unknown enum values.
+        for bad in [
+            json!({"hits": [], "first": null, "kind": "fact", "shapes": []}),
+            json!({"hits": [{}], "first": null, "kind": "fact", "shapes": [], "count": 0}),
+            json!({"hits": [], "first": null, "kind": "other", "shapes": [], "count": 0}),
+            json!({"hits": [], "first": null, "kind": "fact", "shapes": [], "count": "1"}),
+        ] {
+            assert!(!valid(&wire, &bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_operation_has_compiling_wire_schemas_without_dangling_refs() {
+        for entry in super::super::registry().entries() {
+            let name = entry.name;
+            let full_in = (entry.input_schema)();
+            let full_out = (entry.output_schema)();
+            for (wire, full) in [
+                (wire_input_schema(&full_in), &full_in),
+                (wire_output_schema(&full_out), &full_out),
+            ] {
+                let _ = Checker::new(&wire);
+                assert_eq!(wire["type"], "object", "{name}");
+                assert!(wire.to_string().len() <= full.to_string().len(), "{name}");
+                let mut refs = Vec::new();
+                collect_refs(&wire, &mut refs);
+                for r in refs {
+                    assert!(wire["$defs"].get(&r).is_some(), "{name}: dangling $ref {r}");
+                }
+            }
+            assert_eq!(
+                wire_input_schema(&full_in)["required"],
+                full_in["required"],
+                "{name}: the required arguments are the contract"
+            );
+        }
+    }
+}

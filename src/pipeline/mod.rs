@@ -109,6 +109,9 @@ pub async fn dispatch(
         // Invalidate even on error: a failed write changed nothing, but a partly
         // answered one (e.g. delete with some ids not found) did.
         app.cache().invalidate(&resolve(&spec.invalidates, &ns));
+        if result.is_ok() && touches_store(spec) {
+            app.announce_write(&ns, &spec.layer);
+        }
         result
     };
     if uses_store {

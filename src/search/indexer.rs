@@ -23,6 +23,10 @@ use tokio::sync::oneshot;
 use super::{LIVE, Live, SUPERSEDED, SearchError, Shared};
 use crate::model::{Change, SearchDoc};
 
+/// Messages (each a committed batch of changes, or a batch of documents during a
+/// rebuild) the indexer's queue holds before senders wait.
+const QUEUE_MESSAGES: usize = 256;
+
 pub(crate) enum Msg {
     /// Committed store changes, in change order.
     Changes(Vec<Change>),
@@ -66,7 +70,7 @@ pub struct IndexStats {
 
 #[derive(Clone)]
 pub(crate) struct IndexerHandle {
-    tx: mpsc::Sender<Msg>,
+    tx: mpsc::SyncSender<Msg>,
     stats: Arc<Mutex<IndexStats>>,
     shared: Arc<Shared>,
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
@@ -102,7 +106,10 @@ impl IndexerHandle {
         commit_max_docs: usize,
         observer: CommitObserver,
     ) -> Result<Self, SearchError> {
-        let (tx, rx) = mpsc::channel();
+        // Bounded: when the indexer falls behind, the writer (which hands it
+        // each committed batch) and a rebuild's scan wait instead of queueing
+        // without limit.
+        let (tx, rx) = mpsc::sync_channel(QUEUE_MESSAGES);
         let stats = Arc::new(Mutex::new(IndexStats {
             committed_seq,
             ..Default::default()
@@ -130,7 +137,7 @@ impl IndexerHandle {
         })
     }
 
-    pub(crate) fn sender(&self) -> mpsc::Sender<Msg> {
+    pub(crate) fn sender(&self) -> mpsc::SyncSender<Msg> {
         self.tx.clone()
     }
 

@@ -238,7 +238,7 @@ impl SearchIndex {
     /// at once (overlay) and are queued for the indexer.
     pub fn change_listener(&self) -> ChangeListener {
         let shared = self.shared.clone();
-        let tx: mpsc::Sender<indexer::Msg> = self.indexer.sender();
+        let tx: mpsc::SyncSender<indexer::Msg> = self.indexer.sender();
         Arc::new(move |changes: Vec<Change>| {
             shared
                 .overlay

@@ -10,13 +10,16 @@
 //! `call_operation`, and session state travels as a `session_open` handle.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock,
-    Implementation, InitializeRequestParams, InitializeResult, ListToolsResult,
-    PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
+    Implementation, InitializeRequestParams, InitializeResult, ListResourcesResult,
+    ListToolsResult, PaginatedRequestParams, ProtocolVersion, ReadResourceRequestParams,
+    ReadResourceResponse, ReadResourceResult, ServerCapabilities, ServerConfig,
+    SubscribeRequestParams, Tool, UnsubscribeRequestParams,
 };
 // Logging (deprecated by SEP-2577) is still part of 2025-11-25, which engram serves.
 #[allow(deprecated)]
@@ -25,6 +28,7 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::Value;
 
+use super::resources;
 use super::tools::ToolTable;
 use crate::app::AppState;
 use crate::config::{DEFAULT_NAMESPACE, NamespaceMode, namespace_from_folder, validate_namespace};
@@ -54,6 +58,15 @@ pub struct EngramHandler {
     app: AppState,
     session: Arc<Session>,
     namespace: NamespaceMode,
+    /// Resource URIs this session subscribed to, and whether the watcher that
+    /// sends their updates runs.
+    subscriptions: Arc<Mutex<Subscriptions>>,
+}
+
+#[derive(Default)]
+struct Subscriptions {
+    uris: BTreeSet<String>,
+    watching: bool,
 }
 
 impl EngramHandler {
@@ -65,6 +78,7 @@ impl EngramHandler {
             app,
             session,
             namespace,
+            subscriptions: Arc::default(),
         }
     }
 
@@ -76,6 +90,7 @@ impl EngramHandler {
             app,
             session,
             namespace,
+            subscriptions: Arc::default(),
         }
     }
 
@@ -139,6 +154,8 @@ impl ServerHandler for EngramHandler {
         ServerConfig::new(
             ServerCapabilities::builder()
                 .enable_logging()
+                .enable_resources()
+                .enable_resources_subscribe()
                 .enable_tools()
                 .enable_tool_list_changed()
                 .build(),
@@ -197,6 +214,82 @@ impl ServerHandler for EngramHandler {
         Ok(ListToolsResult::with_all_items(tools)
             .with_ttl_ms(TOOLS_TTL_MS)
             .with_cache_scope(CacheScope::Public))
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        Ok(ListResourcesResult::with_all_items(resources::listed()))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        let Some(spec) = resources::find(&request.uri) else {
+            return Err(McpError::resource_not_found(
+                format!(
+                    "no resource {:?}: resources/list names them",
+                    crate::ops::schema::truncate_chars(&request.uri, 100)
+                ),
+                None,
+            ));
+        };
+        self.ensure_namespace(&context)
+            .await
+            .map_err(|m| McpError::invalid_params(m, None))?;
+        let answer = self
+            .app
+            .call(&self.session, spec.operation, (spec.arguments)())
+            .await
+            .map_err(|e| McpError::internal_error(e.to_string(), None))?;
+        Ok(ReadResourceResult::new(vec![resources::contents(spec, &answer)]).into())
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        if resources::find(&request.uri).is_none() {
+            return Err(McpError::resource_not_found(
+                "no such resource: resources/list names them",
+                None,
+            ));
+        }
+        self.ensure_namespace(&context)
+            .await
+            .map_err(|m| McpError::invalid_params(m, None))?;
+        let start_watching = {
+            let mut subs = self.subscriptions.lock().expect("subscriptions poisoned");
+            subs.uris.insert(request.uri);
+            !std::mem::replace(&mut subs.watching, true)
+        };
+        if start_watching {
+            tokio::spawn(watch_writes(
+                self.app.watch_writes(),
+                self.session.namespace().to_string(),
+                self.subscriptions.clone(),
+                context.peer.clone(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.subscriptions
+            .lock()
+            .expect("subscriptions poisoned")
+            .uris
+            .remove(&request.uri);
+        Ok(())
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
@@ -285,4 +378,38 @@ fn header_namespace(ctx: &RequestContext<RoleServer>) -> Result<Option<String>, 
     let ns = value.to_str().unwrap_or_default().trim().to_string();
     validate_namespace(&ns)?;
     Ok(Some(ns))
+}
+
+/// Sends `notifications/resources/updated` for this session's subscribed
+/// resources when a write in its namespace changes them, until the session ends.
+async fn watch_writes(
+    mut writes: tokio::sync::broadcast::Receiver<crate::app::Written>,
+    namespace: String,
+    subscriptions: Arc<Mutex<Subscriptions>>,
+    peer: rmcp::Peer<RoleServer>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let layer = match writes.recv().await {
+            Ok(w) if w.namespace == namespace => w.layer,
+            Ok(_) => continue,
+            // Fell behind: say every subscribed resource changed.
+            Err(RecvError::Lagged(_)) => String::new(),
+            Err(RecvError::Closed) => return,
+        };
+        let uris: Vec<String> = {
+            let subs = subscriptions.lock().expect("subscriptions poisoned");
+            subs.uris
+                .iter()
+                .filter(|u| layer.is_empty() || resources::changed_by(&layer).any(|c| c == *u))
+                .cloned()
+                .collect()
+        };
+        for uri in uris {
+            let update = rmcp::model::ResourceUpdatedNotificationParam::new(uri);
+            if peer.notify_resource_updated(update).await.is_err() {
+                return; // the session is gone
+            }
+        }
+    }
 }

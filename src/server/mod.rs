@@ -11,6 +11,7 @@ pub mod handler;
 pub mod http;
 pub mod jsonrpc;
 pub mod local;
+pub mod resources;
 pub mod stdio;
 pub mod tools;
 
