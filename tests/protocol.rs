@@ -364,6 +364,13 @@ async fn stdio_speaks_2026_07_28_without_initialize_and_2025_11_25_with_it() {
     )
     .await;
     assert_eq!(r["result"]["isError"], false, "{r}");
+    // The list is the profile for every caller: enable_toolset cannot grow it.
+    let r = ask(
+        json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {
+        "name": "enable_toolset", "arguments": {"layer": "graph"}, "_meta": meta()}}),
+    )
+    .await;
+    assert_eq!(r["result"]["isError"], true, "{r}");
     // ping is gone in 2026-07-28.
     let r = ask(json!({"jsonrpc": "2.0", "id": 4, "method": "ping", "params": {"_meta": meta()}}))
         .await;

@@ -250,18 +250,20 @@ pub fn truncate_chars(s: &str, max: usize) -> String {
     head
 }
 
-// ---------- wire forms: what `tools/list` sends ----------
+// ---------- wire forms: what clients are sent with each tool ----------
 //
-// A host pays for every listed tool on every turn, so the schemas sent in
-// `tools/list` are compacted from the generated ones above (which `schemas/`,
-// `discover_tools` with detail "full" and the server's own checks keep using):
+// A host pays for every listed tool on every turn, so the schemas clients are
+// sent with each tool are compacted from the generated ones above (which
+// `schemas/`, `discover_tools` with detail "full" and the server's own checks
+// keep using):
 //
-// - the **wire input schema** accepts exactly the same arguments: only
-//   annotations a model does not need are removed (`$schema`, `title`,
-//   defaults, the root description that restates the tool's), `$defs` are
-//   inlined where they are used (a field's own description wins over its type's),
-//   `anyOf [X, null]` becomes a nullable `X`, and a `oneOf` of string constants
-//   an `enum`;
+// - the **wire input schema** shows only arguments the generated one accepts,
+//   and all of them but one: `null` for an optional field (the same as leaving
+//   it out) is accepted but not offered. Otherwise only annotations a model does
+//   not need are removed (`$schema`, `title`, defaults, the root description
+//   that restates the tool's), `$defs` are inlined where they are used (a
+//   field's own description wins over its type's), `anyOf [X, null]` becomes a
+//   nullable `X`, and a `oneOf` of string constants an `enum`;
 // - the **wire output schema** is implied by the generated one (every answer
 //   valid against the generated schema is valid against it), so validating
 //   clients still accept every answer: annotations and formats are removed, the
@@ -323,44 +325,46 @@ const SCHEMA_VALUES: &[&str] = &[
 /// Keywords whose value is a list of schemas.
 const SCHEMA_LISTS: &[&str] = &["allOf", "anyOf", "oneOf", "prefixItems"];
 
-/// The input schema to send in `tools/list`: accepts exactly what `full` (an
-/// [`input_schema_of`] schema) accepts, in fewer bytes.
+/// The input schema to send with a tool: every argument valid against it is
+/// accepted by `full` (an [`input_schema_of`] schema), and so is every argument
+/// `full` accepts, except an explicit `null` for an optional field.
 pub fn wire_input_schema(full: &Value) -> Value {
     let mut schema = inline_refs(full);
     if let Some(obj) = schema.as_object_mut() {
         // The tool's description says what the arguments are for.
         obj.remove("description");
     }
-    let mut schema = compact(schema, false);
+    let mut schema = compact(schema, false, true);
     drop_unused_defs(&mut schema);
     schema
 }
 
-/// The output schema to send in `tools/list`: every answer valid against `full`
+/// The output schema to send with a tool: every answer valid against `full`
 /// (an [`output_schema_of`] schema) is valid against it. The answer's own fields
 /// keep their exact types, enums and `required`; objects nested in it keep
 /// their type and `required` names only.
 pub fn wire_output_schema(full: &Value) -> Value {
-    let schema = compact(inline_refs(full), true);
+    let schema = compact(inline_refs(full), true, true);
     let mut schema = loosen_nested(&schema, 0);
     drop_unused_defs(&mut schema);
     schema
 }
 
-/// Every schema nested in `schema` (one level), with the keyword that holds it.
-fn subschemas_mut(obj: &mut serde_json::Map<String, Value>) -> Vec<&mut Value> {
+/// Every schema nested in `obj` (one level down), with the keyword that holds it.
+fn subschemas_mut(obj: &mut serde_json::Map<String, Value>) -> Vec<(&str, &mut Value)> {
     let mut out = Vec::new();
     for (k, v) in obj.iter_mut() {
-        if SCHEMA_MAPS.contains(&k.as_str()) {
+        let k = k.as_str();
+        if SCHEMA_MAPS.contains(&k) {
             if let Value::Object(map) = v {
-                out.extend(map.values_mut());
+                out.extend(map.values_mut().map(|s| (k, s)));
             }
-        } else if SCHEMA_LISTS.contains(&k.as_str()) {
+        } else if SCHEMA_LISTS.contains(&k) {
             if let Value::Array(list) = v {
-                out.extend(list.iter_mut());
+                out.extend(list.iter_mut().map(|s| (k, s)));
             }
-        } else if SCHEMA_VALUES.contains(&k.as_str()) {
-            out.push(v);
+        } else if SCHEMA_VALUES.contains(&k) {
+            out.push((k, v));
         }
     }
     out
@@ -416,7 +420,7 @@ fn inline_in(schema: &mut Value, defs: &serde_json::Map<String, Value>, stack: &
             return;
         }
     }
-    for sub in subschemas_mut(obj) {
+    for (_, sub) in subschemas_mut(obj) {
         inline_in(sub, defs, stack);
     }
 }
@@ -483,13 +487,17 @@ fn collect_refs(schema: &Value, out: &mut Vec<String>) {
 
 /// Removes annotations (for outputs also descriptions and formats), and
 /// rewrites two verbose shapes into equivalent short ones, bottom-up.
-fn compact(schema: Value, output: bool) -> Value {
+/// `positive`: whether accepting more here accepts more overall (not so under
+/// `not` or in an `if`), the only places where formats are dropped (outputs) or
+/// `null` left unoffered (inputs).
+fn compact(schema: Value, output: bool, positive: bool) -> Value {
     let Value::Object(mut obj) = schema else {
         return schema;
     };
     obj.retain(|k, v| {
         !(ANNOTATION_KEYWORDS.contains(&k.as_str())
-            || (output && (k == "description" || k == "format"))
+            || (output && k == "description")
+            || (output && positive && k == "format")
             // The default: any property is allowed.
             || (k == "additionalProperties" && *v == Value::Bool(true)))
     });
@@ -497,8 +505,9 @@ fn compact(schema: Value, output: bool) -> Value {
     if let Some(Value::String(text)) = obj.get_mut("description") {
         *text = unwrap_lines(text);
     }
-    for sub in subschemas_mut(&mut obj) {
-        *sub = compact(std::mem::take(sub), output);
+    for (keyword, sub) in subschemas_mut(&mut obj) {
+        let positive = positive && keyword != "not" && keyword != "if";
+        *sub = compact(std::mem::take(sub), output, positive);
     }
     for key in ["oneOf", "anyOf"] {
         if ["type", "enum", "const"]
@@ -514,7 +523,7 @@ fn compact(schema: Value, output: bool) -> Value {
         }
     }
     fold_null(&mut obj);
-    if !output {
+    if !output && positive {
         unadvertise_null(&mut obj);
     }
     Value::Object(obj)
@@ -977,6 +986,25 @@ mod wire_tests {
         ] {
             assert!(!valid(&wire, &bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn nothing_is_loosened_or_narrowed_under_not() {
+        let out = json!({
+            "type": "object",
+            "properties": {"at": {"type": "string", "not": {"format": "date", "description": "d"}}}
+        });
+        let wire = wire_output_schema(&out);
+        assert_eq!(wire["properties"]["at"]["not"], json!({"format": "date"}));
+        let input = json!({
+            "type": "object",
+            "not": {"properties": {"x": {"type": ["integer", "null"]}}}
+        });
+        let wire = wire_input_schema(&input);
+        assert_eq!(
+            wire["not"]["properties"]["x"]["type"],
+            json!(["integer", "null"])
+        );
     }
 
     #[test]

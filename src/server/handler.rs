@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock,
-    Implementation, InitializeRequestParams, InitializeResult, ListResourcesResult,
+    DiscoverResult, Implementation, InitializeRequestParams, InitializeResult, ListResourcesResult,
     ListToolsResult, PaginatedRequestParams, ProtocolVersion, ReadResourceRequestParams,
     ReadResourceResponse, ReadResourceResult, ServerCapabilities, ServerConfig,
     SubscribeRequestParams, Tool, UnsubscribeRequestParams,
@@ -164,6 +164,31 @@ impl ServerHandler for EngramHandler {
         .with_instructions(INSTRUCTIONS)
     }
 
+    /// For 2026-07-28 clients: what works under that protocol. Its change
+    /// notifications travel over `subscriptions/listen`, which engram does not
+    /// serve yet, and its log level is per request: so no `listChanged`,
+    /// resource `subscribe` or `logging` here (2025-11-25 sessions keep them).
+    #[allow(deprecated)] // the logging capability: see set_level
+    async fn discover(
+        &self,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<DiscoverResult, McpError> {
+        let mut info = self.get_info();
+        let caps = &mut info.capabilities;
+        if let Some(tools) = caps.tools.as_mut() {
+            tools.list_changed = None;
+        }
+        if let Some(resources) = caps.resources.as_mut() {
+            resources.subscribe = None;
+            resources.list_changed = None;
+        }
+        caps.logging = None;
+        Ok(DiscoverResult::from_server_info(
+            self.supported_protocol_versions().into_owned(),
+            info,
+        ))
+    }
+
     /// Every protocol version rmcp knows, 2026-07-28 included.
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
         Cow::Borrowed(ProtocolVersion::KNOWN_VERSIONS)
@@ -301,7 +326,8 @@ impl ServerHandler for EngramHandler {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        let stateless = is_current_protocol(&context) && http_parts(&context).is_some();
+        let current = is_current_protocol(&context);
+        let stateless = current && http_parts(&context).is_some();
         if stateless {
             self.session.mark_stateless();
         }
@@ -316,7 +342,9 @@ impl ServerHandler for EngramHandler {
                 .unwrap_or_else(|| OpError::UnknownOperation(format!("no tool {name:?}")));
             return Ok(Self::tool_error(err.to_string()));
         };
-        if stateless && spec.name == ENABLE_TOOLSET {
+        // Under 2026-07-28 tools/list is the profile for every caller, so a
+        // session's list cannot grow: say how to reach the layer instead.
+        if current && spec.name == ENABLE_TOOLSET && would_grow(&self.session, &request) {
             return Ok(Self::tool_error(
                 OpError::NotEnabled(
                     "under MCP 2026-07-28 tool lists are the same for every request: run this \
@@ -412,4 +440,22 @@ async fn watch_writes(
             }
         }
     }
+}
+
+/// An `enable_toolset` call that would add tools to the session's list (a known
+/// layer not wholly listed yet).
+fn would_grow(session: &Session, request: &CallToolRequestParams) -> bool {
+    let Some(layer) = request
+        .arguments
+        .as_ref()
+        .and_then(|a| a.get("layer"))
+        .and_then(Value::as_str)
+    else {
+        return false;
+    };
+    let listed = session.tools();
+    crate::catalog::catalog()
+        .operations
+        .iter()
+        .any(|op| op.layer == layer && !listed.includes(op))
 }

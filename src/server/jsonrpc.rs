@@ -42,6 +42,23 @@ const TYPED_METHODS: &[&str] = &[
     "tools/list",
 ];
 
+/// Methods MCP 2026-07-28 removed (answered "method not found" under it).
+const REMOVED_IN_2026: &[&str] = &[
+    "initialize",
+    "ping",
+    "logging/setLevel",
+    "resources/subscribe",
+    "resources/unsubscribe",
+];
+
+/// The request names protocol 2026-07-28 or later in its `_meta`.
+fn declares_2026(bytes: &[u8]) -> bool {
+    let value: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+    value["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"]
+        .as_str()
+        .is_some_and(|v| v >= "2026-07-28")
+}
+
 /// What to do with one incoming message.
 #[derive(Debug)]
 pub enum Incoming {
@@ -60,6 +77,12 @@ pub fn read(bytes: &[u8]) -> Incoming {
     if let Ok(message) = parsed {
         return match &message {
             ClientJsonRpcMessage::Request(r) => match &r.request {
+                // Methods 2026-07-28 removed: rmcp answers them (-32601, HTTP 404).
+                ClientRequest::CustomRequest(c)
+                    if REMOVED_IN_2026.contains(&c.method.as_str()) && declares_2026(bytes) =>
+                {
+                    Incoming::Message(Box::new(message))
+                }
                 ClientRequest::CustomRequest(c) if TYPED_METHODS.contains(&c.method.as_str()) => {
                     let id = serde_json::to_value(&r.id).unwrap_or(Value::Null);
                     Incoming::Reply(error(id, INVALID_PARAMS, params_problem(&c.method, bytes)))

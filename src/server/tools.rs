@@ -8,8 +8,9 @@
 //! one `discover_tools` call away (`detail: "full"`: the whole description and the
 //! generated schemas, as in `schemas/`):
 //! - `description`: the catalog's one-line `summary` (what the tool is for);
-//! - `inputSchema`: accepts exactly what the generated schema accepts, without
-//!   annotations a model does not need (`ops::schema::wire_input_schema`);
+//! - `inputSchema`: the generated schema without what a model does not need;
+//!   it offers only arguments engram accepts, and accepts all engram accepts but
+//!   an explicit `null` for an optional field (`ops::schema::wire_input_schema`);
 //! - `outputSchema`: implied by the generated one, so validating clients accept
 //!   every answer; the answer's own fields keep their exact types, records
 //!   nested in it keep their required field names (`ops::schema::wire_output_schema`);
