@@ -152,6 +152,11 @@ async fn accept(listener: tokio::net::TcpListener, router: axum::Router, ct: Can
             },
             _ = &mut signal => break,
         };
+        // Answers go out in several writes (headers, SSE events): without
+        // TCP_NODELAY each waits on the client's delayed ACK (~40 ms).
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
         let service = service.clone();
         let stop = stop.clone();
         connections.spawn(async move {
