@@ -255,12 +255,10 @@ impl ServerHandler for EngramHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
         let Some(spec) = resources::find(&request.uri) else {
+            let uri = crate::ops::schema::truncate_chars(&request.uri, 200);
             return Err(McpError::resource_not_found(
-                format!(
-                    "no resource {:?}: resources/list names them",
-                    crate::ops::schema::truncate_chars(&request.uri, 100)
-                ),
-                None,
+                format!("no resource {uri:?}: resources/list names them"),
+                Some(serde_json::json!({ "uri": uri })),
             ));
         };
         self.ensure_namespace(&context)

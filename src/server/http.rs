@@ -194,6 +194,15 @@ async fn guard(State(edge): State<Edge>, request: Request, next: Next) -> Respon
         )
             .into_response();
     }
+    if request.method() == axum::http::Method::DELETE {
+        // Closing a session: rmcp answers 202, which clients (the Python SDK)
+        // read as a failed close; the session is closed, so say 200.
+        let mut response = next.run(request).await;
+        if response.status() == StatusCode::ACCEPTED {
+            *response.status_mut() = StatusCode::OK;
+        }
+        return response;
+    }
     if request.method() != axum::http::Method::POST || !request.uri().path().starts_with("/mcp") {
         return next.run(request).await;
     }
