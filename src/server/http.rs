@@ -98,6 +98,9 @@ pub async fn serve(app: AppState, addr: SocketAddr, opts: HttpOptions) -> anyhow
     let mut origins: Vec<String> = LOOPBACK_ORIGINS.iter().map(|o| o.to_string()).collect();
     origins.extend(opts.allowed_origins);
     let config = StreamableHttpServerConfig::default()
+        // A stateless (2026-07-28) answer that is one message goes out as plain
+        // JSON rather than a one-event SSE stream.
+        .with_json_response(true)
         .with_allowed_hosts(hosts.clone())
         .with_allowed_origins(origins)
         .with_cancellation_token(ct.child_token());
