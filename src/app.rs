@@ -77,6 +77,10 @@ struct Inner {
     cursor_key: [u8; CURSOR_KEY_BYTES],
     /// Sessions stateless clients hold by handle (`session_open`).
     handles: Arc<dyn SessionHandles>,
+    /// The rate allowance of stateless requests (MCP 2026-07-28 over HTTP),
+    /// which have no session of their own to hold one: one per namespace, the
+    /// least recently used forgotten past `STATELESS_LIMITERS`.
+    stateless_limiters: Mutex<lru::LruCache<String, Arc<SessionLimiter>>>,
     /// Announces each successful write (namespace, layer) to whoever watches:
     /// resource subscriptions. Lossy for slow watchers, never blocking writers.
     written: tokio::sync::broadcast::Sender<Written>,
@@ -89,6 +93,9 @@ pub struct Written {
     pub namespace: String,
     pub layer: String,
 }
+
+/// Namespaces whose stateless rate allowance is remembered.
+const STATELESS_LIMITERS: usize = 10_000;
 
 /// Writes a slow resource watcher may lag behind before it skips ahead.
 const WRITTEN_BACKLOG: usize = 1024;
@@ -226,6 +233,9 @@ impl AppState {
             cursor_key,
             handles,
             written: tokio::sync::broadcast::channel(WRITTEN_BACKLOG).0,
+            stateless_limiters: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(STATELESS_LIMITERS).expect("non-zero"),
+            )),
             _lock: lock,
         }));
         tokio::spawn(maintenance(Arc::downgrade(&app.0)));
@@ -238,6 +248,26 @@ impl AppState {
 
     pub fn store_breaker(&self) -> &Breaker {
         &self.0.store_breaker
+    }
+
+    /// The rate allowance a call of `session` draws on: its own, or for a
+    /// stateless request (a fresh session per request) its namespace's.
+    pub fn limiter_for(&self, session: &Session) -> Arc<SessionLimiter> {
+        if !session.is_stateless() {
+            return session.limiter.clone();
+        }
+        let c = &self.0.config;
+        self.0
+            .stateless_limiters
+            .lock()
+            .expect("limiters poisoned")
+            .get_or_insert(session.namespace().to_string(), || {
+                Arc::new(SessionLimiter::new(
+                    c.rate_limit_per_second,
+                    c.rate_limit_burst,
+                ))
+            })
+            .clone()
     }
 
     /// Tells watchers that a write to `layer` in `namespace` succeeded.
@@ -461,7 +491,10 @@ impl AppState {
         let c = &self.0.config;
         Arc::new(Session::new(
             tools,
-            SessionLimiter::new(c.rate_limit_per_second, c.rate_limit_burst),
+            Arc::new(SessionLimiter::new(
+                c.rate_limit_per_second,
+                c.rate_limit_burst,
+            )),
         ))
     }
 

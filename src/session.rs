@@ -89,11 +89,11 @@ pub struct Session {
     /// text costs far less memory than a parsed value).
     scratch: Mutex<BTreeMap<String, String>>,
     /// This session's own allowance of calls per second.
-    pub limiter: SessionLimiter,
+    pub limiter: Arc<SessionLimiter>,
 }
 
 impl Session {
-    pub fn new(tools: ToolSelection, limiter: SessionLimiter) -> Self {
+    pub fn new(tools: ToolSelection, limiter: Arc<SessionLimiter>) -> Self {
         Session {
             id: new_id(),
             created_at: now_micros(),
@@ -257,7 +257,7 @@ mod tests {
             compat: false,
             layers: BTreeSet::new(),
         };
-        Arc::new(Session::new(tools, SessionLimiter::new(0, 0)))
+        Arc::new(Session::new(tools, Arc::new(SessionLimiter::new(0, 0))))
     }
 
     #[test]

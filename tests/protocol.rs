@@ -470,3 +470,23 @@ async fn memory_is_readable_as_resources_and_subscriptions_see_writes() {
     assert_eq!(watcher.updated.lock().unwrap().len(), 1);
     client.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn stateless_requests_share_their_namespace_rate_allowance() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = HttpServer::start(dir.path(), &["--rate-limit", "1", "--rate-burst", "2"]).await;
+    let http = reqwest::Client::new();
+    let url = &server.url;
+    // Each request is a fresh session; the allowance still holds per namespace.
+    for id in 1..=2 {
+        let r = tool(&http, url, "alpha", id, "episodic_recent", json!({})).await;
+        assert_ne!(r["isError"], true, "{r}");
+    }
+    let r = tool(&http, url, "alpha", 3, "episodic_recent", json!({})).await;
+    assert!(error_text(&r).contains("rate limit"));
+    let r = tool(&http, url, "beta", 4, "episodic_recent", json!({})).await;
+    assert_ne!(
+        r["isError"], true,
+        "another namespace has its own allowance: {r}"
+    );
+}

@@ -38,7 +38,7 @@ pub async fn execute(
     name: &str,
     args: Value,
 ) -> Result<Value, OpError> {
-    session.limiter.check()?;
+    app.limiter_for(session).check()?;
     dispatch(app, session, name, args).await
 }
 
