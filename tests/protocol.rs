@@ -459,15 +459,31 @@ async fn memory_is_readable_as_resources_and_subscriptions_see_writes() {
     };
     let graph: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(graph["entities"][0]["name"], "Ada", "{graph}");
-    // A write to another layer does not touch the graph resource.
+    // A write to another layer does not touch the graph resource: after it, a
+    // second graph write's notification is the next one (broadcast order).
     call("episodic_remember", json!({"content": "not a graph write"})).await;
+    call(
+        "add_observations",
+        json!({"observations": [{"entityName": "Ada", "contents": ["worked with Babbage"]}]}),
+    )
+    .await;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while watcher.updated.lock().unwrap().len() < 2 {
+            watcher.notified.notified().await;
+        }
+    })
+    .await
+    .expect("a second resources/updated notification");
+    assert_eq!(
+        watcher.updated.lock().unwrap().as_slice(),
+        ["engram://graph", "engram://graph"]
+    );
     assert!(
         client
             .read_resource(ReadResourceRequestParams::new("engram://nope"))
             .await
             .is_err()
     );
-    assert_eq!(watcher.updated.lock().unwrap().len(), 1);
     client.cancel().await.unwrap();
 }
 

@@ -201,7 +201,7 @@ fn timed_out(name: &str, limit: Duration) -> OpError {
     ))
 }
 
-fn unknown_operation(name: &str) -> OpError {
+pub(crate) fn unknown_operation(name: &str) -> OpError {
     let parts: Vec<&str> = name.split('_').filter(|p| p.len() > 2).collect();
     let similar: Vec<&str> = catalog()
         .operations

@@ -141,13 +141,18 @@ impl IndexerHandle {
         self.tx.clone()
     }
 
-    pub(crate) fn send(&self, msg: Msg) -> Result<(), SearchError> {
-        self.tx.send(msg).map_err(|_| SearchError::IndexerGone)
+    /// Queues `msg`, waiting (off the runtime's threads) while the queue is full.
+    pub(crate) async fn send(&self, msg: Msg) -> Result<(), SearchError> {
+        let tx = self.tx.clone();
+        tokio::task::spawn_blocking(move || tx.send(msg))
+            .await
+            .map_err(|_| SearchError::IndexerGone)?
+            .map_err(|_| SearchError::IndexerGone)
     }
 
     pub(crate) async fn recreate(&self) -> Result<(), SearchError> {
         let (tx, rx) = oneshot::channel();
-        self.send(Msg::Recreate(tx))?;
+        self.send(Msg::Recreate(tx)).await?;
         rx.await
             .map_err(|_| SearchError::IndexerGone)?
             .map_err(SearchError::CatchUp)
@@ -155,7 +160,7 @@ impl IndexerHandle {
 
     pub(crate) async fn flush(&self) -> Result<(), SearchError> {
         let (tx, rx) = oneshot::channel();
-        self.send(Msg::Flush(tx))?;
+        self.send(Msg::Flush(tx)).await?;
         rx.await
             .map_err(|_| SearchError::IndexerGone)?
             .map_err(SearchError::CatchUp)
@@ -475,8 +480,9 @@ mod tests {
                 docs: first_part,
                 upsert: true,
             })
+            .await
             .unwrap();
-        search.indexer.send(Msg::Crash).unwrap();
+        search.indexer.send(Msg::Crash).await.unwrap();
         search.shutdown();
         store.shutdown();
         drop((search, store));

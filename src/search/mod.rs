@@ -262,12 +262,12 @@ impl SearchIndex {
                     .map_err(|e| SearchError::CatchUp(e.to_string()))?;
                 let n = changes.len();
                 if n > 0 {
-                    self.indexer.send(indexer::Msg::Changes(changes))?;
+                    self.indexer.send(indexer::Msg::Changes(changes)).await?;
                 }
                 n
             }
             None => {
-                self.indexer.send(indexer::Msg::Clear)?;
+                self.indexer.send(indexer::Msg::Clear).await?;
                 self.load_everything(store, false).await?
             }
         };
@@ -315,14 +315,14 @@ impl SearchIndex {
             })
             .await
             .map_err(catch_up)?;
-        self.indexer.send(indexer::Msg::SetSeq(head))?;
+        self.indexer.send(indexer::Msg::SetSeq(head)).await?;
         if upsert {
             // The scan read one snapshot; writes committed since then may have
             // reached the indexer before the scan's older copies. Replaying them
             // after the scan makes the newest version win.
             let later = store.changes_since(head).await.map_err(catch_up)?;
             if !later.is_empty() {
-                self.indexer.send(indexer::Msg::Changes(later))?;
+                self.indexer.send(indexer::Msg::Changes(later)).await?;
             }
         }
         Ok(counted.load(std::sync::atomic::Ordering::Relaxed))

@@ -288,12 +288,15 @@ where
     W: AsyncWrite + Unpin,
 {
     let (replay, swallow) = lock(rec).replay();
+    // Read answers before replaying: a long replay could otherwise fill the
+    // answer direction and stall both ends.
+    let mut to_stdout = tokio::spawn(answers_to_stdout(from_server, rec.clone(), swallow));
     for line in replay {
         if to_server.write_all(&framed(&line)).await.is_err() {
+            to_stdout.abort();
             return Ok(Relay::ServerGone);
         }
     }
-    let mut to_stdout = tokio::spawn(answers_to_stdout(from_server, rec.clone(), swallow));
     loop {
         tokio::select! {
             line = stdin.next_line() => match line? {

@@ -261,6 +261,9 @@ impl ServerHandler for EngramHandler {
                 Some(serde_json::json!({ "uri": uri })),
             ));
         };
+        if is_current_protocol(&context) && http_parts(&context).is_some() {
+            self.session.mark_stateless();
+        }
         self.ensure_namespace(&context)
             .await
             .map_err(|m| McpError::invalid_params(m, None))?;
@@ -334,11 +337,9 @@ impl ServerHandler for EngramHandler {
         }
         let name = request.name.as_ref();
         let Some((spec, _)) = ToolTable::get().find(name) else {
-            let err = crate::pipeline::execute(&self.app, &self.session, name, Value::Null)
-                .await
-                .err()
-                .unwrap_or_else(|| OpError::UnknownOperation(format!("no tool {name:?}")));
-            return Ok(Self::tool_error(err.to_string()));
+            return Ok(Self::tool_error(
+                crate::pipeline::unknown_operation(name).to_string(),
+            ));
         };
         // Under 2026-07-28 tools/list is the profile for every caller, so a
         // session's list cannot grow: say how to reach the layer instead.
@@ -416,7 +417,12 @@ async fn watch_writes(
 ) {
     use tokio::sync::broadcast::error::RecvError;
     loop {
-        let layer = match writes.recv().await {
+        let received = tokio::select! {
+            received = writes.recv() => received,
+            // The session ended without a write to notify about.
+            _ = peer_closed(&peer) => return,
+        };
+        let layer = match received {
             Ok(w) if w.namespace == namespace => w.layer,
             Ok(_) => continue,
             // Fell behind: say every subscribed resource changed.
@@ -424,7 +430,12 @@ async fn watch_writes(
             Err(RecvError::Closed) => return,
         };
         let uris: Vec<String> = {
-            let subs = subscriptions.lock().expect("subscriptions poisoned");
+            let mut subs = subscriptions.lock().expect("subscriptions poisoned");
+            if subs.uris.is_empty() {
+                // Nothing subscribed any more: stop; a new subscribe starts another.
+                subs.watching = false;
+                return;
+            }
             subs.uris
                 .iter()
                 .filter(|u| layer.is_empty() || resources::changed_by(&layer).any(|c| c == *u))
@@ -456,4 +467,11 @@ fn would_grow(session: &Session, request: &CallToolRequestParams) -> bool {
         .operations
         .iter()
         .any(|op| op.layer == layer && !listed.includes(op))
+}
+
+/// Resolves once the peer's transport is closed (checked every few seconds).
+async fn peer_closed(peer: &rmcp::Peer<RoleServer>) {
+    while !peer.is_transport_closed() {
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    }
 }

@@ -264,6 +264,11 @@ async fn guard(State(edge): State<Edge>, request: Request, next: Next) -> Respon
             }
         }
     }
+    // rmcp reads the body again: without the BOM the guard accepted it without.
+    let bytes = match bytes.strip_prefix(jsonrpc::UTF8_BOM) {
+        Some(_) => bytes.slice(jsonrpc::UTF8_BOM.len()..),
+        None => bytes,
+    };
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
 }

@@ -101,8 +101,11 @@ pub fn spawn_listener(app: AppState) -> std::io::Result<Listener> {
             let stream = match accepted.and_then(|(s, _)| closable(s)) {
                 Ok(stream) => stream,
                 Err(e) => {
+                    // Out of file descriptors and the like: wait, do not spin,
+                    // and never stop serving later hosts.
                     tracing::warn!(error = %e, "local socket accept failed");
-                    break;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
                 }
             };
             let (app, stop) = (app.clone(), stop.clone());

@@ -16,8 +16,9 @@ use crate::config::Durability;
 pub(crate) struct ReadPool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
-    /// One permit per connection the pool may hold.
-    permits: Semaphore,
+    /// One permit per connection the pool may hold; a read keeps its permit
+    /// until its connection is back (even when its caller stopped waiting).
+    permits: Arc<Semaphore>,
 }
 
 impl ReadPool {
@@ -26,7 +27,7 @@ impl ReadPool {
         ReadPool {
             path,
             idle: Mutex::new(Vec::with_capacity(size)),
-            permits: Semaphore::new(size),
+            permits: Arc::new(Semaphore::new(size)),
         }
     }
 
@@ -52,7 +53,8 @@ impl ReadPool {
     {
         let permit = self
             .permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| StoreError::CommitFailed("the read pool is closed".into()))?;
         let pool = self.clone();
@@ -60,10 +62,10 @@ impl ReadPool {
             let conn = pool.take()?;
             let out = f(&conn);
             pool.give_back(conn);
+            drop(permit);
             out
         })
         .await;
-        drop(permit);
         match joined {
             Ok(out) => out,
             // A bug in a read: let the operation's panic guard report it, not

@@ -124,20 +124,22 @@ impl WriterHandle {
     {
         let (reply, answer) = oneshot::channel::<Result<T, StoreError>>();
         let job: Job = Box::new(move |txn| {
-            let result = match txn {
-                Some(txn) => f(txn),
-                None => Err(StoreError::Closed),
-            };
+            // `None`: the write never ran (no transaction could be had for it).
+            let result = txn.map(f);
             let ran = match &result {
-                Ok(_) => Ok(()),
-                Err(e) => Err(e.to_string()),
+                Some(Ok(_)) => Ok(()),
+                Some(Err(e)) => Err(e.to_string()),
+                None => Err("the write did not run".to_string()),
             };
             let complete: Completion = Box::new(move |commit| {
                 let outcome = match (commit, result) {
                     // A write that failed says why, whatever became of the rest.
-                    (_, Err(e)) => Err(e),
-                    (Ok(()), ok) => ok,
-                    (Err(e), Ok(_)) => Err(StoreError::CommitFailed(e)),
+                    (_, Some(Err(e))) => Err(e),
+                    (Ok(()), Some(ok)) => ok,
+                    (Err(e), Some(Ok(_))) => Err(StoreError::CommitFailed(e)),
+                    // Never ran: say why the transaction could not be had.
+                    (Err(e), None) => Err(StoreError::CommitFailed(e)),
+                    (Ok(()), None) => Err(StoreError::Closed),
                 };
                 let _ = reply.send(outcome);
             });
