@@ -39,6 +39,7 @@ fn every_scenario_runs_and_reports_in_quick_mode() {
         "memory",
         "cache",
         "reference",
+        "crashloop",
     ];
     for s in scenarios {
         let path = out.join("quick").join(format!("{s}.json"));

@@ -47,6 +47,10 @@ pub const ALL: &[(&str, &str)] = &[
         "reference",
         "the nine graph tools side by side with @modelcontextprotocol/server-memory",
     ),
+    (
+        "crashloop",
+        "kill -9 under 8 concurrent HTTP writers, restart, every acknowledged write present",
+    ),
 ];
 
 /// What every scenario gets.
@@ -101,6 +105,7 @@ pub async fn run(name: &str, cx: &Ctx) -> anyhow::Result<Value> {
         "memory" => memory(cx).await,
         "cache" => cache(cx).await,
         "reference" => reference(cx).await,
+        "crashloop" => crashloop(cx).await,
         other => Err(anyhow!(
             "no scenario {other:?}: choose from {}",
             ALL.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
@@ -476,6 +481,83 @@ async fn recovery(cx: &Ctx) -> anyhow::Result<Value> {
 
 /// A word every generated text may hold.
 const WORD_PROBE: &str = "deploy";
+
+// ---------- crashloop ----------
+
+/// Writers per round of the crash loop.
+const CRASH_WRITERS: usize = 8;
+
+/// Rounds of: 8 sessions writing as fast as they can, the server killed with
+/// SIGKILL after a random while, restarted; then every write that was
+/// acknowledged must be in the store (`--samples` rounds; 20, quick 2).
+async fn crashloop(cx: &Ctx) -> anyhow::Result<Value> {
+    let rounds = cx.pick(&cx.opts.samples, 20, 2);
+    let dir = cx.dir("crashloop");
+    let mut rng = Rng(cx.opts.seed);
+    let mut acked: Vec<String> = Vec::new();
+    for round in 0..rounds {
+        let server = HttpServer::start(&cx.engram, &dir, &["--tools", "all"]).await?;
+        let round_acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let mut writers = Vec::new();
+        for w in 0..CRASH_WRITERS {
+            let client = server.session().await?;
+            let round_acked = round_acked.clone();
+            writers.push(tokio::spawn(async move {
+                for n in 0.. {
+                    let content = format!("crashloop round {round} writer {w} write {n}");
+                    match call(&client, "episodic_remember", json!({ "content": content })).await {
+                        crate::driver::Outcome::Ok(v) => {
+                            if let Some(id) = v["event"]["id"].as_str() {
+                                round_acked.lock().expect("poisoned").push(id.to_string());
+                            }
+                        }
+                        // The server is gone: this write was never acknowledged.
+                        _ => break,
+                    }
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(200 + rng.next() % 800)).await;
+        let status = std::process::Command::new("kill")
+            .args(["-9", &server.pid.to_string()])
+            .status()?;
+        if !status.success() {
+            return Err(anyhow!("could not kill the server (pid {})", server.pid));
+        }
+        for w in writers {
+            w.abort();
+            let _ = w.await;
+        }
+        server.stop().await;
+        let this_round = round_acked.lock().expect("poisoned").len();
+        progress(format!(
+            "crashloop: round {round}: {this_round} acknowledged"
+        ));
+        acked.extend(round_acked.lock().expect("poisoned").drain(..));
+    }
+    let server = HttpServer::start(&cx.engram, &dir, &["--tools", "all"]).await?;
+    let client = server.session().await?;
+    let mut lost = 0usize;
+    for id in &acked {
+        if !matches!(
+            call(&client, "episodic_get", json!({ "id": id })).await,
+            crate::driver::Outcome::Ok(_)
+        ) {
+            lost += 1;
+        }
+    }
+    let _ = client.cancel().await;
+    server.stop().await;
+    if lost > 0 {
+        return Err(anyhow!(
+            "{lost} of {} acknowledged writes lost after {rounds} crashes",
+            acked.len()
+        ));
+    }
+    Ok(
+        json!({ "rounds": rounds, "writers": CRASH_WRITERS, "acknowledged": acked.len(), "lost": lost }),
+    )
+}
 
 // ---------- memory ----------
 
