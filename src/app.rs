@@ -419,7 +419,8 @@ impl AppState {
 }
 
 /// Background upkeep, for as long as the app is open: rebuilds the search index
-/// when its breaker asks, and writes counted fact uses every second.
+/// when its breaker asks, writes counted fact uses and forgets expired session
+/// handles every second.
 async fn maintenance(app: Weak<Inner>) {
     let wanted = match app.upgrade() {
         Some(inner) => inner.rebuild_wanted.clone(),
@@ -456,6 +457,8 @@ async fn maintenance(app: Weak<Inner>) {
                 }
             }
         }
+        // Expired session handles free their scratch now, not when the table fills.
+        inner.handles.sweep();
         let accesses = inner.accesses.take();
         if !accesses.is_empty()
             && let Err(e) = inner.store.record_fact_access(accesses).await

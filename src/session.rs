@@ -161,6 +161,8 @@ pub trait SessionHandles: Send + Sync + 'static {
     fn resolve(&self, handle: &str) -> Result<Arc<Session>, HandleError>;
     /// Handles open now.
     fn open_count(&self) -> usize;
+    /// Forgets expired handles (and their sessions' scratch); how many went.
+    fn sweep(&self) -> usize;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -244,6 +246,14 @@ impl SessionHandles for LocalHandles {
     fn open_count(&self) -> usize {
         self.sessions.lock().expect("handles poisoned").len()
     }
+
+    fn sweep(&self) -> usize {
+        let mut sessions = self.sessions.lock().expect("handles poisoned");
+        let before = sessions.len();
+        let idle = self.idle;
+        sessions.retain(|_, (_, used)| used.elapsed() < idle);
+        before - sessions.len()
+    }
 }
 
 #[cfg(test)]
@@ -275,6 +285,8 @@ mod tests {
         handles.open(session()).unwrap();
         assert_eq!(handles.open(session()), Err(HandleError::Full(2)));
         std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(handles.sweep(), 2, "both expired handles are forgotten");
+        assert_eq!(handles.open_count(), 0);
         assert!(handles.resolve(&h).is_err(), "expired");
         // Expired handles make room for new ones.
         handles.open(session()).unwrap();
