@@ -35,12 +35,15 @@
 //! parallel test threads and processes install once. Installing needs node and npm
 //! and the npm registry: when it fails the tests fail, saying so; they never skip.
 
-use std::io::{BufRead, BufReader, Read};
+mod common;
+
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use common::process::run_with_timeout;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_engram");
@@ -545,71 +548,6 @@ impl InstallLock {
 }
 
 // ------------------------------------------------------------------ processes
-
-struct Output {
-    status_ok: bool,
-    status: String,
-    stdout: String,
-    stderr: String,
-}
-
-/// Reads a pipe to its end on a thread (so neither pipe of a child can fill and block it).
-fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(mut pipe) = pipe {
-            let _ = pipe.read_to_end(&mut buf);
-        }
-        String::from_utf8_lossy(&buf).into_owned()
-    })
-}
-
-/// Runs a command to its end, or kills it (and what it started) after `timeout`.
-fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> std::io::Result<Output> {
-    use std::os::unix::process::CommandExt;
-    // Its own process group, so a timeout also ends the helpers it started, which
-    // hold its pipes open.
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()?;
-    let out = drain(child.stdout.take());
-    let err = drain(child.stderr.take());
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = Command::new("kill")
-                .arg("-KILL")
-                .arg(format!("-{}", child.id()))
-                .status();
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stdout = out.join().unwrap_or_default();
-    let stderr = err.join().unwrap_or_default();
-    Ok(match status {
-        Some(s) => Output {
-            status_ok: s.success(),
-            status: s.to_string(),
-            stdout,
-            stderr,
-        },
-        None => Output {
-            status_ok: false,
-            status: format!("killed after {} s", timeout.as_secs()),
-            stdout,
-            stderr,
-        },
-    })
-}
 
 /// `engram --data-dir TMP --log warn [ARGS] serve --http 127.0.0.1:0`, killed on drop.
 struct HttpServer {

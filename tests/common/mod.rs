@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests: the real binary, a real MCP client.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
