@@ -1,5 +1,5 @@
 //! Criterion benchmarks per layer: operations called in process through the
-//! registry and the whole pipeline (`AppState::call`, the path the server takes
+//! registry and the whole pipeline (`Engine::call`, the path the server takes
 //! after the transport), on fixtures generated at bench time, never committed.
 //!
 //! `cargo bench --bench layers` runs on 10,000 records per layer;
@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use engram::AppState;
+use engram::Engine;
 use engram::config::Config;
 use engram::session::Session;
 use serde_json::{Value, json};
@@ -93,7 +93,7 @@ impl Rng {
 /// One opened data dir holding `n` events, `n` facts and `n` entities.
 struct Fixture {
     rt: tokio::runtime::Runtime,
-    app: AppState,
+    app: Engine,
     session: Arc<Session>,
     n: usize,
     _dir: tempfile::TempDir,
@@ -109,7 +109,7 @@ impl Fixture {
         let mut config = Config::new(dir.path());
         config.cache_capacity = 0;
         config.rate_limit_per_second = 0;
-        let app = rt.block_on(AppState::open(config)).expect("open");
+        let app = rt.block_on(Engine::open(config)).expect("open");
         let session = app.new_session();
         let fx = Fixture {
             rt,
@@ -143,7 +143,7 @@ impl Fixture {
             }
         }
         fx.rt
-            .block_on(fx.app.search_index().flush())
+            .block_on(fx.app.app().search_index().flush())
             .expect("flush");
         fx
     }

@@ -1,5 +1,5 @@
 //! Semantic search and the query cache, measured in process through the same
-//! pipeline the server uses (`AppState::call`: limiter, cache, breaker, registry,
+//! pipeline the server uses (`Engine::call`: limiter, cache, breaker, registry,
 //! real sqlite file, real tantivy index in a temporary dir).
 //!
 //! `cargo bench --bench semantic -- --facts 10000,100000,1000000`
@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use engram::AppState;
+use engram::Engine;
 use engram::config::Config;
 use engram::session::Session;
 use hdrhistogram::Histogram;
@@ -106,7 +106,7 @@ impl Fixture {
 }
 
 struct Bench {
-    app: AppState,
+    app: Engine,
     session: Arc<Session>,
     _dir: tempfile::TempDir,
 }
@@ -117,7 +117,7 @@ impl Bench {
         let mut config = Config::new(dir.path());
         config.cache_capacity = cache_capacity;
         config.rate_limit_per_second = 0;
-        let app = AppState::open(config).await.expect("open");
+        let app = Engine::open(config).await.expect("open");
         let session = app.new_session();
         Bench {
             app,
@@ -154,7 +154,7 @@ impl Bench {
                 eprintln!("  loaded {} / {n}", n - left);
             }
         }
-        self.app.search_index().flush().await.expect("flush");
+        self.app.app().search_index().flush().await.expect("flush");
         started.elapsed()
     }
 }

@@ -1,14 +1,16 @@
 //! The operation catalog: `operations/<layer>.toml`, compiled into the binary.
 //!
 //! Each entry says what an operation is for (summary, and a description written
-//! for a model choosing a tool), its kind, the cache tags it reads and
-//! invalidates, its annotations, and which profiles include it. The registry test
+//! for a model choosing a tool), its kind, the kinds of record it reads and
+//! writes, its annotations, and which profiles include it. The registry test
 //! checks that this catalog, the handlers and `schemas/` agree.
 
 use std::sync::OnceLock;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::model::RecordKind;
 
 /// Every layer's catalog file, in the order tools are listed.
 const FILES: &[(&str, &str)] = &[
@@ -57,12 +59,15 @@ pub struct OperationSpec {
     pub kind: Kind,
     pub summary: String,
     pub description: String,
-    /// Cache tags this operation's answers depend on (`{ns}` = the namespace).
+    /// The kinds of record a read's answer is made of. A read that names some
+    /// is answered from the query cache until a change of one of them (in its
+    /// namespace) is logged; one that names none is never cached.
     #[serde(default)]
-    pub reads: Vec<String>,
-    /// Cache tags this operation invalidates when it succeeds.
+    pub reads: Vec<RecordKind>,
+    /// The kinds of record a write changes. Operations that read or write
+    /// records run behind the store's circuit breaker.
     #[serde(default)]
-    pub invalidates: Vec<String>,
+    pub writes: Vec<RecordKind>,
     pub annotations: Annotations,
     /// Profiles (`core`, `compat`) that include this operation.
     #[serde(default)]
@@ -87,6 +92,19 @@ struct LayerFile {
 pub struct Catalog {
     pub layers: Vec<LayerInfo>,
     pub operations: Vec<OperationSpec>,
+}
+
+impl OperationSpec {
+    /// Whether the operation reads or writes stored records (and so runs
+    /// behind the store's circuit breaker).
+    pub fn uses_store(&self) -> bool {
+        !self.reads.is_empty() || !self.writes.is_empty()
+    }
+
+    /// Whether answers may be served from the query cache.
+    pub fn cacheable(&self) -> bool {
+        self.kind == Kind::Read && !self.reads.is_empty()
+    }
 }
 
 impl Catalog {

@@ -23,6 +23,10 @@ pub enum OpError {
     /// A backend is failing and its circuit breaker is open: retry later.
     #[error("{0}")]
     Unavailable(String),
+    /// The call ran past its time limit and was stopped (a read: nothing
+    /// changed). Counts against the store's breaker.
+    #[error("{0}")]
+    Timeout(String),
     /// The operation exists but this session may not call it as a tool yet.
     #[error("{0}")]
     NotEnabled(String),
@@ -60,6 +64,17 @@ impl OpError {
              Nothing you sent was wrong: retry, or try different arguments",
             crate::ops::schema::truncate_chars(&what, 200)
         ))
+    }
+}
+
+impl OpError {
+    /// Work handed to the blocking pool (`what`) that did not finish: a panic
+    /// there is a bug in engram, reported like any other panic.
+    pub fn from_join(what: &str, e: tokio::task::JoinError) -> Self {
+        match e.try_into_panic() {
+            Ok(panic) => OpError::from_panic(what, panic),
+            Err(e) => OpError::Internal(format!("{what} was cancelled: {e}")),
+        }
     }
 }
 

@@ -161,7 +161,6 @@ pub async fn import_server_memory(
             Ok::<_, InteropError>(summary)
         })
         .await?;
-    app.cache().invalidate(&[format!("{namespace}/graph")]);
     Ok(summary)
 }
 

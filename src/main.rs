@@ -7,11 +7,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use engram::app::{AppState, OpenError};
+use engram::app::OpenError;
 use engram::catalog::catalog;
 use engram::config::{Config, Durability, NamespaceMode, validate_namespace};
 use engram::ops::discovery::Detail;
 use engram::ops::registry::{REGENERATE_SCHEMAS, registry, schema_document};
+use engram::pipeline::Engine;
 use engram::server::http::HttpOptions;
 
 #[derive(Parser)]
@@ -262,7 +263,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let config = config(&cli.global)?;
             runtime()?.block_on(async move {
-                let app = match AppState::open(config.clone()).await {
+                let app = match Engine::open(config.clone()).await {
                     Ok(app) => app,
                     // Another host's engram owns this data dir: share it.
                     Err(OpenError::Locked { .. }) if http.is_none() => {
@@ -294,7 +295,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("arguments must be a JSON object, e.g. '{\"content\": \"...\"}'")?;
             let namespace = fixed_namespace(&config);
             runtime()?.block_on(async move {
-                let app = AppState::open(config).await?;
+                let app = Engine::open(config).await?;
                 let session = app.new_session();
                 session.set_namespace(namespace);
                 let result = app.call(&session, &operation, args).await;
@@ -321,8 +322,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("cannot open {}", file.display()))?,
             );
             runtime()?.block_on(async move {
-                let app = AppState::open(config).await?;
-                let result = engram::interop::import_server_memory(&app, &namespace, reader).await;
+                let app = Engine::open(config).await?;
+                let result = engram::interop::import_server_memory(app.app(), &namespace, reader).await;
                 let shutdown = app.clone();
                 tokio::task::spawn_blocking(move || shutdown.shutdown()).await?;
                 let summary = result.with_context(|| format!("importing {}", file.display()))?;
@@ -344,10 +345,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = config(&cli.global)?;
             let namespace = fixed_namespace(&config);
             runtime()?.block_on(async move {
-                let app = AppState::open(config).await?;
+                let app = Engine::open(config).await?;
                 let mut buffer = Vec::new();
                 let result =
-                    engram::interop::export_server_memory(&app, &namespace, &mut buffer).await;
+                    engram::interop::export_server_memory(app.app(), &namespace, &mut buffer).await;
                 let shutdown = app.clone();
                 tokio::task::spawn_blocking(move || shutdown.shutdown()).await?;
                 let lines = result?;

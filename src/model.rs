@@ -111,30 +111,60 @@ pub struct Relation {
     pub relation_type: String,
 }
 
-/// Which kind of record a change or a search document is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Which kind of record a change or a search document is about. Every write
+/// logs a change of each record it touches; derived views (the search index,
+/// the query cache, graph snapshots, resource subscriptions) learn of writes
+/// from those changes and nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum RecordKind {
     Event,
     Fact,
     Entity,
+    /// A graph edge. Not searched on its own: relations are read with their
+    /// entities, so its changes only invalidate.
+    Relation,
 }
 
 impl RecordKind {
+    pub const ALL: [RecordKind; 4] = [
+        RecordKind::Event,
+        RecordKind::Fact,
+        RecordKind::Entity,
+        RecordKind::Relation,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RecordKind::Event => "event",
             RecordKind::Fact => "fact",
             RecordKind::Entity => "entity",
+            RecordKind::Relation => "relation",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "event" => Some(RecordKind::Event),
-            "fact" => Some(RecordKind::Fact),
-            "entity" => Some(RecordKind::Entity),
-            _ => None,
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The memory layer that owns this kind of record.
+    pub fn layer(self) -> &'static str {
+        match self {
+            RecordKind::Event => "episodic",
+            RecordKind::Fact => "semantic",
+            RecordKind::Entity | RecordKind::Relation => "graph",
         }
+    }
+
+    /// Whether records of this kind have search documents.
+    pub fn searchable(self) -> bool {
+        self != RecordKind::Relation
+    }
+
+    /// The name of this kind's records in one namespace: what a change of
+    /// such a record makes stale (query cache tags, graph snapshots).
+    pub fn scope(self, namespace: &str) -> String {
+        format!("{namespace}/{}", self.as_str())
     }
 }
 

@@ -14,7 +14,7 @@ use base64::Engine;
 use crate::catalog::{Catalog, OperationSpec};
 use crate::config::DEFAULT_NAMESPACE;
 use crate::model::{Micros, new_id, now_micros};
-use crate::pipeline::limiter::SessionLimiter;
+use crate::resilience::limiter::SessionLimiter;
 
 /// Which tools a session lists: a profile plus any layers enabled on top.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use engram::AppState;
+use engram::Engine;
 use engram::config::{Config, Durability};
 use engram::error::OpError;
 use engram::ops::registry;
@@ -186,12 +186,12 @@ fn operation_arguments() {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (app, session): (AppState, Arc<Session>) = rt.block_on(async {
+    let (app, session): (Engine, Arc<Session>) = rt.block_on(async {
         let mut config = Config::new(dir.path());
         config.tools = "all".into();
         config.durability = Durability::Normal;
         config.rate_limit_per_second = 0;
-        let app = AppState::open(config).await.unwrap();
+        let app = Engine::open(config).await.unwrap();
         let session = app.new_session();
         session.set_namespace("fuzz".into());
         // Something to find, so reads reach their paging and snippet code.

@@ -6,13 +6,13 @@
 
 use std::sync::Arc;
 
-use engram::AppState;
+use engram::Engine;
 use engram::config::Config;
 use engram::session::Session;
 use serde_json::{Value, json};
 
 struct Harness {
-    app: AppState,
+    app: Engine,
     session: Arc<Session>,
     _dir: tempfile::TempDir,
 }
@@ -23,7 +23,7 @@ impl Harness {
         let mut config = Config::new(dir.path());
         config.index_commit_interval_ms = 3_600_000;
         tune(&mut config);
-        let app = AppState::open(config).await.expect("open");
+        let app = Engine::open(config).await.expect("open");
         let session = app.new_session();
         session.set_namespace("g".into());
         Harness {
@@ -446,7 +446,7 @@ async fn search_nodes_ranks_whole_word_matches_then_substrings() {
     // then from the committed trigram index; two letters fall back to a scan.
     for committed in [false, true] {
         if committed {
-            h.app.search_index().flush().await.unwrap();
+            h.app.app().search_index().flush().await.unwrap();
         }
         let mut found = names(
             &h.ok("search_nodes", json!({ "query": "GRE" })).await,

@@ -4,13 +4,13 @@
 
 use std::sync::Arc;
 
-use engram::AppState;
+use engram::Engine;
 use engram::config::Config;
 use engram::session::Session;
 use serde_json::{Value, json};
 
 struct Harness {
-    app: AppState,
+    app: Engine,
     session: Arc<Session>,
     _dir: tempfile::TempDir,
 }
@@ -21,7 +21,7 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::new(dir.path());
         config.index_commit_interval_ms = 3_600_000;
-        let app = AppState::open(config).await.expect("open");
+        let app = Engine::open(config).await.expect("open");
         let session = app.new_session();
         session.set_namespace("alpha".into());
         Harness {
@@ -109,7 +109,7 @@ async fn recall_ranks_natural_language_and_sees_uncommitted_writes() {
     assert!(hits[0].contains("Staging"), "best match first: {hits:?}");
 
     // Same ranking after the index commits.
-    h.app.search_index().flush().await.unwrap();
+    h.app.app().search_index().flush().await.unwrap();
     let r2 = h
         .ok(
             "episodic_recall",
@@ -137,7 +137,7 @@ async fn recall_ranks_natural_language_and_sees_uncommitted_writes() {
 async fn updates_and_deletes_are_searchable_at_once_even_after_a_commit() {
     let h = Harness::new().await;
     let id = h.remember("the cache uses redis", json!({})).await;
-    h.app.search_index().flush().await.unwrap();
+    h.app.app().search_index().flush().await.unwrap();
 
     h.ok(
         "episodic_update",
@@ -149,7 +149,7 @@ async fn updates_and_deletes_are_searchable_at_once_even_after_a_commit() {
         hit_contents(&h.ok("episodic_recall", json!({"query": "memcached"})).await).len(),
         1
     );
-    h.app.search_index().flush().await.unwrap();
+    h.app.app().search_index().flush().await.unwrap();
     assert!(hit_contents(&h.ok("episodic_recall", json!({"query": "redis"})).await).is_empty());
 
     let out = h.ok("episodic_forget", json!({"ids": [id, "nope"]})).await;
@@ -517,7 +517,7 @@ async fn paging_merges_index_and_overlay_without_losing_or_repeating_hits() {
     for i in 0..30 {
         ids.push(h.remember(&format!("widget report {i}"), json!({})).await);
     }
-    h.app.search_index().flush().await.unwrap();
+    h.app.app().search_index().flush().await.unwrap();
     // Most records now have a stale committed copy and a newer overlay version.
     for id in ids.iter().take(25) {
         h.ok(

@@ -300,7 +300,7 @@ async fn expired_handles_are_refused_with_how_to_get_a_new_one() {
     // In process: a one-second idle expiry.
     let mut config = engram::Config::new(&data);
     config.handle_idle_secs = 1;
-    let app = engram::AppState::open(config).await.unwrap();
+    let app = engram::Engine::open(config).await.unwrap();
     let caller = app.new_session();
     caller.set_namespace("alpha".into());
     let opened = app.call(&caller, "session_open", json!({})).await.unwrap();

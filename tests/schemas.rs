@@ -9,14 +9,14 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use engram::AppState;
+use engram::Engine;
 use engram::config::Config;
 use engram::ops::registry;
 use engram::session::Session;
 use serde_json::{Value, json};
 
 struct Walk {
-    app: AppState,
+    app: Engine,
     session: Arc<Session>,
     dir: tempfile::TempDir,
     vars: HashMap<String, String>,
@@ -33,7 +33,7 @@ impl Walk {
         config.index_commit_interval_ms = 20;
         config.breaker_threshold = 1;
         config.breaker_open_ms = 60_000;
-        let app = AppState::open(config).await.expect("open");
+        let app = Engine::open(config).await.expect("open");
         let session = app.new_session();
         session.set_namespace("schemas".into());
         Walk {

@@ -6,13 +6,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use engram::AppState;
+use engram::Engine;
 use engram::config::Config;
 use engram::session::Session;
 use serde_json::{Value, json};
 
 struct Harness {
-    app: AppState,
+    app: Engine,
     session: Arc<Session>,
     dir: tempfile::TempDir,
 }
@@ -27,7 +27,7 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::new(dir.path());
         tune(&mut config);
-        let app = AppState::open(config).await.expect("open");
+        let app = Engine::open(config).await.expect("open");
         let session = app.new_session();
         session.set_namespace("alpha".into());
         Harness { app, session, dir }
@@ -72,7 +72,7 @@ impl Harness {
     }
 
     async fn flush(&self) {
-        self.app.search_index().flush().await.unwrap();
+        self.app.app().search_index().flush().await.unwrap();
     }
 
     async fn fact_count(&self) -> usize {

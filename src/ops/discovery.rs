@@ -257,7 +257,7 @@ impl Operation for CallOperation {
             ));
         }
         let args = Value::Object(input.arguments.unwrap_or_default());
-        let result = crate::pipeline::dispatch(&cx.app, &cx.session, &input.name, args).await?;
+        let result = (cx.dispatch)(cx.app, cx.session, input.name.clone(), args).await?;
         Ok(CallOperationOutput {
             operation: input.name,
             result,

@@ -322,6 +322,10 @@ impl Operation for Recall {
             next_cursor,
         })
     }
+
+    fn degraded(output: &Self::Output) -> bool {
+        output.degraded
+    }
 }
 
 // ---------- episodic_get ----------

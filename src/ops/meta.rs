@@ -6,7 +6,7 @@ use serde::Deserialize;
 use super::{OpCtx, Operation};
 use crate::app::Health;
 use crate::error::OpError;
-use crate::pipeline::cache::CacheStats;
+use crate::resilience::cache::CacheStats;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

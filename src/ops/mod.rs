@@ -25,13 +25,14 @@ use base64::Engine;
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::app::AppState;
 use crate::config::Limits;
 use crate::error::OpError;
 use crate::session::Session;
 
-pub use registry::{Registry, registry};
+pub use registry::{BoxFuture, Registry, registry};
 
 /// What an operation runs with: the shared application state and the calling
 /// session. Both are cheap handles.
@@ -41,6 +42,22 @@ pub struct OpCtx {
     pub session: Arc<Session>,
     /// The operation being run (cursors are bound to it).
     pub op: &'static str,
+    /// Runs another operation through the pipeline (`call_operation`): handed
+    /// down by the pipeline, so operations never import it.
+    pub dispatch: Dispatch,
+}
+
+/// How an operation calls another by name: the pipeline without the rate
+/// limiter (the outer call was already counted).
+pub type Dispatch = fn(AppState, Arc<Session>, String, Value) -> BoxFuture<Result<Value, OpError>>;
+
+/// An operation's answer as the pipeline sees it.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub value: Value,
+    /// It came from a fallback (the search index was down and the store was
+    /// scanned): correct, but not to be cached.
+    pub degraded: bool,
 }
 
 impl OpCtx {
@@ -62,6 +79,11 @@ pub trait Operation: Send + Sync + 'static {
         cx: OpCtx,
         input: Self::Input,
     ) -> impl Future<Output = Result<Self::Output, OpError>> + Send;
+
+    /// Whether this answer came from a fallback rather than the primary path.
+    fn degraded(_output: &Self::Output) -> bool {
+        false
+    }
 }
 
 // ---- helpers shared by the layers: limits, tags, paging ----

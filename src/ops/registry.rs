@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::schema::{Checker, input_schema_of, output_schema_of, truncate_chars};
 use super::{
-    OpCtx, Operation, discovery, episodic, graph, graph_algorithms, meta, semantic, session,
+    Answer, OpCtx, Operation, discovery, episodic, graph, graph_algorithms, meta, semantic, session,
 };
 use crate::error::OpError;
 
@@ -21,7 +21,7 @@ pub struct Entry {
     pub name: &'static str,
     pub input_schema: fn() -> Value,
     pub output_schema: fn() -> Value,
-    call: fn(OpCtx, Value) -> BoxFuture<Result<Value, OpError>>,
+    call: fn(OpCtx, Value) -> BoxFuture<Result<Answer, OpError>>,
     input_check: OnceLock<Checker>,
     output_check: OnceLock<Checker>,
 }
@@ -42,7 +42,7 @@ impl Entry {
     /// operation's input type and runs it. A panic inside becomes
     /// [`OpError::Internal`]: the caller gets an answer and every permit the call
     /// held is released by the code that took it.
-    pub async fn call(&self, cx: OpCtx, args: Value) -> Result<Value, OpError> {
+    pub async fn call(&self, cx: OpCtx, args: Value) -> Result<Answer, OpError> {
         let args = match args {
             Value::Null => Value::Object(Default::default()),
             Value::Object(_) => args,
@@ -66,23 +66,19 @@ impl Entry {
             )));
         }
         let run = std::panic::AssertUnwindSafe((self.call)(cx, args));
-        let value = match futures::FutureExt::catch_unwind(run).await {
+        let answer = match futures::FutureExt::catch_unwind(run).await {
             Ok(result) => result?,
             Err(panic) => return Err(OpError::from_panic(self.name, panic)),
         };
         #[cfg(debug_assertions)]
-        if let Some(problems) = self
-            .output_check
-            .get_or_init(|| Checker::new(&(self.output_schema)()))
-            .check(&value)
-        {
+        if let Some(problems) = self.output_checker().check(&answer.value) {
             // A bug in engram, caught before a validating client sees it.
             return Err(OpError::Internal(format!(
                 "the answer of {} does not match its output schema: {problems}",
                 self.name
             )));
         }
-        Ok(value)
+        Ok(answer)
     }
 
     /// The compiled input schema, built at first use.
@@ -188,12 +184,14 @@ pub fn registry() -> &'static Registry {
     })
 }
 
-fn call<O: Operation>(cx: OpCtx, args: Value) -> BoxFuture<Result<Value, OpError>> {
+fn call<O: Operation>(cx: OpCtx, args: Value) -> BoxFuture<Result<Answer, OpError>> {
     Box::pin(async move {
         let input = decode_args::<O::Input>(O::NAME, args)?;
         let output = O::run(cx, input).await?;
-        serde_json::to_value(output)
-            .map_err(|e| OpError::Internal(format!("cannot encode the answer: {e}")))
+        let degraded = O::degraded(&output);
+        let value = serde_json::to_value(output)
+            .map_err(|e| OpError::Internal(format!("cannot encode the answer: {e}")))?;
+        Ok(Answer { value, degraded })
     })
 }
 

@@ -384,6 +384,10 @@ macro_rules! text_search {
             async fn run(cx: OpCtx, input: SearchInput) -> Result<SearchOutput, OpError> {
                 run_text_search(cx, input, $style).await
             }
+
+            fn degraded(output: &SearchOutput) -> bool {
+                output.degraded
+            }
         }
     };
 }
@@ -790,6 +794,10 @@ impl Operation for SearchFuzzy {
             truncated,
         })
     }
+
+    fn degraded(output: &Self::Output) -> bool {
+        output.degraded
+    }
 }
 
 // ---------- semantic_search_hybrid ----------
@@ -938,6 +946,10 @@ impl Operation for SearchHybrid {
             truncated,
         })
     }
+
+    fn degraded(output: &Self::Output) -> bool {
+        output.degraded
+    }
 }
 
 /// Re-scores hits as the weighted blend of text, recency, confidence and use,
@@ -1039,6 +1051,10 @@ impl Operation for Similar {
             degraded,
             truncated,
         })
+    }
+
+    fn degraded(output: &Self::Output) -> bool {
+        output.degraded
     }
 }
 
@@ -1327,6 +1343,7 @@ impl Operation for MemorySearch {
                 RecordKind::Event => event_ids.push(h.id.clone()),
                 RecordKind::Fact => fact_ids.push(h.id.clone()),
                 RecordKind::Entity => entity_ids.push(h.id.clone()),
+                RecordKind::Relation => {}
             }
         }
         let store = cx.app.store();
@@ -1351,6 +1368,7 @@ impl Operation for MemorySearch {
             ranked
                 .iter()
                 .filter_map(|h| match h.kind {
+                    RecordKind::Relation => None,
                     RecordKind::Event => events.get(&h.id).map(|e| MemoryHit {
                         layer: Layer::Episodic,
                         id: e.id.clone(),
@@ -1405,5 +1423,9 @@ impl Operation for MemorySearch {
             degraded: searched.degraded,
             truncated,
         })
+    }
+
+    fn degraded(output: &Self::Output) -> bool {
+        output.degraded
     }
 }

@@ -1,50 +1,79 @@
 //! The request pipeline every operation call goes through, whatever its
-//! transport:
+//! transport, and the front door to it ([`Engine`]):
 //!
-//! look up → rate-limit (per session, `limiter.rs`) → store circuit breaker
-//! (`breaker.rs`) → reads: query cache + coalescing (`cache.rs`) → run the typed
-//! handler (decode + validate, then the backends) → writes: invalidate the cache
-//! tags they declare, before the caller is answered.
+//! look up → rate-limit (per session) → store circuit breaker → reads: query
+//! cache + coalescing → run the typed handler (check + decode the arguments,
+//! then the backends) → answer.
 //!
-//! The write half of the operation batcher is the store's writer thread (group
-//! commit, `store/writer.rs`). The search breaker sits in `AppState::search`,
-//! where the degraded fallback (a store scan) lives.
-
-pub mod breaker;
-pub mod cache;
-pub mod limiter;
+//! The pieces are leaves (`crate::resilience`); the backends sit below in
+//! `crate::app`, which holds the breakers. Writes invalidate nothing here: the
+//! store's change log tells the cache which (namespace, record kind) changed,
+//! before the write's caller is answered. The write half of the operation
+//! batcher is the store's writer thread (group commit, `store/writer.rs`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::app::AppState;
+use crate::app::{AppState, OpenError};
 use crate::catalog::{Kind, OperationSpec, catalog};
+use crate::config::Config;
 use crate::error::OpError;
-use crate::ops::{OpCtx, registry};
-use crate::session::Session;
-use breaker::Permit;
-use cache::QueryCache;
+use crate::ops::{Answer, BoxFuture, OpCtx, registry};
+use crate::resilience::cache::QueryCache;
+use crate::session::{Session, ToolSelection};
 
-/// The namespace placeholder in catalog cache tags.
-const NS: &str = "{ns}";
+/// engram as a library: the backends plus the pipeline that calls operations
+/// on them. Cheap to clone. Servers, the command line and tests hold one.
+#[derive(Clone)]
+pub struct Engine {
+    app: AppState,
+}
 
-/// Runs operation `name` with JSON `args` for `session`: one call of the
-/// session's rate allowance.
-pub async fn execute(
-    app: &AppState,
-    session: &Arc<Session>,
-    name: &str,
-    args: Value,
-) -> Result<Value, OpError> {
-    app.limiter_for(session).check()?;
-    dispatch(app, session, name, args).await
+impl Engine {
+    /// Opens the data dir named in `config` (see [`AppState::open`]).
+    pub async fn open(config: Config) -> Result<Engine, OpenError> {
+        Ok(Engine {
+            app: AppState::open(config).await?,
+        })
+    }
+
+    /// The backends, configuration and session handles.
+    pub fn app(&self) -> &AppState {
+        &self.app
+    }
+
+    pub fn new_session(&self) -> Arc<Session> {
+        self.app.new_session()
+    }
+
+    pub fn new_session_with_tools(&self, tools: ToolSelection) -> Arc<Session> {
+        self.app.new_session_with_tools(tools)
+    }
+
+    /// Runs operation `name` with JSON `args` for `session`: one call of the
+    /// session's rate allowance.
+    pub async fn call(
+        &self,
+        session: &Arc<Session>,
+        name: &str,
+        args: Value,
+    ) -> Result<Value, OpError> {
+        self.app.limiter_for(session).check()?;
+        dispatch(&self.app, session, name, args).await
+    }
+
+    /// Commits every queued write and stops the backends (see
+    /// [`AppState::shutdown`]).
+    pub fn shutdown(&self) {
+        self.app.shutdown()
+    }
 }
 
 /// The pipeline without the rate limiter: for an operation called from inside
 /// another call (`call_operation`), which was already counted.
-pub async fn dispatch(
+async fn dispatch(
     app: &AppState,
     session: &Arc<Session>,
     name: &str,
@@ -56,75 +85,37 @@ pub async fn dispatch(
     let spec = catalog()
         .get(name)
         .expect("the registry test keeps catalog and handlers in step");
-    let session = &session_for(app, session, spec, &args)?;
-    let started = Instant::now();
+    let session = session_for(app, session, spec, &args)?;
     let ns = session.namespace().to_string();
-    let uses_store = touches_store(spec);
-    let breaker = app.store_breaker();
-    if uses_store && let Permit::Refuse(wait) = breaker.permit() {
-        let why = breaker.report().last_error.unwrap_or_default();
-        return Err(OpError::Unavailable(format!(
-            "the store is failing ({why}); engram stopped sending it calls for a moment: retry in {} ms",
-            wait.as_millis().max(1)
-        )));
-    }
+    let started = Instant::now();
+    let store_call = spec.uses_store().then(|| app.store_call()).transpose()?;
+    let key = spec
+        .cacheable()
+        .then(|| QueryCache::key(&ns, entry.name, &args));
     let cx = OpCtx {
         app: app.clone(),
-        session: session.clone(),
+        session,
         op: entry.name,
+        dispatch: dispatch_boxed,
     };
-    let read_timeout = Duration::from_millis(app.config().read_timeout_ms);
-    let result = if let Some(tags) = cache_tags(spec, &ns) {
-        let cache = app.cache();
-        let key = QueryCache::key(&ns, entry.name, &args);
-        // Generations first: a write landing while the read runs makes its answer stale.
-        let seen = cache.generations(&tags);
-        match cache.get(entry.name, &key, &tags) {
-            Some(hit) => Ok(hit),
-            None => {
-                let read = async {
-                    tokio::time::timeout(read_timeout, entry.call(cx, args))
-                        .await
-                        .unwrap_or_else(|_| Err(timed_out(name, read_timeout)))
-                };
-                let answer = cache.coalesce(entry.name, &key, &seen, read).await;
-                // A degraded answer (index down, store scan) is correct but is
-                // not kept: the next call should get the index's ranking back.
-                if let Ok(value) = &answer
-                    && value.get("degraded") != Some(&Value::Bool(true))
-                {
-                    cache.put(entry.name, key, value.clone(), tags, seen);
-                }
-                answer
-            }
+    let run = async {
+        let read_timeout = Duration::from_millis(app.config().read_timeout_ms);
+        match spec.kind {
+            // Writes are never timed out here: once queued they commit, and an
+            // error would tell the agent a durable write did not happen.
+            Kind::Write | Kind::Admin => entry.call(cx, args).await,
+            Kind::Read => tokio::time::timeout(read_timeout, entry.call(cx, args))
+                .await
+                .unwrap_or_else(|_| Err(timed_out(name, read_timeout))),
         }
-    } else if spec.kind == Kind::Read {
-        tokio::time::timeout(read_timeout, entry.call(cx, args))
-            .await
-            .unwrap_or_else(|_| Err(timed_out(name, read_timeout)))
+    };
+    let result = if let Some(key) = key {
+        cached(app, spec, entry.name, &ns, key, run).await
     } else {
-        // Writes are never timed out here: once queued they commit, and an
-        // error would tell the agent a durable write did not happen.
-        let result = entry.call(cx, args).await;
-        // Invalidate even on error: a failed write changed nothing, but a partly
-        // answered one (e.g. delete with some ids not found) did.
-        app.cache().invalidate(&resolve(&spec.invalidates, &ns));
-        if result.is_ok() && touches_store(spec) {
-            app.announce_write(&ns, &spec.layer);
-        }
-        result
+        run.await.map(|answer| answer.value)
     };
-    if uses_store {
-        match &result {
-            Ok(_) => breaker.success(),
-            Err(OpError::Storage(e)) => {
-                breaker.failure(e);
-            }
-            Err(OpError::Unavailable(e)) if e.contains("longer than") => {
-                breaker.failure(e);
-            }
-            Err(_) => breaker.abandon(),
-        }
+    if let Some(call) = store_call {
+        call.settle(&result);
     }
     let micros = started.elapsed().as_micros() as u64;
     match &result {
@@ -132,6 +123,43 @@ pub async fn dispatch(
         Err(e) => tracing::debug!(op = name, micros, error = %e, "failed"),
     }
     result
+}
+
+/// A cacheable read: the cached answer if no record kind it reads changed in
+/// its namespace since, else `run` (coalesced with identical reads in flight),
+/// kept unless it is degraded.
+async fn cached(
+    app: &AppState,
+    spec: &OperationSpec,
+    op: &'static str,
+    ns: &str,
+    key: String,
+    run: impl Future<Output = Result<Answer, OpError>>,
+) -> Result<Value, OpError> {
+    let cache = app.cache();
+    let scopes: Vec<String> = spec.reads.iter().map(|k| k.scope(ns)).collect();
+    // Generations first: a write landing while the read runs makes its answer stale.
+    let seen = cache.generations(&scopes);
+    if let Some(hit) = cache.get(op, &key, &scopes) {
+        return Ok(hit);
+    }
+    // A degraded answer (index down, store scan) is correct but is not kept:
+    // the next call should get the index's ranking back.
+    let run = async { run.await.map(|a| (a.value, !a.degraded)) };
+    let (value, keep) = cache.coalesce(op, &key, &seen, run).await?;
+    if keep {
+        cache.put(op, key, value.clone(), scopes, seen);
+    }
+    Ok(value)
+}
+
+fn dispatch_boxed(
+    app: AppState,
+    session: Arc<Session>,
+    name: String,
+    args: Value,
+) -> BoxFuture<Result<Value, OpError>> {
+    Box::pin(async move { dispatch(&app, &session, &name, args).await })
 }
 
 /// The session a session-layer operation works on: the one its `session`
@@ -172,30 +200,8 @@ fn session_for(
 const SESSION_LAYER: &str = "session";
 const OPEN_SESSION: &str = "session_open";
 
-/// Operations whose cache tags name a namespace read or write stored memory.
-fn touches_store(spec: &OperationSpec) -> bool {
-    spec.reads
-        .iter()
-        .chain(&spec.invalidates)
-        .any(|t| t.starts_with(NS))
-}
-
-/// The resolved tags of a cacheable read: a read whose every tag is about the
-/// namespace's stored memory. Session-scoped reads (tag `session`) are not
-/// cached: their answers belong to one session.
-fn cache_tags(spec: &OperationSpec, ns: &str) -> Option<Vec<String>> {
-    let cacheable = spec.kind == Kind::Read
-        && !spec.reads.is_empty()
-        && spec.reads.iter().all(|t| t.starts_with(NS));
-    cacheable.then(|| resolve(&spec.reads, ns))
-}
-
-fn resolve(tags: &[String], ns: &str) -> Vec<String> {
-    tags.iter().map(|t| t.replace(NS, ns)).collect()
-}
-
 fn timed_out(name: &str, limit: Duration) -> OpError {
-    OpError::Unavailable(format!(
+    OpError::Timeout(format!(
         "{name} took longer than {} ms and was stopped: narrow the query (filters, a smaller limit) or retry",
         limit.as_millis()
     ))

@@ -218,9 +218,11 @@ impl Worker {
                 }
                 Some(Msg::Changes(changes)) => {
                     for c in changes {
-                        self.delete(&c.id);
-                        if let Some(doc) = &c.doc {
-                            self.add(doc);
+                        if c.kind.searchable() {
+                            self.delete(&c.id);
+                            if let Some(doc) = &c.doc {
+                                self.add(doc);
+                            }
                         }
                         self.applied_seq = self.applied_seq.max(c.seq);
                         self.mark_pending();

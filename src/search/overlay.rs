@@ -27,7 +27,7 @@ pub(crate) struct Overlay {
 
 impl Overlay {
     pub(crate) fn apply(&mut self, changes: &[Change]) {
-        for c in changes {
+        for c in changes.iter().filter(|c| c.kind.searchable()) {
             let newer = self.entries.get(&c.id).is_none_or(|p| p.seq <= c.seq);
             if newer {
                 self.entries.insert(

@@ -25,9 +25,10 @@ use tokio::time::Instant;
 use super::local::{Preamble, socket_path, spawn_listener};
 use super::stdio::LineTransport;
 use super::{EngramHandler, shutdown_signal};
-use crate::app::{AppState, OpenError};
+use crate::app::OpenError;
 use crate::catalog::catalog;
 use crate::config::Config;
+use crate::pipeline::Engine;
 use crate::session::ToolSelection;
 
 /// How long a forwarder looks for a data dir owner (or waits for the lock)
@@ -188,7 +189,7 @@ pub async fn forward_stdio(config: Config) -> anyhow::Result<()> {
 
 enum Owner {
     /// This process took the lock and opened the data dir.
-    Me(AppState),
+    Me(Engine),
     /// Another process holds the lock, and this is its socket.
     Other(UnixStream),
 }
@@ -201,7 +202,7 @@ async fn find_owner(config: &Config) -> anyhow::Result<Owner> {
     let path = socket_path(&config.data_dir);
     let deadline = Instant::now() + OWNER_WAIT;
     loop {
-        match AppState::open(config.clone()).await {
+        match Engine::open(config.clone()).await {
             Ok(app) => return Ok(Owner::Me(app)),
             Err(OpenError::Locked { .. }) => {}
             Err(e) => return Err(e.into()),
@@ -229,7 +230,7 @@ async fn find_owner(config: &Config) -> anyhow::Result<Owner> {
 /// replaying what the host already sent elsewhere) and other processes' on the
 /// local socket, until the host closes stdin or the process is signalled.
 async fn serve_here(
-    app: AppState,
+    app: Engine,
     config: &Config,
     tools: ToolSelection,
     rec: &Shared,

@@ -30,9 +30,9 @@ use serde_json::Value;
 
 use super::resources;
 use super::tools::ToolTable;
-use crate::app::AppState;
 use crate::config::{DEFAULT_NAMESPACE, NamespaceMode, namespace_from_folder, validate_namespace};
 use crate::error::OpError;
+use crate::pipeline::Engine;
 use crate::session::{Session, ToolSelection};
 
 /// HTTP request header that chooses the session's namespace at `initialize`.
@@ -55,7 +55,7 @@ const TOOLS_TTL_MS: u64 = 5 * 60 * 1000;
 /// HTTP the service factory makes one per `initialize`.
 #[derive(Clone)]
 pub struct EngramHandler {
-    app: AppState,
+    app: Engine,
     session: Arc<Session>,
     namespace: NamespaceMode,
     /// Resource URIs this session subscribed to, and whether the watcher that
@@ -71,9 +71,9 @@ struct Subscriptions {
 
 impl EngramHandler {
     /// A session with this process's `--namespace` and `--tools`.
-    pub fn new(app: AppState) -> Self {
+    pub fn new(app: Engine) -> Self {
         let session = app.new_session();
-        let namespace = app.config().namespace.clone();
+        let namespace = app.app().config().namespace.clone();
         EngramHandler {
             app,
             session,
@@ -84,7 +84,7 @@ impl EngramHandler {
 
     /// A session with its own namespace mode and tool selection: for sessions
     /// forwarded from another engram process, which keep that process's flags.
-    pub fn with_options(app: AppState, namespace: NamespaceMode, tools: ToolSelection) -> Self {
+    pub fn with_options(app: Engine, namespace: NamespaceMode, tools: ToolSelection) -> Self {
         let session = app.new_session_with_tools(tools);
         EngramHandler {
             app,
@@ -226,7 +226,7 @@ impl ServerHandler for EngramHandler {
     ) -> Result<ListToolsResult, McpError> {
         // Under 2026-07-28 the list is the same for every caller: the profile.
         let sel = if is_current_protocol(&context) {
-            self.app.default_tools().clone()
+            self.app.app().default_tools().clone()
         } else {
             self.session.tools()
         };
@@ -296,7 +296,7 @@ impl ServerHandler for EngramHandler {
         };
         if start_watching {
             tokio::spawn(watch_writes(
-                self.app.watch_writes(),
+                self.app.app().watch_writes(),
                 self.session.namespace().to_string(),
                 self.subscriptions.clone(),
                 context.peer.clone(),

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::jsonrpc::{self, Incoming};
 use super::{EngramHandler, shutdown_signal};
-use crate::app::AppState;
+use crate::pipeline::Engine;
 
 /// Largest request body read (one JSON-RPC message), as on stdio.
 pub const MAX_BODY_BYTES: usize = super::stdio::MAX_LINE_BYTES;
@@ -81,7 +81,7 @@ struct Edge {
     max_sessions: usize,
 }
 
-pub async fn serve(app: AppState, addr: SocketAddr, opts: HttpOptions) -> anyhow::Result<()> {
+pub async fn serve(app: Engine, addr: SocketAddr, opts: HttpOptions) -> anyhow::Result<()> {
     let tcp = tokio::net::TcpListener::bind(addr).await?;
     // stdio hosts started on this data dir forward their sessions here.
     let listener = super::local::spawn_listener(app.clone())
@@ -292,8 +292,8 @@ fn host_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
         .any(|a| a.eq_ignore_ascii_case(name) || a.eq_ignore_ascii_case(host))
 }
 
-async fn health(State(app): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
-    let health = app.health();
+async fn health(State(app): State<Engine>) -> (StatusCode, Json<serde_json::Value>) {
+    let health = app.app().health();
     // Degraded still answers correctly (from the store), so it is not a 503.
     let body = serde_json::to_value(&health).unwrap_or_else(|e| json!({ "error": e.to_string() }));
     (StatusCode::OK, Json(body))

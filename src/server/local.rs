@@ -17,9 +17,9 @@ use tokio_util::task::TaskTracker;
 
 use super::EngramHandler;
 use super::stdio::LineTransport;
-use crate::app::AppState;
 use crate::catalog::catalog;
 use crate::config::NamespaceMode;
+use crate::pipeline::Engine;
 use crate::session::ToolSelection;
 
 pub const SOCKET_NAME: &str = "engram.sock";
@@ -71,7 +71,7 @@ impl Listener {
     /// shut, so an answer still being worked on never arrives): their processes
     /// look for the next owner and send again what was not answered, instead of
     /// getting errors from a store that is shutting down. Call it before
-    /// `AppState::shutdown`.
+    /// `Engine::shutdown`.
     pub async fn close(&self) {
         self.stop.cancel();
         self.sessions.close();
@@ -82,8 +82,8 @@ impl Listener {
 /// Serves forwarded sessions until the process ends or `Listener::close`. Only
 /// the data dir's owner (the lock holder) calls this, so any socket file
 /// already there is stale.
-pub fn spawn_listener(app: AppState) -> std::io::Result<Listener> {
-    let path = socket_path(&app.config().data_dir);
+pub fn spawn_listener(app: Engine) -> std::io::Result<Listener> {
+    let path = socket_path(&app.app().config().data_dir);
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
     let stop = CancellationToken::new();
@@ -136,7 +136,7 @@ fn closable(
     Ok((tokio::net::UnixStream::from_std(std)?, closer))
 }
 
-async fn serve_forwarded(app: AppState, stream: tokio::net::UnixStream) -> anyhow::Result<()> {
+async fn serve_forwarded(app: Engine, stream: tokio::net::UnixStream) -> anyhow::Result<()> {
     let (read, write) = stream.into_split();
     let mut reader = BufReader::new(read);
     let mut first = String::new();

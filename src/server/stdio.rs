@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use super::jsonrpc::{self, Incoming};
 use super::{EngramHandler, shutdown_signal};
-use crate::app::AppState;
+use crate::pipeline::Engine;
 
 /// Longest message line read (a larger one is answered with an error and
 /// skipped up to its newline, never buffered whole).
@@ -27,7 +27,7 @@ const OUTBOX: usize = 256;
 
 /// Serves one MCP session on stdin/stdout until the client closes it or the
 /// process is signalled, then commits everything and returns.
-pub async fn serve(app: AppState) -> anyhow::Result<()> {
+pub async fn serve(app: Engine) -> anyhow::Result<()> {
     // Other engram processes started on this data dir forward their sessions here.
     let listener = super::local::spawn_listener(app.clone())
         .inspect_err(|e| tracing::warn!(error = %e, "cannot serve the local socket; other processes cannot share this data dir"))

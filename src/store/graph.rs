@@ -166,13 +166,24 @@ fn touch(txn: &mut WriteTxn<'_>, ns: &str, name: &str) -> Result<(), StoreError>
     txn.log_change(ns, RecordKind::Entity, &e.id, Some(doc))
 }
 
+/// Logs that relations touching entity `name` changed (created, deleted or
+/// renamed): relations have no search document, so the change only tells the
+/// derived views (query cache, graph snapshots) to forget what they hold.
+fn relations_changed(txn: &mut WriteTxn<'_>, ns: &str, name: &str) -> Result<(), StoreError> {
+    txn.log_change(ns, RecordKind::Relation, name, None)
+}
+
 /// Deletes every relation from or to `name` (two indexed deletes, not one OR).
-fn delete_relations_of(txn: &WriteTxn<'_>, ns: &str, name: &str) -> Result<(), StoreError> {
+fn delete_relations_of(txn: &mut WriteTxn<'_>, ns: &str, name: &str) -> Result<(), StoreError> {
+    let mut deleted = 0;
     for sql in [
         "DELETE FROM relations WHERE namespace = ?1 AND from_name = ?2",
         "DELETE FROM relations WHERE namespace = ?1 AND to_name = ?2",
     ] {
-        txn.conn.prepare_cached(sql)?.execute([ns, name])?;
+        deleted += txn.conn.prepare_cached(sql)?.execute([ns, name])?;
+    }
+    if deleted > 0 {
+        relations_changed(txn, ns, name)?;
     }
     Ok(())
 }
@@ -417,6 +428,10 @@ impl Store {
                         created.push(r);
                     }
                 }
+                drop(ins);
+                for r in &created {
+                    relations_changed(txn, &ns, &r.from)?;
+                }
                 Ok(created)
             })
             .await
@@ -522,11 +537,17 @@ impl Store {
                 let mut del = txn.conn.prepare_cached(
                     "DELETE FROM relations WHERE namespace = ?1 AND from_name = ?2 AND to_name = ?3 AND relation_type = ?4",
                 )?;
-                let mut n = 0;
+                let mut removed = Vec::new();
                 for r in &relations {
-                    n += del.execute([&ns, &r.from, &r.to, &r.relation_type])? as u64;
+                    if del.execute([&ns, &r.from, &r.to, &r.relation_type])? > 0 {
+                        removed.push(&r.from);
+                    }
                 }
-                Ok(n)
+                drop(del);
+                for from in &removed {
+                    relations_changed(txn, &ns, from)?;
+                }
+                Ok(removed.len() as u64)
             })
             .await
     }
@@ -906,6 +927,7 @@ impl Store {
                 txn.conn
                     .prepare_cached("UPDATE relations SET to_name = ?1 WHERE namespace = ?2 AND to_name = ?3")?
                     .execute([&new, &ns, &old])?;
+                relations_changed(txn, &ns, &old)?;
                 touch(txn, &ns, &new)?;
                 record(txn.conn, find(txn.conn, &ns, &new)?.expect("just renamed"))
             })

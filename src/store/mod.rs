@@ -204,6 +204,7 @@ fn search_doc(
         RecordKind::Event => episodic::search_doc_by_id(conn, id),
         RecordKind::Fact => semantic::search_doc_by_id(conn, id),
         RecordKind::Entity => graph::search_doc_by_id(conn, id),
+        RecordKind::Relation => Ok(None),
     }
 }
 

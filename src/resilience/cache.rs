@@ -46,7 +46,10 @@ struct Entries {
     bytes: usize,
 }
 
-type Flight = Arc<OnceCell<Result<Value, OpError>>>;
+type Flight = Arc<OnceCell<Result<(Value, Keep), OpError>>>;
+
+/// Whether an answer may be kept in the cache (a degraded one may not).
+pub type Keep = bool;
 
 #[derive(Debug, Clone, Default, Serialize, JsonSchema)]
 pub struct OpCacheStats {
@@ -233,16 +236,16 @@ impl QueryCache {
     }
 
     /// Runs `read` once for all identical concurrent callers; each gets a copy
-    /// of the answer.
+    /// of the answer (and of whether it may be kept).
     pub async fn coalesce<F>(
         &self,
         op: &'static str,
         key: &str,
         seen: &Seen,
         read: F,
-    ) -> Result<Value, OpError>
+    ) -> Result<(Value, Keep), OpError>
     where
-        F: std::future::Future<Output = Result<Value, OpError>>,
+        F: std::future::Future<Output = Result<(Value, Keep), OpError>>,
     {
         let flight_key = (key.to_string(), seen.clone());
         let (flight, joined) = {

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use schemars::JsonSchema;
 use serde::Serialize;
 
+use crate::error::OpError;
+
 /// Longest a half-open probe may stay out without reporting before another
 /// call may probe (a read times out after 30 s by default).
 const PROBE_LEASE: Duration = Duration::from_secs(60);
@@ -158,6 +160,24 @@ impl Breaker {
             tracing::warn!(backend = self.backend, error, "circuit breaker opened");
         }
         trip
+    }
+
+    /// Records how a permitted call ended, judged by the type of its outcome:
+    /// a backend failure or a timeout counts against the backend; an answer
+    /// counts for it; any other error (bad input, not found, a bug) says
+    /// nothing about the backend and only frees the probe.
+    pub fn settle<T>(&self, outcome: &Result<T, OpError>) -> bool {
+        match outcome {
+            Ok(_) => {
+                self.success();
+                false
+            }
+            Err(OpError::Storage(e) | OpError::Timeout(e)) => self.failure(e),
+            Err(_) => {
+                self.abandon();
+                false
+            }
+        }
     }
 
     /// A call that was permitted ended without telling success or failure

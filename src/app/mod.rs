@@ -1,32 +1,40 @@
 //! Application state: the opened backends and configuration, as one cheap handle.
+//! The bottom of the request path: operations reach the store, the search index
+//! and graph snapshots through it, each behind its circuit breaker
+//! (`guarded.rs`). It does not know the pipeline that calls operations.
 //!
 //! Opening resolves a `Config` into resources in a fixed order: lock the data dir,
-//! open the search index, open the store (with the index's change listener),
-//! then let the index catch up with the store's change log. A maintenance task
-//! then rebuilds the index when its breaker opens and flushes counted uses.
+//! open the search index, open the store (with the derived views' change
+//! listener), then let the index catch up with the store's change log. A
+//! maintenance task then rebuilds the index when its breaker opens and flushes
+//! counted uses.
+//!
+//! Derived views learn of writes only from the store's change log: each
+//! committed change reaches the search index first, then makes the query
+//! cache's entries for its namespace and record kind stale, then is announced
+//! to resource watchers — all before the write's caller is answered.
+
+mod guarded;
+
+pub use guarded::{CacheSummary, Health, Searched, StoreCall};
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use schemars::JsonSchema;
-use serde::Serialize;
-use serde_json::Value;
 use tokio::sync::Notify;
 
 use crate::catalog::catalog;
 use crate::config::Config;
-use crate::error::OpError;
-use crate::model::{Micros, now_micros};
-use crate::pipeline::breaker::{Breaker, BreakerReport, Permit};
-use crate::pipeline::cache::{CacheStats, QueryCache};
-use crate::pipeline::limiter::SessionLimiter;
-use crate::search::{INDEX_DIR_NAME, IndexStats, SearchIndex, SearchQuery, SearchResults};
+use crate::model::{Change, Micros, RecordKind, now_micros};
+use crate::resilience::cache::QueryCache;
+use crate::resilience::limiter::SessionLimiter;
+use crate::search::{INDEX_DIR_NAME, SearchIndex};
 use crate::session::{LocalHandles, Session, SessionHandles, ToolSelection};
-use crate::store::Store;
+use crate::store::{ChangeListener, Store};
 
 /// How often counted uses of facts are written to the store.
 const ACCESS_FLUSH_INTERVAL_MS: u64 = 1_000;
@@ -61,10 +69,9 @@ struct Inner {
     store: Store,
     search: SearchIndex,
     tools: ToolSelection,
-    cache: QueryCache,
-    store_breaker: Breaker,
-    search_breaker: Arc<Breaker>,
-    graph_breaker: Breaker,
+    /// Shared with the change listener, which makes entries stale.
+    cache: Arc<QueryCache>,
+    breakers: guarded::Breakers,
     graphs: crate::graph::GraphViews,
     /// Wakes the maintenance task to rebuild the index.
     rebuild_wanted: Arc<Notify>,
@@ -81,13 +88,13 @@ struct Inner {
     /// which have no session of their own to hold one: one per namespace, the
     /// least recently used forgotten past `STATELESS_LIMITERS`.
     stateless_limiters: Mutex<lru::LruCache<String, Arc<SessionLimiter>>>,
-    /// Announces each successful write (namespace, layer) to whoever watches:
+    /// Announces each committed write (namespace, layer) to whoever watches:
     /// resource subscriptions. Lossy for slow watchers, never blocking writers.
     written: tokio::sync::broadcast::Sender<Written>,
     _lock: File,
 }
 
-/// A write that succeeded: its namespace and layer.
+/// A committed write: its namespace and layer.
 #[derive(Debug, Clone)]
 pub struct Written {
     pub namespace: String,
@@ -99,34 +106,6 @@ const STATELESS_LIMITERS: usize = 10_000;
 
 /// Writes a slow resource watcher may lag behind before it skips ahead.
 const WRITTEN_BACKLOG: usize = 1024;
-
-/// A search answer and whether it came from the store scan instead of the index.
-pub struct Searched {
-    pub results: SearchResults,
-    pub degraded: bool,
-}
-
-/// What `/health` and `meta_health` report.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct Health {
-    /// `ok`, or `degraded` when a breaker is not closed or a rebuild runs
-    /// (answers are still correct, only slower).
-    pub status: String,
-    pub version: String,
-    pub uptime_ms: u64,
-    pub breakers: Vec<BreakerReport>,
-    /// The search index is being rebuilt from the store.
-    pub rebuilding_index: bool,
-    pub search_index: IndexStats,
-    pub cache: CacheSummary,
-}
-
-#[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct CacheSummary {
-    pub capacity: usize,
-    pub entries: usize,
-    pub hit_rate: f64,
-}
 
 /// Uses of facts counted in memory and written in batches: a use is not worth
 /// a transaction of its own. Up to one flush interval of counts can be lost in a
@@ -163,41 +142,26 @@ impl AppState {
             dir: dir.display().to_string(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(io_err)?;
-        // Memories are private to the user who runs engram.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(io_err)?;
-        }
+        create_private_dir(dir).map_err(io_err)?;
         let lock = lock_data_dir(&config)?;
         let cursor_key = load_cursor_key(dir).map_err(io_err)?;
 
-        let search_breaker = Arc::new(Breaker::new(
-            "search",
-            config.breaker_threshold,
-            Duration::from_millis(config.breaker_open_ms),
-        ));
+        let breakers = guarded::Breakers::new(&config);
         let rebuild_wanted = Arc::new(Notify::new());
-        let observer = {
-            let (breaker, rebuild) = (search_breaker.clone(), rebuild_wanted.clone());
-            Arc::new(move |outcome: Result<(), &str>| match outcome {
-                Ok(()) => breaker.success(),
-                Err(e) => {
-                    if breaker.failure(&format!("index commit failed: {e}")) {
-                        rebuild.notify_one();
-                    }
-                }
-            })
-        };
+        let observer = breakers.index_commit_observer(rebuild_wanted.clone());
         let (search, indexed_seq) = SearchIndex::open(
             &dir.join(INDEX_DIR_NAME),
             config.index_commit_interval_ms,
             config.index_commit_max_docs,
             observer,
         )?;
-        let store = Store::open(&config, search.change_listener())?;
+        let cache = Arc::new(QueryCache::new(
+            config.cache_capacity,
+            config.cache_max_bytes,
+        ));
+        let written = tokio::sync::broadcast::channel(WRITTEN_BACKLOG).0;
+        let listener = derived_views(search.change_listener(), cache.clone(), written.clone());
+        let store = Store::open(&config, listener)?;
         // An index ahead of the store (the store was restored from a backup) holds
         // records the store does not: rebuild it rather than replay.
         let head = store.last_change().await?;
@@ -209,18 +173,8 @@ impl AppState {
             config.max_handles,
         ));
         let app = AppState(Arc::new(Inner {
-            cache: QueryCache::new(config.cache_capacity, config.cache_max_bytes),
-            store_breaker: Breaker::new(
-                "store",
-                config.breaker_threshold,
-                Duration::from_millis(config.breaker_open_ms),
-            ),
-            search_breaker,
-            graph_breaker: Breaker::new(
-                "graph",
-                config.breaker_threshold,
-                Duration::from_millis(config.breaker_open_ms),
-            ),
+            cache,
+            breakers,
             graphs: crate::graph::GraphViews::default(),
             rebuild_wanted,
             rebuilding: AtomicBool::new(false),
@@ -232,7 +186,7 @@ impl AppState {
             tools,
             cursor_key,
             handles,
-            written: tokio::sync::broadcast::channel(WRITTEN_BACKLOG).0,
+            written,
             stateless_limiters: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(STATELESS_LIMITERS).expect("non-zero"),
             )),
@@ -240,14 +194,6 @@ impl AppState {
         }));
         tokio::spawn(maintenance(Arc::downgrade(&app.0)));
         Ok(app)
-    }
-
-    pub fn cache(&self) -> &QueryCache {
-        &self.0.cache
-    }
-
-    pub fn store_breaker(&self) -> &Breaker {
-        &self.0.store_breaker
     }
 
     /// The rate allowance a call of `session` draws on: its own, or for a
@@ -270,17 +216,7 @@ impl AppState {
             .clone()
     }
 
-    /// Tells watchers that a write to `layer` in `namespace` succeeded.
-    pub fn announce_write(&self, namespace: &str, layer: &str) {
-        if self.0.written.receiver_count() > 0 {
-            let _ = self.0.written.send(Written {
-                namespace: namespace.to_string(),
-                layer: layer.to_string(),
-            });
-        }
-    }
-
-    /// Every successful write from now on.
+    /// Every committed write from now on.
     pub fn watch_writes(&self) -> tokio::sync::broadcast::Receiver<Written> {
         self.0.written.subscribe()
     }
@@ -295,126 +231,9 @@ impl AppState {
         &self.0.cursor_key
     }
 
-    /// Ranked search through the search breaker. While the index is failing
-    /// (breaker open) or being rebuilt, answers come from a scan of the store:
-    /// the same matches, slower, flagged `degraded`.
-    pub async fn search(&self, q: SearchQuery) -> Result<Searched, OpError> {
-        let breaker = &self.0.search_breaker;
-        if !self.0.rebuilding.load(Ordering::Acquire) && breaker.permit() == Permit::Call {
-            let timeout = Duration::from_millis(self.0.config.search_timeout_ms);
-            let error = match tokio::time::timeout(timeout, self.0.search.search(q.clone())).await {
-                Ok(Ok(results)) => {
-                    breaker.success();
-                    return Ok(Searched {
-                        results,
-                        degraded: false,
-                    });
-                }
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => format!("search took longer than {} ms", timeout.as_millis()),
-            };
-            tracing::warn!(error, "search failed; answering from the store");
-            if breaker.failure(&error) {
-                self.0.rebuild_wanted.notify_one();
-            }
-        }
-        let docs = self
-            .0
-            .store
-            .search_docs_in(&q.namespace, q.kinds.clone())
-            .await?;
-        let results = tokio::task::spawn_blocking(move || crate::search::search_scanned(&q, docs))
-            .await
-            .map_err(|e| OpError::Search(format!("store scan failed: {e}")))?;
-        Ok(Searched {
-            results,
-            degraded: true,
-        })
-    }
-
-    /// The namespace's graph as of now: the snapshot in hand if no graph write
-    /// happened since it was built, else a new one from the store. Guarded by
-    /// the graph breaker: a build that fails or takes longer than the search
-    /// timeout counts against it.
-    pub async fn graph(&self, ns: &str) -> Result<Arc<crate::graph::Snapshot>, OpError> {
-        let tag = [format!("{ns}/graph")];
-        let generation = self.0.cache.generations(&tag)[0];
-        if let Some(s) = self.0.graphs.get(ns, generation) {
-            return Ok(s);
-        }
-        let breaker = &self.0.graph_breaker;
-        if let Permit::Refuse(wait) = breaker.permit() {
-            return Err(OpError::Unavailable(format!(
-                "the graph view is failing ({}); retry in {} ms",
-                breaker.report().last_error.unwrap_or_default(),
-                wait.as_millis().max(1)
-            )));
-        }
-        let timeout = Duration::from_millis(self.0.config.search_timeout_ms);
-        let store = self.0.store.clone();
-        let ns_owned = ns.to_string();
-        let build = async move {
-            let rows = store.graph_rows(&ns_owned).await?;
-            tokio::task::spawn_blocking(move || crate::graph::Snapshot::build(rows))
-                .await
-                .map_err(|e| OpError::Storage(format!("graph build failed: {e}")))
-        };
-        match tokio::time::timeout(timeout, build).await {
-            Ok(Ok(snapshot)) => {
-                breaker.success();
-                let snapshot = Arc::new(snapshot);
-                self.0.graphs.put(ns, generation, snapshot.clone());
-                Ok(snapshot)
-            }
-            Ok(Err(e)) => {
-                breaker.failure(&e.to_string());
-                Err(e)
-            }
-            Err(_) => {
-                let msg = format!(
-                    "building the graph took longer than {} ms",
-                    timeout.as_millis()
-                );
-                breaker.failure(&msg);
-                Err(OpError::Unavailable(msg))
-            }
-        }
-    }
-
     /// Counts a use of these facts (opened or returned by a search).
     pub fn record_fact_access(&self, namespace: &str, ids: impl IntoIterator<Item = String>) {
         self.0.accesses.record(namespace, ids);
-    }
-
-    pub fn health(&self) -> Health {
-        let breakers = vec![
-            self.0.store_breaker.report(),
-            self.0.search_breaker.report(),
-            self.0.graph_breaker.report(),
-        ];
-        let rebuilding = self.0.rebuilding.load(Ordering::Acquire);
-        let ok = !rebuilding
-            && breakers
-                .iter()
-                .all(|b| b.state == crate::pipeline::breaker::BreakerState::Closed);
-        let cache = self.0.cache.stats();
-        Health {
-            status: if ok { "ok" } else { "degraded" }.to_string(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            uptime_ms: self.0.started.elapsed().as_millis() as u64,
-            breakers,
-            rebuilding_index: rebuilding,
-            search_index: self.0.search.stats(),
-            cache: CacheSummary {
-                capacity: cache.capacity,
-                entries: cache.entries,
-                hit_rate: cache.hit_rate,
-            },
-        }
-    }
-
-    pub fn cache_stats(&self) -> CacheStats {
-        self.0.cache.stats()
     }
 }
 
@@ -437,25 +256,7 @@ async fn maintenance(app: Weak<Inner>) {
             return;
         };
         if rebuild {
-            inner.rebuilding.store(true, Ordering::Release);
-            tracing::warn!("rebuilding the search index from the store");
-            let outcome = inner.search.rebuild(&inner.store).await;
-            inner.rebuilding.store(false, Ordering::Release);
-            match outcome {
-                Ok(_) => inner.search_breaker.success(),
-                Err(e) => {
-                    tracing::error!(error = %e, "search index rebuild failed; retrying");
-                    inner
-                        .search_breaker
-                        .failure(&format!("rebuild failed: {e}"));
-                    let (retry, wait) =
-                        (inner.rebuild_wanted.clone(), inner.config.breaker_open_ms);
-                    tokio::spawn(async move {
-                        tokio::time::sleep(Duration::from_millis(wait)).await;
-                        retry.notify_one();
-                    });
-                }
-            }
+            guarded::rebuild_index(&inner).await;
         }
         // Expired session handles free their scratch now, not when the table fills.
         inner.handles.sweep();
@@ -501,16 +302,6 @@ impl AppState {
         ))
     }
 
-    /// Runs one operation through the pipeline.
-    pub async fn call(
-        &self,
-        session: &Arc<Session>,
-        name: &str,
-        args: Value,
-    ) -> Result<Value, OpError> {
-        crate::pipeline::execute(self, session, name, args).await
-    }
-
     /// Commits every queued write, then the search index, and stops both
     /// threads. Blocking: call from a blocking context or at the very end.
     pub fn shutdown(&self) {
@@ -529,6 +320,54 @@ impl AppState {
         self.0.store.shutdown();
         self.0.search.shutdown();
     }
+}
+
+/// The change listener of the derived views, in the order that keeps them
+/// truthful: the search index first (so a read that misses the cache finds the
+/// change), then the query cache (entries that read a changed kind in its
+/// namespace go stale), then resource watchers.
+fn derived_views(
+    index: ChangeListener,
+    cache: Arc<QueryCache>,
+    written: tokio::sync::broadcast::Sender<Written>,
+) -> ChangeListener {
+    Arc::new(move |changes: Vec<Change>| {
+        let mut touched: Vec<(String, RecordKind)> = Vec::new();
+        for c in &changes {
+            if !touched
+                .iter()
+                .any(|(ns, k)| *k == c.kind && *ns == c.namespace)
+            {
+                touched.push((c.namespace.clone(), c.kind));
+            }
+        }
+        index(changes);
+        let scopes: Vec<String> = touched.iter().map(|(ns, k)| k.scope(ns)).collect();
+        cache.invalidate(&scopes);
+        if written.receiver_count() > 0 {
+            let mut announced: Vec<(&str, &str)> = Vec::new();
+            for (ns, kind) in &touched {
+                if !announced.contains(&(ns.as_str(), kind.layer())) {
+                    announced.push((ns.as_str(), kind.layer()));
+                    let _ = written.send(Written {
+                        namespace: ns.clone(),
+                        layer: kind.layer().to_string(),
+                    });
+                }
+            }
+        }
+    })
+}
+
+/// Creates the data dir, private to the user who runs engram.
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 fn lock_data_dir(config: &Config) -> Result<File, OpenError> {
