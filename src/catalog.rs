@@ -12,15 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::RecordKind;
 
-/// Every layer's catalog file, in the order tools are listed.
-const FILES: &[(&str, &str)] = &[
-    ("discovery", include_str!("../operations/discovery.toml")),
-    ("episodic", include_str!("../operations/episodic.toml")),
-    ("semantic", include_str!("../operations/semantic.toml")),
-    ("graph", include_str!("../operations/graph.toml")),
-    ("meta", include_str!("../operations/meta.toml")),
-    ("session", include_str!("../operations/session.toml")),
-];
+/// Every layer's catalog file (`operations/*.toml`, found by `build.rs`), in
+/// the order of their `position`: the order tools are listed in.
+const FILES: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/catalog_files.rs"));
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -78,6 +72,8 @@ pub struct OperationSpec {
 #[serde(deny_unknown_fields)]
 pub struct LayerInfo {
     pub name: String,
+    /// Where the layer's tools stand in listings (smaller first).
+    pub position: u32,
     pub summary: String,
 }
 
@@ -133,6 +129,15 @@ fn parse(files: &[(&str, &str)]) -> Result<Catalog, String> {
             return Err(format!(
                 "{file}.toml declares layer {:?}",
                 parsed.layer.name
+            ));
+        }
+        if let Some(other) = layers
+            .iter()
+            .find(|l: &&LayerInfo| l.position == parsed.layer.position)
+        {
+            return Err(format!(
+                "{file}.toml and {}.toml both have position {}",
+                other.name, parsed.layer.position
             ));
         }
         for mut op in parsed.operation {

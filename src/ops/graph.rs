@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::registry::Entry;
 use super::{OpCtx, Operation, check_text, cursor, page_size};
 use crate::error::OpError;
 use crate::model::{Entity, RecordKind, Relation};
@@ -21,6 +22,19 @@ use crate::search::{Matcher, SearchQuery};
 use crate::store::{NewEntity, NewRelation};
 use crate::timespec::TimeSpec;
 use serde_json::{Map, Value};
+
+/// This module's operations, for the registry.
+pub(crate) const OPERATIONS: &[fn() -> Entry] = &[
+    Entry::of::<CreateEntities>,
+    Entry::of::<CreateRelations>,
+    Entry::of::<AddObservations>,
+    Entry::of::<DeleteEntities>,
+    Entry::of::<DeleteObservations>,
+    Entry::of::<DeleteRelations>,
+    Entry::of::<ReadGraph>,
+    Entry::of::<SearchNodes>,
+    Entry::of::<OpenNodes>,
+];
 
 const MAX_NAME_BYTES: usize = 512;
 const MAX_TYPE_BYTES: usize = 256;

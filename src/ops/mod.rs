@@ -8,15 +8,27 @@
 //! Must not: import rmcp or know about JSON-RPC; talk to sqlite or tantivy other
 //! than through `Store` and `SearchIndex`.
 
-pub mod discovery;
-pub mod episodic;
-pub mod graph;
-pub mod graph_algorithms;
-pub mod meta;
 pub mod registry;
 pub mod schema;
-pub mod semantic;
-pub mod session;
+
+/// Declares the layer modules and gathers their `OPERATIONS` for the registry:
+/// a new layer's module is one more name here.
+macro_rules! layers {
+    ($($module:ident),* $(,)?) => {
+        $(pub mod $module;)*
+        const OPERATIONS: &[&[fn() -> registry::Entry]] = &[$($module::OPERATIONS),*];
+    };
+}
+
+layers!(
+    discovery,
+    episodic,
+    semantic,
+    graph,
+    graph_algorithms,
+    meta,
+    session,
+);
 
 use std::future::Future;
 use std::sync::Arc;

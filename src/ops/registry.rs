@@ -10,9 +10,7 @@ use std::sync::OnceLock;
 use serde_json::Value;
 
 use super::schema::{Checker, input_schema_of, output_schema_of, truncate_chars};
-use super::{
-    Answer, OpCtx, Operation, discovery, episodic, graph, graph_algorithms, meta, semantic, session,
-};
+use super::{Answer, OpCtx, Operation};
 use crate::error::OpError;
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -27,7 +25,7 @@ pub struct Entry {
 }
 
 impl Entry {
-    fn of<O: Operation>() -> Entry {
+    pub(crate) fn of<O: Operation>() -> Entry {
         Entry {
             name: O::NAME,
             input_schema: input_schema_of::<O::Input>,
@@ -109,72 +107,15 @@ impl Registry {
     }
 }
 
-/// Every operation engram has.
+/// Every operation engram has: each layer module's `OPERATIONS`.
 pub fn registry() -> &'static Registry {
     static REGISTRY: OnceLock<Registry> = OnceLock::new();
     REGISTRY.get_or_init(|| {
-        let entries = vec![
-            Entry::of::<discovery::DiscoverTools>(),
-            Entry::of::<discovery::EnableToolset>(),
-            Entry::of::<discovery::CallOperation>(),
-            Entry::of::<episodic::Remember>(),
-            Entry::of::<episodic::RememberBatch>(),
-            Entry::of::<episodic::Recall>(),
-            Entry::of::<episodic::Get>(),
-            Entry::of::<episodic::List>(),
-            Entry::of::<episodic::Recent>(),
-            Entry::of::<episodic::Timeline>(),
-            Entry::of::<episodic::Around>(),
-            Entry::of::<episodic::Update>(),
-            Entry::of::<episodic::Forget>(),
-            Entry::of::<episodic::ForgetWhere>(),
-            Entry::of::<episodic::Count>(),
-            Entry::of::<semantic::StoreFact>(),
-            Entry::of::<semantic::StoreBatch>(),
-            Entry::of::<semantic::Get>(),
-            Entry::of::<semantic::Update>(),
-            Entry::of::<semantic::Delete>(),
-            Entry::of::<semantic::List>(),
-            Entry::of::<semantic::Search>(),
-            Entry::of::<semantic::SearchPhrase>(),
-            Entry::of::<semantic::SearchPrefix>(),
-            Entry::of::<semantic::SearchFuzzy>(),
-            Entry::of::<semantic::SearchBoolean>(),
-            Entry::of::<semantic::SearchHybrid>(),
-            Entry::of::<semantic::Similar>(),
-            Entry::of::<semantic::Tags>(),
-            Entry::of::<semantic::Reinforce>(),
-            Entry::of::<semantic::Supersede>(),
-            Entry::of::<semantic::History>(),
-            Entry::of::<semantic::MemorySearch>(),
-            Entry::of::<graph::CreateEntities>(),
-            Entry::of::<graph::CreateRelations>(),
-            Entry::of::<graph::AddObservations>(),
-            Entry::of::<graph::DeleteEntities>(),
-            Entry::of::<graph::DeleteObservations>(),
-            Entry::of::<graph::DeleteRelations>(),
-            Entry::of::<graph::ReadGraph>(),
-            Entry::of::<graph::SearchNodes>(),
-            Entry::of::<graph::OpenNodes>(),
-            Entry::of::<graph_algorithms::Neighbors>(),
-            Entry::of::<graph_algorithms::ShortestPath>(),
-            Entry::of::<graph_algorithms::AllPaths>(),
-            Entry::of::<graph_algorithms::Subgraph>(),
-            Entry::of::<graph_algorithms::Centrality>(),
-            Entry::of::<graph_algorithms::Communities>(),
-            Entry::of::<graph_algorithms::RenameEntity>(),
-            Entry::of::<graph_algorithms::MergeEntities>(),
-            Entry::of::<graph_algorithms::UpdateEntity>(),
-            Entry::of::<graph_algorithms::Stats>(),
-            Entry::of::<meta::HealthOp>(),
-            Entry::of::<meta::CacheStatsOp>(),
-            Entry::of::<session::Open>(),
-            Entry::of::<session::Info>(),
-            Entry::of::<session::ScratchSet>(),
-            Entry::of::<session::ScratchGet>(),
-            Entry::of::<session::ScratchList>(),
-            Entry::of::<session::ScratchClear>(),
-        ];
+        let entries: Vec<Entry> = super::OPERATIONS
+            .iter()
+            .flat_map(|module| module.iter())
+            .map(|of| of())
+            .collect();
         let by_name = entries
             .iter()
             .enumerate()

@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::registry::Entry;
 use super::{
     OpCtx, Operation, check_metadata, check_text, check_unit, cursor, normalize_tags, page_size,
 };
@@ -17,6 +18,28 @@ use crate::model::{Event, Fact, Micros, RecordKind, now_micros};
 use crate::search::{Matcher, SearchQuery, snippet};
 use crate::store::{FactFilter, FactPatch, NewFact};
 use crate::timespec::TimeSpec;
+
+/// This module's operations, for the registry.
+pub(crate) const OPERATIONS: &[fn() -> Entry] = &[
+    Entry::of::<StoreFact>,
+    Entry::of::<StoreBatch>,
+    Entry::of::<Get>,
+    Entry::of::<Update>,
+    Entry::of::<Delete>,
+    Entry::of::<List>,
+    Entry::of::<Search>,
+    Entry::of::<SearchPhrase>,
+    Entry::of::<SearchPrefix>,
+    Entry::of::<SearchFuzzy>,
+    Entry::of::<SearchBoolean>,
+    Entry::of::<SearchHybrid>,
+    Entry::of::<Similar>,
+    Entry::of::<Tags>,
+    Entry::of::<Reinforce>,
+    Entry::of::<Supersede>,
+    Entry::of::<History>,
+    Entry::of::<MemorySearch>,
+];
 
 const DEFAULT_CONFIDENCE: f64 = 0.7;
 /// How far `semantic_reinforce` moves confidence towards 1.0 by default.
