@@ -5,9 +5,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::listing::{Keyset, Offsets, Page, Paged, Window, check_batch};
 use super::registry::Entry;
 use super::{
-    OpCtx, Operation, check_metadata, check_text, check_unit, cursor, normalize_tags, page_size,
+    OpCtx, Operation, check_metadata, check_text, check_unit, normalize_tags, page_size,
 };
 use crate::error::OpError;
 use crate::model::{Event, RecordKind};
@@ -40,11 +41,6 @@ const MAX_TIMELINE_BUCKETS: usize = 1000;
 const FORGET_SAMPLE_IDS: usize = 20;
 
 // ---------- shared pieces ----------
-//
-// The time/tag/importance filter fields are repeated in each input type rather
-// than shared with `#[serde(flatten)]`: serde cannot combine `flatten` with
-// `deny_unknown_fields`, and rejecting unknown fields is what tells an agent
-// that it misspelled an argument.
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct EventOutput {
@@ -60,29 +56,15 @@ pub struct EventsOutput {
     pub next_cursor: Option<String>,
 }
 
-fn filter(
-    cx: &OpCtx,
-    since: Option<TimeSpec>,
-    until: Option<TimeSpec>,
-    tags: Vec<String>,
-    min_importance: Option<f64>,
-) -> Result<EventFilter, OpError> {
+fn filter(cx: &OpCtx, window: Window, min_importance: Option<f64>) -> Result<EventFilter, OpError> {
     if let Some(m) = min_importance {
         check_unit("min_importance", m)?;
     }
-    if let (Some(s), Some(u)) = (since, until)
-        && s.micros() >= u.micros()
-    {
-        return Err(OpError::invalid(format!(
-            "`since` ({}) is not before `until` ({}): swap them or widen the range",
-            s.0.to_rfc3339(),
-            u.0.to_rfc3339()
-        )));
-    }
+    let span = window.check(cx)?;
     Ok(EventFilter {
-        since: since.map(TimeSpec::micros),
-        until: until.map(TimeSpec::micros),
-        tags: normalize_tags(tags, cx.limits())?,
+        since: span.since,
+        until: span.until,
+        tags: span.tags,
         min_importance,
         max_importance: None,
     })
@@ -178,18 +160,7 @@ impl Operation for RememberBatch {
     type Output = RememberBatchOutput;
 
     async fn run(cx: OpCtx, input: RememberBatchInput) -> Result<RememberBatchOutput, OpError> {
-        let max = cx.limits().max_batch_items;
-        if input.events.is_empty() {
-            return Err(OpError::invalid(
-                "`events` is empty: pass at least one event",
-            ));
-        }
-        if input.events.len() > max {
-            return Err(OpError::invalid(format!(
-                "`events` has {} items, the limit is {max}: split it into several calls",
-                input.events.len()
-            )));
-        }
+        check_batch("events", &input.events, &cx)?;
         let mut prepared = Vec::with_capacity(input.events.len());
         for (i, e) in input.events.into_iter().enumerate() {
             prepared.push(e.prepare(&cx).map_err(|err| match err {
@@ -212,28 +183,22 @@ impl Operation for RememberBatch {
 // ---------- episodic_recall ----------
 
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct RecallInput {
     /// What to look for, in natural words; events need not hold every word.
     pub query: String,
-    /// Only events at or after this time (RFC 3339, "yesterday", "2h ago").
-    #[serde(default)]
-    pub since: Option<TimeSpec>,
-    /// Only events before this time.
-    #[serde(default)]
-    pub until: Option<TimeSpec>,
-    /// Only events with all these tags.
-    #[serde(default)]
-    pub tags: Vec<String>,
+    #[serde(flatten)]
+    pub window: Window,
     /// Only events at least this important (0.0 to 1.0).
     #[serde(default)]
     pub min_importance: Option<f64>,
-    /// Most hits (default 20).
-    #[serde(default)]
-    pub limit: Option<usize>,
-    /// `next_cursor` of the previous page.
-    #[serde(default)]
-    pub cursor: Option<String>,
+    #[serde(flatten)]
+    pub page: Page,
+}
+
+impl Paged for RecallInput {
+    fn page(&mut self) -> &mut Page {
+        &mut self.page
+    }
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -255,12 +220,6 @@ pub struct RecallOutput {
     pub next_cursor: Option<String>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct OffsetCursor {
-    o: usize,
-    f: String,
-}
-
 pub struct Recall;
 
 impl Operation for Recall {
@@ -269,53 +228,37 @@ impl Operation for Recall {
     type Output = RecallOutput;
 
     async fn run(cx: OpCtx, mut input: RecallInput) -> Result<RecallOutput, OpError> {
-        let limits = cx.limits();
-        check_text("query", &input.query, limits.max_query_bytes)?;
-        let limit = page_size(input.limit, limits)?;
-        let cursor_arg = input.cursor.take();
-        let fingerprint = cursor::fingerprint(&input);
-        let offset = match cursor_arg {
-            None => 0,
-            Some(c) => {
-                let c: OffsetCursor = cursor::decode(&cx, &c)?;
-                if c.f != fingerprint {
-                    return Err(cursor::mismatch());
-                }
-                c.o
-            }
-        };
-        let f = filter(
-            &cx,
-            input.since,
-            input.until,
-            input.tags,
-            input.min_importance,
-        )?;
+        let page = Offsets::start(&cx, &mut input)?;
+        check_text("query", &input.query, cx.limits().max_query_bytes)?;
+        let f = filter(&cx, input.window, input.min_importance)?;
         let matcher = Matcher::words(&input.query).ok_or_else(|| {
             OpError::invalid(
                 "`query` has only very common words (like \"the\", \"of\"): add a word that names \
                  what you are looking for, or use episodic_list with filters",
             )
         })?;
-        let results = cx
+        let searched = cx
             .app
             .search(SearchQuery {
                 since: f.since,
                 until: f.until,
                 tags: f.tags,
                 min_weight: f.min_importance,
-                offset,
-                ..SearchQuery::new(cx.namespace(), vec![RecordKind::Event], matcher, limit)
+                offset: page.offset,
+                ..SearchQuery::new(
+                    cx.namespace(),
+                    vec![RecordKind::Event],
+                    matcher,
+                    page.limit,
+                )
             })
             .await?;
-        let degraded = results.degraded;
-        let results = results.results;
-        let ids = results.hits.iter().map(|h| h.id.clone()).collect();
+        let ranked = searched.results.hits;
+        let ids = ranked.iter().map(|h| h.id.clone()).collect();
         let events = cx.app.store().get_events(cx.namespace(), ids).await?;
         let mut by_id: std::collections::HashMap<String, Event> =
             events.into_iter().map(|e| (e.id.clone(), e)).collect();
-        let hits = results
-            .hits
+        let hits = ranked
             .into_iter()
             .filter_map(|h| {
                 by_id.remove(&h.id).map(|event| RecallHit {
@@ -324,19 +267,11 @@ impl Operation for Recall {
                 })
             })
             .collect();
-        let next_cursor = results.has_more.then(|| {
-            cursor::encode(
-                &cx,
-                &OffsetCursor {
-                    o: offset + limit,
-                    f: fingerprint,
-                },
-            )
-        });
+        let paged = page.finish(&cx, hits, searched.results.has_more);
         Ok(RecallOutput {
-            hits,
-            degraded,
-            next_cursor,
+            hits: paged.hits,
+            degraded: searched.degraded,
+            next_cursor: paged.next_cursor,
         })
     }
 
@@ -381,36 +316,23 @@ pub enum ListOrder {
 }
 
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct ListInput {
-    /// Only events that happened at or after this time (RFC 3339, "yesterday", "2h ago").
-    #[serde(default)]
-    pub since: Option<TimeSpec>,
-    /// Only events that happened before this time.
-    #[serde(default)]
-    pub until: Option<TimeSpec>,
-    /// Only events carrying every one of these tags.
-    #[serde(default)]
-    pub tags: Vec<String>,
+    #[serde(flatten)]
+    pub window: Window,
     /// Only events at least this important (0.0 to 1.0).
     #[serde(default)]
     pub min_importance: Option<f64>,
     /// "asc" (oldest first, the default) or "desc" (newest first).
     #[serde(default)]
     pub order: ListOrder,
-    /// Page size (default 20).
-    #[serde(default)]
-    pub limit: Option<usize>,
-    /// `next_cursor` from the previous page.
-    #[serde(default)]
-    pub cursor: Option<String>,
+    #[serde(flatten)]
+    pub page: Page,
 }
 
-#[derive(Serialize, Deserialize)]
-struct KeysetCursor {
-    t: i64,
-    id: String,
-    f: String,
+impl Paged for ListInput {
+    fn page(&mut self) -> &mut Page {
+        &mut self.page
+    }
 }
 
 pub struct List;
@@ -421,50 +343,20 @@ impl Operation for List {
     type Output = EventsOutput;
 
     async fn run(cx: OpCtx, mut input: ListInput) -> Result<EventsOutput, OpError> {
-        let limit = page_size(input.limit, cx.limits())?;
-        let cursor_arg = input.cursor.take();
-        let fingerprint = cursor::fingerprint(&input);
-        let after = match cursor_arg {
-            None => None,
-            Some(c) => {
-                let c: KeysetCursor = cursor::decode(&cx, &c)?;
-                if c.f != fingerprint {
-                    return Err(cursor::mismatch());
-                }
-                Some((c.t, c.id))
-            }
-        };
+        let page = Keyset::start(&cx, &mut input)?;
         let order = match input.order {
             ListOrder::Asc => Order::Asc,
             ListOrder::Desc => Order::Desc,
         };
-        let f = filter(
-            &cx,
-            input.since,
-            input.until,
-            input.tags,
-            input.min_importance,
-        )?;
+        let f = filter(&cx, input.window, input.min_importance)?;
         let mut events = cx
             .app
             .store()
-            .list_events(cx.namespace(), f, order, after, limit + 1)
+            .list_events(cx.namespace(), f, order, page.after.clone(), page.limit + 1)
             .await?;
-        let next_cursor = if events.len() > limit {
-            events.truncate(limit);
-            events.last().map(|e| {
-                cursor::encode(
-                    &cx,
-                    &KeysetCursor {
-                        t: e.occurred_at.timestamp_micros(),
-                        id: e.id.clone(),
-                        f: fingerprint,
-                    },
-                )
-            })
-        } else {
-            None
-        };
+        let next_cursor = page.finish(&cx, &mut events, |e| {
+            (e.occurred_at.timestamp_micros(), e.id.clone())
+        });
         Ok(EventsOutput {
             events,
             next_cursor,
@@ -494,7 +386,11 @@ impl Operation for Recent {
 
     async fn run(cx: OpCtx, input: RecentInput) -> Result<EventsOutput, OpError> {
         let limit = page_size(Some(input.limit.unwrap_or(DEFAULT_RECENT)), cx.limits())?;
-        let f = filter(&cx, None, None, input.tags, None)?;
+        let window = Window {
+            tags: input.tags,
+            ..Window::default()
+        };
+        let f = filter(&cx, window, None)?;
         let events = cx
             .app
             .store()
@@ -518,20 +414,12 @@ pub enum Bucket {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct TimelineInput {
-    /// Only events that happened at or after this time (RFC 3339, "yesterday", "2h ago").
-    #[serde(default)]
-    pub since: Option<TimeSpec>,
-    /// Only events that happened before this time.
-    #[serde(default)]
-    pub until: Option<TimeSpec>,
+    #[serde(flatten)]
+    pub window: Window,
     /// "hour" or "day" (UTC; the default).
     #[serde(default)]
     pub bucket: Bucket,
-    /// Only events carrying every one of these tags.
-    #[serde(default)]
-    pub tags: Vec<String>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -561,7 +449,7 @@ impl Operation for Timeline {
             Bucket::Hour => 3_600_000_000,
             Bucket::Day => 86_400_000_000,
         };
-        let f = filter(&cx, input.since, input.until, input.tags, None)?;
+        let f = filter(&cx, input.window, None)?;
         let rows = cx
             .app
             .store()
@@ -736,16 +624,7 @@ impl Operation for Forget {
     type Output = ForgetOutput;
 
     async fn run(cx: OpCtx, input: ForgetInput) -> Result<ForgetOutput, OpError> {
-        let max = cx.limits().max_batch_items;
-        if input.ids.is_empty() {
-            return Err(OpError::invalid("`ids` is empty: pass the ids to delete"));
-        }
-        if input.ids.len() > max {
-            return Err(OpError::invalid(format!(
-                "`ids` has {} items, the limit is {max}: split the call",
-                input.ids.len()
-            )));
-        }
+        check_batch("ids", &input.ids, &cx)?;
         let mut ids = input.ids;
         ids.dedup();
         let (deleted, not_found) = cx.app.store().delete_events(cx.namespace(), ids).await?;
@@ -756,17 +635,9 @@ impl Operation for Forget {
 // ---------- episodic_forget_where ----------
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct ForgetWhereInput {
-    /// Events that happened at or after this time (RFC 3339, "yesterday", "2h ago").
-    #[serde(default)]
-    pub since: Option<TimeSpec>,
-    /// Events that happened before this time.
-    #[serde(default)]
-    pub until: Option<TimeSpec>,
-    /// Events carrying every one of these tags.
-    #[serde(default)]
-    pub tags: Vec<String>,
+    #[serde(flatten)]
+    pub window: Window,
     /// Events at most this important (0.0 to 1.0): clears trivia, keeps what matters.
     #[serde(default)]
     pub max_importance: Option<f64>,
@@ -793,7 +664,7 @@ impl Operation for ForgetWhere {
     type Output = ForgetWhereOutput;
 
     async fn run(cx: OpCtx, input: ForgetWhereInput) -> Result<ForgetWhereOutput, OpError> {
-        let mut f = filter(&cx, input.since, input.until, input.tags, None)?;
+        let mut f = filter(&cx, input.window, None)?;
         if let Some(m) = input.max_importance {
             check_unit("max_importance", m)?;
             f.max_importance = Some(m);
@@ -820,17 +691,9 @@ impl Operation for ForgetWhere {
 // ---------- episodic_count ----------
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct CountInput {
-    /// Only events that happened at or after this time (RFC 3339, "yesterday", "2h ago").
-    #[serde(default)]
-    pub since: Option<TimeSpec>,
-    /// Only events that happened before this time.
-    #[serde(default)]
-    pub until: Option<TimeSpec>,
-    /// Only events carrying every one of these tags.
-    #[serde(default)]
-    pub tags: Vec<String>,
+    #[serde(flatten)]
+    pub window: Window,
     /// Only events at least this important (0.0 to 1.0).
     #[serde(default)]
     pub min_importance: Option<f64>,
@@ -849,13 +712,7 @@ impl Operation for Count {
     type Output = CountOutput;
 
     async fn run(cx: OpCtx, input: CountInput) -> Result<CountOutput, OpError> {
-        let f = filter(
-            &cx,
-            input.since,
-            input.until,
-            input.tags,
-            input.min_importance,
-        )?;
+        let f = filter(&cx, input.window, input.min_importance)?;
         let count = cx.app.store().count_events(cx.namespace(), f).await?;
         Ok(CountOutput { count })
     }

@@ -15,6 +15,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::registry::Entry;
+use super::listing::check_batch;
 use super::{OpCtx, Operation, check_text, cursor, page_size};
 use crate::error::OpError;
 use crate::model::{Entity, RecordKind, Relation};
@@ -40,22 +41,6 @@ const MAX_NAME_BYTES: usize = 512;
 const MAX_TYPE_BYTES: usize = 256;
 /// search_nodes returns this many entities unless asked for another `limit`.
 const DEFAULT_SEARCH_NODES: usize = 100;
-
-fn check_batch<T>(field: &str, items: &[T], cx: &OpCtx) -> Result<(), OpError> {
-    let max = cx.limits().max_batch_items;
-    if items.is_empty() {
-        return Err(OpError::invalid(format!(
-            "`{field}` is empty: pass at least one"
-        )));
-    }
-    if items.len() > max {
-        return Err(OpError::invalid(format!(
-            "`{field}` has {} items, the limit is {max}: split it into several calls",
-            items.len()
-        )));
-    }
-    Ok(())
-}
 
 fn check_name(field: &str, name: &str) -> Result<(), OpError> {
     check_text(field, name, MAX_NAME_BYTES)

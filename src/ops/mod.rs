@@ -8,6 +8,7 @@
 //! Must not: import rmcp or know about JSON-RPC; talk to sqlite or tantivy other
 //! than through `Store` and `SearchIndex`.
 
+pub mod listing;
 pub mod registry;
 pub mod schema;
 
@@ -24,6 +25,7 @@ layers!(
     discovery,
     episodic,
     semantic,
+    search,
     graph,
     graph_algorithms,
     meta,

@@ -38,9 +38,9 @@ pub struct FactPatch {
 pub struct FactFilter {
     /// Every one of these tags.
     pub tags: Vec<String>,
-    /// created_at >= since
+    /// valid_from >= since
     pub since: Option<Micros>,
-    /// created_at < until
+    /// valid_from < until
     pub until: Option<Micros>,
     pub min_confidence: Option<f64>,
     pub include_superseded: bool,
@@ -52,11 +52,11 @@ impl FactFilter {
             sql.push_str(" AND f.superseded_by IS NULL");
         }
         if let Some(since) = self.since {
-            sql.push_str(" AND f.created_at >= ?");
+            sql.push_str(" AND f.valid_from >= ?");
             params.push(SqlValue::Integer(since));
         }
         if let Some(until) = self.until {
-            sql.push_str(" AND f.created_at < ?");
+            sql.push_str(" AND f.valid_from < ?");
             params.push(SqlValue::Integer(until));
         }
         if let Some(min) = self.min_confidence {

@@ -1,0 +1,314 @@
+//! What every list and search shares: the tag and time window, pages and
+//! their cursors, answer budgets, batch limits, and running answer-building
+//! work off the runtime.
+//!
+//! Inputs embed these with `#[serde(flatten)]`: unknown fields are refused by
+//! the input schema check before decoding (`registry::Entry::call`), so the
+//! types need not `deny_unknown_fields`, which serde cannot combine with
+//! `flatten`.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{OpCtx, cursor, normalize_tags, page_size};
+use crate::error::OpError;
+use crate::model::Micros;
+use crate::timespec::TimeSpec;
+
+// (Not a doc comment: schemars would copy it into every input that flattens it.)
+// Which records, by tags and time. `since`/`until` always bound the record's
+// own time: when an event happened, since when a fact holds, when an entity
+// last changed.
+#[derive(Debug, Default, Deserialize, Serialize, JsonSchema)]
+pub struct Window {
+    /// Only records with all these tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Only records from this time on (events: occurred_at, facts: valid_from; RFC 3339, "2h ago").
+    #[serde(default, deserialize_with = "named::since")]
+    pub since: Option<TimeSpec>,
+    /// Only records from before this time.
+    #[serde(default, deserialize_with = "named::until")]
+    pub until: Option<TimeSpec>,
+}
+
+/// A checked [`Window`]: tags normalised, times in microseconds, `since`
+/// before `until`.
+#[derive(Debug, Clone, Default)]
+pub struct Span {
+    pub tags: Vec<String>,
+    pub since: Option<Micros>,
+    pub until: Option<Micros>,
+}
+
+impl Window {
+    pub fn check(self, cx: &OpCtx) -> Result<Span, OpError> {
+        if let (Some(s), Some(u)) = (self.since, self.until)
+            && s.micros() >= u.micros()
+        {
+            return Err(OpError::invalid(format!(
+                "`since` ({}) is not before `until` ({}): swap them or widen the range",
+                s.0.to_rfc3339(),
+                u.0.to_rfc3339()
+            )));
+        }
+        Ok(Span {
+            tags: normalize_tags(self.tags, cx.limits())?,
+            since: self.since.map(TimeSpec::micros),
+            until: self.until.map(TimeSpec::micros),
+        })
+    }
+}
+
+// (Not a doc comment: schemars would copy it into every input that flattens it.)
+// One page of a list: its size and where it resumes.
+#[derive(Debug, Default, Deserialize, Serialize, JsonSchema)]
+pub struct Page {
+    /// Most items (default 20).
+    #[serde(default, deserialize_with = "named::limit")]
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+// (Not a doc comment: schemars would copy it into every input that flattens it.)
+// One page of ranked hits: a [`Page`] with a budget for the answer's size.
+#[derive(Debug, Default, Deserialize, Serialize, JsonSchema)]
+pub struct HitPage {
+    #[serde(flatten)]
+    pub page: Page,
+    /// Most characters to answer with; the rest goes to the next page.
+    #[serde(default, deserialize_with = "named::max_chars")]
+    pub max_chars: Option<usize>,
+}
+
+/// Decoders that name their field in errors: serde loses the path to a field
+/// of a flattened struct, and an agent must learn which argument to fix. (Type
+/// errors the input schema catches never get here; these are the values only
+/// decoding refuses: a time it cannot read, a number too large for a count.)
+mod named {
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    fn named<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        field: &str,
+        d: D,
+    ) -> Result<Option<T>, D::Error> {
+        Option::<T>::deserialize(d).map_err(|e| D::Error::custom(format!("`{field}`: {e}")))
+    }
+
+    macro_rules! fields {
+        ($($field:ident: $ty:ty),*) => {$(
+            pub fn $field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<$ty>, D::Error> {
+                named(stringify!($field), d)
+            }
+        )*};
+    }
+
+    fields!(
+        since: crate::timespec::TimeSpec,
+        until: crate::timespec::TimeSpec,
+        limit: usize,
+        max_chars: usize
+    );
+}
+
+/// Inputs that are paged: how to reach their [`Page`], and their budget.
+pub trait Paged: Serialize {
+    fn page(&mut self) -> &mut Page;
+
+    fn max_chars(&self) -> Option<usize> {
+        None
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct OffsetCursor {
+    o: usize,
+    f: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeysetCursor {
+    t: i64,
+    id: String,
+    f: String,
+}
+
+/// A page of a ranked search, resumed by offset.
+pub struct Offsets {
+    pub offset: usize,
+    pub limit: usize,
+    max_chars: Option<usize>,
+    fingerprint: String,
+}
+
+/// A page's hits as answered: those that fit the budget, whether the budget
+/// cut it, and the cursor of the next page.
+pub struct PageOf<T> {
+    pub hits: Vec<T>,
+    pub truncated: bool,
+    pub next_cursor: Option<String>,
+}
+
+impl Offsets {
+    /// Checks the page size and budget, takes the cursor out of `input` and
+    /// resumes it: a cursor only continues a call with the same arguments.
+    pub fn start(cx: &OpCtx, input: &mut impl Paged) -> Result<Offsets, OpError> {
+        let max_chars = input.max_chars();
+        check_max_chars(max_chars)?;
+        let limit = page_size(input.page().limit, cx.limits())?;
+        let cursor_arg = input.page().cursor.take();
+        let fingerprint = cursor::fingerprint(&*input);
+        let offset = match cursor_arg {
+            None => 0,
+            Some(c) => {
+                let c: OffsetCursor = cursor::decode(cx, &c)?;
+                if c.f != fingerprint {
+                    return Err(cursor::mismatch());
+                }
+                c.o
+            }
+        };
+        Ok(Offsets {
+            offset,
+            limit,
+            max_chars,
+            fingerprint,
+        })
+    }
+
+    /// The answer to this page: `hits` cut to the budget, and a cursor when
+    /// `more` hits exist past them or the budget cut some.
+    pub fn finish<T: Serialize>(self, cx: &OpCtx, hits: Vec<T>, more: bool) -> PageOf<T> {
+        let (hits, truncated) = fit_budget(hits, self.max_chars);
+        let next_cursor = (more || truncated).then(|| {
+            cursor::encode(
+                cx,
+                &OffsetCursor {
+                    o: self.offset + hits.len(),
+                    f: self.fingerprint,
+                },
+            )
+        });
+        PageOf {
+            hits,
+            truncated,
+            next_cursor,
+        }
+    }
+}
+
+/// A page of a list in a stable order, resumed after the last item's
+/// (time, id) key.
+pub struct Keyset {
+    /// Resume after this key (`None`: the first page).
+    pub after: Option<(Micros, String)>,
+    pub limit: usize,
+    fingerprint: String,
+}
+
+impl Keyset {
+    pub fn start(cx: &OpCtx, input: &mut impl Paged) -> Result<Keyset, OpError> {
+        let limit = page_size(input.page().limit, cx.limits())?;
+        let cursor_arg = input.page().cursor.take();
+        let fingerprint = cursor::fingerprint(&*input);
+        let after = match cursor_arg {
+            None => None,
+            Some(c) => {
+                let c: KeysetCursor = cursor::decode(cx, &c)?;
+                if c.f != fingerprint {
+                    return Err(cursor::mismatch());
+                }
+                Some((c.t, c.id))
+            }
+        };
+        Ok(Keyset {
+            after,
+            limit,
+            fingerprint,
+        })
+    }
+
+    /// Cuts `items` (fetched with `limit + 1`) to the page, and the cursor
+    /// after its last item when more exist. `key` gives an item's (time, id).
+    pub fn finish<T>(
+        self,
+        cx: &OpCtx,
+        items: &mut Vec<T>,
+        key: impl Fn(&T) -> (Micros, String),
+    ) -> Option<String> {
+        if items.len() <= self.limit {
+            return None;
+        }
+        items.truncate(self.limit);
+        let (t, id) = key(items.last()?);
+        Some(cursor::encode(
+            cx,
+            &KeysetCursor {
+                t,
+                id,
+                f: self.fingerprint,
+            },
+        ))
+    }
+}
+
+/// Keeps the leading hits whose JSON fits in `max_chars` (always at least one,
+/// so paging moves on). Returns the hits kept and whether some were cut.
+pub fn fit_budget<T: Serialize>(hits: Vec<T>, max_chars: Option<usize>) -> (Vec<T>, bool) {
+    let Some(budget) = max_chars else {
+        return (hits, false);
+    };
+    let total = hits.len();
+    let mut used = 0;
+    let mut kept = Vec::with_capacity(hits.len());
+    for hit in hits {
+        let size = serde_json::to_string(&hit).map_or(0, |s| s.len() + 1);
+        if !kept.is_empty() && used + size > budget {
+            break;
+        }
+        used += size;
+        kept.push(hit);
+    }
+    let cut = kept.len() < total;
+    (kept, cut)
+}
+
+fn check_max_chars(max_chars: Option<usize>) -> Result<(), OpError> {
+    /// Smaller budgets cannot hold even one hit's id and snippet.
+    const MIN_MAX_CHARS: usize = 200;
+    match max_chars {
+        Some(n) if n < MIN_MAX_CHARS => Err(OpError::invalid(format!(
+            "`max_chars` is {n}: give at least {MIN_MAX_CHARS}, or leave it out for no budget"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Checks a batch argument: not empty, not over the batch limit.
+pub fn check_batch<T>(field: &str, items: &[T], cx: &OpCtx) -> Result<(), OpError> {
+    let max = cx.limits().max_batch_items;
+    if items.is_empty() {
+        return Err(OpError::invalid(format!(
+            "`{field}` is empty: pass at least one"
+        )));
+    }
+    if items.len() > max {
+        return Err(OpError::invalid(format!(
+            "`{field}` has {} items, the limit is {max}: split it into several calls",
+            items.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Runs CPU-heavy answer building (snippets over long texts) on the blocking
+/// pool, so one big answer never stalls the runtime's workers.
+pub async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, OpError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| OpError::from_join("building the answer", e))
+}
