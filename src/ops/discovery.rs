@@ -5,17 +5,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::registry::Entry;
 use super::{OpCtx, Operation, registry};
 use crate::catalog::{Annotations, Kind, OperationSpec, catalog};
 use crate::error::OpError;
-
-/// This module's operations, for the registry.
-pub(crate) const OPERATIONS: &[fn() -> Entry] = &[
-    Entry::of::<DiscoverTools>,
-    Entry::of::<EnableToolset>,
-    Entry::of::<CallOperation>,
-];
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]

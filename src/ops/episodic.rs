@@ -6,7 +6,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::listing::{Keyset, Offsets, Page, Paged, Window, check_batch};
-use super::registry::Entry;
 use super::{
     OpCtx, Operation, check_metadata, check_text, check_unit, normalize_tags, page_size,
 };
@@ -15,22 +14,6 @@ use crate::model::{Event, RecordKind};
 use crate::search::{Matcher, SearchQuery};
 use crate::store::{EventFilter, EventPatch, NewEvent, Order};
 use crate::timespec::TimeSpec;
-
-/// This module's operations, for the registry.
-pub(crate) const OPERATIONS: &[fn() -> Entry] = &[
-    Entry::of::<Remember>,
-    Entry::of::<RememberBatch>,
-    Entry::of::<Recall>,
-    Entry::of::<Get>,
-    Entry::of::<List>,
-    Entry::of::<Recent>,
-    Entry::of::<Timeline>,
-    Entry::of::<Around>,
-    Entry::of::<Update>,
-    Entry::of::<Forget>,
-    Entry::of::<ForgetWhere>,
-    Entry::of::<Count>,
-];
 
 const DEFAULT_IMPORTANCE: f64 = 0.5;
 const DEFAULT_RECENT: usize = 10;

@@ -14,7 +14,6 @@ use std::collections::HashSet;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::registry::Entry;
 use super::listing::check_batch;
 use super::{OpCtx, Operation, check_text, cursor, page_size};
 use crate::error::OpError;
@@ -23,19 +22,6 @@ use crate::search::{Matcher, SearchQuery};
 use crate::store::{NewEntity, NewRelation};
 use crate::timespec::TimeSpec;
 use serde_json::{Map, Value};
-
-/// This module's operations, for the registry.
-pub(crate) const OPERATIONS: &[fn() -> Entry] = &[
-    Entry::of::<CreateEntities>,
-    Entry::of::<CreateRelations>,
-    Entry::of::<AddObservations>,
-    Entry::of::<DeleteEntities>,
-    Entry::of::<DeleteObservations>,
-    Entry::of::<DeleteRelations>,
-    Entry::of::<ReadGraph>,
-    Entry::of::<SearchNodes>,
-    Entry::of::<OpenNodes>,
-];
 
 const MAX_NAME_BYTES: usize = 512;
 const MAX_TYPE_BYTES: usize = 256;

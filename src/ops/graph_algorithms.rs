@@ -12,27 +12,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::registry::Entry;
 use super::{OpCtx, Operation, check_text};
 use crate::error::OpError;
 use crate::graph::{Dir, EdgeFilter, PathBounds, Snapshot, deadline, groups};
 use crate::model::Relation;
 use crate::store::EntityRecord;
 use crate::timespec::TimeSpec;
-
-/// This module's operations, for the registry.
-pub(crate) const OPERATIONS: &[fn() -> Entry] = &[
-    Entry::of::<Neighbors>,
-    Entry::of::<ShortestPath>,
-    Entry::of::<AllPaths>,
-    Entry::of::<Subgraph>,
-    Entry::of::<Centrality>,
-    Entry::of::<Communities>,
-    Entry::of::<RenameEntity>,
-    Entry::of::<MergeEntities>,
-    Entry::of::<UpdateEntity>,
-    Entry::of::<Stats>,
-];
 
 /// Time a whole-graph algorithm may take before it answers with what it has.
 const ALGORITHM_BUDGET_MS: u64 = 2_000;

@@ -3,14 +3,11 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::registry::Entry;
 use super::{OpCtx, Operation};
 use crate::app::Health;
 use crate::error::OpError;
 use crate::resilience::cache::CacheStats;
 
-/// This module's operations, for the registry.
-pub(crate) const OPERATIONS: &[fn() -> Entry] = &[Entry::of::<HealthOp>, Entry::of::<CacheStatsOp>];
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -12,25 +12,27 @@ pub mod listing;
 pub mod registry;
 pub mod schema;
 
-/// Declares the layer modules and gathers their `OPERATIONS` for the registry:
-/// a new layer's module is one more name here.
+/// The operation table: every layer module and the operations it defines.
+/// The registry, the tool table, discovery and `schemas/` all derive from it
+/// and from the catalog (`operations/*.toml`). A new layer is one more line.
 macro_rules! layers {
-    ($($module:ident),* $(,)?) => {
+    ($($module:ident => [$($op:ident),* $(,)?]),* $(,)?) => {
         $(pub mod $module;)*
-        const OPERATIONS: &[&[fn() -> registry::Entry]] = &[$($module::OPERATIONS),*];
+        const OPERATIONS: &[fn() -> registry::Entry] = &[$($(registry::Entry::of::<$module::$op>),*),*];
     };
 }
 
-layers!(
-    discovery,
-    episodic,
-    semantic,
-    search,
-    graph,
-    graph_algorithms,
-    meta,
-    session,
-);
+#[rustfmt::skip]
+layers! {
+    discovery => [DiscoverTools, EnableToolset, CallOperation],
+    episodic => [Remember, RememberBatch, Recall, Get, List, Recent, Timeline, Around, Update, Forget, ForgetWhere, Count],
+    semantic => [StoreFact, StoreBatch, Get, Update, Delete, List, Tags, Reinforce, Supersede, History],
+    search => [Search, SearchPhrase, SearchPrefix, SearchFuzzy, SearchBoolean, SearchHybrid, Similar, MemorySearch],
+    graph => [CreateEntities, CreateRelations, AddObservations, DeleteEntities, DeleteObservations, DeleteRelations, ReadGraph, SearchNodes, OpenNodes],
+    graph_algorithms => [Neighbors, ShortestPath, AllPaths, Subgraph, Centrality, Communities, RenameEntity, MergeEntities, UpdateEntity, Stats],
+    meta => [HealthOp, CacheStatsOp],
+    session => [Open, Info, ScratchSet, ScratchGet, ScratchList, ScratchClear],
+}
 
 use std::future::Future;
 use std::sync::Arc;

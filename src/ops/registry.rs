@@ -107,15 +107,11 @@ impl Registry {
     }
 }
 
-/// Every operation engram has: each layer module's `OPERATIONS`.
+/// Every operation engram has: the operation table in `ops/mod.rs`.
 pub fn registry() -> &'static Registry {
     static REGISTRY: OnceLock<Registry> = OnceLock::new();
     REGISTRY.get_or_init(|| {
-        let entries: Vec<Entry> = super::OPERATIONS
-            .iter()
-            .flat_map(|module| module.iter())
-            .map(|of| of())
-            .collect();
+        let entries: Vec<Entry> = super::OPERATIONS.iter().map(|of| of()).collect();
         let by_name = entries
             .iter()
             .enumerate()

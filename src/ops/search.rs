@@ -13,24 +13,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::listing::{HitPage, Offsets, Page, Paged, Span, Window, off_runtime};
-use super::registry::Entry;
 use super::semantic::check_id;
 use super::{OpCtx, Operation, check_text, check_unit, normalize_tags};
 use crate::error::OpError;
 use crate::model::{Fact, Micros, RecordKind, micros_to_datetime, now_micros};
 use crate::search::{Matcher, SearchHit, SearchQuery, snippet};
-
-/// This module's operations, for the registry.
-pub(crate) const OPERATIONS: &[fn() -> Entry] = &[
-    Entry::of::<Search>,
-    Entry::of::<SearchPhrase>,
-    Entry::of::<SearchPrefix>,
-    Entry::of::<SearchFuzzy>,
-    Entry::of::<SearchBoolean>,
-    Entry::of::<SearchHybrid>,
-    Entry::of::<Similar>,
-    Entry::of::<MemorySearch>,
-];
 
 /// Characters of context in a hit's snippet.
 const SNIPPET_CHARS: usize = 200;

@@ -5,7 +5,6 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::registry::Entry;
 use super::listing::{Keyset, Page, Paged, Window, check_batch};
 use super::search::FactScope;
 use super::{OpCtx, Operation, check_metadata, check_text, check_unit, normalize_tags};
@@ -13,20 +12,6 @@ use crate::error::OpError;
 use crate::model::Fact;
 use crate::store::{FactFilter, FactPatch, NewFact};
 use crate::timespec::TimeSpec;
-
-/// This module's operations, for the registry.
-pub(crate) const OPERATIONS: &[fn() -> Entry] = &[
-    Entry::of::<StoreFact>,
-    Entry::of::<StoreBatch>,
-    Entry::of::<Get>,
-    Entry::of::<Update>,
-    Entry::of::<Delete>,
-    Entry::of::<List>,
-    Entry::of::<Tags>,
-    Entry::of::<Reinforce>,
-    Entry::of::<Supersede>,
-    Entry::of::<History>,
-];
 
 const DEFAULT_CONFIDENCE: f64 = 0.7;
 /// How far `semantic_reinforce` moves confidence towards 1.0 by default.

@@ -5,20 +5,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::registry::Entry;
 use super::{OpCtx, Operation};
 use crate::catalog::catalog;
 use crate::error::OpError;
 
-/// This module's operations, for the registry.
-pub(crate) const OPERATIONS: &[fn() -> Entry] = &[
-    Entry::of::<Open>,
-    Entry::of::<Info>,
-    Entry::of::<ScratchSet>,
-    Entry::of::<ScratchGet>,
-    Entry::of::<ScratchList>,
-    Entry::of::<ScratchClear>,
-];
 
 /// Longest scratch key, in bytes.
 const MAX_SCRATCH_KEY_BYTES: usize = 256;
