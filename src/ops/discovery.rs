@@ -96,62 +96,56 @@ fn relevance(op: &OperationSpec, words: &[String]) -> usize {
         .sum()
 }
 
-pub struct DiscoverTools;
+operation!(DiscoverTools = "discover_tools", DiscoverInput => DiscoverOutput, discover_tools);
 
-impl Operation for DiscoverTools {
-    const NAME: &'static str = "discover_tools";
-    type Input = DiscoverInput;
-    type Output = DiscoverOutput;
-
-    async fn run(cx: OpCtx, input: DiscoverInput) -> Result<DiscoverOutput, OpError> {
-        let cat = catalog();
-        if let Some(layer) = &input.layer
-            && cat.layer(layer).is_none()
-        {
-            return Err(unknown_layer(layer));
-        }
-        let words: Vec<String> = input
-            .query
-            .as_deref()
-            .unwrap_or("")
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|w| w.len() > 1)
-            .map(|w| {
-                // Crude stemming so "events" finds "event" and "forgetting" "forget".
-                let w = w.to_lowercase();
-                let w = w.strip_suffix("ing").unwrap_or(&w).to_string();
-                w.strip_suffix('s').map(str::to_string).unwrap_or(w)
-            })
-            .collect();
-        let sel = cx.session.tools();
-        let mut matched: Vec<(usize, &OperationSpec)> = cat
-            .operations
-            .iter()
-            .filter(|o| input.layer.as_ref().is_none_or(|l| &o.layer == l))
-            .filter(|o| input.kind.is_none_or(|k| o.kind == k))
-            .map(|o| (relevance(o, &words), o))
-            .filter(|(score, _)| words.is_empty() || *score > 0)
-            .collect();
-        matched.sort_by_key(|m| std::cmp::Reverse(m.0));
-        let tools = matched
-            .into_iter()
-            .map(|(_, o)| tool_info(o, input.detail, sel.includes(o)))
-            .collect();
-        let layers = cat
-            .layers
-            .iter()
-            .map(|l| LayerSummary {
-                name: l.name.clone(),
-                summary: l.summary.clone(),
-                tools: cat.operations.iter().filter(|o| o.layer == l.name).count(),
-            })
-            .collect();
-        Ok(DiscoverOutput {
-            detail: input.detail,
-            tools,
-            layers,
-        })
+async fn discover_tools(cx: OpCtx, input: DiscoverInput) -> Result<DiscoverOutput, OpError> {
+    let cat = catalog();
+    if let Some(layer) = &input.layer
+        && cat.layer(layer).is_none()
+    {
+        return Err(unknown_layer(layer));
     }
+    let words: Vec<String> = input
+        .query
+        .as_deref()
+        .unwrap_or("")
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.len() > 1)
+        .map(|w| {
+            // Crude stemming so "events" finds "event" and "forgetting" "forget".
+            let w = w.to_lowercase();
+            let w = w.strip_suffix("ing").unwrap_or(&w).to_string();
+            w.strip_suffix('s').map(str::to_string).unwrap_or(w)
+        })
+        .collect();
+    let sel = cx.session.tools();
+    let mut matched: Vec<(usize, &OperationSpec)> = cat
+        .operations
+        .iter()
+        .filter(|o| input.layer.as_ref().is_none_or(|l| &o.layer == l))
+        .filter(|o| input.kind.is_none_or(|k| o.kind == k))
+        .map(|o| (relevance(o, &words), o))
+        .filter(|(score, _)| words.is_empty() || *score > 0)
+        .collect();
+    matched.sort_by_key(|m| std::cmp::Reverse(m.0));
+    let tools = matched
+        .into_iter()
+        .map(|(_, o)| tool_info(o, input.detail, sel.includes(o)))
+        .collect();
+    let layers = cat
+        .layers
+        .iter()
+        .map(|l| LayerSummary {
+            name: l.name.clone(),
+            summary: l.summary.clone(),
+            tools: cat.operations.iter().filter(|o| o.layer == l.name).count(),
+        })
+        .collect();
+    Ok(DiscoverOutput {
+        detail: input.detail,
+        tools,
+        layers,
+    })
 }
 
 fn tool_info(o: &OperationSpec, detail: Detail, listed: bool) -> ToolInfo {
@@ -196,34 +190,28 @@ pub struct EnableToolsetOutput {
     pub listed: usize,
 }
 
-pub struct EnableToolset;
+operation!(EnableToolset = "enable_toolset", EnableToolsetInput => EnableToolsetOutput, enable_toolset);
 
-impl Operation for EnableToolset {
-    const NAME: &'static str = "enable_toolset";
-    type Input = EnableToolsetInput;
-    type Output = EnableToolsetOutput;
-
-    async fn run(cx: OpCtx, input: EnableToolsetInput) -> Result<EnableToolsetOutput, OpError> {
-        let cat = catalog();
-        if cat.layer(&input.layer).is_none() {
-            return Err(unknown_layer(&input.layer));
-        }
-        let before = cx.session.tools();
-        cx.session.enable_layer(&input.layer);
-        let after = cx.session.tools();
-        let added = cat
-            .operations
-            .iter()
-            .filter(|o| after.includes(o) && !before.includes(o))
-            .map(|o| o.name.clone())
-            .collect();
-        let listed = cat.operations.iter().filter(|o| after.includes(o)).count();
-        Ok(EnableToolsetOutput {
-            layer: input.layer,
-            added,
-            listed,
-        })
+async fn enable_toolset(cx: OpCtx, input: EnableToolsetInput) -> Result<EnableToolsetOutput, OpError> {
+    let cat = catalog();
+    if cat.layer(&input.layer).is_none() {
+        return Err(unknown_layer(&input.layer));
     }
+    let before = cx.session.tools();
+    cx.session.enable_layer(&input.layer);
+    let after = cx.session.tools();
+    let added = cat
+        .operations
+        .iter()
+        .filter(|o| after.includes(o) && !before.includes(o))
+        .map(|o| o.name.clone())
+        .collect();
+    let listed = cat.operations.iter().filter(|o| after.includes(o)).count();
+    Ok(EnableToolsetOutput {
+        layer: input.layer,
+        added,
+        listed,
+    })
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -243,24 +231,18 @@ pub struct CallOperationOutput {
     pub result: Value,
 }
 
-pub struct CallOperation;
+operation!(CallOperation = "call_operation", CallOperationInput => CallOperationOutput, call_operation);
 
-impl Operation for CallOperation {
-    const NAME: &'static str = "call_operation";
-    type Input = CallOperationInput;
-    type Output = CallOperationOutput;
-
-    async fn run(cx: OpCtx, input: CallOperationInput) -> Result<CallOperationOutput, OpError> {
-        if input.name == Self::NAME {
-            return Err(OpError::invalid(
-                "call_operation cannot call itself: name the operation you want directly",
-            ));
-        }
-        let args = Value::Object(input.arguments.unwrap_or_default());
-        let result = (cx.dispatch)(cx.app, cx.session, input.name.clone(), args).await?;
-        Ok(CallOperationOutput {
-            operation: input.name,
-            result,
-        })
+async fn call_operation(cx: OpCtx, input: CallOperationInput) -> Result<CallOperationOutput, OpError> {
+    if input.name == CallOperation::NAME {
+        return Err(OpError::invalid(
+            "call_operation cannot call itself: name the operation you want directly",
+        ));
     }
+    let args = Value::Object(input.arguments.unwrap_or_default());
+    let result = (cx.dispatch)(cx.app, cx.session, input.name.clone(), args).await?;
+    Ok(CallOperationOutput {
+        operation: input.name,
+        result,
+    })
 }

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::listing::{Keyset, Offsets, Page, Paged, Window, check_batch};
 use super::{
-    OpCtx, Operation, check_metadata, check_text, check_unit, normalize_tags, page_size,
+    OpCtx, check_metadata, check_text, check_unit, normalize_tags, page_size,
 };
 use crate::error::OpError;
 use crate::model::{Event, RecordKind};
@@ -99,24 +99,18 @@ impl RememberInput {
     }
 }
 
-pub struct Remember;
+operation!(Remember = "episodic_remember", RememberInput => EventOutput, episodic_remember);
 
-impl Operation for Remember {
-    const NAME: &'static str = "episodic_remember";
-    type Input = RememberInput;
-    type Output = EventOutput;
-
-    async fn run(cx: OpCtx, input: RememberInput) -> Result<EventOutput, OpError> {
-        let new = input.prepare(&cx)?;
-        let mut events = cx
-            .app
-            .store()
-            .insert_events(cx.namespace(), &cx.session.id, vec![new])
-            .await?;
-        Ok(EventOutput {
-            event: events.pop().expect("one event in, one out"),
-        })
-    }
+async fn episodic_remember(cx: OpCtx, input: RememberInput) -> Result<EventOutput, OpError> {
+    let new = input.prepare(&cx)?;
+    let mut events = cx
+        .app
+        .store()
+        .insert_events(cx.namespace(), &cx.session.id, vec![new])
+        .await?;
+    Ok(EventOutput {
+        event: events.pop().expect("one event in, one out"),
+    })
 }
 
 // ---------- episodic_remember_batch ----------
@@ -135,32 +129,26 @@ pub struct RememberBatchOutput {
     pub events: Vec<Event>,
 }
 
-pub struct RememberBatch;
+operation!(RememberBatch = "episodic_remember_batch", RememberBatchInput => RememberBatchOutput, episodic_remember_batch);
 
-impl Operation for RememberBatch {
-    const NAME: &'static str = "episodic_remember_batch";
-    type Input = RememberBatchInput;
-    type Output = RememberBatchOutput;
-
-    async fn run(cx: OpCtx, input: RememberBatchInput) -> Result<RememberBatchOutput, OpError> {
-        check_batch("events", &input.events, &cx)?;
-        let mut prepared = Vec::with_capacity(input.events.len());
-        for (i, e) in input.events.into_iter().enumerate() {
-            prepared.push(e.prepare(&cx).map_err(|err| match err {
-                OpError::InvalidInput(m) => OpError::invalid(format!("events[{i}]: {m}")),
-                other => other,
-            })?);
-        }
-        let events = cx
-            .app
-            .store()
-            .insert_events(cx.namespace(), &cx.session.id, prepared)
-            .await?;
-        Ok(RememberBatchOutput {
-            count: events.len(),
-            events,
-        })
+async fn episodic_remember_batch(cx: OpCtx, input: RememberBatchInput) -> Result<RememberBatchOutput, OpError> {
+    check_batch("events", &input.events, &cx)?;
+    let mut prepared = Vec::with_capacity(input.events.len());
+    for (i, e) in input.events.into_iter().enumerate() {
+        prepared.push(e.prepare(&cx).map_err(|err| match err {
+            OpError::InvalidInput(m) => OpError::invalid(format!("events[{i}]: {m}")),
+            other => other,
+        })?);
     }
+    let events = cx
+        .app
+        .store()
+        .insert_events(cx.namespace(), &cx.session.id, prepared)
+        .await?;
+    Ok(RememberBatchOutput {
+        count: events.len(),
+        events,
+    })
 }
 
 // ---------- episodic_recall ----------
@@ -203,64 +191,54 @@ pub struct RecallOutput {
     pub next_cursor: Option<String>,
 }
 
-pub struct Recall;
+operation!(Recall = "episodic_recall", RecallInput => RecallOutput, episodic_recall, degraded);
 
-impl Operation for Recall {
-    const NAME: &'static str = "episodic_recall";
-    type Input = RecallInput;
-    type Output = RecallOutput;
-
-    async fn run(cx: OpCtx, mut input: RecallInput) -> Result<RecallOutput, OpError> {
-        let page = Offsets::start(&cx, &mut input)?;
-        check_text("query", &input.query, cx.limits().max_query_bytes)?;
-        let f = filter(&cx, input.window, input.min_importance)?;
-        let matcher = Matcher::words(&input.query).ok_or_else(|| {
-            OpError::invalid(
-                "`query` has only very common words (like \"the\", \"of\"): add a word that names \
-                 what you are looking for, or use episodic_list with filters",
+async fn episodic_recall(cx: OpCtx, mut input: RecallInput) -> Result<RecallOutput, OpError> {
+    let page = Offsets::start(&cx, &mut input)?;
+    check_text("query", &input.query, cx.limits().max_query_bytes)?;
+    let f = filter(&cx, input.window, input.min_importance)?;
+    let matcher = Matcher::words(&input.query).ok_or_else(|| {
+        OpError::invalid(
+            "`query` has only very common words (like \"the\", \"of\"): add a word that names \
+             what you are looking for, or use episodic_list with filters",
+        )
+    })?;
+    let searched = cx
+        .app
+        .search(SearchQuery {
+            since: f.since,
+            until: f.until,
+            tags: f.tags,
+            min_weight: f.min_importance,
+            offset: page.offset,
+            ..SearchQuery::new(
+                cx.namespace(),
+                vec![RecordKind::Event],
+                matcher,
+                page.limit,
             )
-        })?;
-        let searched = cx
-            .app
-            .search(SearchQuery {
-                since: f.since,
-                until: f.until,
-                tags: f.tags,
-                min_weight: f.min_importance,
-                offset: page.offset,
-                ..SearchQuery::new(
-                    cx.namespace(),
-                    vec![RecordKind::Event],
-                    matcher,
-                    page.limit,
-                )
-            })
-            .await?;
-        let ranked = searched.results.hits;
-        let ids = ranked.iter().map(|h| h.id.clone()).collect();
-        let events = cx.app.store().get_events(cx.namespace(), ids).await?;
-        let mut by_id: std::collections::HashMap<String, Event> =
-            events.into_iter().map(|e| (e.id.clone(), e)).collect();
-        let hits = ranked
-            .into_iter()
-            .filter_map(|h| {
-                by_id.remove(&h.id).map(|event| RecallHit {
-                    score: h.score,
-                    event,
-                })
-            })
-            .collect();
-        let paged = page.finish(&cx, hits, searched.results.has_more);
-        Ok(RecallOutput {
-            hits: paged.hits,
-            degraded: searched.degraded,
-            next_cursor: paged.next_cursor,
         })
-    }
-
-    fn degraded(output: &Self::Output) -> bool {
-        output.degraded
-    }
+        .await?;
+    let ranked = searched.results.hits;
+    let ids = ranked.iter().map(|h| h.id.clone()).collect();
+    let events = cx.app.store().get_events(cx.namespace(), ids).await?;
+    let mut by_id: std::collections::HashMap<String, Event> =
+        events.into_iter().map(|e| (e.id.clone(), e)).collect();
+    let hits = ranked
+        .into_iter()
+        .filter_map(|h| {
+            by_id.remove(&h.id).map(|event| RecallHit {
+                score: h.score,
+                event,
+            })
+        })
+        .collect();
+    let paged = page.finish(&cx, hits, searched.results.has_more);
+    Ok(RecallOutput {
+        hits: paged.hits,
+        degraded: searched.degraded,
+        next_cursor: paged.next_cursor,
+    })
 }
 
 // ---------- episodic_get ----------
@@ -272,18 +250,12 @@ pub struct GetInput {
     pub id: String,
 }
 
-pub struct Get;
+operation!(Get = "episodic_get", GetInput => EventOutput, episodic_get);
 
-impl Operation for Get {
-    const NAME: &'static str = "episodic_get";
-    type Input = GetInput;
-    type Output = EventOutput;
-
-    async fn run(cx: OpCtx, input: GetInput) -> Result<EventOutput, OpError> {
-        check_id(&input.id)?;
-        let event = cx.app.store().get_event(cx.namespace(), &input.id).await?;
-        Ok(EventOutput { event })
-    }
+async fn episodic_get(cx: OpCtx, input: GetInput) -> Result<EventOutput, OpError> {
+    check_id(&input.id)?;
+    let event = cx.app.store().get_event(cx.namespace(), &input.id).await?;
+    Ok(EventOutput { event })
 }
 
 // ---------- episodic_list ----------
@@ -318,33 +290,27 @@ impl Paged for ListInput {
     }
 }
 
-pub struct List;
+operation!(List = "episodic_list", ListInput => EventsOutput, episodic_list);
 
-impl Operation for List {
-    const NAME: &'static str = "episodic_list";
-    type Input = ListInput;
-    type Output = EventsOutput;
-
-    async fn run(cx: OpCtx, mut input: ListInput) -> Result<EventsOutput, OpError> {
-        let page = Keyset::start(&cx, &mut input)?;
-        let order = match input.order {
-            ListOrder::Asc => Order::Asc,
-            ListOrder::Desc => Order::Desc,
-        };
-        let f = filter(&cx, input.window, input.min_importance)?;
-        let mut events = cx
-            .app
-            .store()
-            .list_events(cx.namespace(), f, order, page.after.clone(), page.limit + 1)
-            .await?;
-        let next_cursor = page.finish(&cx, &mut events, |e| {
-            (e.occurred_at.timestamp_micros(), e.id.clone())
-        });
-        Ok(EventsOutput {
-            events,
-            next_cursor,
-        })
-    }
+async fn episodic_list(cx: OpCtx, mut input: ListInput) -> Result<EventsOutput, OpError> {
+    let page = Keyset::start(&cx, &mut input)?;
+    let order = match input.order {
+        ListOrder::Asc => Order::Asc,
+        ListOrder::Desc => Order::Desc,
+    };
+    let f = filter(&cx, input.window, input.min_importance)?;
+    let mut events = cx
+        .app
+        .store()
+        .list_events(cx.namespace(), f, order, page.after.clone(), page.limit + 1)
+        .await?;
+    let next_cursor = page.finish(&cx, &mut events, |e| {
+        (e.occurred_at.timestamp_micros(), e.id.clone())
+    });
+    Ok(EventsOutput {
+        events,
+        next_cursor,
+    })
 }
 
 // ---------- episodic_recent ----------
@@ -360,30 +326,24 @@ pub struct RecentInput {
     pub tags: Vec<String>,
 }
 
-pub struct Recent;
+operation!(Recent = "episodic_recent", RecentInput => EventsOutput, episodic_recent);
 
-impl Operation for Recent {
-    const NAME: &'static str = "episodic_recent";
-    type Input = RecentInput;
-    type Output = EventsOutput;
-
-    async fn run(cx: OpCtx, input: RecentInput) -> Result<EventsOutput, OpError> {
-        let limit = page_size(Some(input.limit.unwrap_or(DEFAULT_RECENT)), cx.limits())?;
-        let window = Window {
-            tags: input.tags,
-            ..Window::default()
-        };
-        let f = filter(&cx, window, None)?;
-        let events = cx
-            .app
-            .store()
-            .list_events(cx.namespace(), f, Order::Desc, None, limit)
-            .await?;
-        Ok(EventsOutput {
-            events,
-            next_cursor: None,
-        })
-    }
+async fn episodic_recent(cx: OpCtx, input: RecentInput) -> Result<EventsOutput, OpError> {
+    let limit = page_size(Some(input.limit.unwrap_or(DEFAULT_RECENT)), cx.limits())?;
+    let window = Window {
+        tags: input.tags,
+        ..Window::default()
+    };
+    let f = filter(&cx, window, None)?;
+    let events = cx
+        .app
+        .store()
+        .list_events(cx.namespace(), f, Order::Desc, None, limit)
+        .await?;
+    Ok(EventsOutput {
+        events,
+        next_cursor: None,
+    })
 }
 
 // ---------- episodic_timeline ----------
@@ -420,44 +380,38 @@ pub struct TimelineOutput {
     pub total: u64,
 }
 
-pub struct Timeline;
+operation!(Timeline = "episodic_timeline", TimelineInput => TimelineOutput, episodic_timeline);
 
-impl Operation for Timeline {
-    const NAME: &'static str = "episodic_timeline";
-    type Input = TimelineInput;
-    type Output = TimelineOutput;
-
-    async fn run(cx: OpCtx, input: TimelineInput) -> Result<TimelineOutput, OpError> {
-        let width: i64 = match input.bucket {
-            Bucket::Hour => 3_600_000_000,
-            Bucket::Day => 86_400_000_000,
-        };
-        let f = filter(&cx, input.window, None)?;
-        let rows = cx
-            .app
-            .store()
-            .event_timeline(cx.namespace(), f, width)
-            .await?;
-        if rows.len() > MAX_TIMELINE_BUCKETS {
-            return Err(OpError::invalid(format!(
-                "the timeline has {} non-empty buckets, more than {MAX_TIMELINE_BUCKETS}: \
-                 use bucket \"day\" or a narrower since/until range",
-                rows.len()
-            )));
-        }
-        let total = rows.iter().map(|(_, n)| n).sum();
-        Ok(TimelineOutput {
-            bucket: input.bucket,
-            buckets: rows
-                .into_iter()
-                .map(|(start, count)| TimelineBucket {
-                    start: crate::model::micros_to_datetime(start),
-                    count,
-                })
-                .collect(),
-            total,
-        })
+async fn episodic_timeline(cx: OpCtx, input: TimelineInput) -> Result<TimelineOutput, OpError> {
+    let width: i64 = match input.bucket {
+        Bucket::Hour => 3_600_000_000,
+        Bucket::Day => 86_400_000_000,
+    };
+    let f = filter(&cx, input.window, None)?;
+    let rows = cx
+        .app
+        .store()
+        .event_timeline(cx.namespace(), f, width)
+        .await?;
+    if rows.len() > MAX_TIMELINE_BUCKETS {
+        return Err(OpError::invalid(format!(
+            "the timeline has {} non-empty buckets, more than {MAX_TIMELINE_BUCKETS}: \
+             use bucket \"day\" or a narrower since/until range",
+            rows.len()
+        )));
     }
+    let total = rows.iter().map(|(_, n)| n).sum();
+    Ok(TimelineOutput {
+        bucket: input.bucket,
+        buckets: rows
+            .into_iter()
+            .map(|(start, count)| TimelineBucket {
+                start: crate::model::micros_to_datetime(start),
+                count,
+            })
+            .collect(),
+        total,
+    })
 }
 
 // ---------- episodic_around ----------
@@ -484,34 +438,28 @@ pub struct AroundOutput {
     pub after: Vec<Event>,
 }
 
-pub struct Around;
+operation!(Around = "episodic_around", AroundInput => AroundOutput, episodic_around);
 
-impl Operation for Around {
-    const NAME: &'static str = "episodic_around";
-    type Input = AroundInput;
-    type Output = AroundOutput;
-
-    async fn run(cx: OpCtx, input: AroundInput) -> Result<AroundOutput, OpError> {
-        check_id(&input.id)?;
-        let max = cx.limits().max_page_size;
-        let before = input.before.unwrap_or(DEFAULT_AROUND);
-        let after = input.after.unwrap_or(DEFAULT_AROUND);
-        if before > max || after > max {
-            return Err(OpError::invalid(format!(
-                "`before` and `after` may be at most {max} each"
-            )));
-        }
-        let (event, before, after) = cx
-            .app
-            .store()
-            .events_around(cx.namespace(), &input.id, before, after)
-            .await?;
-        Ok(AroundOutput {
-            event,
-            before,
-            after,
-        })
+async fn episodic_around(cx: OpCtx, input: AroundInput) -> Result<AroundOutput, OpError> {
+    check_id(&input.id)?;
+    let max = cx.limits().max_page_size;
+    let before = input.before.unwrap_or(DEFAULT_AROUND);
+    let after = input.after.unwrap_or(DEFAULT_AROUND);
+    if before > max || after > max {
+        return Err(OpError::invalid(format!(
+            "`before` and `after` may be at most {max} each"
+        )));
     }
+    let (event, before, after) = cx
+        .app
+        .store()
+        .events_around(cx.namespace(), &input.id, before, after)
+        .await?;
+    Ok(AroundOutput {
+        event,
+        before,
+        after,
+    })
 }
 
 // ---------- episodic_update ----------
@@ -538,49 +486,43 @@ pub struct UpdateInput {
     pub metadata: Option<Map<String, Value>>,
 }
 
-pub struct Update;
+operation!(Update = "episodic_update", UpdateInput => EventOutput, episodic_update);
 
-impl Operation for Update {
-    const NAME: &'static str = "episodic_update";
-    type Input = UpdateInput;
-    type Output = EventOutput;
-
-    async fn run(cx: OpCtx, input: UpdateInput) -> Result<EventOutput, OpError> {
-        check_id(&input.id)?;
-        let limits = cx.limits();
-        if input.content.is_none()
-            && input.tags.is_none()
-            && input.importance.is_none()
-            && input.occurred_at.is_none()
-            && input.metadata.is_none()
-        {
-            return Err(OpError::invalid(
-                "nothing to change: pass at least one of content, tags, importance, occurred_at, metadata",
-            ));
-        }
-        if let Some(c) = &input.content {
-            check_text("content", c, limits.max_content_bytes)?;
-        }
-        if let Some(i) = input.importance {
-            check_unit("importance", i)?;
-        }
-        if let Some(m) = &input.metadata {
-            check_metadata(m, limits)?;
-        }
-        let patch = EventPatch {
-            content: input.content,
-            tags: input.tags.map(|t| normalize_tags(t, limits)).transpose()?,
-            importance: input.importance,
-            occurred_at: input.occurred_at.map(TimeSpec::micros),
-            metadata: input.metadata,
-        };
-        let event = cx
-            .app
-            .store()
-            .update_event(cx.namespace(), &input.id, patch)
-            .await?;
-        Ok(EventOutput { event })
+async fn episodic_update(cx: OpCtx, input: UpdateInput) -> Result<EventOutput, OpError> {
+    check_id(&input.id)?;
+    let limits = cx.limits();
+    if input.content.is_none()
+        && input.tags.is_none()
+        && input.importance.is_none()
+        && input.occurred_at.is_none()
+        && input.metadata.is_none()
+    {
+        return Err(OpError::invalid(
+            "nothing to change: pass at least one of content, tags, importance, occurred_at, metadata",
+        ));
     }
+    if let Some(c) = &input.content {
+        check_text("content", c, limits.max_content_bytes)?;
+    }
+    if let Some(i) = input.importance {
+        check_unit("importance", i)?;
+    }
+    if let Some(m) = &input.metadata {
+        check_metadata(m, limits)?;
+    }
+    let patch = EventPatch {
+        content: input.content,
+        tags: input.tags.map(|t| normalize_tags(t, limits)).transpose()?,
+        importance: input.importance,
+        occurred_at: input.occurred_at.map(TimeSpec::micros),
+        metadata: input.metadata,
+    };
+    let event = cx
+        .app
+        .store()
+        .update_event(cx.namespace(), &input.id, patch)
+        .await?;
+    Ok(EventOutput { event })
 }
 
 // ---------- episodic_forget ----------
@@ -599,20 +541,14 @@ pub struct ForgetOutput {
     pub not_found: Vec<String>,
 }
 
-pub struct Forget;
+operation!(Forget = "episodic_forget", ForgetInput => ForgetOutput, episodic_forget);
 
-impl Operation for Forget {
-    const NAME: &'static str = "episodic_forget";
-    type Input = ForgetInput;
-    type Output = ForgetOutput;
-
-    async fn run(cx: OpCtx, input: ForgetInput) -> Result<ForgetOutput, OpError> {
-        check_batch("ids", &input.ids, &cx)?;
-        let mut ids = input.ids;
-        ids.dedup();
-        let (deleted, not_found) = cx.app.store().delete_events(cx.namespace(), ids).await?;
-        Ok(ForgetOutput { deleted, not_found })
-    }
+async fn episodic_forget(cx: OpCtx, input: ForgetInput) -> Result<ForgetOutput, OpError> {
+    check_batch("ids", &input.ids, &cx)?;
+    let mut ids = input.ids;
+    ids.dedup();
+    let (deleted, not_found) = cx.app.store().delete_events(cx.namespace(), ids).await?;
+    Ok(ForgetOutput { deleted, not_found })
 }
 
 // ---------- episodic_forget_where ----------
@@ -639,36 +575,30 @@ pub struct ForgetWhereOutput {
     pub sample_ids: Vec<String>,
 }
 
-pub struct ForgetWhere;
+operation!(ForgetWhere = "episodic_forget_where", ForgetWhereInput => ForgetWhereOutput, episodic_forget_where);
 
-impl Operation for ForgetWhere {
-    const NAME: &'static str = "episodic_forget_where";
-    type Input = ForgetWhereInput;
-    type Output = ForgetWhereOutput;
-
-    async fn run(cx: OpCtx, input: ForgetWhereInput) -> Result<ForgetWhereOutput, OpError> {
-        let mut f = filter(&cx, input.window, None)?;
-        if let Some(m) = input.max_importance {
-            check_unit("max_importance", m)?;
-            f.max_importance = Some(m);
-        }
-        if f.is_empty() {
-            return Err(OpError::invalid(
-                "no filter given: pass at least one of since, until, tags, max_importance \
-                 (this never deletes everything by accident)",
-            ));
-        }
-        let (matched, sample_ids) = cx
-            .app
-            .store()
-            .delete_events_where(cx.namespace(), f, input.dry_run, FORGET_SAMPLE_IDS)
-            .await?;
-        Ok(ForgetWhereOutput {
-            matched,
-            deleted: !input.dry_run && matched > 0,
-            sample_ids,
-        })
+async fn episodic_forget_where(cx: OpCtx, input: ForgetWhereInput) -> Result<ForgetWhereOutput, OpError> {
+    let mut f = filter(&cx, input.window, None)?;
+    if let Some(m) = input.max_importance {
+        check_unit("max_importance", m)?;
+        f.max_importance = Some(m);
     }
+    if f.is_empty() {
+        return Err(OpError::invalid(
+            "no filter given: pass at least one of since, until, tags, max_importance \
+             (this never deletes everything by accident)",
+        ));
+    }
+    let (matched, sample_ids) = cx
+        .app
+        .store()
+        .delete_events_where(cx.namespace(), f, input.dry_run, FORGET_SAMPLE_IDS)
+        .await?;
+    Ok(ForgetWhereOutput {
+        matched,
+        deleted: !input.dry_run && matched > 0,
+        sample_ids,
+    })
 }
 
 // ---------- episodic_count ----------
@@ -687,16 +617,10 @@ pub struct CountOutput {
     pub count: u64,
 }
 
-pub struct Count;
+operation!(Count = "episodic_count", CountInput => CountOutput, episodic_count);
 
-impl Operation for Count {
-    const NAME: &'static str = "episodic_count";
-    type Input = CountInput;
-    type Output = CountOutput;
-
-    async fn run(cx: OpCtx, input: CountInput) -> Result<CountOutput, OpError> {
-        let f = filter(&cx, input.window, input.min_importance)?;
-        let count = cx.app.store().count_events(cx.namespace(), f).await?;
-        Ok(CountOutput { count })
-    }
+async fn episodic_count(cx: OpCtx, input: CountInput) -> Result<CountOutput, OpError> {
+    let f = filter(&cx, input.window, input.min_importance)?;
+    let count = cx.app.store().count_events(cx.namespace(), f).await?;
+    Ok(CountOutput { count })
 }

@@ -15,7 +15,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::listing::check_batch;
-use super::{OpCtx, Operation, check_text, cursor, page_size};
+use super::{OpCtx, check_text, cursor, page_size};
 use crate::error::OpError;
 use crate::model::{Entity, RecordKind, Relation};
 use crate::search::{Matcher, SearchQuery};
@@ -69,36 +69,30 @@ pub struct EntitiesOutput {
     pub entities: Vec<Entity>,
 }
 
-pub struct CreateEntities;
+operation!(CreateEntities = "create_entities", CreateEntitiesInput => EntitiesOutput, create_entities);
 
-impl Operation for CreateEntities {
-    const NAME: &'static str = "create_entities";
-    type Input = CreateEntitiesInput;
-    type Output = EntitiesOutput;
-
-    async fn run(cx: OpCtx, input: CreateEntitiesInput) -> Result<EntitiesOutput, OpError> {
-        check_batch("entities", &input.entities, &cx)?;
-        let max = cx.limits().max_content_bytes;
-        let mut new = Vec::with_capacity(input.entities.len());
-        for (i, e) in input.entities.into_iter().enumerate() {
-            check_name(&format!("entities[{i}].name"), &e.name)?;
-            check_text(
-                &format!("entities[{i}].entityType"),
-                &e.entity_type,
-                MAX_TYPE_BYTES,
-            )?;
-            for (j, o) in e.observations.iter().enumerate() {
-                check_text(&format!("entities[{i}].observations[{j}]"), o, max)?;
-            }
-            new.push(NewEntity {
-                name: e.name,
-                entity_type: e.entity_type,
-                observations: e.observations,
-            });
+async fn create_entities(cx: OpCtx, input: CreateEntitiesInput) -> Result<EntitiesOutput, OpError> {
+    check_batch("entities", &input.entities, &cx)?;
+    let max = cx.limits().max_content_bytes;
+    let mut new = Vec::with_capacity(input.entities.len());
+    for (i, e) in input.entities.into_iter().enumerate() {
+        check_name(&format!("entities[{i}].name"), &e.name)?;
+        check_text(
+            &format!("entities[{i}].entityType"),
+            &e.entity_type,
+            MAX_TYPE_BYTES,
+        )?;
+        for (j, o) in e.observations.iter().enumerate() {
+            check_text(&format!("entities[{i}].observations[{j}]"), o, max)?;
         }
-        let entities = cx.app.store().create_entities(cx.namespace(), new).await?;
-        Ok(EntitiesOutput { entities })
+        new.push(NewEntity {
+            name: e.name,
+            entity_type: e.entity_type,
+            observations: e.observations,
+        });
     }
+    let entities = cx.app.store().create_entities(cx.namespace(), new).await?;
+    Ok(EntitiesOutput { entities })
 }
 
 // ---------- create_relations ----------
@@ -179,47 +173,41 @@ pub struct RelationsOutput {
     pub relations: Vec<Relation>,
 }
 
-pub struct CreateRelations;
+operation!(CreateRelations = "create_relations", CreateRelationsInput => RelationsOutput, create_relations);
 
-impl Operation for CreateRelations {
-    const NAME: &'static str = "create_relations";
-    type Input = CreateRelationsInput;
-    type Output = RelationsOutput;
-
-    async fn run(cx: OpCtx, input: CreateRelationsInput) -> Result<RelationsOutput, OpError> {
-        check_batch("relations", &input.relations, &cx)?;
-        let mut relations = Vec::with_capacity(input.relations.len());
-        for (i, r) in input.relations.into_iter().enumerate() {
-            let at = format!("relations[{i}]");
-            let relation = Relation {
-                from: r.from,
-                to: r.to,
-                relation_type: r.relation_type,
-            };
-            check_relation(&at, &relation)?;
-            if let (Some(f), Some(t)) = (r.valid_from, r.valid_to)
-                && f.micros() >= t.micros()
-            {
-                return Err(OpError::invalid(format!(
-                    "`{at}.valid_from` is not before `valid_to`: swap them"
-                )));
-            }
-            let properties = r.properties.unwrap_or_default();
-            super::check_metadata(&properties, cx.limits())?;
-            relations.push(NewRelation {
-                relation,
-                properties,
-                valid_from: r.valid_from.map(TimeSpec::micros),
-                valid_to: r.valid_to.map(TimeSpec::micros),
-            });
+async fn create_relations(cx: OpCtx, input: CreateRelationsInput) -> Result<RelationsOutput, OpError> {
+    check_batch("relations", &input.relations, &cx)?;
+    let mut relations = Vec::with_capacity(input.relations.len());
+    for (i, r) in input.relations.into_iter().enumerate() {
+        let at = format!("relations[{i}]");
+        let relation = Relation {
+            from: r.from,
+            to: r.to,
+            relation_type: r.relation_type,
+        };
+        check_relation(&at, &relation)?;
+        if let (Some(f), Some(t)) = (r.valid_from, r.valid_to)
+            && f.micros() >= t.micros()
+        {
+            return Err(OpError::invalid(format!(
+                "`{at}.valid_from` is not before `valid_to`: swap them"
+            )));
         }
-        let relations = cx
-            .app
-            .store()
-            .create_relations_with(cx.namespace(), relations, true)
-            .await?;
-        Ok(RelationsOutput { relations })
+        let properties = r.properties.unwrap_or_default();
+        super::check_metadata(&properties, cx.limits())?;
+        relations.push(NewRelation {
+            relation,
+            properties,
+            valid_from: r.valid_from.map(TimeSpec::micros),
+            valid_to: r.valid_to.map(TimeSpec::micros),
+        });
     }
+    let relations = cx
+        .app
+        .store()
+        .create_relations_with(cx.namespace(), relations, true)
+        .await?;
+    Ok(RelationsOutput { relations })
 }
 
 // ---------- add_observations ----------
@@ -256,37 +244,31 @@ pub struct ObservationsOutput {
     pub results: Vec<AddedObservations>,
 }
 
-pub struct AddObservations;
+operation!(AddObservations = "add_observations", ObservationsInput => ObservationsOutput, add_observations);
 
-impl Operation for AddObservations {
-    const NAME: &'static str = "add_observations";
-    type Input = ObservationsInput;
-    type Output = ObservationsOutput;
-
-    async fn run(cx: OpCtx, input: ObservationsInput) -> Result<ObservationsOutput, OpError> {
-        check_batch("observations", &input.observations, &cx)?;
-        let max = cx.limits().max_content_bytes;
-        let mut additions = Vec::with_capacity(input.observations.len());
-        for (i, o) in input.observations.into_iter().enumerate() {
-            check_name(&format!("observations[{i}].entityName"), &o.entity_name)?;
-            for (j, c) in o.contents.iter().enumerate() {
-                check_text(&format!("observations[{i}].contents[{j}]"), c, max)?;
-            }
-            additions.push((o.entity_name, o.contents));
+async fn add_observations(cx: OpCtx, input: ObservationsInput) -> Result<ObservationsOutput, OpError> {
+    check_batch("observations", &input.observations, &cx)?;
+    let max = cx.limits().max_content_bytes;
+    let mut additions = Vec::with_capacity(input.observations.len());
+    for (i, o) in input.observations.into_iter().enumerate() {
+        check_name(&format!("observations[{i}].entityName"), &o.entity_name)?;
+        for (j, c) in o.contents.iter().enumerate() {
+            check_text(&format!("observations[{i}].contents[{j}]"), c, max)?;
         }
-        let results = cx
-            .app
-            .store()
-            .add_observations(cx.namespace(), additions)
-            .await?
-            .into_iter()
-            .map(|(entity_name, added_observations)| AddedObservations {
-                entity_name,
-                added_observations,
-            })
-            .collect();
-        Ok(ObservationsOutput { results })
+        additions.push((o.entity_name, o.contents));
     }
+    let results = cx
+        .app
+        .store()
+        .add_observations(cx.namespace(), additions)
+        .await?
+        .into_iter()
+        .map(|(entity_name, added_observations)| AddedObservations {
+            entity_name,
+            added_observations,
+        })
+        .collect();
+    Ok(ObservationsOutput { results })
 }
 
 // ---------- delete_entities / delete_observations / delete_relations ----------
@@ -308,26 +290,20 @@ pub struct DeleteEntitiesInput {
     pub entity_names: Vec<String>,
 }
 
-pub struct DeleteEntities;
+operation!(DeleteEntities = "delete_entities", DeleteEntitiesInput => DeletedOutput, delete_entities);
 
-impl Operation for DeleteEntities {
-    const NAME: &'static str = "delete_entities";
-    type Input = DeleteEntitiesInput;
-    type Output = DeletedOutput;
-
-    async fn run(cx: OpCtx, input: DeleteEntitiesInput) -> Result<DeletedOutput, OpError> {
-        check_batch("entityNames", &input.entity_names, &cx)?;
-        let (_, not_found) = cx
-            .app
-            .store()
-            .delete_entities(cx.namespace(), input.entity_names)
-            .await?;
-        Ok(DeletedOutput {
-            success: true,
-            message: "Entities deleted successfully".into(),
-            not_found,
-        })
-    }
+async fn delete_entities(cx: OpCtx, input: DeleteEntitiesInput) -> Result<DeletedOutput, OpError> {
+    check_batch("entityNames", &input.entity_names, &cx)?;
+    let (_, not_found) = cx
+        .app
+        .store()
+        .delete_entities(cx.namespace(), input.entity_names)
+        .await?;
+    Ok(DeletedOutput {
+        success: true,
+        message: "Entities deleted successfully".into(),
+        not_found,
+    })
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -346,51 +322,39 @@ pub struct ObservationDeletion {
     pub observations: Vec<String>,
 }
 
-pub struct DeleteObservations;
+operation!(DeleteObservations = "delete_observations", DeleteObservationsInput => DeletedOutput, delete_observations);
 
-impl Operation for DeleteObservations {
-    const NAME: &'static str = "delete_observations";
-    type Input = DeleteObservationsInput;
-    type Output = DeletedOutput;
-
-    async fn run(cx: OpCtx, input: DeleteObservationsInput) -> Result<DeletedOutput, OpError> {
-        check_batch("deletions", &input.deletions, &cx)?;
-        let deletions = input
-            .deletions
-            .into_iter()
-            .map(|d| (d.entity_name, d.observations))
-            .collect();
-        cx.app
-            .store()
-            .delete_observations(cx.namespace(), deletions)
-            .await?;
-        Ok(DeletedOutput {
-            success: true,
-            message: "Observations deleted successfully".into(),
-            not_found: Vec::new(),
-        })
-    }
+async fn delete_observations(cx: OpCtx, input: DeleteObservationsInput) -> Result<DeletedOutput, OpError> {
+    check_batch("deletions", &input.deletions, &cx)?;
+    let deletions = input
+        .deletions
+        .into_iter()
+        .map(|d| (d.entity_name, d.observations))
+        .collect();
+    cx.app
+        .store()
+        .delete_observations(cx.namespace(), deletions)
+        .await?;
+    Ok(DeletedOutput {
+        success: true,
+        message: "Observations deleted successfully".into(),
+        not_found: Vec::new(),
+    })
 }
 
-pub struct DeleteRelations;
+operation!(DeleteRelations = "delete_relations", RelationsInput => DeletedOutput, delete_relations);
 
-impl Operation for DeleteRelations {
-    const NAME: &'static str = "delete_relations";
-    type Input = RelationsInput;
-    type Output = DeletedOutput;
-
-    async fn run(cx: OpCtx, input: RelationsInput) -> Result<DeletedOutput, OpError> {
-        let relations = relations_of(&cx, input.relations)?;
-        cx.app
-            .store()
-            .delete_relations(cx.namespace(), relations)
-            .await?;
-        Ok(DeletedOutput {
-            success: true,
-            message: "Relations deleted successfully".into(),
-            not_found: Vec::new(),
-        })
-    }
+async fn delete_relations(cx: OpCtx, input: RelationsInput) -> Result<DeletedOutput, OpError> {
+    let relations = relations_of(&cx, input.relations)?;
+    cx.app
+        .store()
+        .delete_relations(cx.namespace(), relations)
+        .await?;
+    Ok(DeletedOutput {
+        success: true,
+        message: "Relations deleted successfully".into(),
+        not_found: Vec::new(),
+    })
 }
 
 // ---------- read_graph / search_nodes / open_nodes ----------
@@ -467,71 +431,65 @@ struct SeqCursor {
     f: String,
 }
 
-pub struct ReadGraph;
+operation!(ReadGraph = "read_graph", ReadGraphInput => GraphOutput, read_graph);
 
-impl Operation for ReadGraph {
-    const NAME: &'static str = "read_graph";
-    type Input = ReadGraphInput;
-    type Output = GraphOutput;
-
-    async fn run(cx: OpCtx, mut input: ReadGraphInput) -> Result<GraphOutput, OpError> {
-        let limits = cx.limits();
-        let limit = input
-            .limit
-            .map_or(Ok(limits.max_page_size), |l| page_size(Some(l), limits))?;
-        let cursor_arg = input.cursor.take();
-        let fingerprint = cursor::fingerprint(&input);
-        let after = match cursor_arg {
-            None => 0,
-            Some(c) => {
-                let c: SeqCursor = cursor::decode(&cx, &c)?;
-                if c.f != fingerprint {
-                    return Err(cursor::mismatch());
-                }
-                c.s
+async fn read_graph(cx: OpCtx, mut input: ReadGraphInput) -> Result<GraphOutput, OpError> {
+    let limits = cx.limits();
+    let limit = input
+        .limit
+        .map_or(Ok(limits.max_page_size), |l| page_size(Some(l), limits))?;
+    let cursor_arg = input.cursor.take();
+    let fingerprint = cursor::fingerprint(&input);
+    let after = match cursor_arg {
+        None => 0,
+        Some(c) => {
+            let c: SeqCursor = cursor::decode(&cx, &c)?;
+            if c.f != fingerprint {
+                return Err(cursor::mismatch());
             }
-        };
-        let types = entity_types(input.entity_types)?;
-        let store = cx.app.store();
-        let (mut entities, seqs, mut relations, more) = store
-            .read_graph_page(
-                cx.namespace(),
-                types.clone(),
-                after,
-                limit,
-                input.include_observations.unwrap_or(true),
-            )
-            .await?;
-        let fetched = entities.len();
-        let kept = fit_graph(&mut entities, &mut relations, limits.max_graph_answer_chars);
-        let cut = kept < fetched;
-        if !more && !cut && types.is_empty() {
-            // The last page also carries relations that start at no entity (only
-            // an imported file can have them), so the whole graph is read.
-            relations.extend(store.dangling_relations(cx.namespace()).await?);
+            c.s
         }
-        let next_cursor = (more || cut).then(|| {
-            cursor::encode(
-                &cx,
-                &SeqCursor {
-                    s: seqs[kept - 1],
-                    f: fingerprint,
-                },
-            )
-        });
-        let note = next_cursor.as_ref().map(|_| {
-            format!(
-                "The graph is larger than one answer ({kept} entities here). Call read_graph again with \
-                 `cursor` set to next_cursor for more, or use search_nodes / open_nodes to read only what you need."
-            )
-        });
-        Ok(GraphOutput {
-            entities,
-            relations,
-            next_cursor,
-            note,
-        })
+    };
+    let types = entity_types(input.entity_types)?;
+    let store = cx.app.store();
+    let (mut entities, seqs, mut relations, more) = store
+        .read_graph_page(
+            cx.namespace(),
+            types.clone(),
+            after,
+            limit,
+            input.include_observations.unwrap_or(true),
+        )
+        .await?;
+    let fetched = entities.len();
+    let kept = fit_graph(&mut entities, &mut relations, limits.max_graph_answer_chars);
+    let cut = kept < fetched;
+    if !more && !cut && types.is_empty() {
+        // The last page also carries relations that start at no entity (only
+        // an imported file can have them), so the whole graph is read.
+        relations.extend(store.dangling_relations(cx.namespace()).await?);
     }
+    let next_cursor = (more || cut).then(|| {
+        cursor::encode(
+            &cx,
+            &SeqCursor {
+                s: seqs[kept - 1],
+                f: fingerprint,
+            },
+        )
+    });
+    let note = next_cursor.as_ref().map(|_| {
+        format!(
+            "The graph is larger than one answer ({kept} entities here). Call read_graph again with \
+             `cursor` set to next_cursor for more, or use search_nodes / open_nodes to read only what you need."
+        )
+    });
+    Ok(GraphOutput {
+        entities,
+        relations,
+        next_cursor,
+        note,
+    })
 }
 
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
@@ -561,92 +519,86 @@ struct OffsetCursor {
     f: String,
 }
 
-pub struct SearchNodes;
+operation!(SearchNodes = "search_nodes", SearchNodesInput => GraphOutput, search_nodes);
 
-impl Operation for SearchNodes {
-    const NAME: &'static str = "search_nodes";
-    type Input = SearchNodesInput;
-    type Output = GraphOutput;
-
-    async fn run(cx: OpCtx, mut input: SearchNodesInput) -> Result<GraphOutput, OpError> {
-        let limits = cx.limits();
-        check_text("query", &input.query, limits.max_query_bytes)?;
-        let limit = page_size(Some(input.limit.unwrap_or(DEFAULT_SEARCH_NODES)), limits)?;
-        let cursor_arg = input.cursor.take();
-        let fingerprint = cursor::fingerprint(&input);
-        let offset = match cursor_arg {
-            None => 0,
-            Some(c) => {
-                let c: OffsetCursor = cursor::decode(&cx, &c)?;
-                if c.f != fingerprint {
-                    return Err(cursor::mismatch());
-                }
-                c.o
+async fn search_nodes(cx: OpCtx, mut input: SearchNodesInput) -> Result<GraphOutput, OpError> {
+    let limits = cx.limits();
+    check_text("query", &input.query, limits.max_query_bytes)?;
+    let limit = page_size(Some(input.limit.unwrap_or(DEFAULT_SEARCH_NODES)), limits)?;
+    let cursor_arg = input.cursor.take();
+    let fingerprint = cursor::fingerprint(&input);
+    let offset = match cursor_arg {
+        None => 0,
+        Some(c) => {
+            let c: OffsetCursor = cursor::decode(&cx, &c)?;
+            if c.f != fingerprint {
+                return Err(cursor::mismatch());
             }
-        };
-        let types = entity_types(input.entity_types)?;
-        let wanted = offset + limit + 1;
-        let mut ids: Vec<String> = Vec::new();
-        // Ranked: entities holding every word of the query.
-        let terms = crate::search::SearchIndex::query_terms(&input.query);
-        if !terms.is_empty() {
-            let matcher = Matcher::All(terms.into_iter().map(Matcher::Term).collect());
-            let mut q = SearchQuery::new(cx.namespace(), vec![RecordKind::Entity], matcher, wanted);
-            if types.len() == 1 {
-                q.tags = vec![types[0].to_lowercase()];
-            }
-            let hits = cx.app.search(q).await?.results.hits;
-            let mut ranked: Vec<String> = hits.into_iter().map(|h| h.id).collect();
-            if !types.is_empty() {
-                let of = cx
-                    .app
-                    .store()
-                    .entity_types_of(cx.namespace(), ranked.clone())
-                    .await?;
-                ranked.retain(|id| of.get(id).is_some_and(|t| types.contains(t)));
-            }
-            ids.extend(ranked);
+            c.o
         }
-        // Then the reference's rule, so nothing it finds is missed: entities
-        // containing the query as written, case-insensitively.
-        let seen: HashSet<String> = ids.iter().cloned().collect();
-        let substring = substring_matches(&cx, &input.query, &types, wanted).await?;
-        ids.extend(substring.into_iter().filter(|id| !seen.contains(id)));
-        let more = ids.len() > offset + limit;
-        let page: Vec<String> = ids.into_iter().skip(offset).take(limit).collect();
-        let (mut entities, mut relations) = cx
-            .app
-            .store()
-            .entities_by_ids(
-                cx.namespace(),
-                page,
-                input.include_observations.unwrap_or(true),
-            )
-            .await?;
-        let fetched = entities.len();
-        let kept = fit_graph(&mut entities, &mut relations, limits.max_graph_answer_chars);
-        let names: HashSet<&String> = entities.iter().map(|e| &e.name).collect();
-        relations.retain(|r| names.contains(&r.from) || names.contains(&r.to));
-        let next_cursor = (more || kept < fetched).then(|| {
-            cursor::encode(
-                &cx,
-                &OffsetCursor {
-                    o: offset + kept,
-                    f: fingerprint,
-                },
-            )
-        });
-        let note = next_cursor.as_ref().map(|_| {
-            "More entities match: call search_nodes again with `cursor` set to next_cursor."
-                .to_string()
-        });
-        Ok(GraphOutput {
-            entities,
-            relations,
-            next_cursor,
-            note,
-        })
+    };
+    let types = entity_types(input.entity_types)?;
+    let wanted = offset + limit + 1;
+    let mut ids: Vec<String> = Vec::new();
+    // Ranked: entities holding every word of the query.
+    let terms = crate::search::SearchIndex::query_terms(&input.query);
+    if !terms.is_empty() {
+        let matcher = Matcher::All(terms.into_iter().map(Matcher::Term).collect());
+        let mut q = SearchQuery::new(cx.namespace(), vec![RecordKind::Entity], matcher, wanted);
+        if types.len() == 1 {
+            q.tags = vec![types[0].to_lowercase()];
+        }
+        let hits = cx.app.search(q).await?.results.hits;
+        let mut ranked: Vec<String> = hits.into_iter().map(|h| h.id).collect();
+        if !types.is_empty() {
+            let of = cx
+                .app
+                .store()
+                .entity_types_of(cx.namespace(), ranked.clone())
+                .await?;
+            ranked.retain(|id| of.get(id).is_some_and(|t| types.contains(t)));
+        }
+        ids.extend(ranked);
     }
+    // Then the reference's rule, so nothing it finds is missed: entities
+    // containing the query as written, case-insensitively.
+    let seen: HashSet<String> = ids.iter().cloned().collect();
+    let substring = substring_matches(&cx, &input.query, &types, wanted).await?;
+    ids.extend(substring.into_iter().filter(|id| !seen.contains(id)));
+    let more = ids.len() > offset + limit;
+    let page: Vec<String> = ids.into_iter().skip(offset).take(limit).collect();
+    let (mut entities, mut relations) = cx
+        .app
+        .store()
+        .entities_by_ids(
+            cx.namespace(),
+            page,
+            input.include_observations.unwrap_or(true),
+        )
+        .await?;
+    let fetched = entities.len();
+    let kept = fit_graph(&mut entities, &mut relations, limits.max_graph_answer_chars);
+    let names: HashSet<&String> = entities.iter().map(|e| &e.name).collect();
+    relations.retain(|r| names.contains(&r.from) || names.contains(&r.to));
+    let next_cursor = (more || kept < fetched).then(|| {
+        cursor::encode(
+            &cx,
+            &OffsetCursor {
+                o: offset + kept,
+                f: fingerprint,
+            },
+        )
+    });
+    let note = next_cursor.as_ref().map(|_| {
+        "More entities match: call search_nodes again with `cursor` set to next_cursor."
+            .to_string()
+    });
+    Ok(GraphOutput {
+        entities,
+        relations,
+        next_cursor,
+        note,
+    })
 }
 
 /// Ids of up to `wanted` entities whose name, type or an observation contains
@@ -714,35 +666,29 @@ pub struct OpenNodesInput {
     pub include_observations: Option<bool>,
 }
 
-pub struct OpenNodes;
+operation!(OpenNodes = "open_nodes", OpenNodesInput => GraphOutput, open_nodes);
 
-impl Operation for OpenNodes {
-    const NAME: &'static str = "open_nodes";
-    type Input = OpenNodesInput;
-    type Output = GraphOutput;
-
-    async fn run(cx: OpCtx, input: OpenNodesInput) -> Result<GraphOutput, OpError> {
-        if input.names.len() > cx.limits().max_batch_items {
-            return Err(OpError::invalid(format!(
-                "`names` has {} items, the limit is {}: split it into several calls",
-                input.names.len(),
-                cx.limits().max_batch_items
-            )));
-        }
-        let (entities, relations) = cx
-            .app
-            .store()
-            .open_nodes(
-                cx.namespace(),
-                input.names,
-                input.include_observations.unwrap_or(true),
-            )
-            .await?;
-        Ok(GraphOutput {
-            entities,
-            relations,
-            next_cursor: None,
-            note: None,
-        })
+async fn open_nodes(cx: OpCtx, input: OpenNodesInput) -> Result<GraphOutput, OpError> {
+    if input.names.len() > cx.limits().max_batch_items {
+        return Err(OpError::invalid(format!(
+            "`names` has {} items, the limit is {}: split it into several calls",
+            input.names.len(),
+            cx.limits().max_batch_items
+        )));
     }
+    let (entities, relations) = cx
+        .app
+        .store()
+        .open_nodes(
+            cx.namespace(),
+            input.names,
+            input.include_observations.unwrap_or(true),
+        )
+        .await?;
+    Ok(GraphOutput {
+        entities,
+        relations,
+        next_cursor: None,
+        note: None,
+    })
 }

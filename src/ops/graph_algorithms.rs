@@ -12,7 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{OpCtx, Operation, check_text};
+use super::{OpCtx, check_text};
 use crate::error::OpError;
 use crate::graph::{Dir, EdgeFilter, PathBounds, Snapshot, deadline, groups};
 use crate::model::Relation;
@@ -147,39 +147,33 @@ pub struct NeighborsOutput {
     pub truncated: bool,
 }
 
-pub struct Neighbors;
+operation!(Neighbors = "graph_neighbors", NeighborsInput => NeighborsOutput, graph_neighbors);
 
-impl Operation for Neighbors {
-    const NAME: &'static str = "graph_neighbors";
-    type Input = NeighborsInput;
-    type Output = NeighborsOutput;
-
-    async fn run(cx: OpCtx, input: NeighborsInput) -> Result<NeighborsOutput, OpError> {
-        let depth = bounded("depth", input.depth, 1, MAX_DEPTH)?;
-        let max_nodes = bounded("max_nodes", input.max_nodes, DEFAULT_NODES, MAX_NODES)?;
-        let f = filter(input.relation_types, input.valid_at);
-        let dir = input.direction.into();
-        on_snapshot(&cx, move |s| {
-            let start = find(&s, "name", &input.name)?;
-            let (nodes, edges, truncated) = s.neighborhood(&[start], depth, dir, &f, max_nodes);
-            Ok(NeighborsOutput {
-                nodes: nodes
-                    .into_iter()
-                    .map(|(i, d)| {
-                        let n = node_out(&s, i);
-                        Neighbor {
-                            name: n.name,
-                            entity_type: n.entity_type,
-                            depth: d,
-                        }
-                    })
-                    .collect(),
-                relations: edges.into_iter().map(|e| s.relation(e)).collect(),
-                truncated,
-            })
+async fn graph_neighbors(cx: OpCtx, input: NeighborsInput) -> Result<NeighborsOutput, OpError> {
+    let depth = bounded("depth", input.depth, 1, MAX_DEPTH)?;
+    let max_nodes = bounded("max_nodes", input.max_nodes, DEFAULT_NODES, MAX_NODES)?;
+    let f = filter(input.relation_types, input.valid_at);
+    let dir = input.direction.into();
+    on_snapshot(&cx, move |s| {
+        let start = find(&s, "name", &input.name)?;
+        let (nodes, edges, truncated) = s.neighborhood(&[start], depth, dir, &f, max_nodes);
+        Ok(NeighborsOutput {
+            nodes: nodes
+                .into_iter()
+                .map(|(i, d)| {
+                    let n = node_out(&s, i);
+                    Neighbor {
+                        name: n.name,
+                        entity_type: n.entity_type,
+                        depth: d,
+                    }
+                })
+                .collect(),
+            relations: edges.into_iter().map(|e| s.relation(e)).collect(),
+            truncated,
         })
-        .await
-    }
+    })
+    .await
 }
 
 // ---------- graph_shortest_path ----------
@@ -214,36 +208,30 @@ pub struct PathOutput {
     pub relations: Vec<Relation>,
 }
 
-pub struct ShortestPath;
+operation!(ShortestPath = "graph_shortest_path", PathInput => PathOutput, graph_shortest_path);
 
-impl Operation for ShortestPath {
-    const NAME: &'static str = "graph_shortest_path";
-    type Input = PathInput;
-    type Output = PathOutput;
-
-    async fn run(cx: OpCtx, input: PathInput) -> Result<PathOutput, OpError> {
-        let f = filter(input.relation_types, input.valid_at);
-        let dir = input.direction.into();
-        on_snapshot(&cx, move |s| {
-            let a = find(&s, "from", &input.from)?;
-            let b = find(&s, "to", &input.to)?;
-            Ok(match s.shortest_path(a, b, dir, &f) {
-                Some((nodes, edges)) => PathOutput {
-                    found: true,
-                    length: Some(edges.len()),
-                    path: nodes.iter().map(|n| s.name(*n).to_string()).collect(),
-                    relations: edges.into_iter().map(|e| s.relation(e)).collect(),
-                },
-                None => PathOutput {
-                    found: false,
-                    length: None,
-                    path: Vec::new(),
-                    relations: Vec::new(),
-                },
-            })
+async fn graph_shortest_path(cx: OpCtx, input: PathInput) -> Result<PathOutput, OpError> {
+    let f = filter(input.relation_types, input.valid_at);
+    let dir = input.direction.into();
+    on_snapshot(&cx, move |s| {
+        let a = find(&s, "from", &input.from)?;
+        let b = find(&s, "to", &input.to)?;
+        Ok(match s.shortest_path(a, b, dir, &f) {
+            Some((nodes, edges)) => PathOutput {
+                found: true,
+                length: Some(edges.len()),
+                path: nodes.iter().map(|n| s.name(*n).to_string()).collect(),
+                relations: edges.into_iter().map(|e| s.relation(e)).collect(),
+            },
+            None => PathOutput {
+                found: false,
+                length: None,
+                path: Vec::new(),
+                relations: Vec::new(),
+            },
         })
-        .await
-    }
+    })
+    .await
 }
 
 // ---------- graph_all_paths ----------
@@ -280,40 +268,34 @@ pub struct AllPathsOutput {
     pub truncated: bool,
 }
 
-pub struct AllPaths;
+operation!(AllPaths = "graph_all_paths", AllPathsInput => AllPathsOutput, graph_all_paths);
 
-impl Operation for AllPaths {
-    const NAME: &'static str = "graph_all_paths";
-    type Input = AllPathsInput;
-    type Output = AllPathsOutput;
-
-    async fn run(cx: OpCtx, input: AllPathsInput) -> Result<AllPathsOutput, OpError> {
-        let max_depth = bounded("max_depth", input.max_depth, 4, MAX_DEPTH)?;
-        let max_paths = bounded("max_paths", input.max_paths, 20, MAX_PATHS)?;
-        let f = filter(input.relation_types, None);
-        let dir = input.direction.into();
-        on_snapshot(&cx, move |s| {
-            let a = find(&s, "from", &input.from)?;
-            let b = find(&s, "to", &input.to)?;
-            let bounds = PathBounds {
-                max_hops: max_depth,
-                max_paths,
-                deadline: deadline(Duration::from_millis(ALGORITHM_BUDGET_MS)),
-            };
-            let (paths, truncated) = s.all_paths(a, b, &bounds, dir, &f);
-            Ok(AllPathsOutput {
-                paths: paths
-                    .into_iter()
-                    .map(|(nodes, edges)| PathFound {
-                        path: nodes.iter().map(|n| s.name(*n).to_string()).collect(),
-                        relations: edges.into_iter().map(|e| s.relation(e)).collect(),
-                    })
-                    .collect(),
-                truncated,
-            })
+async fn graph_all_paths(cx: OpCtx, input: AllPathsInput) -> Result<AllPathsOutput, OpError> {
+    let max_depth = bounded("max_depth", input.max_depth, 4, MAX_DEPTH)?;
+    let max_paths = bounded("max_paths", input.max_paths, 20, MAX_PATHS)?;
+    let f = filter(input.relation_types, None);
+    let dir = input.direction.into();
+    on_snapshot(&cx, move |s| {
+        let a = find(&s, "from", &input.from)?;
+        let b = find(&s, "to", &input.to)?;
+        let bounds = PathBounds {
+            max_hops: max_depth,
+            max_paths,
+            deadline: deadline(Duration::from_millis(ALGORITHM_BUDGET_MS)),
+        };
+        let (paths, truncated) = s.all_paths(a, b, &bounds, dir, &f);
+        Ok(AllPathsOutput {
+            paths: paths
+                .into_iter()
+                .map(|(nodes, edges)| PathFound {
+                    path: nodes.iter().map(|n| s.name(*n).to_string()).collect(),
+                    relations: edges.into_iter().map(|e| s.relation(e)).collect(),
+                })
+                .collect(),
+            truncated,
         })
-        .await
-    }
+    })
+    .await
 }
 
 // ---------- graph_subgraph ----------
@@ -343,50 +325,44 @@ pub struct SubgraphOutput {
     pub truncated: bool,
 }
 
-pub struct Subgraph;
+operation!(Subgraph = "graph_subgraph", SubgraphInput => SubgraphOutput, graph_subgraph);
 
-impl Operation for Subgraph {
-    const NAME: &'static str = "graph_subgraph";
-    type Input = SubgraphInput;
-    type Output = SubgraphOutput;
-
-    async fn run(cx: OpCtx, input: SubgraphInput) -> Result<SubgraphOutput, OpError> {
-        if input.seeds.is_empty() {
-            return Err(OpError::invalid(
-                "`seeds` is empty: name at least one entity",
-            ));
-        }
-        let hops = bounded("hops", input.hops, 1, MAX_DEPTH)?;
-        let max_nodes = bounded("max_nodes", input.max_nodes, DEFAULT_NODES, MAX_NODES)?;
-        let f = filter(input.relation_types, None);
-        on_snapshot(&cx, move |s| {
-            let seeds = input
-                .seeds
-                .iter()
-                .map(|n| find(&s, "seeds[]", n))
-                .collect::<Result<Vec<_>, _>>()?;
-            let (nodes, _, truncated) = s.neighborhood(&seeds, hops, Dir::Both, &f, max_nodes);
-            let inside: HashSet<_> = nodes.iter().map(|(n, _)| *n).collect();
-            let relations = s
-                .graph
-                .edge_indices()
-                .filter(|e| {
-                    let (a, b) = s.graph.edge_endpoints(*e).expect("edge exists");
-                    inside.contains(&a) && inside.contains(&b) && {
-                        let w = &s.graph[*e];
-                        f.relation_types.is_empty() || f.relation_types.contains(&w.relation_type)
-                    }
-                })
-                .map(|e| s.relation(e))
-                .collect();
-            Ok(SubgraphOutput {
-                entities: nodes.into_iter().map(|(n, _)| node_out(&s, n)).collect(),
-                relations,
-                truncated,
-            })
-        })
-        .await
+async fn graph_subgraph(cx: OpCtx, input: SubgraphInput) -> Result<SubgraphOutput, OpError> {
+    if input.seeds.is_empty() {
+        return Err(OpError::invalid(
+            "`seeds` is empty: name at least one entity",
+        ));
     }
+    let hops = bounded("hops", input.hops, 1, MAX_DEPTH)?;
+    let max_nodes = bounded("max_nodes", input.max_nodes, DEFAULT_NODES, MAX_NODES)?;
+    let f = filter(input.relation_types, None);
+    on_snapshot(&cx, move |s| {
+        let seeds = input
+            .seeds
+            .iter()
+            .map(|n| find(&s, "seeds[]", n))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (nodes, _, truncated) = s.neighborhood(&seeds, hops, Dir::Both, &f, max_nodes);
+        let inside: HashSet<_> = nodes.iter().map(|(n, _)| *n).collect();
+        let relations = s
+            .graph
+            .edge_indices()
+            .filter(|e| {
+                let (a, b) = s.graph.edge_endpoints(*e).expect("edge exists");
+                inside.contains(&a) && inside.contains(&b) && {
+                    let w = &s.graph[*e];
+                    f.relation_types.is_empty() || f.relation_types.contains(&w.relation_type)
+                }
+            })
+            .map(|e| s.relation(e))
+            .collect();
+        Ok(SubgraphOutput {
+            entities: nodes.into_iter().map(|(n, _)| node_out(&s, n)).collect(),
+            relations,
+            truncated,
+        })
+    })
+    .await
 }
 
 // ---------- graph_centrality ----------
@@ -435,60 +411,54 @@ pub struct CentralityOutput {
     pub entities: usize,
 }
 
-pub struct Centrality;
+operation!(Centrality = "graph_centrality", CentralityInput => CentralityOutput, graph_centrality);
 
-impl Operation for Centrality {
-    const NAME: &'static str = "graph_centrality";
-    type Input = CentralityInput;
-    type Output = CentralityOutput;
-
-    async fn run(cx: OpCtx, input: CentralityInput) -> Result<CentralityOutput, OpError> {
-        let top_k = bounded("top_k", input.top_k, DEFAULT_TOP_K, MAX_TOP_K)?;
-        let f = filter(input.relation_types, None);
-        let measure = input.measure;
-        on_snapshot(&cx, move |s| {
-            let until = deadline(Duration::from_millis(ALGORITHM_BUDGET_MS));
-            let (scores, complete): (Vec<f64>, bool) = match measure {
-                Measure::Pagerank => s.pagerank(&f, until),
-                m => {
-                    let d = s.degrees(&f);
-                    let pick = |(i, o): (usize, usize)| match m {
-                        Measure::InDegree => i,
-                        Measure::OutDegree => o,
-                        _ => i + o,
-                    } as f64;
-                    (d.into_iter().map(pick).collect(), true)
-                }
-            };
-            let mut order: Vec<usize> = (0..scores.len()).collect();
-            order.sort_by(|&a, &b| {
-                scores[b].total_cmp(&scores[a]).then_with(|| {
-                    s.graph[petgraph::graph::NodeIndex::new(a)]
-                        .name
-                        .cmp(&s.graph[petgraph::graph::NodeIndex::new(b)].name)
-                })
-            });
-            let top = order
-                .into_iter()
-                .take(top_k)
-                .map(|i| {
-                    let n = node_out(&s, petgraph::graph::NodeIndex::new(i));
-                    Ranked {
-                        name: n.name,
-                        entity_type: n.entity_type,
-                        score: scores[i],
-                    }
-                })
-                .collect();
-            Ok(CentralityOutput {
-                measure,
-                top,
-                complete,
-                entities: scores.len(),
+async fn graph_centrality(cx: OpCtx, input: CentralityInput) -> Result<CentralityOutput, OpError> {
+    let top_k = bounded("top_k", input.top_k, DEFAULT_TOP_K, MAX_TOP_K)?;
+    let f = filter(input.relation_types, None);
+    let measure = input.measure;
+    on_snapshot(&cx, move |s| {
+        let until = deadline(Duration::from_millis(ALGORITHM_BUDGET_MS));
+        let (scores, complete): (Vec<f64>, bool) = match measure {
+            Measure::Pagerank => s.pagerank(&f, until),
+            m => {
+                let d = s.degrees(&f);
+                let pick = |(i, o): (usize, usize)| match m {
+                    Measure::InDegree => i,
+                    Measure::OutDegree => o,
+                    _ => i + o,
+                } as f64;
+                (d.into_iter().map(pick).collect(), true)
+            }
+        };
+        let mut order: Vec<usize> = (0..scores.len()).collect();
+        order.sort_by(|&a, &b| {
+            scores[b].total_cmp(&scores[a]).then_with(|| {
+                s.graph[petgraph::graph::NodeIndex::new(a)]
+                    .name
+                    .cmp(&s.graph[petgraph::graph::NodeIndex::new(b)].name)
             })
+        });
+        let top = order
+            .into_iter()
+            .take(top_k)
+            .map(|i| {
+                let n = node_out(&s, petgraph::graph::NodeIndex::new(i));
+                Ranked {
+                    name: n.name,
+                    entity_type: n.entity_type,
+                    score: scores[i],
+                }
+            })
+            .collect();
+        Ok(CentralityOutput {
+            measure,
+            top,
+            complete,
+            entities: scores.len(),
         })
-        .await
-    }
+    })
+    .await
 }
 
 // ---------- graph_communities ----------
@@ -535,49 +505,43 @@ pub struct CommunitiesOutput {
     pub complete: bool,
 }
 
-pub struct Communities;
+operation!(Communities = "graph_communities", CommunitiesInput => CommunitiesOutput, graph_communities);
 
-impl Operation for Communities {
-    const NAME: &'static str = "graph_communities";
-    type Input = CommunitiesInput;
-    type Output = CommunitiesOutput;
-
-    async fn run(cx: OpCtx, input: CommunitiesInput) -> Result<CommunitiesOutput, OpError> {
-        let min_size = bounded("min_size", input.min_size, 2, MAX_NODES)?;
-        let limit = bounded("limit", input.limit, 20, 1000)?;
-        let algorithm = input.algorithm;
-        on_snapshot(&cx, move |s| {
-            let f = EdgeFilter::default();
-            let (labels, complete) = match algorithm {
-                CommunityAlgorithm::Components => (s.components(&f), true),
-                CommunityAlgorithm::LabelPropagation => {
-                    s.label_propagation(&f, deadline(Duration::from_millis(ALGORITHM_BUDGET_MS)))
-                }
-            };
-            let all: Vec<_> = groups(&s, &labels)
+async fn graph_communities(cx: OpCtx, input: CommunitiesInput) -> Result<CommunitiesOutput, OpError> {
+    let min_size = bounded("min_size", input.min_size, 2, MAX_NODES)?;
+    let limit = bounded("limit", input.limit, 20, 1000)?;
+    let algorithm = input.algorithm;
+    on_snapshot(&cx, move |s| {
+        let f = EdgeFilter::default();
+        let (labels, complete) = match algorithm {
+            CommunityAlgorithm::Components => (s.components(&f), true),
+            CommunityAlgorithm::LabelPropagation => {
+                s.label_propagation(&f, deadline(Duration::from_millis(ALGORITHM_BUDGET_MS)))
+            }
+        };
+        let all: Vec<_> = groups(&s, &labels)
+            .into_iter()
+            .filter(|g| g.len() >= min_size)
+            .collect();
+        Ok(CommunitiesOutput {
+            algorithm,
+            count: all.len(),
+            communities: all
                 .into_iter()
-                .filter(|g| g.len() >= min_size)
-                .collect();
-            Ok(CommunitiesOutput {
-                algorithm,
-                count: all.len(),
-                communities: all
-                    .into_iter()
-                    .take(limit)
-                    .map(|g| Community {
-                        size: g.len(),
-                        members: g
-                            .iter()
-                            .take(MEMBERS_SHOWN)
-                            .map(|n| s.name(*n).to_string())
-                            .collect(),
-                    })
-                    .collect(),
-                complete,
-            })
+                .take(limit)
+                .map(|g| Community {
+                    size: g.len(),
+                    members: g
+                        .iter()
+                        .take(MEMBERS_SHOWN)
+                        .map(|n| s.name(*n).to_string())
+                        .collect(),
+                })
+                .collect(),
+            complete,
         })
-        .await
-    }
+    })
+    .await
 }
 
 // ---------- graph_rename_entity / graph_merge_entities / graph_update_entity ----------
@@ -596,28 +560,22 @@ pub struct RenameInput {
     pub new_name: String,
 }
 
-pub struct RenameEntity;
+operation!(RenameEntity = "graph_rename_entity", RenameInput => EntityOutput, graph_rename_entity);
 
-impl Operation for RenameEntity {
-    const NAME: &'static str = "graph_rename_entity";
-    type Input = RenameInput;
-    type Output = EntityOutput;
-
-    async fn run(cx: OpCtx, input: RenameInput) -> Result<EntityOutput, OpError> {
-        check_text("name", &input.name, 512)?;
-        check_text("new_name", &input.new_name, 512)?;
-        if input.name == input.new_name {
-            return Err(OpError::invalid(
-                "`new_name` is the current name: nothing to do",
-            ));
-        }
-        let entity = cx
-            .app
-            .store()
-            .rename_entity(cx.namespace(), &input.name, &input.new_name)
-            .await?;
-        Ok(EntityOutput { entity })
+async fn graph_rename_entity(cx: OpCtx, input: RenameInput) -> Result<EntityOutput, OpError> {
+    check_text("name", &input.name, 512)?;
+    check_text("new_name", &input.new_name, 512)?;
+    if input.name == input.new_name {
+        return Err(OpError::invalid(
+            "`new_name` is the current name: nothing to do",
+        ));
     }
+    let entity = cx
+        .app
+        .store()
+        .rename_entity(cx.namespace(), &input.name, &input.new_name)
+        .await?;
+    Ok(EntityOutput { entity })
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -630,30 +588,24 @@ pub struct MergeInput {
     pub sources: Vec<String>,
 }
 
-pub struct MergeEntities;
+operation!(MergeEntities = "graph_merge_entities", MergeInput => EntityOutput, graph_merge_entities);
 
-impl Operation for MergeEntities {
-    const NAME: &'static str = "graph_merge_entities";
-    type Input = MergeInput;
-    type Output = EntityOutput;
-
-    async fn run(cx: OpCtx, input: MergeInput) -> Result<EntityOutput, OpError> {
-        check_text("target", &input.target, 512)?;
-        if input.sources.is_empty() {
-            return Err(OpError::invalid(
-                "`sources` is empty: name the entities to merge in",
-            ));
-        }
-        for s in &input.sources {
-            check_text("sources[]", s, 512)?;
-        }
-        let entity = cx
-            .app
-            .store()
-            .merge_entities(cx.namespace(), &input.target, input.sources)
-            .await?;
-        Ok(EntityOutput { entity })
+async fn graph_merge_entities(cx: OpCtx, input: MergeInput) -> Result<EntityOutput, OpError> {
+    check_text("target", &input.target, 512)?;
+    if input.sources.is_empty() {
+        return Err(OpError::invalid(
+            "`sources` is empty: name the entities to merge in",
+        ));
     }
+    for s in &input.sources {
+        check_text("sources[]", s, 512)?;
+    }
+    let entity = cx
+        .app
+        .store()
+        .merge_entities(cx.namespace(), &input.target, input.sources)
+        .await?;
+    Ok(EntityOutput { entity })
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -668,38 +620,32 @@ pub struct UpdateEntityInput {
     pub properties: Option<Map<String, Value>>,
 }
 
-pub struct UpdateEntity;
+operation!(UpdateEntity = "graph_update_entity", UpdateEntityInput => EntityOutput, graph_update_entity);
 
-impl Operation for UpdateEntity {
-    const NAME: &'static str = "graph_update_entity";
-    type Input = UpdateEntityInput;
-    type Output = EntityOutput;
-
-    async fn run(cx: OpCtx, input: UpdateEntityInput) -> Result<EntityOutput, OpError> {
-        check_text("name", &input.name, 512)?;
-        if let Some(t) = &input.entity_type {
-            check_text("entityType", t, 256)?;
-        }
-        if let Some(p) = &input.properties {
-            super::check_metadata(p, cx.limits())?;
-        }
-        if input.entity_type.is_none() && input.properties.is_none() {
-            return Err(OpError::invalid(
-                "nothing to change: pass `entityType`, `properties`, or both",
-            ));
-        }
-        let entity = cx
-            .app
-            .store()
-            .update_entity(
-                cx.namespace(),
-                &input.name,
-                input.entity_type,
-                input.properties,
-            )
-            .await?;
-        Ok(EntityOutput { entity })
+async fn graph_update_entity(cx: OpCtx, input: UpdateEntityInput) -> Result<EntityOutput, OpError> {
+    check_text("name", &input.name, 512)?;
+    if let Some(t) = &input.entity_type {
+        check_text("entityType", t, 256)?;
     }
+    if let Some(p) = &input.properties {
+        super::check_metadata(p, cx.limits())?;
+    }
+    if input.entity_type.is_none() && input.properties.is_none() {
+        return Err(OpError::invalid(
+            "nothing to change: pass `entityType`, `properties`, or both",
+        ));
+    }
+    let entity = cx
+        .app
+        .store()
+        .update_entity(
+            cx.namespace(),
+            &input.name,
+            input.entity_type,
+            input.properties,
+        )
+        .await?;
+    Ok(EntityOutput { entity })
 }
 
 // ---------- graph_stats ----------
@@ -731,42 +677,36 @@ pub struct StatsOutput {
     pub relation_types: Vec<TypeCount>,
 }
 
-pub struct Stats;
+operation!(Stats = "graph_stats", StatsInput => StatsOutput, graph_stats);
 
-impl Operation for Stats {
-    const NAME: &'static str = "graph_stats";
-    type Input = StatsInput;
-    type Output = StatsOutput;
-
-    async fn run(cx: OpCtx, _: StatsInput) -> Result<StatsOutput, OpError> {
-        let counts = cx.app.store().graph_counts(cx.namespace()).await?;
-        let (components, isolated) = on_snapshot(&cx, |s| {
-            let f = EdgeFilter::default();
-            let labels = s.components(&f);
-            let distinct: HashSet<usize> = labels.iter().copied().collect();
-            let isolated = s.degrees(&f).iter().filter(|(i, o)| i + o == 0).count();
-            Ok((distinct.len(), isolated))
-        })
-        .await?;
-        let n = counts.entities as f64;
-        let to_counts = |v: Vec<(String, u64)>| {
-            v.into_iter()
-                .map(|(name, count)| TypeCount { name, count })
-                .collect()
-        };
-        Ok(StatsOutput {
-            density: if n > 1.0 {
-                counts.relations as f64 / (n * (n - 1.0))
-            } else {
-                0.0
-            },
-            entities: counts.entities,
-            relations: counts.relations,
-            observations: counts.observations,
-            components,
-            isolated,
-            entity_types: to_counts(counts.entity_types),
-            relation_types: to_counts(counts.relation_types),
-        })
-    }
+async fn graph_stats(cx: OpCtx, _: StatsInput) -> Result<StatsOutput, OpError> {
+    let counts = cx.app.store().graph_counts(cx.namespace()).await?;
+    let (components, isolated) = on_snapshot(&cx, |s| {
+        let f = EdgeFilter::default();
+        let labels = s.components(&f);
+        let distinct: HashSet<usize> = labels.iter().copied().collect();
+        let isolated = s.degrees(&f).iter().filter(|(i, o)| i + o == 0).count();
+        Ok((distinct.len(), isolated))
+    })
+    .await?;
+    let n = counts.entities as f64;
+    let to_counts = |v: Vec<(String, u64)>| {
+        v.into_iter()
+            .map(|(name, count)| TypeCount { name, count })
+            .collect()
+    };
+    Ok(StatsOutput {
+        density: if n > 1.0 {
+            counts.relations as f64 / (n * (n - 1.0))
+        } else {
+            0.0
+        },
+        entities: counts.entities,
+        relations: counts.relations,
+        observations: counts.observations,
+        components,
+        isolated,
+        entity_types: to_counts(counts.entity_types),
+        relation_types: to_counts(counts.relation_types),
+    })
 }

@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::{OpCtx, Operation};
+use super::OpCtx;
 use crate::app::Health;
 use crate::error::OpError;
 use crate::resilience::cache::CacheStats;
@@ -13,26 +13,14 @@ use crate::resilience::cache::CacheStats;
 #[serde(deny_unknown_fields)]
 pub struct NoInput {}
 
-pub struct HealthOp;
+operation!(HealthOp = "meta_health", NoInput => Health, meta_health);
 
-impl Operation for HealthOp {
-    const NAME: &'static str = "meta_health";
-    type Input = NoInput;
-    type Output = Health;
-
-    async fn run(cx: OpCtx, _: NoInput) -> Result<Health, OpError> {
-        Ok(cx.app.health())
-    }
+async fn meta_health(cx: OpCtx, _: NoInput) -> Result<Health, OpError> {
+    Ok(cx.app.health())
 }
 
-pub struct CacheStatsOp;
+operation!(CacheStatsOp = "meta_cache_stats", NoInput => CacheStats, meta_cache_stats);
 
-impl Operation for CacheStatsOp {
-    const NAME: &'static str = "meta_cache_stats";
-    type Input = NoInput;
-    type Output = CacheStats;
-
-    async fn run(cx: OpCtx, _: NoInput) -> Result<CacheStats, OpError> {
-        Ok(cx.app.cache_stats())
-    }
+async fn meta_cache_stats(cx: OpCtx, _: NoInput) -> Result<CacheStats, OpError> {
+    Ok(cx.app.cache_stats())
 }

@@ -8,6 +8,34 @@
 //! Must not: import rmcp or know about JSON-RPC; talk to sqlite or tantivy other
 //! than through `Store` and `SearchIndex`.
 
+/// Declares an operation: its type, its name as the catalog lists it, its
+/// input and output types, and the async fn that runs it (`degraded`: its
+/// output has a `degraded` flag telling the pipeline not to cache it).
+macro_rules! operation {
+    ($ty:ident = $name:literal, $input:ty => $output:ty, $run:ident $(, $degraded:ident)?) => {
+        pub struct $ty;
+
+        impl $crate::ops::Operation for $ty {
+            const NAME: &'static str = $name;
+            type Input = $input;
+            type Output = $output;
+
+            fn run(
+                cx: $crate::ops::OpCtx,
+                input: $input,
+            ) -> impl std::future::Future<Output = Result<$output, $crate::error::OpError>> + Send {
+                $run(cx, input)
+            }
+
+            $(
+                fn $degraded(output: &$output) -> bool {
+                    output.degraded
+                }
+            )?
+        }
+    };
+}
+
 pub mod listing;
 pub mod registry;
 pub mod schema;

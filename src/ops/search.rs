@@ -278,36 +278,26 @@ impl Paged for FuzzyInput {
     }
 }
 
-pub struct SearchFuzzy;
+operation!(SearchFuzzy = "semantic_search_fuzzy", FuzzyInput => SearchOutput, semantic_search_fuzzy, degraded);
 
-impl Operation for SearchFuzzy {
-    const NAME: &'static str = "semantic_search_fuzzy";
-    type Input = FuzzyInput;
-    type Output = SearchOutput;
-
-    async fn run(cx: OpCtx, input: FuzzyInput) -> Result<SearchOutput, OpError> {
-        if input.max_distance.is_some_and(|d| d > 2) {
-            return Err(OpError::invalid(
-                "`max_distance` must be 0, 1 or 2: more edits match almost anything",
-            ));
-        }
-        let distance = input.max_distance;
-        run_fact_search(
-            cx,
-            input,
-            |i| (&i.query, &mut i.window, &i.scope),
-            |q| {
-                Matcher::fuzzy(q, distance)
-                    .map(Some)
-                    .ok_or_else(|| OpError::invalid(ONLY_COMMON_WORDS))
-            },
-        )
-        .await
+async fn semantic_search_fuzzy(cx: OpCtx, input: FuzzyInput) -> Result<SearchOutput, OpError> {
+    if input.max_distance.is_some_and(|d| d > 2) {
+        return Err(OpError::invalid(
+            "`max_distance` must be 0, 1 or 2: more edits match almost anything",
+        ));
     }
-
-    fn degraded(output: &Self::Output) -> bool {
-        output.degraded
-    }
+    let distance = input.max_distance;
+    run_fact_search(
+        cx,
+        input,
+        |i| (&i.query, &mut i.window, &i.scope),
+        |q| {
+            Matcher::fuzzy(q, distance)
+                .map(Some)
+                .ok_or_else(|| OpError::invalid(ONLY_COMMON_WORDS))
+        },
+    )
+    .await
 }
 
 // ---------- semantic_search_hybrid ----------
@@ -412,38 +402,28 @@ impl Paged for HybridInput {
     }
 }
 
-pub struct SearchHybrid;
+operation!(SearchHybrid = "semantic_search_hybrid", HybridInput => SearchOutput, semantic_search_hybrid, degraded);
 
-impl Operation for SearchHybrid {
-    const NAME: &'static str = "semantic_search_hybrid";
-    type Input = HybridInput;
-    type Output = SearchOutput;
-
-    async fn run(cx: OpCtx, mut input: HybridInput) -> Result<SearchOutput, OpError> {
-        let w = input.weights.unwrap_or_default();
-        w.check()?;
-        let page = Offsets::start(&cx, &mut input)?;
-        check_text("query", &input.query, cx.limits().max_query_bytes)?;
-        let matcher =
-            Matcher::words(&input.query).ok_or_else(|| OpError::invalid(ONLY_COMMON_WORDS))?;
-        input.scope.check()?;
-        let span = input.window.check(&cx)?;
-        // The blend re-ranks the best text matches, then pages through them.
-        let candidates = (0, HYBRID_CANDIDATES);
-        let mut found = search_facts(&cx, matcher, (span, &input.scope), None, candidates).await?;
-        blend(&mut found.hits, &w, now_micros());
-        found.more = found.hits.len() > page.offset + page.limit;
-        found.hits = std::mem::take(&mut found.hits)
-            .into_iter()
-            .skip(page.offset)
-            .take(page.limit)
-            .collect();
-        Ok(answer(&cx, page, found))
-    }
-
-    fn degraded(output: &Self::Output) -> bool {
-        output.degraded
-    }
+async fn semantic_search_hybrid(cx: OpCtx, mut input: HybridInput) -> Result<SearchOutput, OpError> {
+    let w = input.weights.unwrap_or_default();
+    w.check()?;
+    let page = Offsets::start(&cx, &mut input)?;
+    check_text("query", &input.query, cx.limits().max_query_bytes)?;
+    let matcher =
+        Matcher::words(&input.query).ok_or_else(|| OpError::invalid(ONLY_COMMON_WORDS))?;
+    input.scope.check()?;
+    let span = input.window.check(&cx)?;
+    // The blend re-ranks the best text matches, then pages through them.
+    let candidates = (0, HYBRID_CANDIDATES);
+    let mut found = search_facts(&cx, matcher, (span, &input.scope), None, candidates).await?;
+    blend(&mut found.hits, &w, now_micros());
+    found.more = found.hits.len() > page.offset + page.limit;
+    found.hits = std::mem::take(&mut found.hits)
+        .into_iter()
+        .skip(page.offset)
+        .take(page.limit)
+        .collect();
+    Ok(answer(&cx, page, found))
 }
 
 /// Re-scores hits as the weighted blend of text, recency, confidence and use,
@@ -509,45 +489,35 @@ impl Paged for SimilarInput {
     }
 }
 
-pub struct Similar;
+operation!(Similar = "semantic_similar", SimilarInput => SearchOutput, semantic_similar, degraded);
 
-impl Operation for Similar {
-    const NAME: &'static str = "semantic_similar";
-    type Input = SimilarInput;
-    type Output = SearchOutput;
-
-    async fn run(cx: OpCtx, mut input: SimilarInput) -> Result<SearchOutput, OpError> {
-        check_id("id", &input.id)?;
-        let page = Offsets::start(&cx, &mut input)?;
-        let source = cx.app.store().get_fact(cx.namespace(), &input.id).await?;
-        let terms = cx
-            .app
-            .search_index()
-            .characteristic_terms(&source.content, SIMILAR_TERMS);
-        let Some(matcher) = Matcher::any_terms(terms) else {
-            return Ok(SearchOutput {
-                hits: Vec::new(),
-                degraded: false,
-                truncated: false,
-                next_cursor: None,
-            });
-        };
-        let span = Span {
-            tags: normalize_tags(input.tags, cx.limits())?,
-            ..Span::default()
-        };
-        let scope = FactScope {
-            min_confidence: None,
-            include_superseded: input.include_superseded,
-        };
-        let window = (page.offset, page.limit);
-        let found = search_facts(&cx, matcher, (span, &scope), Some(source.id), window).await?;
-        Ok(answer(&cx, page, found))
-    }
-
-    fn degraded(output: &Self::Output) -> bool {
-        output.degraded
-    }
+async fn semantic_similar(cx: OpCtx, mut input: SimilarInput) -> Result<SearchOutput, OpError> {
+    check_id("id", &input.id)?;
+    let page = Offsets::start(&cx, &mut input)?;
+    let source = cx.app.store().get_fact(cx.namespace(), &input.id).await?;
+    let terms = cx
+        .app
+        .search_index()
+        .characteristic_terms(&source.content, SIMILAR_TERMS);
+    let Some(matcher) = Matcher::any_terms(terms) else {
+        return Ok(SearchOutput {
+            hits: Vec::new(),
+            degraded: false,
+            truncated: false,
+            next_cursor: None,
+        });
+    };
+    let span = Span {
+        tags: normalize_tags(input.tags, cx.limits())?,
+        ..Span::default()
+    };
+    let scope = FactScope {
+        min_confidence: None,
+        include_superseded: input.include_superseded,
+    };
+    let window = (page.offset, page.limit);
+    let found = search_facts(&cx, matcher, (span, &scope), Some(source.id), window).await?;
+    Ok(answer(&cx, page, found))
 }
 
 // ---------- memory_search ----------
@@ -625,59 +595,49 @@ pub struct MemorySearchOutput {
     pub next_cursor: Option<String>,
 }
 
-pub struct MemorySearch;
+operation!(MemorySearch = "memory_search", MemorySearchInput => MemorySearchOutput, memory_search, degraded);
 
-impl Operation for MemorySearch {
-    const NAME: &'static str = "memory_search";
-    type Input = MemorySearchInput;
-    type Output = MemorySearchOutput;
-
-    async fn run(cx: OpCtx, mut input: MemorySearchInput) -> Result<MemorySearchOutput, OpError> {
-        let page = Offsets::start(&cx, &mut input)?;
-        check_text("query", &input.query, cx.limits().max_query_bytes)?;
-        let layers = input.layers.unwrap_or_else(|| Layer::ALL.to_vec());
-        if layers.is_empty() {
-            return Err(OpError::invalid(
-                "`layers` is empty: name at least one, or leave it out to search all",
-            ));
-        }
-        let matcher =
-            Matcher::words(&input.query).ok_or_else(|| OpError::invalid(ONLY_COMMON_WORDS))?;
-        let span = input.window.check(&cx)?;
-        let searched = cx
-            .app
-            .search(SearchQuery {
-                since: span.since,
-                until: span.until,
-                tags: span.tags,
-                offset: page.offset,
-                ..SearchQuery::new(
-                    cx.namespace(),
-                    layers.iter().map(|l| l.kind()).collect(),
-                    matcher.clone(),
-                    page.limit,
-                )
-            })
-            .await?;
-        let hits = shown(&cx, searched.results.hits, matcher).await?;
-        cx.app.record_fact_access(
-            cx.namespace(),
-            hits.iter()
-                .filter(|h| h.layer == Layer::Semantic)
-                .map(|h| h.id.clone()),
-        );
-        let paged = page.finish(&cx, hits, searched.results.has_more);
-        Ok(MemorySearchOutput {
-            hits: paged.hits,
-            degraded: searched.degraded,
-            truncated: paged.truncated,
-            next_cursor: paged.next_cursor,
+async fn memory_search(cx: OpCtx, mut input: MemorySearchInput) -> Result<MemorySearchOutput, OpError> {
+    let page = Offsets::start(&cx, &mut input)?;
+    check_text("query", &input.query, cx.limits().max_query_bytes)?;
+    let layers = input.layers.unwrap_or_else(|| Layer::ALL.to_vec());
+    if layers.is_empty() {
+        return Err(OpError::invalid(
+            "`layers` is empty: name at least one, or leave it out to search all",
+        ));
+    }
+    let matcher =
+        Matcher::words(&input.query).ok_or_else(|| OpError::invalid(ONLY_COMMON_WORDS))?;
+    let span = input.window.check(&cx)?;
+    let searched = cx
+        .app
+        .search(SearchQuery {
+            since: span.since,
+            until: span.until,
+            tags: span.tags,
+            offset: page.offset,
+            ..SearchQuery::new(
+                cx.namespace(),
+                layers.iter().map(|l| l.kind()).collect(),
+                matcher.clone(),
+                page.limit,
+            )
         })
-    }
-
-    fn degraded(output: &Self::Output) -> bool {
-        output.degraded
-    }
+        .await?;
+    let hits = shown(&cx, searched.results.hits, matcher).await?;
+    cx.app.record_fact_access(
+        cx.namespace(),
+        hits.iter()
+            .filter(|h| h.layer == Layer::Semantic)
+            .map(|h| h.id.clone()),
+    );
+    let paged = page.finish(&cx, hits, searched.results.has_more);
+    Ok(MemorySearchOutput {
+        hits: paged.hits,
+        degraded: searched.degraded,
+        truncated: paged.truncated,
+        next_cursor: paged.next_cursor,
+    })
 }
 
 /// What a hit of any layer shows: its layer, id, text to snippet, tags, time

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::listing::{Keyset, Page, Paged, Window, check_batch};
 use super::search::FactScope;
-use super::{OpCtx, Operation, check_metadata, check_text, check_unit, normalize_tags};
+use super::{OpCtx, check_metadata, check_text, check_unit, normalize_tags};
 use crate::error::OpError;
 use crate::model::Fact;
 use crate::store::{FactFilter, FactPatch, NewFact};
@@ -83,24 +83,18 @@ impl StoreInput {
 
 // ---------- semantic_store / _batch ----------
 
-pub struct StoreFact;
+operation!(StoreFact = "semantic_store", StoreInput => FactOutput, semantic_store);
 
-impl Operation for StoreFact {
-    const NAME: &'static str = "semantic_store";
-    type Input = StoreInput;
-    type Output = FactOutput;
-
-    async fn run(cx: OpCtx, input: StoreInput) -> Result<FactOutput, OpError> {
-        let new = input.prepare(&cx)?;
-        let mut facts = cx
-            .app
-            .store()
-            .insert_facts(cx.namespace(), &cx.session.id, vec![new])
-            .await?;
-        Ok(FactOutput {
-            fact: facts.pop().expect("one fact in, one out"),
-        })
-    }
+async fn semantic_store(cx: OpCtx, input: StoreInput) -> Result<FactOutput, OpError> {
+    let new = input.prepare(&cx)?;
+    let mut facts = cx
+        .app
+        .store()
+        .insert_facts(cx.namespace(), &cx.session.id, vec![new])
+        .await?;
+    Ok(FactOutput {
+        fact: facts.pop().expect("one fact in, one out"),
+    })
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -117,32 +111,26 @@ pub struct StoreBatchOutput {
     pub facts: Vec<Fact>,
 }
 
-pub struct StoreBatch;
+operation!(StoreBatch = "semantic_store_batch", StoreBatchInput => StoreBatchOutput, semantic_store_batch);
 
-impl Operation for StoreBatch {
-    const NAME: &'static str = "semantic_store_batch";
-    type Input = StoreBatchInput;
-    type Output = StoreBatchOutput;
-
-    async fn run(cx: OpCtx, input: StoreBatchInput) -> Result<StoreBatchOutput, OpError> {
-        check_batch("facts", &input.facts, &cx)?;
-        let mut prepared = Vec::with_capacity(input.facts.len());
-        for (i, f) in input.facts.into_iter().enumerate() {
-            prepared.push(f.prepare(&cx).map_err(|err| match err {
-                OpError::InvalidInput(m) => OpError::invalid(format!("facts[{i}]: {m}")),
-                other => other,
-            })?);
-        }
-        let facts = cx
-            .app
-            .store()
-            .insert_facts(cx.namespace(), &cx.session.id, prepared)
-            .await?;
-        Ok(StoreBatchOutput {
-            count: facts.len(),
-            facts,
-        })
+async fn semantic_store_batch(cx: OpCtx, input: StoreBatchInput) -> Result<StoreBatchOutput, OpError> {
+    check_batch("facts", &input.facts, &cx)?;
+    let mut prepared = Vec::with_capacity(input.facts.len());
+    for (i, f) in input.facts.into_iter().enumerate() {
+        prepared.push(f.prepare(&cx).map_err(|err| match err {
+            OpError::InvalidInput(m) => OpError::invalid(format!("facts[{i}]: {m}")),
+            other => other,
+        })?);
     }
+    let facts = cx
+        .app
+        .store()
+        .insert_facts(cx.namespace(), &cx.session.id, prepared)
+        .await?;
+    Ok(StoreBatchOutput {
+        count: facts.len(),
+        facts,
+    })
 }
 
 // ---------- semantic_get ----------
@@ -154,19 +142,13 @@ pub struct IdInput {
     pub id: String,
 }
 
-pub struct Get;
+operation!(Get = "semantic_get", IdInput => FactOutput, semantic_get);
 
-impl Operation for Get {
-    const NAME: &'static str = "semantic_get";
-    type Input = IdInput;
-    type Output = FactOutput;
-
-    async fn run(cx: OpCtx, input: IdInput) -> Result<FactOutput, OpError> {
-        check_id("id", &input.id)?;
-        let fact = cx.app.store().get_fact(cx.namespace(), &input.id).await?;
-        cx.app.record_fact_access(cx.namespace(), [fact.id.clone()]);
-        Ok(FactOutput { fact })
-    }
+async fn semantic_get(cx: OpCtx, input: IdInput) -> Result<FactOutput, OpError> {
+    check_id("id", &input.id)?;
+    let fact = cx.app.store().get_fact(cx.namespace(), &input.id).await?;
+    cx.app.record_fact_access(cx.namespace(), [fact.id.clone()]);
+    Ok(FactOutput { fact })
 }
 
 // ---------- semantic_update ----------
@@ -193,54 +175,48 @@ pub struct UpdateInput {
     pub metadata: Option<Map<String, Value>>,
 }
 
-pub struct Update;
+operation!(Update = "semantic_update", UpdateInput => FactOutput, semantic_update);
 
-impl Operation for Update {
-    const NAME: &'static str = "semantic_update";
-    type Input = UpdateInput;
-    type Output = FactOutput;
-
-    async fn run(cx: OpCtx, input: UpdateInput) -> Result<FactOutput, OpError> {
-        check_id("id", &input.id)?;
-        let limits = cx.limits();
-        if let Some(c) = &input.content {
-            check_text("content", c, limits.max_content_bytes)?;
-        }
-        if let Some(c) = input.confidence {
-            check_unit("confidence", c)?;
-        }
-        if let Some(s) = &input.source {
-            check_text("source", s, MAX_SOURCE_BYTES)?;
-        }
-        if let Some(m) = &input.metadata {
-            check_metadata(m, limits)?;
-        }
-        let patch = FactPatch {
-            content: input.content,
-            tags: input.tags.map(|t| normalize_tags(t, limits)).transpose()?,
-            confidence: input.confidence,
-            source: input.source,
-            valid_from: input.valid_from.map(TimeSpec::micros),
-            metadata: input.metadata,
-        };
-        if patch.content.is_none()
-            && patch.tags.is_none()
-            && patch.confidence.is_none()
-            && patch.source.is_none()
-            && patch.valid_from.is_none()
-            && patch.metadata.is_none()
-        {
-            return Err(OpError::invalid(
-                "nothing to change: pass at least one of content, tags, confidence, source, valid_from, metadata",
-            ));
-        }
-        let fact = cx
-            .app
-            .store()
-            .update_fact(cx.namespace(), &input.id, patch)
-            .await?;
-        Ok(FactOutput { fact })
+async fn semantic_update(cx: OpCtx, input: UpdateInput) -> Result<FactOutput, OpError> {
+    check_id("id", &input.id)?;
+    let limits = cx.limits();
+    if let Some(c) = &input.content {
+        check_text("content", c, limits.max_content_bytes)?;
     }
+    if let Some(c) = input.confidence {
+        check_unit("confidence", c)?;
+    }
+    if let Some(s) = &input.source {
+        check_text("source", s, MAX_SOURCE_BYTES)?;
+    }
+    if let Some(m) = &input.metadata {
+        check_metadata(m, limits)?;
+    }
+    let patch = FactPatch {
+        content: input.content,
+        tags: input.tags.map(|t| normalize_tags(t, limits)).transpose()?,
+        confidence: input.confidence,
+        source: input.source,
+        valid_from: input.valid_from.map(TimeSpec::micros),
+        metadata: input.metadata,
+    };
+    if patch.content.is_none()
+        && patch.tags.is_none()
+        && patch.confidence.is_none()
+        && patch.source.is_none()
+        && patch.valid_from.is_none()
+        && patch.metadata.is_none()
+    {
+        return Err(OpError::invalid(
+            "nothing to change: pass at least one of content, tags, confidence, source, valid_from, metadata",
+        ));
+    }
+    let fact = cx
+        .app
+        .store()
+        .update_fact(cx.namespace(), &input.id, patch)
+        .await?;
+    Ok(FactOutput { fact })
 }
 
 // ---------- semantic_delete ----------
@@ -259,25 +235,19 @@ pub struct DeleteOutput {
     pub not_found: Vec<String>,
 }
 
-pub struct Delete;
+operation!(Delete = "semantic_delete", DeleteInput => DeleteOutput, semantic_delete);
 
-impl Operation for Delete {
-    const NAME: &'static str = "semantic_delete";
-    type Input = DeleteInput;
-    type Output = DeleteOutput;
-
-    async fn run(cx: OpCtx, input: DeleteInput) -> Result<DeleteOutput, OpError> {
-        check_batch("ids", &input.ids, &cx)?;
-        for id in &input.ids {
-            check_id("ids[]", id)?;
-        }
-        let (deleted, not_found) = cx
-            .app
-            .store()
-            .delete_facts(cx.namespace(), input.ids)
-            .await?;
-        Ok(DeleteOutput { deleted, not_found })
+async fn semantic_delete(cx: OpCtx, input: DeleteInput) -> Result<DeleteOutput, OpError> {
+    check_batch("ids", &input.ids, &cx)?;
+    for id in &input.ids {
+        check_id("ids[]", id)?;
     }
+    let (deleted, not_found) = cx
+        .app
+        .store()
+        .delete_facts(cx.namespace(), input.ids)
+        .await?;
+    Ok(DeleteOutput { deleted, not_found })
 }
 
 // ---------- semantic_list ----------
@@ -307,34 +277,28 @@ pub struct ListOutput {
     pub next_cursor: Option<String>,
 }
 
-pub struct List;
+operation!(List = "semantic_list", ListInput => ListOutput, semantic_list);
 
-impl Operation for List {
-    const NAME: &'static str = "semantic_list";
-    type Input = ListInput;
-    type Output = ListOutput;
-
-    async fn run(cx: OpCtx, mut input: ListInput) -> Result<ListOutput, OpError> {
-        let page = Keyset::start(&cx, &mut input)?;
-        input.scope.check()?;
-        let span = input.window.check(&cx)?;
-        let filter = FactFilter {
-            tags: span.tags,
-            since: span.since,
-            until: span.until,
-            min_confidence: input.scope.min_confidence,
-            include_superseded: input.scope.include_superseded,
-        };
-        let mut facts = cx
-            .app
-            .store()
-            .list_facts(cx.namespace(), filter, page.after.clone(), page.limit + 1)
-            .await?;
-        let next_cursor = page.finish(&cx, &mut facts, |f| {
-            (f.created_at.timestamp_micros(), f.id.clone())
-        });
-        Ok(ListOutput { facts, next_cursor })
-    }
+async fn semantic_list(cx: OpCtx, mut input: ListInput) -> Result<ListOutput, OpError> {
+    let page = Keyset::start(&cx, &mut input)?;
+    input.scope.check()?;
+    let span = input.window.check(&cx)?;
+    let filter = FactFilter {
+        tags: span.tags,
+        since: span.since,
+        until: span.until,
+        min_confidence: input.scope.min_confidence,
+        include_superseded: input.scope.include_superseded,
+    };
+    let mut facts = cx
+        .app
+        .store()
+        .list_facts(cx.namespace(), filter, page.after.clone(), page.limit + 1)
+        .await?;
+    let next_cursor = page.finish(&cx, &mut facts, |f| {
+        (f.created_at.timestamp_micros(), f.id.clone())
+    });
+    Ok(ListOutput { facts, next_cursor })
 }
 
 // ---------- semantic_tags ----------
@@ -364,37 +328,31 @@ pub struct TagsOutput {
     pub tags: Vec<TagCount>,
 }
 
-pub struct Tags;
+operation!(Tags = "semantic_tags", TagsInput => TagsOutput, semantic_tags);
 
-impl Operation for Tags {
-    const NAME: &'static str = "semantic_tags";
-    type Input = TagsInput;
-    type Output = TagsOutput;
-
-    async fn run(cx: OpCtx, input: TagsInput) -> Result<TagsOutput, OpError> {
-        let limit = match input.limit {
-            None => DEFAULT_TAGS_LIMIT,
-            Some(n) if (1..=MAX_TAGS_LIMIT).contains(&n) => n,
-            Some(n) => {
-                return Err(OpError::invalid(format!(
-                    "`limit` is {n}: give 1 to {MAX_TAGS_LIMIT}"
-                )));
-            }
-        };
-        let prefix = input
-            .prefix
-            .map(|p| p.trim().to_lowercase())
-            .filter(|p| !p.is_empty());
-        let tags = cx
-            .app
-            .store()
-            .fact_tags(cx.namespace(), input.include_superseded, prefix, limit)
-            .await?
-            .into_iter()
-            .map(|(tag, count)| TagCount { tag, count })
-            .collect();
-        Ok(TagsOutput { tags })
-    }
+async fn semantic_tags(cx: OpCtx, input: TagsInput) -> Result<TagsOutput, OpError> {
+    let limit = match input.limit {
+        None => DEFAULT_TAGS_LIMIT,
+        Some(n) if (1..=MAX_TAGS_LIMIT).contains(&n) => n,
+        Some(n) => {
+            return Err(OpError::invalid(format!(
+                "`limit` is {n}: give 1 to {MAX_TAGS_LIMIT}"
+            )));
+        }
+    };
+    let prefix = input
+        .prefix
+        .map(|p| p.trim().to_lowercase())
+        .filter(|p| !p.is_empty());
+    let tags = cx
+        .app
+        .store()
+        .fact_tags(cx.namespace(), input.include_superseded, prefix, limit)
+        .await?
+        .into_iter()
+        .map(|(tag, count)| TagCount { tag, count })
+        .collect();
+    Ok(TagsOutput { tags })
 }
 
 // ---------- semantic_reinforce ----------
@@ -410,24 +368,18 @@ pub struct ReinforceInput {
     pub boost: Option<f64>,
 }
 
-pub struct Reinforce;
+operation!(Reinforce = "semantic_reinforce", ReinforceInput => FactOutput, semantic_reinforce);
 
-impl Operation for Reinforce {
-    const NAME: &'static str = "semantic_reinforce";
-    type Input = ReinforceInput;
-    type Output = FactOutput;
-
-    async fn run(cx: OpCtx, input: ReinforceInput) -> Result<FactOutput, OpError> {
-        check_id("id", &input.id)?;
-        let boost = input.boost.unwrap_or(DEFAULT_REINFORCE_BOOST);
-        check_unit("boost", boost)?;
-        let fact = cx
-            .app
-            .store()
-            .reinforce_fact(cx.namespace(), &input.id, boost)
-            .await?;
-        Ok(FactOutput { fact })
-    }
+async fn semantic_reinforce(cx: OpCtx, input: ReinforceInput) -> Result<FactOutput, OpError> {
+    check_id("id", &input.id)?;
+    let boost = input.boost.unwrap_or(DEFAULT_REINFORCE_BOOST);
+    check_unit("boost", boost)?;
+    let fact = cx
+        .app
+        .store()
+        .reinforce_fact(cx.namespace(), &input.id, boost)
+        .await?;
+    Ok(FactOutput { fact })
 }
 
 // ---------- semantic_supersede ----------
@@ -449,26 +401,20 @@ pub struct SupersedeOutput {
     pub new: Fact,
 }
 
-pub struct Supersede;
+operation!(Supersede = "semantic_supersede", SupersedeInput => SupersedeOutput, semantic_supersede);
 
-impl Operation for Supersede {
-    const NAME: &'static str = "semantic_supersede";
-    type Input = SupersedeInput;
-    type Output = SupersedeOutput;
-
-    async fn run(cx: OpCtx, input: SupersedeInput) -> Result<SupersedeOutput, OpError> {
-        check_id("id", &input.id)?;
-        let new = input.new.prepare(&cx).map_err(|e| match e {
-            OpError::InvalidInput(m) => OpError::invalid(format!("new: {m}")),
-            other => other,
-        })?;
-        let (old, new) = cx
-            .app
-            .store()
-            .supersede_fact(cx.namespace(), &cx.session.id, &input.id, new)
-            .await?;
-        Ok(SupersedeOutput { old, new })
-    }
+async fn semantic_supersede(cx: OpCtx, input: SupersedeInput) -> Result<SupersedeOutput, OpError> {
+    check_id("id", &input.id)?;
+    let new = input.new.prepare(&cx).map_err(|e| match e {
+        OpError::InvalidInput(m) => OpError::invalid(format!("new: {m}")),
+        other => other,
+    })?;
+    let (old, new) = cx
+        .app
+        .store()
+        .supersede_fact(cx.namespace(), &cx.session.id, &input.id, new)
+        .await?;
+    Ok(SupersedeOutput { old, new })
 }
 
 // ---------- semantic_history ----------
@@ -479,20 +425,14 @@ pub struct HistoryOutput {
     pub versions: Vec<Fact>,
 }
 
-pub struct History;
+operation!(History = "semantic_history", IdInput => HistoryOutput, semantic_history);
 
-impl Operation for History {
-    const NAME: &'static str = "semantic_history";
-    type Input = IdInput;
-    type Output = HistoryOutput;
-
-    async fn run(cx: OpCtx, input: IdInput) -> Result<HistoryOutput, OpError> {
-        check_id("id", &input.id)?;
-        let versions = cx
-            .app
-            .store()
-            .fact_history(cx.namespace(), &input.id)
-            .await?;
-        Ok(HistoryOutput { versions })
-    }
+async fn semantic_history(cx: OpCtx, input: IdInput) -> Result<HistoryOutput, OpError> {
+    check_id("id", &input.id)?;
+    let versions = cx
+        .app
+        .store()
+        .fact_history(cx.namespace(), &input.id)
+        .await?;
+    Ok(HistoryOutput { versions })
 }

@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{OpCtx, Operation};
+use super::OpCtx;
 use crate::catalog::catalog;
 use crate::error::OpError;
 
@@ -37,27 +37,21 @@ pub struct OpenOutput {
     pub idle_expiry_secs: u64,
 }
 
-pub struct Open;
+operation!(Open = "session_open", OpenInput => OpenOutput, session_open);
 
-impl Operation for Open {
-    const NAME: &'static str = "session_open";
-    type Input = OpenInput;
-    type Output = OpenOutput;
-
-    async fn run(cx: OpCtx, _: OpenInput) -> Result<OpenOutput, OpError> {
-        let session = cx.app.new_session_with_tools(cx.session.tools());
-        session.set_namespace(cx.namespace().to_string());
-        let handle = cx
-            .app
-            .handles()
-            .open(session)
-            .map_err(|e| OpError::Unavailable(e.to_string()))?;
-        Ok(OpenOutput {
-            session: handle,
-            namespace: cx.namespace().to_string(),
-            idle_expiry_secs: cx.app.config().handle_idle_secs,
-        })
-    }
+async fn session_open(cx: OpCtx, _: OpenInput) -> Result<OpenOutput, OpError> {
+    let session = cx.app.new_session_with_tools(cx.session.tools());
+    session.set_namespace(cx.namespace().to_string());
+    let handle = cx
+        .app
+        .handles()
+        .open(session)
+        .map_err(|e| OpError::Unavailable(e.to_string()))?;
+    Ok(OpenOutput {
+        session: handle,
+        namespace: cx.namespace().to_string(),
+        idle_expiry_secs: cx.app.config().handle_idle_secs,
+    })
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -77,31 +71,25 @@ pub struct InfoOutput {
     pub server_version: String,
 }
 
-pub struct Info;
+operation!(Info = "session_info", InfoInput => InfoOutput, session_info);
 
-impl Operation for Info {
-    const NAME: &'static str = "session_info";
-    type Input = InfoInput;
-    type Output = InfoOutput;
-
-    async fn run(cx: OpCtx, _: InfoInput) -> Result<InfoOutput, OpError> {
-        let sel = cx.session.tools();
-        Ok(InfoOutput {
-            session_id: cx.session.id.clone(),
-            handle: cx.session.handle().map(str::to_string),
-            namespace: cx.namespace().to_string(),
-            started_at: crate::model::micros_to_datetime(cx.session.created_at),
-            tools: catalog()
-                .operations
-                .iter()
-                .filter(|o| sel.includes(o))
-                .map(|o| o.name.clone())
-                .collect(),
-            enabled_layers: sel.layers.into_iter().collect(),
-            scratch_keys: cx.session.scratch().len(),
-            server_version: env!("CARGO_PKG_VERSION").to_string(),
-        })
-    }
+async fn session_info(cx: OpCtx, _: InfoInput) -> Result<InfoOutput, OpError> {
+    let sel = cx.session.tools();
+    Ok(InfoOutput {
+        session_id: cx.session.id.clone(),
+        handle: cx.session.handle().map(str::to_string),
+        namespace: cx.namespace().to_string(),
+        started_at: crate::model::micros_to_datetime(cx.session.created_at),
+        tools: catalog()
+            .operations
+            .iter()
+            .filter(|o| sel.includes(o))
+            .map(|o| o.name.clone())
+            .collect(),
+        enabled_layers: sel.layers.into_iter().collect(),
+        scratch_keys: cx.session.scratch().len(),
+        server_version: env!("CARGO_PKG_VERSION").to_string(),
+    })
 }
 
 /// A kept value back from its JSON text (written by `serde_json`, so it parses).
@@ -137,51 +125,45 @@ pub struct ScratchSetOutput {
     pub replaced: bool,
 }
 
-pub struct ScratchSet;
+operation!(ScratchSet = "session_scratch_set", ScratchSetInput => ScratchSetOutput, session_scratch_set);
 
-impl Operation for ScratchSet {
-    const NAME: &'static str = "session_scratch_set";
-    type Input = ScratchSetInput;
-    type Output = ScratchSetOutput;
-
-    async fn run(cx: OpCtx, input: ScratchSetInput) -> Result<ScratchSetOutput, OpError> {
-        check_key(&input.key)?;
-        let limits = cx.limits();
-        let text = serde_json::to_string(&input.value)
-            .map_err(|e| OpError::invalid(format!("`value` cannot be kept: {e}")))?;
-        let size = text.len();
-        if size > limits.max_scratch_value_bytes {
-            return Err(OpError::invalid(format!(
-                "`value` is {size} bytes of JSON, over the limit of {}: store large things as memories instead",
-                limits.max_scratch_value_bytes
-            )));
-        }
-        let mut scratch = cx.session.scratch();
-        if !scratch.contains_key(&input.key) && scratch.len() >= limits.max_scratch_keys {
-            return Err(OpError::invalid(format!(
-                "this session already holds {} scratch keys, the limit: clear some with session_scratch_clear",
-                limits.max_scratch_keys
-            )));
-        }
-        let held: usize = scratch
-            .iter()
-            .filter(|(k, _)| **k != input.key)
-            .map(|(k, v)| k.len() + v.len())
-            .sum();
-        if held + input.key.len() + size > limits.max_scratch_bytes {
-            return Err(OpError::invalid(format!(
-                "this session's scratch holds {held} bytes; adding {} would pass its limit of {} bytes: \
-                 clear keys with session_scratch_clear, or store large things as memories",
-                input.key.len() + size,
-                limits.max_scratch_bytes
-            )));
-        }
-        let replaced = scratch.insert(input.key.clone(), text).is_some();
-        Ok(ScratchSetOutput {
-            key: input.key,
-            replaced,
-        })
+async fn session_scratch_set(cx: OpCtx, input: ScratchSetInput) -> Result<ScratchSetOutput, OpError> {
+    check_key(&input.key)?;
+    let limits = cx.limits();
+    let text = serde_json::to_string(&input.value)
+        .map_err(|e| OpError::invalid(format!("`value` cannot be kept: {e}")))?;
+    let size = text.len();
+    if size > limits.max_scratch_value_bytes {
+        return Err(OpError::invalid(format!(
+            "`value` is {size} bytes of JSON, over the limit of {}: store large things as memories instead",
+            limits.max_scratch_value_bytes
+        )));
     }
+    let mut scratch = cx.session.scratch();
+    if !scratch.contains_key(&input.key) && scratch.len() >= limits.max_scratch_keys {
+        return Err(OpError::invalid(format!(
+            "this session already holds {} scratch keys, the limit: clear some with session_scratch_clear",
+            limits.max_scratch_keys
+        )));
+    }
+    let held: usize = scratch
+        .iter()
+        .filter(|(k, _)| **k != input.key)
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    if held + input.key.len() + size > limits.max_scratch_bytes {
+        return Err(OpError::invalid(format!(
+            "this session's scratch holds {held} bytes; adding {} would pass its limit of {} bytes: \
+             clear keys with session_scratch_clear, or store large things as memories",
+            input.key.len() + size,
+            limits.max_scratch_bytes
+        )));
+    }
+    let replaced = scratch.insert(input.key.clone(), text).is_some();
+    Ok(ScratchSetOutput {
+        key: input.key,
+        replaced,
+    })
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -201,26 +183,20 @@ pub struct ScratchGetOutput {
     pub value: Value,
 }
 
-pub struct ScratchGet;
+operation!(ScratchGet = "session_scratch_get", ScratchGetInput => ScratchGetOutput, session_scratch_get);
 
-impl Operation for ScratchGet {
-    const NAME: &'static str = "session_scratch_get";
-    type Input = ScratchGetInput;
-    type Output = ScratchGetOutput;
-
-    async fn run(cx: OpCtx, input: ScratchGetInput) -> Result<ScratchGetOutput, OpError> {
-        check_key(&input.key)?;
-        let value = cx
-            .session
-            .scratch()
-            .get(&input.key)
-            .map(|text| parse_kept(text));
-        Ok(ScratchGetOutput {
-            key: input.key,
-            found: value.is_some(),
-            value: value.unwrap_or(Value::Null),
-        })
-    }
+async fn session_scratch_get(cx: OpCtx, input: ScratchGetInput) -> Result<ScratchGetOutput, OpError> {
+    check_key(&input.key)?;
+    let value = cx
+        .session
+        .scratch()
+        .get(&input.key)
+        .map(|text| parse_kept(text));
+    Ok(ScratchGetOutput {
+        key: input.key,
+        found: value.is_some(),
+        value: value.unwrap_or(Value::Null),
+    })
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -246,27 +222,21 @@ pub struct ScratchListOutput {
     pub entries: Vec<ScratchEntry>,
 }
 
-pub struct ScratchList;
+operation!(ScratchList = "session_scratch_list", ScratchListInput => ScratchListOutput, session_scratch_list);
 
-impl Operation for ScratchList {
-    const NAME: &'static str = "session_scratch_list";
-    type Input = ScratchListInput;
-    type Output = ScratchListOutput;
-
-    async fn run(cx: OpCtx, input: ScratchListInput) -> Result<ScratchListOutput, OpError> {
-        let prefix = input.prefix.unwrap_or_default();
-        let entries = cx
-            .session
-            .scratch()
-            .iter()
-            .filter(|(k, _)| k.starts_with(&prefix))
-            .map(|(k, v)| ScratchEntry {
-                key: k.clone(),
-                value: parse_kept(v),
-            })
-            .collect();
-        Ok(ScratchListOutput { entries })
-    }
+async fn session_scratch_list(cx: OpCtx, input: ScratchListInput) -> Result<ScratchListOutput, OpError> {
+    let prefix = input.prefix.unwrap_or_default();
+    let entries = cx
+        .session
+        .scratch()
+        .iter()
+        .filter(|(k, _)| k.starts_with(&prefix))
+        .map(|(k, v)| ScratchEntry {
+            key: k.clone(),
+            value: parse_kept(v),
+        })
+        .collect();
+    Ok(ScratchListOutput { entries })
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -288,27 +258,21 @@ pub struct ScratchClearOutput {
     pub cleared: usize,
 }
 
-pub struct ScratchClear;
+operation!(ScratchClear = "session_scratch_clear", ScratchClearInput => ScratchClearOutput, session_scratch_clear);
 
-impl Operation for ScratchClear {
-    const NAME: &'static str = "session_scratch_clear";
-    type Input = ScratchClearInput;
-    type Output = ScratchClearOutput;
-
-    async fn run(cx: OpCtx, input: ScratchClearInput) -> Result<ScratchClearOutput, OpError> {
-        let mut scratch = cx.session.scratch();
-        let before = scratch.len();
-        match (input.keys, input.prefix) {
-            (None, None) => scratch.clear(),
-            (keys, prefix) => {
-                let keys = keys.unwrap_or_default();
-                scratch.retain(|k, _| {
-                    !(keys.contains(k) || prefix.as_deref().is_some_and(|p| k.starts_with(p)))
-                });
-            }
+async fn session_scratch_clear(cx: OpCtx, input: ScratchClearInput) -> Result<ScratchClearOutput, OpError> {
+    let mut scratch = cx.session.scratch();
+    let before = scratch.len();
+    match (input.keys, input.prefix) {
+        (None, None) => scratch.clear(),
+        (keys, prefix) => {
+            let keys = keys.unwrap_or_default();
+            scratch.retain(|k, _| {
+                !(keys.contains(k) || prefix.as_deref().is_some_and(|p| k.starts_with(p)))
+            });
         }
-        Ok(ScratchClearOutput {
-            cleared: before - scratch.len(),
-        })
     }
+    Ok(ScratchClearOutput {
+        cleared: before - scratch.len(),
+    })
 }
