@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::listing::{Keyset, Offsets, Page, Paged, Window, check_batch};
+use super::listing::{Keyset, Offsets, Page, Window, check_batch};
 use super::{
     OpCtx, check_metadata, check_text, check_unit, normalize_tags, page_size,
 };
@@ -166,12 +166,6 @@ pub struct RecallInput {
     pub page: Page,
 }
 
-impl Paged for RecallInput {
-    fn page(&mut self) -> &mut Page {
-        &mut self.page
-    }
-}
-
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct RecallHit {
     /// Relevance (BM25); higher is better. Comparable within one answer only.
@@ -194,7 +188,7 @@ pub struct RecallOutput {
 operation!(Recall = "episodic_recall", RecallInput => RecallOutput, episodic_recall, degraded);
 
 async fn episodic_recall(cx: OpCtx, mut input: RecallInput) -> Result<RecallOutput, OpError> {
-    let page = Offsets::start(&cx, &mut input)?;
+    let page = Offsets::start(&cx, &mut input, |i| &mut i.page)?;
     check_text("query", &input.query, cx.limits().max_query_bytes)?;
     let f = filter(&cx, input.window, input.min_importance)?;
     let matcher = Matcher::words(&input.query).ok_or_else(|| {
@@ -284,16 +278,10 @@ pub struct ListInput {
     pub page: Page,
 }
 
-impl Paged for ListInput {
-    fn page(&mut self) -> &mut Page {
-        &mut self.page
-    }
-}
-
 operation!(List = "episodic_list", ListInput => EventsOutput, episodic_list);
 
 async fn episodic_list(cx: OpCtx, mut input: ListInput) -> Result<EventsOutput, OpError> {
-    let page = Keyset::start(&cx, &mut input)?;
+    let page = Keyset::start(&cx, &mut input, |i| &mut i.page)?;
     let order = match input.order {
         ListOrder::Asc => Order::Asc,
         ListOrder::Desc => Order::Desc,

@@ -113,13 +113,54 @@ mod named {
     );
 }
 
-/// Inputs that are paged: how to reach their [`Page`], and their budget.
-pub trait Paged: Serialize {
-    fn page(&mut self) -> &mut Page;
+/// The page arguments an input embeds: a list's [`Page`], or a search's
+/// [`HitPage`] with its budget.
+pub trait PageArgs {
+    fn split(&mut self) -> (&mut Page, Option<usize>);
+}
 
-    fn max_chars(&self) -> Option<usize> {
-        None
+impl PageArgs for Page {
+    fn split(&mut self) -> (&mut Page, Option<usize>) {
+        (self, None)
     }
+}
+
+impl PageArgs for HitPage {
+    fn split(&mut self) -> (&mut Page, Option<usize>) {
+        (&mut self.page, self.max_chars)
+    }
+}
+
+/// Takes the cursor out of `input` (it is not part of what defines the list)
+/// and returns it with the page size, the budget and the fingerprint of the
+/// remaining arguments, which a cursor must match.
+fn take_page<I: Serialize, P: PageArgs>(
+    cx: &OpCtx,
+    input: &mut I,
+    page: fn(&mut I) -> &mut P,
+) -> Result<(Option<String>, usize, Option<usize>, String), OpError> {
+    let (args, max_chars) = page(input).split();
+    let limit = page_size(args.limit, cx.limits())?;
+    let cursor_arg = args.cursor.take();
+    check_max_chars(max_chars)?;
+    Ok((cursor_arg, limit, max_chars, cursor::fingerprint(&*input)))
+}
+
+/// Decodes a cursor of ours and checks it continues a call with these arguments.
+fn resume<C: for<'de> Deserialize<'de>>(
+    cx: &OpCtx,
+    cursor_arg: Option<String>,
+    fingerprint: &str,
+    fingerprint_of: impl Fn(&C) -> &str,
+) -> Result<Option<C>, OpError> {
+    let Some(c) = cursor_arg else {
+        return Ok(None);
+    };
+    let c: C = cursor::decode(cx, &c)?;
+    if fingerprint_of(&c) != fingerprint {
+        return Err(cursor::mismatch());
+    }
+    Ok(Some(c))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -154,22 +195,14 @@ pub struct PageOf<T> {
 impl Offsets {
     /// Checks the page size and budget, takes the cursor out of `input` and
     /// resumes it: a cursor only continues a call with the same arguments.
-    pub fn start(cx: &OpCtx, input: &mut impl Paged) -> Result<Offsets, OpError> {
-        let max_chars = input.max_chars();
-        check_max_chars(max_chars)?;
-        let limit = page_size(input.page().limit, cx.limits())?;
-        let cursor_arg = input.page().cursor.take();
-        let fingerprint = cursor::fingerprint(&*input);
-        let offset = match cursor_arg {
-            None => 0,
-            Some(c) => {
-                let c: OffsetCursor = cursor::decode(cx, &c)?;
-                if c.f != fingerprint {
-                    return Err(cursor::mismatch());
-                }
-                c.o
-            }
-        };
+    pub fn start<I: Serialize, P: PageArgs>(
+        cx: &OpCtx,
+        input: &mut I,
+        page: fn(&mut I) -> &mut P,
+    ) -> Result<Offsets, OpError> {
+        let (cursor_arg, limit, max_chars, fingerprint) = take_page(cx, input, page)?;
+        let resumed = resume(cx, cursor_arg, &fingerprint, |c: &OffsetCursor| &c.f)?;
+        let offset = resumed.map_or(0, |c| c.o);
         Ok(Offsets {
             offset,
             limit,
@@ -209,20 +242,14 @@ pub struct Keyset {
 }
 
 impl Keyset {
-    pub fn start(cx: &OpCtx, input: &mut impl Paged) -> Result<Keyset, OpError> {
-        let limit = page_size(input.page().limit, cx.limits())?;
-        let cursor_arg = input.page().cursor.take();
-        let fingerprint = cursor::fingerprint(&*input);
-        let after = match cursor_arg {
-            None => None,
-            Some(c) => {
-                let c: KeysetCursor = cursor::decode(cx, &c)?;
-                if c.f != fingerprint {
-                    return Err(cursor::mismatch());
-                }
-                Some((c.t, c.id))
-            }
-        };
+    pub fn start<I: Serialize>(
+        cx: &OpCtx,
+        input: &mut I,
+        page: fn(&mut I) -> &mut Page,
+    ) -> Result<Keyset, OpError> {
+        let (cursor_arg, limit, _, fingerprint) = take_page(cx, input, page)?;
+        let resumed = resume(cx, cursor_arg, &fingerprint, |c: &KeysetCursor| &c.f)?;
+        let after = resumed.map(|c| (c.t, c.id));
         Ok(Keyset {
             after,
             limit,

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::listing::{HitPage, Offsets, Page, Paged, Span, Window, off_runtime};
+use super::listing::{HitPage, Offsets, Span, Window, off_runtime};
 use super::semantic::check_id;
 use super::{OpCtx, Operation, check_text, check_unit, normalize_tags};
 use crate::error::OpError;
@@ -150,30 +150,45 @@ fn answer(cx: &OpCtx, page: Offsets, found: Found) -> SearchOutput {
     }
 }
 
-/// A fact search by a query: checks the query, builds its matcher, and
-/// answers one page.
-async fn run_fact_search<I: Paged>(
-    cx: OpCtx,
-    mut input: I,
-    query: impl FnOnce(&mut I) -> (&str, &mut Window, &FactScope),
+/// The checked arguments of a fact search by a query.
+struct Prepared {
+    matcher: Matcher,
+    span: Span,
+}
+
+/// Checks a fact search's query, filters and scope, and builds its matcher.
+fn prepare(
+    cx: &OpCtx,
+    input: &mut SearchInput,
     matcher: impl FnOnce(&str) -> Result<Option<Matcher>, OpError>,
-) -> Result<SearchOutput, OpError> {
-    let page = Offsets::start(&cx, &mut input)?;
-    let (text, window, scope) = query(&mut input);
-    check_text("query", text, cx.limits().max_query_bytes)?;
-    let matcher = matcher(text)?.ok_or_else(|| {
+) -> Result<Prepared, OpError> {
+    check_text("query", &input.query, cx.limits().max_query_bytes)?;
+    let matcher = matcher(&input.query)?.ok_or_else(|| {
         OpError::invalid(
             "`query` has only very common words (like \"the\", \"of\"): add a word that names \
              what you are looking for, or use semantic_list with tags",
         )
     })?;
-    scope.check()?;
-    let span = std::mem::take(window).check(&cx)?;
-    let found = search_facts(&cx, matcher, (span, scope), None, (page.offset, page.limit)).await?;
-    Ok(answer(&cx, page, found))
+    input.scope.check()?;
+    let span = std::mem::take(&mut input.window).check(cx)?;
+    Ok(Prepared { matcher, span })
 }
 
-/// The arguments the text searches share.
+/// One page of a fact search ranked by the index.
+async fn ranked_page(
+    cx: &OpCtx,
+    page: Offsets,
+    mut input: SearchInput,
+    matcher: impl FnOnce(&str) -> Result<Option<Matcher>, OpError>,
+) -> Result<SearchOutput, OpError> {
+    let p = prepare(cx, &mut input, matcher)?;
+    let window = (page.offset, page.limit);
+    let found = search_facts(cx, p.matcher, (p.span, &input.scope), None, window).await?;
+    Ok(answer(cx, page, found))
+}
+
+// The arguments every fact search by a query shares. (Not a doc comment:
+// schemars would copy it into the inputs that flatten it.)
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 pub struct SearchInput {
     /// What to look for (see the tool's description).
@@ -184,16 +199,6 @@ pub struct SearchInput {
     pub scope: FactScope,
     #[serde(flatten)]
     pub page: HitPage,
-}
-
-impl Paged for SearchInput {
-    fn page(&mut self) -> &mut Page {
-        &mut self.page.page
-    }
-
-    fn max_chars(&self) -> Option<usize> {
-        self.page.max_chars
-    }
 }
 
 /// Which query language a `SearchInput` is read in.
@@ -228,14 +233,9 @@ macro_rules! text_search {
             type Input = SearchInput;
             type Output = SearchOutput;
 
-            async fn run(cx: OpCtx, input: SearchInput) -> Result<SearchOutput, OpError> {
-                run_fact_search(
-                    cx,
-                    input,
-                    |i| (&i.query, &mut i.window, &i.scope),
-                    |q| $style.matcher(q),
-                )
-                .await
+            async fn run(cx: OpCtx, mut input: SearchInput) -> Result<SearchOutput, OpError> {
+                let page = Offsets::start(&cx, &mut input, |i| &mut i.page)?;
+                ranked_page(&cx, page, input, |q| $style.matcher(q)).await
             }
 
             fn degraded(output: &SearchOutput) -> bool {
@@ -254,50 +254,30 @@ text_search!(SearchBoolean, "semantic_search_boolean", Style::Boolean);
 
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 pub struct FuzzyInput {
-    /// Words to look for, typos allowed ("postgress replcia").
-    pub query: String,
+    #[serde(flatten)]
+    pub search: SearchInput,
     /// Most edits (insert, delete, change, swap two letters) a word may be off
     /// by, 0 to 2. Default: 1 for words of 3-5 letters, 2 for longer words.
     #[serde(default)]
     pub max_distance: Option<u8>,
-    #[serde(flatten)]
-    pub window: Window,
-    #[serde(flatten)]
-    pub scope: FactScope,
-    #[serde(flatten)]
-    pub page: HitPage,
-}
-
-impl Paged for FuzzyInput {
-    fn page(&mut self) -> &mut Page {
-        &mut self.page.page
-    }
-
-    fn max_chars(&self) -> Option<usize> {
-        self.page.max_chars
-    }
 }
 
 operation!(SearchFuzzy = "semantic_search_fuzzy", FuzzyInput => SearchOutput, semantic_search_fuzzy, degraded);
 
-async fn semantic_search_fuzzy(cx: OpCtx, input: FuzzyInput) -> Result<SearchOutput, OpError> {
+async fn semantic_search_fuzzy(cx: OpCtx, mut input: FuzzyInput) -> Result<SearchOutput, OpError> {
     if input.max_distance.is_some_and(|d| d > 2) {
         return Err(OpError::invalid(
             "`max_distance` must be 0, 1 or 2: more edits match almost anything",
         ));
     }
+    let page = Offsets::start(&cx, &mut input, |i| &mut i.search.page)?;
     let distance = input.max_distance;
-    run_fact_search(
-        cx,
-        input,
-        |i| (&i.query, &mut i.window, &i.scope),
-        |q| {
-            Matcher::fuzzy(q, distance)
-                .map(Some)
-                .ok_or_else(|| OpError::invalid(ONLY_COMMON_WORDS))
-        },
-    )
-    .await
+    let fuzzy = |q: &str| {
+        Matcher::fuzzy(q, distance)
+            .map(Some)
+            .ok_or_else(|| OpError::invalid(ONLY_COMMON_WORDS))
+    };
+    ranked_page(&cx, page, input.search, fuzzy).await
 }
 
 // ---------- semantic_search_hybrid ----------
@@ -379,27 +359,11 @@ pub struct HybridComponents {
 
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 pub struct HybridInput {
-    /// What to look for, in natural words.
-    pub query: String,
+    #[serde(flatten)]
+    pub search: SearchInput,
     /// How to blend text relevance with recency, confidence and use (see defaults).
     #[serde(default)]
     pub weights: Option<HybridWeights>,
-    #[serde(flatten)]
-    pub window: Window,
-    #[serde(flatten)]
-    pub scope: FactScope,
-    #[serde(flatten)]
-    pub page: HitPage,
-}
-
-impl Paged for HybridInput {
-    fn page(&mut self) -> &mut Page {
-        &mut self.page.page
-    }
-
-    fn max_chars(&self) -> Option<usize> {
-        self.page.max_chars
-    }
 }
 
 operation!(SearchHybrid = "semantic_search_hybrid", HybridInput => SearchOutput, semantic_search_hybrid, degraded);
@@ -407,15 +371,12 @@ operation!(SearchHybrid = "semantic_search_hybrid", HybridInput => SearchOutput,
 async fn semantic_search_hybrid(cx: OpCtx, mut input: HybridInput) -> Result<SearchOutput, OpError> {
     let w = input.weights.unwrap_or_default();
     w.check()?;
-    let page = Offsets::start(&cx, &mut input)?;
-    check_text("query", &input.query, cx.limits().max_query_bytes)?;
-    let matcher =
-        Matcher::words(&input.query).ok_or_else(|| OpError::invalid(ONLY_COMMON_WORDS))?;
-    input.scope.check()?;
-    let span = input.window.check(&cx)?;
+    let page = Offsets::start(&cx, &mut input, |i| &mut i.search.page)?;
+    let mut search = input.search;
+    let p = prepare(&cx, &mut search, |q| Ok(Matcher::words(q)))?;
     // The blend re-ranks the best text matches, then pages through them.
     let candidates = (0, HYBRID_CANDIDATES);
-    let mut found = search_facts(&cx, matcher, (span, &input.scope), None, candidates).await?;
+    let mut found = search_facts(&cx, p.matcher, (p.span, &search.scope), None, candidates).await?;
     blend(&mut found.hits, &w, now_micros());
     found.more = found.hits.len() > page.offset + page.limit;
     found.hits = std::mem::take(&mut found.hits)
@@ -479,21 +440,11 @@ pub struct SimilarInput {
     pub page: HitPage,
 }
 
-impl Paged for SimilarInput {
-    fn page(&mut self) -> &mut Page {
-        &mut self.page.page
-    }
-
-    fn max_chars(&self) -> Option<usize> {
-        self.page.max_chars
-    }
-}
-
 operation!(Similar = "semantic_similar", SimilarInput => SearchOutput, semantic_similar, degraded);
 
 async fn semantic_similar(cx: OpCtx, mut input: SimilarInput) -> Result<SearchOutput, OpError> {
     check_id("id", &input.id)?;
-    let page = Offsets::start(&cx, &mut input)?;
+    let page = Offsets::start(&cx, &mut input, |i| &mut i.page)?;
     let source = cx.app.store().get_fact(cx.namespace(), &input.id).await?;
     let terms = cx
         .app
@@ -557,16 +508,6 @@ pub struct MemorySearchInput {
     pub page: HitPage,
 }
 
-impl Paged for MemorySearchInput {
-    fn page(&mut self) -> &mut Page {
-        &mut self.page.page
-    }
-
-    fn max_chars(&self) -> Option<usize> {
-        self.page.max_chars
-    }
-}
-
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct MemoryHit {
     /// Which layer the record lives in: read it with that layer's tools.
@@ -598,7 +539,7 @@ pub struct MemorySearchOutput {
 operation!(MemorySearch = "memory_search", MemorySearchInput => MemorySearchOutput, memory_search, degraded);
 
 async fn memory_search(cx: OpCtx, mut input: MemorySearchInput) -> Result<MemorySearchOutput, OpError> {
-    let page = Offsets::start(&cx, &mut input)?;
+    let page = Offsets::start(&cx, &mut input, |i| &mut i.page)?;
     check_text("query", &input.query, cx.limits().max_query_bytes)?;
     let layers = input.layers.unwrap_or_else(|| Layer::ALL.to_vec());
     if layers.is_empty() {

@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::listing::{Keyset, Page, Paged, Window, check_batch};
+use super::listing::{Keyset, Page, Window, check_batch};
 use super::search::FactScope;
 use super::{OpCtx, check_metadata, check_text, check_unit, normalize_tags};
 use crate::error::OpError;
@@ -262,12 +262,6 @@ pub struct ListInput {
     pub page: Page,
 }
 
-impl Paged for ListInput {
-    fn page(&mut self) -> &mut Page {
-        &mut self.page
-    }
-}
-
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct ListOutput {
     /// Newest first.
@@ -280,7 +274,7 @@ pub struct ListOutput {
 operation!(List = "semantic_list", ListInput => ListOutput, semantic_list);
 
 async fn semantic_list(cx: OpCtx, mut input: ListInput) -> Result<ListOutput, OpError> {
-    let page = Keyset::start(&cx, &mut input)?;
+    let page = Keyset::start(&cx, &mut input, |i| &mut i.page)?;
     input.scope.check()?;
     let span = input.window.check(&cx)?;
     let filter = FactFilter {
