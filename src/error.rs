@@ -1,4 +1,5 @@
-//! The one error type operations return, and how backend errors map onto it.
+//! The one error type operations return. (How backend errors map onto it is
+//! said where the backends meet: `app/errors.rs`.)
 //!
 //! Every variant's message is written for the agent that made the call: it says
 //! what was wrong and what to do instead. The MCP layer turns any `OpError` into a
@@ -62,7 +63,7 @@ impl OpError {
         OpError::Internal(format!(
             "{op} failed inside engram ({}); this has been reported in the server log. \
              Nothing you sent was wrong: retry, or try different arguments",
-            crate::ops::schema::truncate_chars(&what, 200)
+            truncate_chars(&what, 200)
         ))
     }
 }
@@ -78,18 +79,13 @@ impl OpError {
     }
 }
 
-impl From<crate::store::StoreError> for OpError {
-    fn from(e: crate::store::StoreError) -> Self {
-        match e {
-            crate::store::StoreError::NotFound(m) => OpError::NotFound(m),
-            crate::store::StoreError::Conflict(m) => OpError::Conflict(m),
-            other => OpError::Storage(other.to_string()),
-        }
+/// At most `max` characters of `s`, with an ellipsis when cut: how messages
+/// quote what they were sent.
+pub fn truncate_chars(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
     }
-}
-
-impl From<crate::search::SearchError> for OpError {
-    fn from(e: crate::search::SearchError) -> Self {
-        OpError::Search(e.to_string())
-    }
+    let mut head: String = s.chars().take(max).collect();
+    head.push('…');
+    head
 }

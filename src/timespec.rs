@@ -37,7 +37,7 @@ fn parse_at(input: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
     if !YEARS.contains(&chrono::Datelike::year(&t)) {
         return Err(format!(
             "time {:?} falls outside the years -9999 to 9999: give a nearer time",
-            crate::ops::schema::truncate_chars(input, MAX_TIME_CHARS)
+            crate::error::truncate_chars(input, MAX_TIME_CHARS)
         ));
     }
     Ok(t)
@@ -85,7 +85,7 @@ fn parse_unbounded(input: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Str
 }
 
 fn bad(input: &str) -> String {
-    let input = crate::ops::schema::truncate_chars(input, MAX_TIME_CHARS);
+    let input = crate::error::truncate_chars(input, MAX_TIME_CHARS);
     format!(
         "cannot read time {input:?}: use RFC 3339 (2026-11-24T09:30:00Z), a date (2026-11-24), \
          now, today, yesterday, or an offset such as '2h ago', '30m', '7d'"

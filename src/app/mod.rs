@@ -14,6 +14,7 @@
 //! cache's entries for its namespace and record kind stale, then is announced
 //! to resource watchers — all before the write's caller is answered.
 
+mod errors;
 mod guarded;
 
 pub use guarded::{CacheSummary, Health, Searched, StoreCall};

@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::listing::{Keyset, Offsets, Page, Window, check_batch};
+use super::listing::{Keyset, Offsets, Page, Window, check_batch, prepare_batch};
 use super::{
     OpCtx, check_metadata, check_text, check_unit, normalize_tags, page_size,
 };
@@ -132,14 +132,7 @@ pub struct RememberBatchOutput {
 operation!(RememberBatch = "episodic_remember_batch", RememberBatchInput => RememberBatchOutput, episodic_remember_batch);
 
 async fn episodic_remember_batch(cx: OpCtx, input: RememberBatchInput) -> Result<RememberBatchOutput, OpError> {
-    check_batch("events", &input.events, &cx)?;
-    let mut prepared = Vec::with_capacity(input.events.len());
-    for (i, e) in input.events.into_iter().enumerate() {
-        prepared.push(e.prepare(&cx).map_err(|err| match err {
-            OpError::InvalidInput(m) => OpError::invalid(format!("events[{i}]: {m}")),
-            other => other,
-        })?);
-    }
+    let prepared = prepare_batch(&cx, "events", input.events, |item| item.prepare(&cx))?;
     let events = cx
         .app
         .store()

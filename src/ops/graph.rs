@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::listing::check_batch;
+use super::listing::{Keyset, Offsets, check_batch};
 use super::{OpCtx, check_text, cursor, page_size};
 use crate::error::OpError;
 use crate::model::{Entity, RecordKind, Relation};
@@ -425,12 +425,6 @@ pub struct ReadGraphInput {
     pub entity_types: Vec<String>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct SeqCursor {
-    s: i64,
-    f: String,
-}
-
 operation!(ReadGraph = "read_graph", ReadGraphInput => GraphOutput, read_graph);
 
 async fn read_graph(cx: OpCtx, mut input: ReadGraphInput) -> Result<GraphOutput, OpError> {
@@ -439,17 +433,8 @@ async fn read_graph(cx: OpCtx, mut input: ReadGraphInput) -> Result<GraphOutput,
         .limit
         .map_or(Ok(limits.max_page_size), |l| page_size(Some(l), limits))?;
     let cursor_arg = input.cursor.take();
-    let fingerprint = cursor::fingerprint(&input);
-    let after = match cursor_arg {
-        None => 0,
-        Some(c) => {
-            let c: SeqCursor = cursor::decode(&cx, &c)?;
-            if c.f != fingerprint {
-                return Err(cursor::mismatch());
-            }
-            c.s
-        }
-    };
+    let page = Keyset::resume(&cx, cursor_arg, limit, cursor::fingerprint(&input))?;
+    let after = page.after.as_ref().map_or(0, |(seq, _)| *seq);
     let types = entity_types(input.entity_types)?;
     let store = cx.app.store();
     let (mut entities, seqs, mut relations, more) = store
@@ -469,15 +454,7 @@ async fn read_graph(cx: OpCtx, mut input: ReadGraphInput) -> Result<GraphOutput,
         // an imported file can have them), so the whole graph is read.
         relations.extend(store.dangling_relations(cx.namespace()).await?);
     }
-    let next_cursor = (more || cut).then(|| {
-        cursor::encode(
-            &cx,
-            &SeqCursor {
-                s: seqs[kept - 1],
-                f: fingerprint,
-            },
-        )
-    });
+    let next_cursor = (more || cut).then(|| page.cursor_after(&cx, (seqs[kept - 1], String::new())));
     let note = next_cursor.as_ref().map(|_| {
         format!(
             "The graph is larger than one answer ({kept} entities here). Call read_graph again with \
@@ -513,12 +490,6 @@ pub struct SearchNodesInput {
     pub entity_types: Vec<String>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct OffsetCursor {
-    o: usize,
-    f: String,
-}
-
 operation!(SearchNodes = "search_nodes", SearchNodesInput => GraphOutput, search_nodes);
 
 async fn search_nodes(cx: OpCtx, mut input: SearchNodesInput) -> Result<GraphOutput, OpError> {
@@ -526,17 +497,8 @@ async fn search_nodes(cx: OpCtx, mut input: SearchNodesInput) -> Result<GraphOut
     check_text("query", &input.query, limits.max_query_bytes)?;
     let limit = page_size(Some(input.limit.unwrap_or(DEFAULT_SEARCH_NODES)), limits)?;
     let cursor_arg = input.cursor.take();
-    let fingerprint = cursor::fingerprint(&input);
-    let offset = match cursor_arg {
-        None => 0,
-        Some(c) => {
-            let c: OffsetCursor = cursor::decode(&cx, &c)?;
-            if c.f != fingerprint {
-                return Err(cursor::mismatch());
-            }
-            c.o
-        }
-    };
+    let resumed = Offsets::resume(&cx, cursor_arg, limit, cursor::fingerprint(&input))?;
+    let offset = resumed.offset;
     let types = entity_types(input.entity_types)?;
     let wanted = offset + limit + 1;
     let mut ids: Vec<String> = Vec::new();
@@ -580,15 +542,7 @@ async fn search_nodes(cx: OpCtx, mut input: SearchNodesInput) -> Result<GraphOut
     let kept = fit_graph(&mut entities, &mut relations, limits.max_graph_answer_chars);
     let names: HashSet<&String> = entities.iter().map(|e| &e.name).collect();
     relations.retain(|r| names.contains(&r.from) || names.contains(&r.to));
-    let next_cursor = (more || kept < fetched).then(|| {
-        cursor::encode(
-            &cx,
-            &OffsetCursor {
-                o: offset + kept,
-                f: fingerprint,
-            },
-        )
-    });
+    let next_cursor = (more || kept < fetched).then(|| resumed.cursor_after(&cx, kept));
     let note = next_cursor.as_ref().map(|_| {
         "More entities match: call search_nodes again with `cursor` set to next_cursor."
             .to_string()

@@ -201,29 +201,44 @@ impl Offsets {
         page: fn(&mut I) -> &mut P,
     ) -> Result<Offsets, OpError> {
         let (cursor_arg, limit, max_chars, fingerprint) = take_page(cx, input, page)?;
+        let mut page = Offsets::resume(cx, cursor_arg, limit, fingerprint)?;
+        page.max_chars = max_chars;
+        Ok(page)
+    }
+
+    /// Resumes a page of arguments the caller took apart itself: `fingerprint`
+    /// is of the arguments without the cursor.
+    pub fn resume(
+        cx: &OpCtx,
+        cursor_arg: Option<String>,
+        limit: usize,
+        fingerprint: String,
+    ) -> Result<Offsets, OpError> {
         let resumed = resume(cx, cursor_arg, &fingerprint, |c: &OffsetCursor| &c.f)?;
-        let offset = resumed.map_or(0, |c| c.o);
         Ok(Offsets {
-            offset,
+            offset: resumed.map_or(0, |c| c.o),
             limit,
-            max_chars,
+            max_chars: None,
             fingerprint,
         })
+    }
+
+    /// The cursor that continues after `shown` more items.
+    pub fn cursor_after(self, cx: &OpCtx, shown: usize) -> String {
+        cursor::encode(
+            cx,
+            &OffsetCursor {
+                o: self.offset + shown,
+                f: self.fingerprint,
+            },
+        )
     }
 
     /// The answer to this page: `hits` cut to the budget, and a cursor when
     /// `more` hits exist past them or the budget cut some.
     pub fn finish<T: Serialize>(self, cx: &OpCtx, hits: Vec<T>, more: bool) -> PageOf<T> {
         let (hits, truncated) = fit_budget(hits, self.max_chars);
-        let next_cursor = (more || truncated).then(|| {
-            cursor::encode(
-                cx,
-                &OffsetCursor {
-                    o: self.offset + hits.len(),
-                    f: self.fingerprint,
-                },
-            )
-        });
+        let next_cursor = (more || truncated).then(|| self.cursor_after(cx, hits.len()));
         PageOf {
             hits,
             truncated,
@@ -248,13 +263,35 @@ impl Keyset {
         page: fn(&mut I) -> &mut Page,
     ) -> Result<Keyset, OpError> {
         let (cursor_arg, limit, _, fingerprint) = take_page(cx, input, page)?;
+        Keyset::resume(cx, cursor_arg, limit, fingerprint)
+    }
+
+    /// Resumes a page of arguments the caller took apart itself: `fingerprint`
+    /// is of the arguments without the cursor.
+    pub fn resume(
+        cx: &OpCtx,
+        cursor_arg: Option<String>,
+        limit: usize,
+        fingerprint: String,
+    ) -> Result<Keyset, OpError> {
         let resumed = resume(cx, cursor_arg, &fingerprint, |c: &KeysetCursor| &c.f)?;
-        let after = resumed.map(|c| (c.t, c.id));
         Ok(Keyset {
-            after,
+            after: resumed.map(|c| (c.t, c.id)),
             limit,
             fingerprint,
         })
+    }
+
+    /// The cursor that resumes after the item with this (time, id) key.
+    pub fn cursor_after(self, cx: &OpCtx, (t, id): (Micros, String)) -> String {
+        cursor::encode(
+            cx,
+            &KeysetCursor {
+                t,
+                id,
+                f: self.fingerprint,
+            },
+        )
     }
 
     /// Cuts `items` (fetched with `limit + 1`) to the page, and the cursor
@@ -269,15 +306,8 @@ impl Keyset {
             return None;
         }
         items.truncate(self.limit);
-        let (t, id) = key(items.last()?);
-        Some(cursor::encode(
-            cx,
-            &KeysetCursor {
-                t,
-                id,
-                f: self.fingerprint,
-            },
-        ))
+        let last = key(items.last()?);
+        Some(self.cursor_after(cx, last))
     }
 }
 
@@ -328,6 +358,27 @@ pub fn check_batch<T>(field: &str, items: &[T], cx: &OpCtx) -> Result<(), OpErro
         )));
     }
     Ok(())
+}
+
+/// Checks a batch and prepares every item first, naming the item that is
+/// wrong (`facts[3]: …`): a batch is written whole or not at all.
+pub fn prepare_batch<T, U>(
+    cx: &OpCtx,
+    field: &str,
+    items: Vec<T>,
+    prepare: impl Fn(T) -> Result<U, OpError>,
+) -> Result<Vec<U>, OpError> {
+    check_batch(field, &items, cx)?;
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            prepare(item).map_err(|err| match err {
+                OpError::InvalidInput(m) => OpError::invalid(format!("{field}[{i}]: {m}")),
+                other => other,
+            })
+        })
+        .collect()
 }
 
 /// Runs CPU-heavy answer building (snippets over long texts) on the blocking

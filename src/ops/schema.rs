@@ -240,15 +240,7 @@ pub fn quote(text: &str) -> String {
     format!("{head}… ({} bytes)", text.len())
 }
 
-/// At most `max` characters of `s`, with an ellipsis when cut.
-pub fn truncate_chars(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let mut head: String = s.chars().take(max).collect();
-    head.push('…');
-    head
-}
+pub use crate::error::truncate_chars;
 
 // ---------- wire forms: what clients are sent with each tool ----------
 //

@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::listing::{Keyset, Page, Window, check_batch};
+use super::listing::{Keyset, Page, Window, check_batch, prepare_batch};
 use super::search::FactScope;
 use super::{OpCtx, check_metadata, check_text, check_unit, normalize_tags};
 use crate::error::OpError;
@@ -114,14 +114,7 @@ pub struct StoreBatchOutput {
 operation!(StoreBatch = "semantic_store_batch", StoreBatchInput => StoreBatchOutput, semantic_store_batch);
 
 async fn semantic_store_batch(cx: OpCtx, input: StoreBatchInput) -> Result<StoreBatchOutput, OpError> {
-    check_batch("facts", &input.facts, &cx)?;
-    let mut prepared = Vec::with_capacity(input.facts.len());
-    for (i, f) in input.facts.into_iter().enumerate() {
-        prepared.push(f.prepare(&cx).map_err(|err| match err {
-            OpError::InvalidInput(m) => OpError::invalid(format!("facts[{i}]: {m}")),
-            other => other,
-        })?);
-    }
+    let prepared = prepare_batch(&cx, "facts", input.facts, |item| item.prepare(&cx))?;
     let facts = cx
         .app
         .store()
