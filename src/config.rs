@@ -100,23 +100,35 @@ pub struct Config {
 
 pub const DEFAULT_NAMESPACE: &str = "default";
 
+/// Defaults the command line and [`Config::new`] share (the README quotes
+/// them; `tests/registry.rs` checks it does so truly).
+pub mod defaults {
+    pub const TOOLS: &str = "core";
+    pub const INDEX_COMMIT_MS: u64 = 500;
+    pub const INDEX_COMMIT_DOCS: usize = 10_000;
+    pub const CACHE_CAPACITY: usize = 10_000;
+    pub const CACHE_MB: usize = 64;
+    pub const RATE_LIMIT: u32 = 5_000;
+    pub const RATE_BURST: u32 = 10_000;
+}
+
 impl Config {
     /// A configuration with defaults for everything but the data dir.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Config {
             data_dir: data_dir.into(),
             namespace: NamespaceMode::Fixed(DEFAULT_NAMESPACE.to_string()),
-            tools: "core".to_string(),
+            tools: defaults::TOOLS.to_string(),
             limits: Limits::default(),
             durability: Durability::Full,
-            index_commit_interval_ms: 500,
-            index_commit_max_docs: 10_000,
+            index_commit_interval_ms: defaults::INDEX_COMMIT_MS,
+            index_commit_max_docs: defaults::INDEX_COMMIT_DOCS,
             max_read_connections: 8,
             max_group_commit: 1024,
-            cache_capacity: 10_000,
-            cache_max_bytes: 64 * 1024 * 1024,
-            rate_limit_per_second: 5_000,
-            rate_limit_burst: 10_000,
+            cache_capacity: defaults::CACHE_CAPACITY,
+            cache_max_bytes: defaults::CACHE_MB * 1024 * 1024,
+            rate_limit_per_second: defaults::RATE_LIMIT,
+            rate_limit_burst: defaults::RATE_BURST,
             breaker_threshold: 3,
             breaker_open_ms: 5_000,
             search_timeout_ms: 5_000,
