@@ -13,82 +13,8 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use engram::Engine;
 use engram::config::Config;
 use engram::session::Session;
+use engram_bench::workload::{self, LOAD_BATCH, Rng};
 use serde_json::{Value, json};
-
-const WORDS: &[&str] = &[
-    "deploy",
-    "staging",
-    "postgres",
-    "redis",
-    "cache",
-    "latency",
-    "customer",
-    "invoice",
-    "billing",
-    "search",
-    "index",
-    "migration",
-    "rollback",
-    "incident",
-    "alert",
-    "kafka",
-    "schema",
-    "backup",
-    "token",
-    "session",
-    "timeout",
-    "retry",
-    "queue",
-    "worker",
-    "cluster",
-    "node",
-    "memory",
-    "leak",
-    "profile",
-    "release",
-    "feature",
-    "flag",
-    "review",
-    "design",
-    "meeting",
-    "budget",
-    "roadmap",
-    "kernel",
-    "network",
-    "certificate",
-    "password",
-    "dashboard",
-    "replica",
-    "failover",
-    "quota",
-    "tenant",
-    "webhook",
-    "scheduler",
-    "pipeline",
-    "artifact",
-];
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn words(&mut self, n: usize) -> String {
-        (0..n)
-            .map(|_| WORDS[self.below(WORDS.len())])
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-}
 
 /// One opened data dir holding `n` events, `n` facts and `n` entities.
 struct Fixture {
@@ -119,15 +45,11 @@ impl Fixture {
             _dir: dir,
         };
         let mut rng = Rng(0x5EED ^ n as u64);
-        for start in (0..n).step_by(1000) {
-            let k = 1000.min(n - start);
-            let events: Vec<Value> = (0..k)
-                .map(|_| json!({ "content": rng.words(12) }))
-                .collect();
+        for start in (0..n).step_by(LOAD_BATCH) {
+            let k = LOAD_BATCH.min(n - start);
+            let events = workload::records(&mut rng, k);
             fx.call("episodic_remember_batch", json!({ "events": events }));
-            let facts: Vec<Value> = (0..k)
-                .map(|_| json!({ "content": rng.words(12) }))
-                .collect();
+            let facts = workload::records(&mut rng, k);
             fx.call("semantic_store_batch", json!({ "facts": facts }));
             let entities: Vec<Value> = (start..start + k)
                 .map(|i| json!({ "name": format!("e{i}"), "entityType": "component", "observations": [rng.words(8), rng.words(8)] }))
@@ -155,8 +77,36 @@ impl Fixture {
     }
 }
 
-/// Makes the arguments of one call.
-type ArgsFn = Box<dyn Fn(&mut Rng) -> Value>;
+/// Every measured operation: (layer, operation).
+const OPS: &[(&str, &str)] = &[
+    ("episodic", "episodic_remember"),
+    ("episodic", "episodic_recall"),
+    ("episodic", "episodic_list"),
+    ("semantic", "semantic_store"),
+    ("semantic", "semantic_search"),
+    ("semantic", "semantic_search_fuzzy"),
+    ("semantic", "semantic_search_hybrid"),
+    ("semantic", "memory_search"),
+    ("graph", "search_nodes"),
+    ("graph", "open_nodes"),
+    ("graph", "graph_neighbors"),
+    ("discovery", "discover_tools"),
+];
+
+/// The arguments of one call of `op` on a fixture of `n` entities; a search
+/// is two random words unless said otherwise.
+fn args(op: &str, r: &mut Rng, n: usize) -> Value {
+    match op {
+        "episodic_remember" | "semantic_store" => json!({ "content": r.words(12) }),
+        "episodic_list" => json!({ "limit": 20, "order": "desc" }),
+        "semantic_search_fuzzy" => json!({ "query": format!("{}x", r.words(1)), "limit": 10 }),
+        "search_nodes" => json!({ "query": r.words(1), "limit": 10 }),
+        "open_nodes" => json!({ "names": [format!("e{}", r.below(n))] }),
+        "graph_neighbors" => json!({ "name": format!("e{}", r.below(n)), "depth": 2 }),
+        "discover_tools" => json!({ "detail": "name" }),
+        _ => json!({ "query": r.words(2), "limit": 10 }),
+    }
+}
 
 fn sizes() -> Vec<usize> {
     std::env::var("ENGRAM_BENCH_RECORDS")
@@ -170,72 +120,10 @@ fn layers(c: &mut Criterion) {
     for n in sizes() {
         let fx = Fixture::build(n);
         let mut rng = Rng(42);
-        let ops: Vec<(&str, &str, ArgsFn)> = vec![
-            (
-                "episodic",
-                "episodic_remember",
-                Box::new(|r| json!({ "content": r.words(12) })),
-            ),
-            (
-                "episodic",
-                "episodic_recall",
-                Box::new(|r| json!({ "query": r.words(2), "limit": 10 })),
-            ),
-            (
-                "episodic",
-                "episodic_list",
-                Box::new(|_| json!({ "limit": 20, "order": "desc" })),
-            ),
-            (
-                "semantic",
-                "semantic_store",
-                Box::new(|r| json!({ "content": r.words(12) })),
-            ),
-            (
-                "semantic",
-                "semantic_search",
-                Box::new(|r| json!({ "query": r.words(2), "limit": 10 })),
-            ),
-            (
-                "semantic",
-                "semantic_search_fuzzy",
-                Box::new(|r| json!({ "query": format!("{}x", r.words(1)), "limit": 10 })),
-            ),
-            (
-                "semantic",
-                "semantic_search_hybrid",
-                Box::new(|r| json!({ "query": r.words(2), "limit": 10 })),
-            ),
-            (
-                "semantic",
-                "memory_search",
-                Box::new(|r| json!({ "query": r.words(2), "limit": 10 })),
-            ),
-            (
-                "graph",
-                "search_nodes",
-                Box::new(|r| json!({ "query": r.words(1), "limit": 10 })),
-            ),
-            ("graph", "open_nodes", {
-                let n = fx.n;
-                Box::new(move |r: &mut Rng| json!({ "names": [format!("e{}", r.below(n))] }))
-            }),
-            ("graph", "graph_neighbors", {
-                let n = fx.n;
-                Box::new(
-                    move |r: &mut Rng| json!({ "name": format!("e{}", r.below(n)), "depth": 2 }),
-                )
-            }),
-            (
-                "discovery",
-                "discover_tools",
-                Box::new(|_| json!({ "detail": "name" })),
-            ),
-        ];
-        for (layer, op, args) in &ops {
+        for (layer, op) in OPS {
             let mut group = c.benchmark_group(*layer);
             group.bench_with_input(BenchmarkId::new(*op, n), &n, |b, _| {
-                b.iter(|| fx.call(op, args(&mut rng)))
+                b.iter(|| fx.call(op, args(op, &mut rng, fx.n)))
             });
             group.finish();
         }

@@ -21,65 +21,14 @@ use std::time::{Duration, Instant};
 use engram::Engine;
 use engram::config::Config;
 use engram::session::Session;
-use hdrhistogram::Histogram;
+use engram_bench::recorder::{histogram, record_since, summary};
+use engram_bench::workload::{self, Rng, Zipf};
 use serde_json::{Value, json};
 
 const VOCABULARY: usize = 3000;
 const WORDS_PER_FACT: usize = 12;
-const LOAD_BATCH: usize = 1000;
 
-/// xorshift64*: a seeded generator is all a fixture needs.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// Pronounceable made-up words ("kalomi"), so stemming leaves them alone.
-fn vocabulary() -> Vec<String> {
-    const SYLLABLES: &[&str] = &[
-        "ka", "lo", "mi", "ren", "tu", "sa", "vo", "ni", "bel", "qua", "dor", "fi", "gra", "hu",
-        "jet", "pol", "zan", "cre", "wy", "xo",
-    ];
-    SYLLABLES
-        .iter()
-        .flat_map(|a| SYLLABLES.iter().map(move |b| (a, b)))
-        .flat_map(|(a, b)| SYLLABLES.iter().map(move |c| format!("{a}{b}{c}")))
-        .take(VOCABULARY)
-        .collect()
-}
-
-/// Samples ranks with probability proportional to 1/rank (Zipf, s = 1).
-struct Zipf(Vec<f64>);
-
-impl Zipf {
-    fn new(n: usize) -> Self {
-        let mut acc = 0.0;
-        Zipf(
-            (1..=n)
-                .map(|r| {
-                    acc += 1.0 / r as f64;
-                    acc
-                })
-                .collect(),
-        )
-    }
-
-    fn sample(&self, rng: &mut Rng) -> usize {
-        let x = rng.unit() * self.0.last().copied().unwrap_or(1.0);
-        self.0.partition_point(|&c| c < x).min(self.0.len() - 1)
-    }
-}
-
+/// Zipf-distributed sentences and queries over a made-up vocabulary.
 struct Fixture {
     words: Vec<String>,
     zipf: Zipf,
@@ -87,6 +36,15 @@ struct Fixture {
 }
 
 impl Fixture {
+    /// The fixture every run of size `n` starts from (the same for cache off and on).
+    fn seeded(n: usize) -> Fixture {
+        Fixture {
+            words: workload::made_up_words(VOCABULARY),
+            zipf: Zipf::new(VOCABULARY),
+            rng: Rng(0x9e37_79b9_7f4a_7c15 ^ n as u64),
+        }
+    }
+
     fn sentence(&mut self, n: usize) -> String {
         (0..n)
             .map(|_| self.words[self.zipf.sample(&mut self.rng)].as_str())
@@ -98,7 +56,7 @@ impl Fixture {
     /// rare enough to rank.
     fn query(&mut self) -> String {
         let pick = |f: &mut Fixture| {
-            let r = 10 + (f.rng.next() % 500) as usize;
+            let r = 10 + (f.rng.next_u64() % 500) as usize;
             f.words[r].clone()
         };
         format!("{} {}", pick(self), pick(self))
@@ -135,9 +93,8 @@ impl Bench {
 
     async fn load(&self, fixture: &mut Fixture, n: usize) -> Duration {
         let started = Instant::now();
-        let mut left = n;
-        while left > 0 {
-            let batch = left.min(LOAD_BATCH);
+        let mut loaded = 0;
+        for batch in workload::batch_sizes(n) {
             let facts: Vec<Value> = (0..batch)
                 .map(|i| {
                     json!({
@@ -149,29 +106,14 @@ impl Bench {
                 .collect();
             self.call("semantic_store_batch", json!({ "facts": facts }))
                 .await;
-            left -= batch;
-            if (n - left).is_multiple_of(100_000) {
-                eprintln!("  loaded {} / {n}", n - left);
+            loaded += batch;
+            if loaded.is_multiple_of(100_000) {
+                eprintln!("  loaded {loaded} / {n}");
             }
         }
         self.app.app().search_index().flush().await.expect("flush");
         started.elapsed()
     }
-}
-
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
-}
-
-fn summary(h: &Histogram<u64>) -> Value {
-    let ms = |us: u64| us as f64 / 1000.0;
-    json!({
-        "count": h.len(),
-        "p50_ms": ms(h.value_at_quantile(0.50)),
-        "p95_ms": ms(h.value_at_quantile(0.95)),
-        "p99_ms": ms(h.value_at_quantile(0.99)),
-        "max_ms": ms(h.max()),
-    })
 }
 
 async fn search_latencies(b: &Bench, fixture: &mut Fixture, samples: usize) -> Value {
@@ -198,7 +140,7 @@ async fn search_latencies(b: &Bench, fixture: &mut Fixture, samples: usize) -> V
             let q = fixture.query();
             let started = Instant::now();
             b.call(op, args(&q)).await;
-            h.record(started.elapsed().as_micros().max(1) as u64).ok();
+            record_since(&mut h, started);
         }
         eprintln!(
             "  {op:<26} p50 {:>8.3} ms  p95 {:>8.3} ms  p99 {:>8.3} ms",
@@ -231,15 +173,11 @@ async fn mixed(b: &Bench, fixture: &mut Fixture, calls: usize) -> Value {
             let content = fixture.sentence(WORDS_PER_FACT);
             b.call("semantic_store", json!({ "content": content }))
                 .await;
-            writes
-                .record(started.elapsed().as_micros().max(1) as u64)
-                .ok();
+            record_since(&mut writes, started);
         } else {
             let q = &popular[pick.sample(&mut fixture.rng)];
             b.call("semantic_search", json!({ "query": q })).await;
-            reads
-                .record(started.elapsed().as_micros().max(1) as u64)
-                .ok();
+            record_since(&mut reads, started);
         }
     }
     let stats = b.call("meta_cache_stats", json!({})).await;
@@ -275,55 +213,13 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let mut runs = Vec::new();
-    for &n in &sizes {
-        eprintln!("semantic bench: {n} facts");
-        let run = rt.block_on(async {
-            let mut fixture = Fixture {
-                words: vocabulary(),
-                zipf: Zipf::new(VOCABULARY),
-                rng: Rng(0x9e37_79b9_7f4a_7c15 ^ n as u64),
-            };
-            // Cache off: every search is a real search.
-            let off = Bench::open(0).await;
-            let load = off.load(&mut fixture, n).await;
-            eprintln!("  loaded in {:.1} s", load.as_secs_f64());
-            let search = search_latencies(&off, &mut fixture, samples).await;
-            let q = fixture.query();
-            let rate_off = repeated(&off, &q, samples).await;
-            off.app.shutdown();
-            drop(off);
-            // The same data with the cache on.
-            let mut fixture_on = Fixture {
-                words: vocabulary(),
-                zipf: Zipf::new(VOCABULARY),
-                rng: Rng(0x9e37_79b9_7f4a_7c15 ^ n as u64),
-            };
-            let on = Bench::open(10_000).await;
-            on.load(&mut fixture_on, n).await;
-            let rate_on = repeated(&on, &q, samples * 10).await;
-            eprintln!(
-                "  repeated query: {rate_off:.0}/s cache off, {rate_on:.0}/s cache on ({:.1}x)",
-                rate_on / rate_off
-            );
-            let mix = mixed(&on, &mut fixture_on, samples * 10).await;
-            eprintln!(
-                "  mixed 90/10: search hit rate {:.1} %, search p50 {} ms p95 {} ms",
-                mix["search_hit_rate"].as_f64().unwrap_or(0.0) * 100.0,
-                mix["search"]["p50_ms"],
-                mix["search"]["p95_ms"],
-            );
-            on.app.shutdown();
-            json!({
-                "facts": n,
-                "load_seconds": load.as_secs_f64(),
-                "search": search,
-                "repeated_query_per_second": { "cache_off": rate_off, "cache_on": rate_on, "speedup": rate_on / rate_off },
-                "mixed": mix,
-            })
-        });
-        runs.push(run);
-    }
+    let runs: Vec<Value> = sizes
+        .iter()
+        .map(|&n| {
+            eprintln!("semantic bench: {n} facts");
+            rt.block_on(run(n, samples))
+        })
+        .collect();
     let out = json!({
         "bench": "semantic",
         "command": args.join(" "),
@@ -338,4 +234,43 @@ fn main() {
     std::fs::write(&path, serde_json::to_string_pretty(&out).expect("json"))
         .expect("write results");
     eprintln!("results: {path}");
+}
+
+/// One size: search latencies and the repeated query with the cache off, then
+/// the same data with the cache on for the repeated query and the mix.
+async fn run(n: usize, samples: usize) -> Value {
+    let mut fixture = Fixture::seeded(n);
+    // Cache off: every search is a real search.
+    let off = Bench::open(0).await;
+    let load = off.load(&mut fixture, n).await;
+    eprintln!("  loaded in {:.1} s", load.as_secs_f64());
+    let search = search_latencies(&off, &mut fixture, samples).await;
+    let q = fixture.query();
+    let rate_off = repeated(&off, &q, samples).await;
+    off.app.shutdown();
+    drop(off);
+    // The same data with the cache on.
+    let mut fixture_on = Fixture::seeded(n);
+    let on = Bench::open(10_000).await;
+    on.load(&mut fixture_on, n).await;
+    let rate_on = repeated(&on, &q, samples * 10).await;
+    eprintln!(
+        "  repeated query: {rate_off:.0}/s cache off, {rate_on:.0}/s cache on ({:.1}x)",
+        rate_on / rate_off
+    );
+    let mix = mixed(&on, &mut fixture_on, samples * 10).await;
+    eprintln!(
+        "  mixed 90/10: search hit rate {:.1} %, search p50 {} ms p95 {} ms",
+        mix["search_hit_rate"].as_f64().unwrap_or(0.0) * 100.0,
+        mix["search"]["p50_ms"],
+        mix["search"]["p95_ms"],
+    );
+    on.app.shutdown();
+    json!({
+        "facts": n,
+        "load_seconds": load.as_secs_f64(),
+        "search": search,
+        "repeated_query_per_second": { "cache_off": rate_off, "cache_on": rate_on, "speedup": rate_on / rate_off },
+        "mixed": mix,
+    })
 }

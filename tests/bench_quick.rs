@@ -1,47 +1,36 @@
 //! The load harness's smoke test: `engram-bench run all --quick` runs every
 //! named scenario against the real binary in seconds and writes its results,
-//! and `engram-bench report` renders them. It asserts that every scenario ran
-//! and reported, nothing about speed.
+//! and `engram-bench report` renders them. The harness runs in process (its
+//! library entry point, with this build's `engram` binary); it asserts that every
+//! scenario ran and reported, nothing about speed.
 
 use std::path::Path;
 use std::process::Command;
 
-const BENCH: &str = env!("CARGO_BIN_EXE_engram-bench");
 const ENGRAM: &str = env!("CARGO_BIN_EXE_engram");
 
 #[test]
 fn every_scenario_runs_and_reports_in_quick_mode() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("results");
-    let mut run = Command::new(BENCH);
-    run.args(["run", "all", "--quick", "--engram", ENGRAM, "--out"])
-        .arg(&out)
-        .arg("--work")
-        .arg(dir.path().join("work"));
+    let work = dir.path().join("work");
+    let mut args: Vec<String> = ["engram-bench", "run", "all", "--quick", "--engram", ENGRAM]
+        .map(String::from)
+        .to_vec();
+    args.extend(["--out".into(), path(&out), "--work".into(), path(&work)]);
     // Reuse the reference server tests/compat.rs installed, if it did.
     let reference = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("target/reference-memory-server/node_modules/@modelcontextprotocol/server-memory/dist/index.js");
     if reference.exists() {
-        run.arg("--reference").arg(&reference);
+        args.extend(["--reference".into(), path(&reference)]);
     }
     let npm = Command::new("npm")
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
-    let status = run.status().expect("run engram-bench");
+    let ran = engram_bench::run_args(&args);
 
-    let scenarios = [
-        "ladder",
-        "workflows",
-        "discovery",
-        "writes",
-        "recovery",
-        "memory",
-        "cache",
-        "reference",
-        "crashloop",
-    ];
-    for s in scenarios {
+    for s in engram_bench::scenarios::names() {
         let path = out.join("quick").join(format!("{s}.json"));
         let doc: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{s}: {e}")),
@@ -57,7 +46,7 @@ fn every_scenario_runs_and_reports_in_quick_mode() {
         assert!(doc["command"].as_str().unwrap().contains("--quick"));
     }
     if npm || reference.exists() {
-        assert!(status.success(), "engram-bench exited with {status}");
+        ran.expect("engram-bench run all --quick");
     }
     // Every call of the quick ladder succeeded.
     let ladder: serde_json::Value =
@@ -70,16 +59,7 @@ fn every_scenario_runs_and_reports_in_quick_mode() {
 
     let report = dir.path().join("REPORT.md");
     let plots = dir.path().join("plots");
-    let status = Command::new(BENCH)
-        .args(["report", "--results"])
-        .arg(&out)
-        .arg("--out")
-        .arg(&report)
-        .arg("--plots")
-        .arg(&plots)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    engram_bench::report::render(&out, &report, &plots).expect("render the report");
     let text = std::fs::read_to_string(&report).unwrap();
     for section in [
         "## Against the plan's targets",
@@ -99,4 +79,8 @@ fn every_scenario_runs_and_reports_in_quick_mode() {
         "a scenario is missing from the report"
     );
     assert!(plots.join("latency-vs-concurrency.svg").exists());
+}
+
+fn path(p: &Path) -> String {
+    p.to_str().expect("a UTF-8 temp path").to_string()
 }

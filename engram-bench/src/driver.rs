@@ -1,0 +1,419 @@
+//! The pieces every scenario uses: the real `engram` server as a child process
+//! (stdio or Streamable HTTP), real MCP client sessions (rmcp), calls timed into a
+//! `Recorder`, and the mixed workload driven over a session. Nothing here knows
+//! engram's internals: it speaks MCP.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use rmcp::model::CallToolRequestParams;
+use rmcp::service::RunningService;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
+
+use crate::recorder::{Outcome, Recorder};
+use crate::workload::{self, GRAPH_ENTITIES, Mix, Rng, entity};
+
+pub type Client = RunningService<RoleClient, ()>;
+
+/// A call slower than this counts as a timeout failure.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Session handshakes in flight at once when opening many sessions.
+const MAX_OPENING_SESSIONS: usize = 64;
+
+// ---------- the machine and the build ----------
+
+pub fn machine() -> Value {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let mem_kb: u64 = read("/proc/meminfo")
+        .lines()
+        .find(|l| l.starts_with("MemTotal"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    json!({
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu": cpu,
+        "memory_gib": (mem_kb as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+        "os": std::env::consts::OS,
+        "kernel": read("/proc/sys/kernel/osrelease").trim(),
+    })
+}
+
+/// The commit the results belong to (`git describe`), if run inside the repo.
+pub fn commit() -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+// ---------- the server under test ----------
+
+/// The engram binary next to this one (the same `target/<profile>/`), unless
+/// told otherwise.
+pub fn default_engram() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("engram")))
+        .unwrap_or_else(|| PathBuf::from("engram"))
+}
+
+/// Resident and peak resident memory of a process, in KiB (Linux /proc).
+pub fn rss_kb(pid: u32) -> (Option<u64>, Option<u64>) {
+    (status_kb(pid, "VmRSS:"), status_kb(pid, "VmHWM:"))
+}
+
+/// Resident memory split: (anonymous = heap and stacks, file-backed = mapped
+/// files such as the search index, which the kernel can drop and re-read), KiB.
+pub fn rss_split_kb(pid: u32) -> (Option<u64>, Option<u64>) {
+    (status_kb(pid, "RssAnon:"), status_kb(pid, "RssFile:"))
+}
+
+/// KiB as MB, for the results.
+pub fn mb(kb: Option<u64>) -> Option<f64> {
+    kb.map(|k| k as f64 / 1024.0)
+}
+
+fn status_kb(pid: u32, name: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+/// SIGKILL, as a crash would.
+pub fn kill_9(pid: u32) -> anyhow::Result<()> {
+    let status = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()?;
+    anyhow::ensure!(status.success(), "could not kill the server (pid {pid})");
+    Ok(())
+}
+
+/// Flags every server under test gets: quiet logs, no rate limit (the harness is
+/// the load), and every tool unless the scenario picks its own.
+fn base_args(extra: &[&str]) -> Vec<&'static str> {
+    let mut args = vec!["--log", "warn", "--rate-limit", "0"];
+    if !extra.contains(&"--tools") {
+        args.extend(["--tools", "all"]);
+    }
+    args
+}
+
+/// `engram serve --http 127.0.0.1:0`, killed on drop.
+pub struct HttpServer {
+    child: tokio::process::Child,
+    pub url: String,
+    pub pid: u32,
+}
+
+impl HttpServer {
+    pub async fn start(engram: &Path, data_dir: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        let mut cmd = tokio::process::Command::new(engram);
+        cmd.args(base_args(extra))
+            .args(extra)
+            .args(["serve", "--http", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot run {}", engram.display()))?;
+        let pid = child.id().ok_or_else(|| anyhow!("server exited at once"))?;
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("piped")).lines();
+        let url = loop {
+            let line = lines
+                .next_line()
+                .await?
+                .ok_or_else(|| anyhow!("engram exited before listening"))?;
+            if let Some(u) = line.split("listening on ").nth(1) {
+                break u.trim().to_string();
+            }
+        };
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(HttpServer { child, url, pid })
+    }
+
+    pub async fn session(&self) -> anyhow::Result<Client> {
+        Ok(
+            ().serve(StreamableHttpClientTransport::from_uri(self.url.clone()))
+                .await?,
+        )
+    }
+
+    /// Opens `n` sessions, at most `MAX_OPENING_SESSIONS` handshakes at a time.
+    pub async fn sessions(&self, n: usize) -> Sessions {
+        let gate = Arc::new(tokio::sync::Semaphore::new(MAX_OPENING_SESSIONS));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            let (url, gate) = (self.url.clone(), gate.clone());
+            tasks.spawn(async move {
+                let _permit = gate.acquire_owned().await.ok()?;
+                ().serve(StreamableHttpClientTransport::from_uri(url))
+                    .await
+                    .ok()
+            });
+        }
+        let opened: Vec<Arc<Client>> = tasks
+            .join_all()
+            .await
+            .into_iter()
+            .flatten()
+            .map(Arc::new)
+            .collect();
+        Sessions {
+            failed_to_open: n - opened.len(),
+            clients: opened,
+        }
+    }
+
+    pub fn rss_kb(&self) -> (Option<u64>, Option<u64>) {
+        rss_kb(self.pid)
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// Many sessions with one server, open until `close`.
+pub struct Sessions {
+    clients: Vec<Arc<Client>>,
+    /// Sessions whose handshake failed.
+    pub failed_to_open: usize,
+}
+
+impl Sessions {
+    pub fn len(&self) -> usize {
+        self.clients.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty()
+    }
+
+    /// Starts `work(i, session)` on every session at once; each task's
+    /// recorder is its result.
+    pub fn spawn<F, Fut>(&self, work: F) -> tokio::task::JoinSet<Recorder>
+    where
+        F: Fn(usize, Arc<Client>) -> Fut,
+        Fut: Future<Output = Recorder> + Send + 'static,
+    {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, c) in self.clients.iter().enumerate() {
+            tasks.spawn(work(i, c.clone()));
+        }
+        tasks
+    }
+
+    /// Ends every session no task holds any more.
+    pub async fn close(self) {
+        for c in self.clients {
+            if let Ok(c) = Arc::try_unwrap(c) {
+                let _ = c.cancel().await;
+            }
+        }
+    }
+}
+
+/// One MCP session over stdio with its own `engram serve`. Returns the client
+/// and the server's pid.
+pub async fn stdio_session(
+    engram: &Path,
+    data_dir: &Path,
+    extra: &[&str],
+) -> anyhow::Result<(Client, u32)> {
+    let mut cmd = tokio::process::Command::new(engram);
+    cmd.args(base_args(extra))
+        .args(extra)
+        .args(["serve", "--data-dir"])
+        .arg(data_dir);
+    child_session(cmd, Stdio::inherit())
+        .await
+        .with_context(|| format!("cannot run {}", engram.display()))
+}
+
+/// One MCP session over the stdio of the child `cmd` starts. Returns the client
+/// and the child's pid.
+pub async fn child_session(
+    cmd: tokio::process::Command,
+    stderr: Stdio,
+) -> anyhow::Result<(Client, u32)> {
+    let (transport, _) = TokioChildProcess::builder(cmd).stderr(stderr).spawn()?;
+    let pid = transport
+        .id()
+        .ok_or_else(|| anyhow!("server exited at once"))?;
+    let client = ().serve(transport).await?;
+    Ok((client, pid))
+}
+
+// ---------- calls ----------
+
+pub async fn call(client: &Client, name: &str, args: Value) -> Outcome {
+    let mut params = CallToolRequestParams::new(name.to_string());
+    if let Value::Object(map) = args {
+        params = params.with_arguments(map);
+    }
+    match tokio::time::timeout(CALL_TIMEOUT, client.call_tool(params)).await {
+        Err(_) => Outcome::Timeout,
+        Ok(Err(e)) => Outcome::Transport(e.to_string()),
+        Ok(Ok(r)) if r.is_error == Some(true) => Outcome::ToolError(
+            r.content
+                .iter()
+                .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        Ok(Ok(r)) => Outcome::Ok(r.structured_content.unwrap_or(Value::Null)),
+    }
+}
+
+/// Calls `name` and records what it cost in `rec` under `class`.
+pub async fn timed(
+    rec: &mut Recorder,
+    client: &Client,
+    name: &str,
+    class: &'static str,
+    args: Value,
+) -> Outcome {
+    let started = Instant::now();
+    let outcome = call(client, name, args).await;
+    rec.record(name, class, started.elapsed(), &outcome);
+    outcome
+}
+
+/// A call that must succeed (setup steps).
+pub async fn must(client: &Client, name: &str, args: Value) -> anyhow::Result<Value> {
+    call(client, name, args)
+        .await
+        .value()
+        .with_context(|| format!("{name} failed"))
+}
+
+// ---------- loading data ----------
+
+/// Writes `records` generated events in batches, reporting progress under
+/// `label` every 100,000.
+pub async fn load_events(
+    client: &Client,
+    rng: &mut Rng,
+    records: usize,
+    label: &str,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut written = 0;
+    for n in workload::batch_sizes(records) {
+        let events = workload::records(rng, n);
+        must(
+            client,
+            "episodic_remember_batch",
+            json!({ "events": events }),
+        )
+        .await?;
+        written += n;
+        if written.is_multiple_of(100_000) {
+            progress(format!(
+                "{label}: {written} / {records} ({:.0} s)",
+                started.elapsed().as_secs_f64()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Loads the data the mixed workload reads: events, facts, and a graph of
+/// `GRAPH_ENTITIES` entities in a ring with chords.
+pub async fn preload(client: &Client, records: usize, seed: u64) -> anyhow::Result<()> {
+    let mut rng = Rng(seed);
+    for n in workload::batch_sizes(records) {
+        let events = workload::records(&mut rng, n);
+        must(
+            client,
+            "episodic_remember_batch",
+            json!({ "events": events }),
+        )
+        .await?;
+        let facts = workload::records(&mut rng, n);
+        must(client, "semantic_store_batch", json!({ "facts": facts })).await?;
+    }
+    let entities: Vec<Value> = (0..GRAPH_ENTITIES)
+        .map(|i| json!({ "name": entity(i), "entityType": "component", "observations": [rng.words(8)] }))
+        .collect();
+    must(client, "create_entities", json!({ "entities": entities })).await?;
+    let relations: Vec<Value> = (0..GRAPH_ENTITIES)
+        .flat_map(|i| {
+            [
+                json!({ "from": entity(i), "to": entity((i + 1) % GRAPH_ENTITIES), "relationType": "calls" }),
+                json!({ "from": entity(i), "to": entity((i * 7 + 3) % GRAPH_ENTITIES), "relationType": "depends_on" }),
+            ]
+        })
+        .collect();
+    must(
+        client,
+        "create_relations",
+        json!({ "relations": relations }),
+    )
+    .await?;
+    Ok(())
+}
+
+// ---------- the mixed workload ----------
+
+/// Runs the mixed workload on `client` until `until` or `max_calls` calls:
+/// closed loop (next call when the last answers) or open loop at `rate` calls/s
+/// (latency measured from when each call was due, so a stalled server is not
+/// hidden).
+pub async fn drive(
+    client: &Client,
+    mix: Mix,
+    seed: u64,
+    until: Instant,
+    rate: Option<f64>,
+    max_calls: Option<u64>,
+) -> Recorder {
+    let mut rng = Rng(seed);
+    let mut rec = Recorder::default();
+    let start = Instant::now();
+    let mut k: u64 = 0;
+    while Instant::now() < until && max_calls.is_none_or(|m| k < m) {
+        let due = match rate {
+            Some(r) => {
+                let due = start + Duration::from_secs_f64(k as f64 / r);
+                tokio::time::sleep_until(due.into()).await;
+                due
+            }
+            None => Instant::now(),
+        };
+        k += 1;
+        let (op, args, class) = workload::next_call(&mut rng, mix);
+        let outcome = call(client, op, args).await;
+        rec.record(op, class, due.elapsed(), &outcome);
+    }
+    rec
+}
+
+/// Progress for long runs, on stderr.
+pub fn progress(msg: impl AsRef<str>) {
+    eprintln!("engram-bench: {}", msg.as_ref());
+}

@@ -1,0 +1,67 @@
+//! The load ladder: rungs of N concurrent Streamable HTTP sessions, each a real
+//! MCP session running the mixed workload against one preloaded server.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::Ctx;
+use crate::driver::{HttpServer, drive, mb, preload, progress};
+use crate::recorder::Recorder;
+use crate::workload::Mix;
+
+/// What `engram-bench scenarios` says of it.
+pub const ABOUT: &str =
+    "load ladder: concurrent HTTP sessions on a mixed workload (failure rate, p95 per rung)";
+
+pub async fn run(cx: &Ctx) -> anyhow::Result<Value> {
+    let rungs = cx.pick(&cx.opts.sessions, vec![10, 100, 1000, 5000], vec![2, 8]);
+    let seconds = cx.pick(&cx.opts.seconds, 10.0, 1.0);
+    let records = cx.pick(&cx.opts.records, 10_000, 200);
+    let mix = cx.mix()?;
+    let server = HttpServer::start(&cx.engram, &cx.dir("ladder"), &[]).await?;
+    let setup = server.session().await?;
+    progress(format!("ladder: preloading {records} events and facts"));
+    preload(&setup, records, cx.opts.seed).await?;
+    let _ = setup.cancel().await;
+    let mut out = Vec::new();
+    for &n in &rungs {
+        out.push(rung(cx, &server, n, seconds, mix).await);
+    }
+    server.stop().await;
+    Ok(
+        json!({ "mix": mix, "seconds_per_rung": seconds, "records": records, "rate": cx.opts.rate, "rungs": out }),
+    )
+}
+
+/// `n` sessions for `seconds` (or `--ops` calls in all).
+async fn rung(cx: &Ctx, server: &HttpServer, n: usize, seconds: f64, mix: Mix) -> Value {
+    progress(format!("ladder: {n} sessions, {seconds} s"));
+    let sessions = server.sessions(n).await;
+    let until = Instant::now() + Duration::from_secs_f64(seconds);
+    let per_session_rate = cx.opts.rate.map(|r| r / sessions.len().max(1) as f64);
+    let budget = cx.opts.ops.map(|total| total.div_ceil(n.max(1) as u64));
+    let seed = cx.opts.seed;
+    let started = Instant::now();
+    let tasks = sessions.spawn(|i, c| async move {
+        let seed = seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9);
+        drive(&c, mix, seed, until, per_session_rate, budget).await
+    });
+    let mut rec = Recorder::merged(tasks.join_all().await);
+    let elapsed = started.elapsed().as_secs_f64();
+    let connected = n - sessions.failed_to_open;
+    rec.add_failures("connect", sessions.failed_to_open);
+    let (rss, peak) = server.rss_kb();
+    sessions.close().await;
+    let mut rung = rec.to_json(elapsed);
+    rung["sessions"] = json!(n);
+    rung["connected"] = json!(connected);
+    rung["server_rss_mb"] = json!(mb(rss));
+    rung["server_peak_rss_mb"] = json!(mb(peak));
+    progress(format!(
+        "ladder: {n} sessions: {:.0} calls/s, failure rate {:.2} %",
+        rung["throughput_per_s"].as_f64().unwrap_or(0.0),
+        rung["failure_rate"].as_f64().unwrap_or(0.0) * 100.0
+    ));
+    rung
+}
