@@ -412,7 +412,7 @@ pub(super) fn semantic(page: &mut Page) -> anyhow::Result<()> {
         .filter_map(|c| c.as_str())
         .collect();
     page.line(format_args!(
-        "Through the pipeline in process (`AppState::call`), cache off, random 2-word queries over generated facts (`benches/semantic.rs`).\n\n```\n{}\n```\n",
+        "Through the pipeline in process (`Engine::call`), cache off, random 2-word queries over generated facts (`benches/semantic.rs`).\n\n```\n{}\n```\n",
         commands.join("\n")
     ));
     let runs = sem["runs"].as_array().cloned().unwrap_or_default();
