@@ -84,64 +84,16 @@ pub async fn import_server_memory(
     namespace: &str,
     input: impl BufRead,
 ) -> Result<ImportSummary, InteropError> {
-    let limits = &app.config().limits;
-    let mut summary = ImportSummary::default();
-    let mut entities: Vec<NewEntity> = Vec::new();
-    let mut by_name: HashMap<String, usize> = HashMap::new();
-    let mut relations = Vec::new();
-    for (i, line) in input.lines().enumerate() {
-        let line = line?;
-        let bad = |message: String| InteropError::Parse {
-            line: i + 1,
-            message,
-        };
-        if line.trim().is_empty() {
-            continue;
-        }
-        let value: serde_json::Value =
-            serde_json::from_str(&line).map_err(|e| bad(format!("not JSON: {e}")))?;
-        if !matches!(
-            value.get("type").and_then(|t| t.as_str()),
-            Some("entity" | "relation")
-        ) {
-            summary.skipped_lines += 1;
-            continue;
-        }
-        match serde_json::from_value::<Line>(value).map_err(|e| bad(e.to_string()))? {
-            Line::Entity {
-                name,
-                entity_type,
-                observations,
-            } => {
-                check_entity(&name, &entity_type, &observations, limits).map_err(bad)?;
-                match by_name.get(&name) {
-                    Some(&at) => entities[at].observations.extend(observations),
-                    None => {
-                        by_name.insert(name.clone(), entities.len());
-                        entities.push(NewEntity {
-                            name,
-                            entity_type,
-                            observations,
-                        });
-                    }
-                }
-            }
-            Line::Relation {
-                from,
-                to,
-                relation_type,
-            } => {
-                let relation = Relation {
-                    from,
-                    to,
-                    relation_type,
-                };
-                check_relation(&relation).map_err(bad)?;
-                relations.push(relation);
-            }
-        }
-    }
-
+    let ImportFile {
+        entities,
+        relations,
+        skipped_lines,
+        ..
+    } = ImportFile::read(input, &app.config().limits)?;
+    let mut summary = ImportSummary {
+        skipped_lines,
+        ..ImportSummary::default()
+    };
     let ns = namespace.to_string();
     let summary = app
         .store()
@@ -162,6 +114,91 @@ pub async fn import_server_memory(
         })
         .await?;
     Ok(summary)
+}
+
+/// A server-memory file read and checked, nothing stored yet.
+#[derive(Default)]
+struct ImportFile {
+    /// One per name, in the order of first appearance.
+    entities: Vec<NewEntity>,
+    /// Where each name's entity is in `entities`.
+    by_name: HashMap<String, usize>,
+    relations: Vec<Relation>,
+    /// Lines of another `type`.
+    skipped_lines: usize,
+}
+
+impl ImportFile {
+    /// Reads every line; the first bad one fails with its number.
+    fn read(input: impl BufRead, limits: &Limits) -> Result<Self, InteropError> {
+        let mut file = ImportFile::default();
+        for (i, line) in input.lines().enumerate() {
+            let line = line?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            file.add_line(&line, limits)
+                .map_err(|message| InteropError::Parse {
+                    line: i + 1,
+                    message,
+                })?;
+        }
+        Ok(file)
+    }
+
+    /// Takes in one non-empty line: an entity or relation, checked against the
+    /// graph tools' limits, or a line of another type (skipped).
+    fn add_line(&mut self, line: &str, limits: &Limits) -> Result<(), String> {
+        let value: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+        if !matches!(
+            value.get("type").and_then(|t| t.as_str()),
+            Some("entity" | "relation")
+        ) {
+            self.skipped_lines += 1;
+            return Ok(());
+        }
+        match serde_json::from_value::<Line>(value).map_err(|e| e.to_string())? {
+            Line::Entity {
+                name,
+                entity_type,
+                observations,
+            } => {
+                check_entity(&name, &entity_type, &observations, limits)?;
+                self.add_entity(name, entity_type, observations);
+            }
+            Line::Relation {
+                from,
+                to,
+                relation_type,
+            } => {
+                let relation = Relation {
+                    from,
+                    to,
+                    relation_type,
+                };
+                check_relation(&relation)?;
+                self.relations.push(relation);
+            }
+        }
+        Ok(())
+    }
+
+    /// A new entity, or more observations for one already read (its first
+    /// type stays).
+    fn add_entity(&mut self, name: String, entity_type: String, observations: Vec<String>) {
+        match self.by_name.get(&name) {
+            Some(&at) => self.entities[at].observations.extend(observations),
+            None => {
+                self.by_name.insert(name.clone(), self.entities.len());
+                self.entities.push(NewEntity {
+                    name,
+                    entity_type,
+                    observations,
+                });
+            }
+        }
+    }
 }
 
 /// The message of a tool's limit check, without the tool error's prefix.

@@ -2,14 +2,14 @@
 //! run one operation, list tools, regenerate schemas.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use engram::app::OpenError;
 use engram::catalog::catalog;
-use engram::config::{Config, Durability, NamespaceMode, validate_namespace};
+use engram::config::{Config, Durability, NamespaceMode, defaults, validate_namespace};
 use engram::ops::discovery::Detail;
 use engram::ops::registry::{REGENERATE_SCHEMAS, registry, schema_document};
 use engram::pipeline::Engine;
@@ -42,7 +42,7 @@ struct GlobalArgs {
     )]
     namespace: String,
     /// Tools each session lists: core, all, compat, or a comma-separated list of layers.
-    #[arg(long, env = "ENGRAM_TOOLS", default_value = "core", global = true)]
+    #[arg(long, env = "ENGRAM_TOOLS", default_value = defaults::TOOLS, global = true)]
     tools: String,
     /// full: every acknowledged write survives power loss; normal: survives crashes only.
     #[arg(
@@ -57,7 +57,7 @@ struct GlobalArgs {
     #[arg(
         long,
         env = "ENGRAM_INDEX_COMMIT_MS",
-        default_value_t = 500,
+        default_value_t = defaults::INDEX_COMMIT_MS,
         global = true
     )]
     index_commit_ms: u64,
@@ -65,7 +65,7 @@ struct GlobalArgs {
     #[arg(
         long,
         env = "ENGRAM_INDEX_COMMIT_DOCS",
-        default_value_t = 10_000,
+        default_value_t = defaults::INDEX_COMMIT_DOCS,
         global = true
     )]
     index_commit_docs: usize,
@@ -73,18 +73,18 @@ struct GlobalArgs {
     #[arg(
         long,
         env = "ENGRAM_CACHE_CAPACITY",
-        default_value_t = 10_000,
+        default_value_t = defaults::CACHE_CAPACITY,
         global = true
     )]
     cache_capacity: usize,
     /// Most megabytes of answers the query cache keeps.
-    #[arg(long, env = "ENGRAM_CACHE_MB", default_value_t = 64, global = true)]
+    #[arg(long, env = "ENGRAM_CACHE_MB", default_value_t = defaults::CACHE_MB, global = true)]
     cache_mb: usize,
     /// Calls per second each session may make (0: unlimited).
     #[arg(
         long,
         env = "ENGRAM_RATE_LIMIT",
-        default_value_t = 5_000,
+        default_value_t = defaults::RATE_LIMIT,
         global = true
     )]
     rate_limit: u32,
@@ -92,7 +92,7 @@ struct GlobalArgs {
     #[arg(
         long,
         env = "ENGRAM_RATE_BURST",
-        default_value_t = 10_000,
+        default_value_t = defaults::RATE_BURST,
         global = true
     )]
     rate_burst: u32,
@@ -245,6 +245,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// Runs the subcommand given, or serves over stdio when none is.
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let command = cli.command.unwrap_or(Command::Serve {
         http: None,
@@ -253,6 +254,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         max_sessions: engram::server::http::DEFAULT_MAX_SESSIONS,
         session_idle_secs: engram::server::http::DEFAULT_SESSION_IDLE_SECS,
     });
+    let global = &cli.global;
     match command {
         Command::Serve {
             http,
@@ -261,146 +263,180 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             max_sessions,
             session_idle_secs,
         } => {
-            let config = config(&cli.global)?;
-            runtime()?.block_on(async move {
-                let app = match Engine::open(config.clone()).await {
-                    Ok(app) => app,
-                    // Another host's engram owns this data dir: share it.
-                    Err(OpenError::Locked { .. }) if http.is_none() => {
-                        return engram::server::forward::forward_stdio(config).await;
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                match http {
-                    None => engram::server::stdio::serve(app).await,
-                    Some(addr) => {
-                        let opts = HttpOptions {
-                            allowed_hosts,
-                            allowed_origins,
-                            max_sessions,
-                            session_idle: std::time::Duration::from_secs(session_idle_secs),
-                        };
-                        engram::server::http::serve(app, addr, opts).await
-                    }
-                }
-            })?;
-            Ok(ExitCode::SUCCESS)
+            let opts = HttpOptions {
+                allowed_hosts,
+                allowed_origins,
+                max_sessions,
+                session_idle: std::time::Duration::from_secs(session_idle_secs),
+            };
+            serve(global, http, opts)
         }
         Command::Call {
             operation,
             arguments,
-        } => {
-            let config = config(&cli.global)?;
-            let args: serde_json::Value = serde_json::from_str(&arguments)
-                .context("arguments must be a JSON object, e.g. '{\"content\": \"...\"}'")?;
-            let namespace = fixed_namespace(&config);
-            runtime()?.block_on(async move {
-                let app = Engine::open(config).await?;
-                let session = app.new_session();
-                session.set_namespace(namespace);
-                let result = app.call(&session, &operation, args).await;
-                let shutdown = app.clone();
-                tokio::task::spawn_blocking(move || shutdown.shutdown()).await?;
-                match result {
-                    Ok(value) => {
-                        println!("{}", serde_json::to_string_pretty(&value)?);
-                        Ok(ExitCode::SUCCESS)
-                    }
-                    Err(e) => {
-                        eprintln!("engram: {operation}: {e}");
-                        Ok(ExitCode::from(2))
-                    }
-                }
-            })
-        }
-        Command::Import { format, file } => {
-            let FormatArg::ServerMemory = format;
-            let config = config(&cli.global)?;
-            let namespace = fixed_namespace(&config);
-            let reader = std::io::BufReader::new(
-                std::fs::File::open(&file)
-                    .with_context(|| format!("cannot open {}", file.display()))?,
-            );
-            runtime()?.block_on(async move {
-                let app = Engine::open(config).await?;
-                let result = engram::interop::import_server_memory(app.app(), &namespace, reader).await;
-                let shutdown = app.clone();
-                tokio::task::spawn_blocking(move || shutdown.shutdown()).await?;
-                let summary = result.with_context(|| format!("importing {}", file.display()))?;
-                eprintln!(
-                    "imported {} into namespace {namespace:?}: {} entities, {} observations added to \
-                     existing entities, {} relations; {} already present, {} lines of other types skipped",
-                    file.display(),
-                    summary.entities_created,
-                    summary.observations_added,
-                    summary.relations_created,
-                    summary.duplicates,
-                    summary.skipped_lines
-                );
-                Ok(ExitCode::SUCCESS)
-            })
-        }
-        Command::Export { format, out } => {
-            let FormatArg::ServerMemory = format;
-            let config = config(&cli.global)?;
-            let namespace = fixed_namespace(&config);
-            runtime()?.block_on(async move {
-                let app = Engine::open(config).await?;
-                let mut buffer = Vec::new();
-                let result =
-                    engram::interop::export_server_memory(app.app(), &namespace, &mut buffer).await;
-                let shutdown = app.clone();
-                tokio::task::spawn_blocking(move || shutdown.shutdown()).await?;
-                let lines = result?;
-                match &out {
-                    Some(path) => std::fs::write(path, &buffer)
-                        .with_context(|| format!("cannot write {}", path.display()))?,
-                    None => {
-                        use std::io::Write;
-                        std::io::stdout().write_all(&buffer)?;
-                    }
-                }
-                eprintln!("exported {lines} lines from namespace {namespace:?}");
-                Ok(ExitCode::SUCCESS)
-            })
-        }
-        Command::Tools { detail } => {
-            let detail = match detail {
-                DetailArg::Name => Detail::Name,
-                DetailArg::Summary => Detail::Summary,
-                DetailArg::Full => Detail::Full,
-            };
-            let tools = engram::session::ToolSelection::parse(&cli.global.tools, catalog())
-                .map_err(anyhow::Error::msg)?;
-            for op in &catalog().operations {
-                let listed = if tools.includes(op) { "*" } else { " " };
-                match detail {
-                    Detail::Name => println!("{}", op.name),
-                    Detail::Summary => println!(
-                        "{listed} {:<28} {:<10} {:<6} {}",
-                        op.name,
-                        op.layer,
-                        op.kind.as_str(),
-                        op.summary
-                    ),
-                    Detail::Full => {
-                        let entry = registry()
-                            .get(&op.name)
-                            .context("operation without handler")?;
-                        println!("{}", schema_document(entry));
-                    }
-                }
-            }
-            if matches!(detail, Detail::Summary) {
-                println!("\n* = listed under --tools {}", cli.global.tools);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => call(global, &operation, &arguments),
+        Command::Import { format, file } => import(global, format, &file),
+        Command::Export { format, out } => export(global, format, out.as_deref()),
+        Command::Tools { detail } => tools(global, detail),
         Command::Schemas { write, dir } => schemas(write, &dir),
     }
 }
 
-fn schemas(write: bool, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+/// Opens the data dir, runs `work` with the engine, and shuts the engine down
+/// (index committed, store closed) before handing back what `work` answered.
+async fn with_engine<T>(config: Config, work: impl AsyncFnOnce(&Engine) -> T) -> anyhow::Result<T> {
+    let app = Engine::open(config).await?;
+    let result = work(&app).await;
+    let shutdown = app.clone();
+    tokio::task::spawn_blocking(move || shutdown.shutdown()).await?;
+    Ok(result)
+}
+
+/// `engram serve`: MCP over stdio, or over HTTP at `http`. A stdio server
+/// whose data dir another process owns forwards its session there.
+fn serve(
+    global: &GlobalArgs,
+    http: Option<SocketAddr>,
+    opts: HttpOptions,
+) -> anyhow::Result<ExitCode> {
+    let config = config(global)?;
+    runtime()?.block_on(async move {
+        let app = match Engine::open(config.clone()).await {
+            Ok(app) => app,
+            // Another host's engram owns this data dir: share it.
+            Err(OpenError::Locked { .. }) if http.is_none() => {
+                return engram::server::forward::forward_stdio(config).await;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match http {
+            None => engram::server::stdio::serve(app).await,
+            Some(addr) => engram::server::http::serve(app, addr, opts).await,
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `engram call`: runs one operation and prints its JSON answer; a failed
+/// operation exits with 2.
+fn call(global: &GlobalArgs, operation: &str, arguments: &str) -> anyhow::Result<ExitCode> {
+    let config = config(global)?;
+    let args: serde_json::Value = serde_json::from_str(arguments)
+        .context("arguments must be a JSON object, e.g. '{\"content\": \"...\"}'")?;
+    let namespace = fixed_namespace(&config);
+    runtime()?.block_on(async move {
+        let result = with_engine(config, async move |app: &Engine| {
+            let session = app.new_session();
+            session.set_namespace(namespace);
+            app.call(&session, operation, args).await
+        })
+        .await?;
+        match result {
+            Ok(value) => {
+                println!("{}", serde_json::to_string_pretty(&value)?);
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("engram: {operation}: {e}");
+                Ok(ExitCode::from(2))
+            }
+        }
+    })
+}
+
+/// `engram import`: reads another tool's file into the namespace and says
+/// what it added.
+fn import(global: &GlobalArgs, format: FormatArg, file: &Path) -> anyhow::Result<ExitCode> {
+    let FormatArg::ServerMemory = format;
+    let config = config(global)?;
+    let namespace = fixed_namespace(&config);
+    let reader = std::io::BufReader::new(
+        std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?,
+    );
+    runtime()?.block_on(async move {
+        let result = with_engine(config, async |app: &Engine| {
+            engram::interop::import_server_memory(app.app(), &namespace, reader).await
+        })
+        .await?;
+        let summary = result.with_context(|| format!("importing {}", file.display()))?;
+        eprintln!(
+            "imported {} into namespace {namespace:?}: {} entities, {} observations added to \
+             existing entities, {} relations; {} already present, {} lines of other types skipped",
+            file.display(),
+            summary.entities_created,
+            summary.observations_added,
+            summary.relations_created,
+            summary.duplicates,
+            summary.skipped_lines
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `engram export`: writes the namespace's memory in another tool's format,
+/// to `out` or standard output.
+fn export(global: &GlobalArgs, format: FormatArg, out: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let FormatArg::ServerMemory = format;
+    let config = config(global)?;
+    let namespace = fixed_namespace(&config);
+    runtime()?.block_on(async move {
+        let mut buffer = Vec::new();
+        let result = with_engine(config, async |app: &Engine| {
+            engram::interop::export_server_memory(app.app(), &namespace, &mut buffer).await
+        })
+        .await?;
+        let lines = result?;
+        match out {
+            Some(path) => std::fs::write(path, &buffer)
+                .with_context(|| format!("cannot write {}", path.display()))?,
+            None => {
+                use std::io::Write;
+                std::io::stdout().write_all(&buffer)?;
+            }
+        }
+        eprintln!("exported {lines} lines from namespace {namespace:?}");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `engram tools`: the catalog's operations at the detail asked, `*` marking
+/// those `--tools` lists.
+fn tools(global: &GlobalArgs, detail: DetailArg) -> anyhow::Result<ExitCode> {
+    let detail = match detail {
+        DetailArg::Name => Detail::Name,
+        DetailArg::Summary => Detail::Summary,
+        DetailArg::Full => Detail::Full,
+    };
+    let tools = engram::session::ToolSelection::parse(&global.tools, catalog())
+        .map_err(anyhow::Error::msg)?;
+    for op in &catalog().operations {
+        let listed = if tools.includes(op) { "*" } else { " " };
+        match detail {
+            Detail::Name => println!("{}", op.name),
+            Detail::Summary => println!(
+                "{listed} {:<28} {:<10} {:<6} {}",
+                op.name,
+                op.layer,
+                op.kind.as_str(),
+                op.summary
+            ),
+            Detail::Full => {
+                let entry = registry()
+                    .get(&op.name)
+                    .context("operation without handler")?;
+                println!("{}", schema_document(entry));
+            }
+        }
+    }
+    if matches!(detail, Detail::Summary) {
+        println!("\n* = listed under --tools {}", global.tools);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `engram schemas`: checks that the files in `dir` are the schemas the
+/// registry generates, or (`write`) rewrites them.
+fn schemas(write: bool, dir: &Path) -> anyhow::Result<ExitCode> {
     if write {
         std::fs::create_dir_all(dir)?;
     }

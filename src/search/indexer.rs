@@ -198,90 +198,112 @@ struct Worker {
 }
 
 impl Worker {
+    /// The thread's loop: applies each message, commits when one is due, and
+    /// stops at `Stop` (or when every sender is gone).
     fn run(&mut self, rx: mpsc::Receiver<Msg>) {
         loop {
-            let msg = match self.first_pending {
-                Some(first) => {
-                    let wait = self.interval.saturating_sub(first.elapsed());
-                    match rx.recv_timeout(wait) {
-                        Ok(m) => Some(m),
-                        Err(mpsc::RecvTimeoutError::Timeout) => None,
-                        Err(mpsc::RecvTimeoutError::Disconnected) => Some(Msg::Stop),
-                    }
-                }
-                None => Some(rx.recv().unwrap_or(Msg::Stop)),
-            };
-            match msg {
-                None => {
-                    // Failures are logged and retried at the next interval.
-                    let _ = self.commit();
-                }
-                Some(Msg::Changes(changes)) => {
-                    for c in changes {
-                        if c.kind.searchable() {
-                            self.delete(&c.id);
-                            if let Some(doc) = &c.doc {
-                                self.add(doc);
-                            }
-                        }
-                        self.applied_seq = self.applied_seq.max(c.seq);
-                        self.mark_pending();
-                    }
-                }
-                Some(Msg::Docs { docs, upsert }) => {
-                    for doc in &docs {
-                        if upsert {
-                            self.delete(&doc.id);
-                        }
-                        self.add(doc);
-                        self.mark_pending();
-                    }
-                }
-                Some(Msg::Clear) => {
-                    if let Some(Err(e)) = self.writer.as_mut().map(|w| w.delete_all_documents()) {
-                        tracing::error!(error = %e, "cannot clear the search index");
-                    }
-                    self.rebuild = Rebuild::Scanning;
-                    self.mark_pending();
-                }
-                Some(Msg::Recreate(reply)) => {
-                    let r = self.recreate();
-                    let _ = reply.send(r);
-                }
-                Some(Msg::SetSeq(seq)) => {
-                    // The scan is done; the replay of what came after it follows.
-                    self.applied_seq = seq;
-                    if self.rebuild == Rebuild::Scanning {
-                        self.rebuild = Rebuild::Scanned(seq);
-                    }
-                    self.mark_pending();
-                }
-                Some(Msg::Flush(reply)) => {
-                    // The flush that closes a rebuild comes after its replay:
-                    // from here the index holds everything it has applied.
-                    if let Rebuild::Scanned(_) = self.rebuild {
-                        self.rebuild = Rebuild::None;
-                        self.mark_pending();
-                    }
-                    let r = self.commit();
-                    let _ = reply.send(r);
-                }
-                Some(Msg::Stop) => {
-                    let _ = self.commit();
-                    break;
-                }
-                #[cfg(test)]
-                Some(Msg::Crash) => {
-                    // Uncommitted documents are dropped with the writer.
-                    drop(self.writer.take());
-                    break;
-                }
+            let msg = self.next_msg(&rx);
+            if !self.handle(msg) {
+                break;
             }
             if self.pending >= self.max_docs {
                 let _ = self.commit();
             }
         }
         tracing::debug!("indexer stopped");
+    }
+
+    /// The next message, or `None` when the commit interval ran out first.
+    /// Waits without a deadline while nothing is pending.
+    fn next_msg(&self, rx: &mpsc::Receiver<Msg>) -> Option<Msg> {
+        let Some(first) = self.first_pending else {
+            return Some(rx.recv().unwrap_or(Msg::Stop));
+        };
+        let wait = self.interval.saturating_sub(first.elapsed());
+        match rx.recv_timeout(wait) {
+            Ok(m) => Some(m),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => Some(Msg::Stop),
+        }
+    }
+
+    /// Acts on one message (`None`: the commit interval ran out). Answers
+    /// whether the thread goes on.
+    fn handle(&mut self, msg: Option<Msg>) -> bool {
+        match msg {
+            None => {
+                // Failures are logged and retried at the next interval.
+                let _ = self.commit();
+            }
+            Some(Msg::Changes(changes)) => self.apply_changes(changes),
+            Some(Msg::Docs { docs, upsert }) => self.apply_docs(&docs, upsert),
+            Some(Msg::Clear) => {
+                if let Some(Err(e)) = self.writer.as_mut().map(|w| w.delete_all_documents()) {
+                    tracing::error!(error = %e, "cannot clear the search index");
+                }
+                self.rebuild = Rebuild::Scanning;
+                self.mark_pending();
+            }
+            Some(Msg::Recreate(reply)) => {
+                let r = self.recreate();
+                let _ = reply.send(r);
+            }
+            Some(Msg::SetSeq(seq)) => {
+                // The scan is done; the replay of what came after it follows.
+                self.applied_seq = seq;
+                if self.rebuild == Rebuild::Scanning {
+                    self.rebuild = Rebuild::Scanned(seq);
+                }
+                self.mark_pending();
+            }
+            Some(Msg::Flush(reply)) => {
+                // The flush that closes a rebuild comes after its replay:
+                // from here the index holds everything it has applied.
+                if let Rebuild::Scanned(_) = self.rebuild {
+                    self.rebuild = Rebuild::None;
+                    self.mark_pending();
+                }
+                let r = self.commit();
+                let _ = reply.send(r);
+            }
+            Some(Msg::Stop) => {
+                let _ = self.commit();
+                return false;
+            }
+            #[cfg(test)]
+            Some(Msg::Crash) => {
+                // Uncommitted documents are dropped with the writer.
+                drop(self.writer.take());
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Applies committed store changes: each searchable record's old copy goes,
+    /// its new one (if any) comes.
+    fn apply_changes(&mut self, changes: Vec<Change>) {
+        for c in changes {
+            if c.kind.searchable() {
+                self.delete(&c.id);
+                if let Some(doc) = &c.doc {
+                    self.add(doc);
+                }
+            }
+            self.applied_seq = self.applied_seq.max(c.seq);
+            self.mark_pending();
+        }
+    }
+
+    /// Adds a rebuild's documents; `upsert` replaces copies already indexed.
+    fn apply_docs(&mut self, docs: &[SearchDoc], upsert: bool) {
+        for doc in docs {
+            if upsert {
+                self.delete(&doc.id);
+            }
+            self.add(doc);
+            self.mark_pending();
+        }
     }
 
     fn mark_pending(&mut self) {

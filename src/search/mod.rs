@@ -26,7 +26,7 @@ use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing,
     TextOptions, Value,
 };
-use tantivy::{Index, IndexReader, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{Index, IndexReader, ReloadPolicy, Searcher, TantivyDocument, Term};
 use thiserror::Error;
 
 use crate::model::{Change, Micros, RecordKind, SearchDoc};
@@ -555,6 +555,10 @@ fn filter_query(f: &Fields, q: &SearchQuery) -> Vec<(Occur, Box<dyn Query>)> {
     clauses
 }
 
+/// The overlay's records for one query: id → the newest document (None: deleted).
+type Pending = HashMap<String, Option<Arc<PreparedDoc>>>;
+
+/// Ranked search over the committed index and the overlay, taken together.
 fn search_blocking(shared: &Shared, q: &SearchQuery) -> Result<SearchResults, SearchError> {
     let f = &shared.fields;
     if q.limit == 0 || q.kinds.is_empty() {
@@ -575,7 +579,21 @@ fn search_blocking(shared: &Shared, q: &SearchQuery) -> Result<SearchResults, Se
     let mut clauses = filter_query(f, q);
     clauses.push((Occur::Must, query::compile(&q.matcher, f, &searcher)?));
     let query = BooleanQuery::new(clauses);
+    let mut hits = committed_hits(&searcher, &query, f, &pending, q)?;
+    let mut stats = query::IndexStats::new(&searcher, f)?;
+    hits.extend(overlay_hits(&pending, q, &mut stats));
+    Ok(page(&mut hits, q))
+}
 
+/// The committed index's hits for `query` but the records the overlay holds
+/// newer copies of: enough for the page and one more, when the index has them.
+fn committed_hits(
+    searcher: &Searcher,
+    query: &BooleanQuery,
+    f: &Fields,
+    pending: &Pending,
+    q: &SearchQuery,
+) -> Result<Vec<SearchHit>, SearchError> {
     // Committed copies of overlaid records are stale and dropped, so fetch more
     // until a page survives the dropping or the index has no more.
     // Nothing a client sends sizes an allocation: the index holds at most
@@ -585,29 +603,13 @@ fn search_blocking(shared: &Shared, q: &SearchQuery) -> Result<SearchResults, Se
         .unwrap_or(usize::MAX)
         .saturating_add(1);
     let mut fetch = wanted.min(most);
-    let mut hits: Vec<SearchHit> = loop {
-        let top = searcher.search(&query, &TopDocs::with_limit(fetch).order_by_score())?;
+    loop {
+        let top = searcher.search(query, &TopDocs::with_limit(fetch).order_by_score())?;
         let exhausted = top.len() < fetch;
         let mut kept = Vec::with_capacity(top.len());
         for (score, addr) in top {
             let doc: TantivyDocument = searcher.doc(addr)?;
-            let Some(id) = doc.get_first(f.id).and_then(|v| v.as_str()) else {
-                continue;
-            };
-            let Some(kind) = doc
-                .get_first(f.kind)
-                .and_then(|v| v.as_str())
-                .and_then(RecordKind::parse)
-            else {
-                continue;
-            };
-            if !pending.contains_key(id) {
-                kept.push(SearchHit {
-                    id: id.to_string(),
-                    kind,
-                    score,
-                });
-            }
+            kept.extend(committed_hit(&doc, score, f).filter(|h| !pending.contains_key(&h.id)));
         }
         // At most `pending.len()` hits can be dropped, so that bound always ends it.
         let next = fetch
@@ -615,11 +617,34 @@ fn search_blocking(shared: &Shared, q: &SearchQuery) -> Result<SearchResults, Se
             .min(wanted.saturating_add(pending.len()))
             .min(most);
         if exhausted || kept.len() >= wanted || next <= fetch {
-            break kept;
+            return Ok(kept);
         }
         fetch = next;
-    };
-    let mut stats = query::IndexStats::new(&searcher, f)?;
+    }
+}
+
+/// The hit a committed document scored; `None` when it lacks its id or kind.
+fn committed_hit(doc: &TantivyDocument, score: f32, f: &Fields) -> Option<SearchHit> {
+    let id = doc.get_first(f.id).and_then(|v| v.as_str())?;
+    let kind = doc
+        .get_first(f.kind)
+        .and_then(|v| v.as_str())
+        .and_then(RecordKind::parse)?;
+    Some(SearchHit {
+        id: id.to_string(),
+        kind,
+        score,
+    })
+}
+
+/// The overlay's documents that pass `q`, scored with BM25 over the committed
+/// index's statistics so they rank with its hits.
+fn overlay_hits(
+    pending: &Pending,
+    q: &SearchQuery,
+    stats: &mut query::IndexStats<'_>,
+) -> Vec<SearchHit> {
+    let mut hits = Vec::new();
     for pending_doc in pending.values().flatten() {
         if !overlay::passes_filters(&pending_doc.doc, q) {
             continue;
@@ -629,11 +654,11 @@ fn search_blocking(shared: &Shared, q: &SearchQuery) -> Result<SearchResults, Se
             hits.push(SearchHit {
                 id: pending_doc.doc.id.clone(),
                 kind: pending_doc.doc.kind,
-                score: query::score(pending_doc, &term_hits, &mut stats),
+                score: query::score(pending_doc, &term_hits, stats),
             });
         }
     }
-    Ok(page(&mut hits, q))
+    hits
 }
 
 /// Marks, in `text`, the words `matcher` matched with `**…**`, and cuts a window

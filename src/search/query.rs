@@ -384,6 +384,8 @@ impl Parser {
 
 // ---------- compiling to tantivy ----------
 
+/// The tantivy query for `m` over the committed index. Prefix and fuzzy words
+/// expand to the index terms they reach, so they need the searcher.
 pub(crate) fn compile(
     m: &Matcher,
     f: &Fields,
@@ -406,37 +408,8 @@ pub(crate) fn compile(
                     .collect(),
             )
         }
-        Matcher::Fuzzy { word, distance } => {
-            let terms = expand_fuzzy(searcher, f.text_raw, word, *distance)?;
-            should(
-                terms
-                    .into_iter()
-                    .map(|t| {
-                        let boost = fuzzy_boost(word, &t);
-                        Box::new(BoostQuery::new(term_query(f.text_raw, &t), boost))
-                            as Box<dyn Query>
-                    })
-                    .collect(),
-            )
-        }
-        Matcher::Substring(s) => {
-            // Every piece must be there; the caller checks they are contiguous.
-            let pieces: Vec<(Occur, Box<dyn Query>)> = analyzer::trigrams(s)
-                .iter()
-                .map(|g| {
-                    let q: Box<dyn Query> = Box::new(TermQuery::new(
-                        Term::from_field_text(f.text_ngram, g),
-                        IndexRecordOption::Basic,
-                    ));
-                    (Occur::Must, q)
-                })
-                .collect();
-            if pieces.is_empty() {
-                Box::new(EmptyQuery)
-            } else {
-                Box::new(BooleanQuery::new(pieces))
-            }
-        }
+        Matcher::Fuzzy { word, distance } => compile_fuzzy(word, *distance, f, searcher)?,
+        Matcher::Substring(s) => compile_substring(s, f),
         Matcher::Tag(t) => Box::new(ConstScoreQuery::new(
             Box::new(TermQuery::new(
                 Term::from_field_text(f.tags, t),
@@ -444,25 +417,7 @@ pub(crate) fn compile(
             )),
             0.0,
         )),
-        Matcher::All(children) => {
-            let mut clauses = Vec::with_capacity(children.len() + 1);
-            let mut positive = false;
-            for c in children {
-                match c {
-                    Matcher::Not(inner) => {
-                        clauses.push((Occur::MustNot, compile(inner, f, searcher)?))
-                    }
-                    other => {
-                        positive = true;
-                        clauses.push((Occur::Must, compile(other, f, searcher)?));
-                    }
-                }
-            }
-            if !positive {
-                clauses.push((Occur::Must, match_all()));
-            }
-            Box::new(BooleanQuery::new(clauses))
-        }
+        Matcher::All(children) => compile_all(children, f, searcher)?,
         Matcher::Any(children) => should(
             children
                 .iter()
@@ -474,6 +429,69 @@ pub(crate) fn compile(
             (Occur::MustNot, compile(inner, f, searcher)?),
         ])),
     })
+}
+
+/// Any index word within `distance` edits of `word`, the nearer ones boosted.
+fn compile_fuzzy(
+    word: &str,
+    distance: u8,
+    f: &Fields,
+    searcher: &Searcher,
+) -> Result<Box<dyn Query>, SearchError> {
+    let terms = expand_fuzzy(searcher, f.text_raw, word, distance)?;
+    Ok(should(
+        terms
+            .into_iter()
+            .map(|t| {
+                let boost = fuzzy_boost(word, &t);
+                Box::new(BoostQuery::new(term_query(f.text_raw, &t), boost)) as Box<dyn Query>
+            })
+            .collect(),
+    ))
+}
+
+/// Every 3-character piece of `s` (nothing matches when it has none).
+fn compile_substring(s: &str, f: &Fields) -> Box<dyn Query> {
+    // Every piece must be there; the caller checks they are contiguous.
+    let pieces: Vec<(Occur, Box<dyn Query>)> = analyzer::trigrams(s)
+        .iter()
+        .map(|g| {
+            let q: Box<dyn Query> = Box::new(TermQuery::new(
+                Term::from_field_text(f.text_ngram, g),
+                IndexRecordOption::Basic,
+            ));
+            (Occur::Must, q)
+        })
+        .collect();
+    if pieces.is_empty() {
+        Box::new(EmptyQuery)
+    } else {
+        Box::new(BooleanQuery::new(pieces))
+    }
+}
+
+/// Every positive child and none of the `Not` ones; with only `Not` children,
+/// every document but theirs.
+fn compile_all(
+    children: &[Matcher],
+    f: &Fields,
+    searcher: &Searcher,
+) -> Result<Box<dyn Query>, SearchError> {
+    let mut clauses = Vec::with_capacity(children.len() + 1);
+    let mut positive = false;
+    for c in children {
+        match c {
+            Matcher::Not(inner) => clauses.push((Occur::MustNot, compile(inner, f, searcher)?)),
+            other => {
+                positive = true;
+                clauses.push((Occur::Must, compile(other, f, searcher)?));
+            }
+        }
+    }
+    if !positive {
+        clauses.push((Occur::Must, match_all()));
+    }
+    Ok(Box::new(BooleanQuery::new(clauses)))
 }
 
 fn term_query(field: Field, t: &str) -> Box<dyn Query> {

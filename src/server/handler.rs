@@ -141,6 +141,67 @@ impl EngramHandler {
         namespace_from_folder(&folder)
     }
 
+    /// Checks that this session may call the tool `request` names: a known
+    /// tool, not an `enable_toolset` that would grow a 2026-07-28 list, and
+    /// listed in the session. Answers the session's list as checked, or the
+    /// message of the tool error.
+    fn check_callable(
+        &self,
+        request: &CallToolRequestParams,
+        current: bool,
+    ) -> Result<ToolSelection, String> {
+        let name = request.name.as_ref();
+        let Some((spec, _)) = ToolTable::get().find(name) else {
+            return Err(crate::pipeline::unknown_operation(name).to_string());
+        };
+        // Under 2026-07-28 tools/list is the profile for every caller, so a
+        // session's list cannot grow: say how to reach the layer instead.
+        if current && spec.name == ENABLE_TOOLSET && would_grow(&self.session, request) {
+            return Err(OpError::NotEnabled(
+                "under MCP 2026-07-28 tool lists are the same for every request: run this \
+                 layer's operations through call_operation {name, arguments}; \
+                 discover_tools lists them"
+                    .to_string(),
+            )
+            .to_string());
+        }
+        let listed = self.session.tools();
+        if !listed.includes(spec) {
+            let layer = format!("{{\"layer\": \"{}\"}}", spec.layer);
+            return Err(OpError::NotEnabled(format!(
+                "tool {name:?} is not listed in this session: call enable_toolset with \
+                 {layer} first, or run it through call_operation"
+            ))
+            .to_string());
+        }
+        Ok(listed)
+    }
+
+    /// Runs the operation through the pipeline. Operations catch their own
+    /// panics; this catches one anywhere else on the path (cache, limiter), so
+    /// no call goes unanswered.
+    async fn run_guarded(&self, name: &str, args: Value) -> Result<Value, OpError> {
+        let call = std::panic::AssertUnwindSafe(self.app.call(&self.session, name, args));
+        futures::FutureExt::catch_unwind(call)
+            .await
+            .unwrap_or_else(|panic| Err(OpError::from_panic(name, panic)))
+    }
+
+    /// Tells the client to re-list its tools when the call grew the session's
+    /// list (`enable_toolset`) past `before`.
+    async fn announce_list_change(
+        &self,
+        before: &ToolSelection,
+        context: &RequestContext<RoleServer>,
+    ) {
+        if self.session.tools() == *before {
+            return;
+        }
+        if let Err(e) = context.peer.notify_tool_list_changed().await {
+            tracing::debug!(error = %e, "could not send tools/list_changed");
+        }
+    }
+
     fn tool_error(message: String) -> CallToolResponse {
         // Messages quote little of what was sent; this bounds any that slipped.
         let message = crate::ops::schema::truncate_chars(&message, MAX_ERROR_CHARS);
@@ -322,62 +383,27 @@ impl ServerHandler for EngramHandler {
         ToolTable::get().find(name).map(|(_, t)| t.clone())
     }
 
+    /// One tool call: checks, the call, its answer; every failure is a tool
+    /// error the agent reads.
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let current = is_current_protocol(&context);
-        let stateless = current && http_parts(&context).is_some();
-        if stateless {
+        if current && http_parts(&context).is_some() {
             self.session.mark_stateless();
         }
         if let Err(message) = self.ensure_namespace(&context).await {
             return Ok(Self::tool_error(message));
         }
-        let name = request.name.as_ref();
-        let Some((spec, _)) = ToolTable::get().find(name) else {
-            return Ok(Self::tool_error(
-                crate::pipeline::unknown_operation(name).to_string(),
-            ));
+        let before = match self.check_callable(&request, current) {
+            Ok(listed) => listed,
+            Err(message) => return Ok(Self::tool_error(message)),
         };
-        // Under 2026-07-28 tools/list is the profile for every caller, so a
-        // session's list cannot grow: say how to reach the layer instead.
-        if current && spec.name == ENABLE_TOOLSET && would_grow(&self.session, &request) {
-            return Ok(Self::tool_error(
-                OpError::NotEnabled(
-                    "under MCP 2026-07-28 tool lists are the same for every request: run this \
-                     layer's operations through call_operation {name, arguments}; \
-                     discover_tools lists them"
-                        .to_string(),
-                )
-                .to_string(),
-            ));
-        }
-        let before = self.session.tools();
-        if !before.includes(spec) {
-            return Ok(Self::tool_error(
-                OpError::NotEnabled(format!(
-                    "tool {name:?} is not listed in this session: call enable_toolset with \
-                     {{\"layer\": \"{}\"}} first, or run it through call_operation",
-                    spec.layer
-                ))
-                .to_string(),
-            ));
-        }
         let args = Value::Object(request.arguments.unwrap_or_default());
-        // Operations catch their own panics; this catches one anywhere else on
-        // the path (cache, limiter), so no call goes unanswered.
-        let call = std::panic::AssertUnwindSafe(self.app.call(&self.session, name, args));
-        let result = futures::FutureExt::catch_unwind(call)
-            .await
-            .unwrap_or_else(|panic| Err(OpError::from_panic(name, panic)));
-        if self.session.tools() != before {
-            // The session's list grew (enable_toolset): tell the client to re-list.
-            if let Err(e) = context.peer.notify_tool_list_changed().await {
-                tracing::debug!(error = %e, "could not send tools/list_changed");
-            }
-        }
+        let result = self.run_guarded(&request.name, args).await;
+        self.announce_list_change(&before, &context).await;
         Ok(match result {
             Ok(value) => CallToolResult::structured(value).into(),
             Err(e) => Self::tool_error(e.to_string()),

@@ -20,6 +20,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use rmcp::model::{ClientJsonRpcMessage, ClientRequest};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::{Value, json};
@@ -188,7 +189,8 @@ async fn accept(listener: tokio::net::TcpListener, router: axum::Router, ct: Can
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, connections.wait()).await;
 }
 
-/// The checks in front of every route.
+/// The checks in front of every route, in order: the `Host`, then for a POST
+/// to `/mcp` the body's size, the message, and the session cap.
 async fn guard(State(edge): State<Edge>, request: Request, next: Next) -> Response {
     if !host_allowed(request.headers(), &edge.hosts) {
         return (
@@ -198,79 +200,90 @@ async fn guard(State(edge): State<Edge>, request: Request, next: Next) -> Respon
             .into_response();
     }
     if request.method() == axum::http::Method::DELETE {
-        // Closing a session: rmcp answers 202, which clients (the Python SDK)
-        // read as a failed close; the session is closed, so say 200.
-        let mut response = next.run(request).await;
-        if response.status() == StatusCode::ACCEPTED {
-            *response.status_mut() = StatusCode::OK;
-        }
-        return response;
+        return close_session(request, next).await;
     }
     if request.method() != axum::http::Method::POST || !request.uri().path().starts_with("/mcp") {
         return next.run(request).await;
     }
-    let (parts, body) = request.into_parts();
-    let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
-        Ok(bytes) => bytes,
-        Err(_) => {
-            return rpc_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                jsonrpc::error(
-                    Value::Null,
-                    jsonrpc::INVALID_REQUEST,
-                    format!("Invalid Request: the body is over {MAX_BODY_BYTES} bytes"),
-                ),
-            );
-        }
-    };
-    match jsonrpc::read(&bytes) {
-        Incoming::Reply(answer) => return rpc_error(StatusCode::BAD_REQUEST, answer),
-        Incoming::Drop(why) => {
-            return (StatusCode::BAD_REQUEST, format!("Bad Request: {why}")).into_response();
-        }
-        Incoming::Message(message) => {
-            let opens_session = !parts.headers.contains_key("mcp-session-id")
-                && matches!(
-                    &*message,
-                    rmcp::model::ClientJsonRpcMessage::Request(r)
-                        if matches!(r.request, rmcp::model::ClientRequest::InitializeRequest(_))
-                );
-            if opens_session {
-                let open = edge.sessions.sessions.read().await.len();
-                if open >= edge.max_sessions {
-                    let id = match &*message {
-                        rmcp::model::ClientJsonRpcMessage::Request(r) => {
-                            serde_json::to_value(&r.id).unwrap_or(Value::Null)
-                        }
-                        _ => Value::Null,
-                    };
-                    let mut response = rpc_error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        jsonrpc::error(
-                            id,
-                            -32000,
-                            format!(
-                                "engram is serving its maximum of {} sessions (--max-sessions): \
-                                 close sessions you no longer use (HTTP DELETE) or retry later",
-                                edge.max_sessions
-                            ),
-                        ),
-                    );
-                    response
-                        .headers_mut()
-                        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-                    return response;
-                }
-            }
-        }
+    match check_message(&edge, request).await {
+        Ok(request) => next.run(request).await,
+        Err(refused) => refused,
     }
+}
+
+/// Closing a session: rmcp answers 202, which clients (the Python SDK) read as
+/// a failed close; the session is closed, so say 200.
+async fn close_session(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    if response.status() == StatusCode::ACCEPTED {
+        *response.status_mut() = StatusCode::OK;
+    }
+    response
+}
+
+/// Reads a posted message before rmcp does: a body over the limit, a message
+/// rmcp cannot take, or an `initialize` over the session cap is answered here.
+/// Otherwise the request goes on with its body as read (without a BOM).
+async fn check_message(edge: &Edge, request: Request) -> Result<Request, Response> {
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+        return Err(rpc_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            jsonrpc::error(
+                Value::Null,
+                jsonrpc::INVALID_REQUEST,
+                format!("Invalid Request: the body is over {MAX_BODY_BYTES} bytes"),
+            ),
+        ));
+    };
+    let message = match jsonrpc::read(&bytes) {
+        Incoming::Reply(answer) => return Err(rpc_error(StatusCode::BAD_REQUEST, answer)),
+        Incoming::Drop(why) => {
+            return Err((StatusCode::BAD_REQUEST, format!("Bad Request: {why}")).into_response());
+        }
+        Incoming::Message(message) => message,
+    };
+    check_session_cap(edge, &parts.headers, &message).await?;
     // rmcp reads the body again: without the BOM the guard accepted it without.
     let bytes = match bytes.strip_prefix(jsonrpc::UTF8_BOM) {
         Some(_) => bytes.slice(jsonrpc::UTF8_BOM.len()..),
         None => bytes,
     };
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
+/// Refuses (503, `Retry-After`) an `initialize` that would open a session past
+/// `--max-sessions`.
+async fn check_session_cap(
+    edge: &Edge,
+    headers: &HeaderMap,
+    message: &ClientJsonRpcMessage,
+) -> Result<(), Response> {
+    let ClientJsonRpcMessage::Request(r) = message else {
+        return Ok(());
+    };
+    let opens_session = !headers.contains_key("mcp-session-id")
+        && matches!(r.request, ClientRequest::InitializeRequest(_));
+    if !opens_session || edge.sessions.sessions.read().await.len() < edge.max_sessions {
+        return Ok(());
+    }
+    let id = serde_json::to_value(&r.id).unwrap_or(Value::Null);
+    let mut response = rpc_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        jsonrpc::error(
+            id,
+            -32000,
+            format!(
+                "engram is serving its maximum of {} sessions (--max-sessions): close sessions \
+                 you no longer use (HTTP DELETE) or retry later",
+                edge.max_sessions
+            ),
+        ),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+    Err(response)
 }
 
 fn rpc_error(status: StatusCode, body: Value) -> Response {

@@ -13,7 +13,7 @@
 //!   are logged and dropped.
 
 use rmcp::model::{ClientJsonRpcMessage, ClientRequest};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::ops::schema::truncate_chars;
 
@@ -73,41 +73,51 @@ pub enum Incoming {
 /// Classifies the bytes of one message (one stdio line, one HTTP body).
 pub fn read(bytes: &[u8]) -> Incoming {
     let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
-    let parsed = serde_json::from_slice::<ClientJsonRpcMessage>(bytes);
-    if let Ok(message) = parsed {
-        return match &message {
-            ClientJsonRpcMessage::Request(r) => match &r.request {
-                // Methods 2026-07-28 removed: rmcp answers them (-32601, HTTP 404).
-                ClientRequest::CustomRequest(c)
-                    if REMOVED_IN_2026.contains(&c.method.as_str()) && declares_2026(bytes) =>
-                {
-                    Incoming::Message(Box::new(message))
-                }
-                ClientRequest::CustomRequest(c) if TYPED_METHODS.contains(&c.method.as_str()) => {
-                    let id = serde_json::to_value(&r.id).unwrap_or(Value::Null);
-                    Incoming::Reply(error(id, INVALID_PARAMS, params_problem(&c.method, bytes)))
-                }
-                _ => Incoming::Message(Box::new(message)),
-            },
-            _ => Incoming::Message(Box::new(message)),
-        };
+    if let Ok(message) = serde_json::from_slice::<ClientJsonRpcMessage>(bytes) {
+        return route(message, bytes);
     }
-    let value: Value = match serde_json::from_slice(bytes) {
-        Ok(v) => v,
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(value) => misshapen(&value, bytes),
         Err(e) => {
             let why = if std::str::from_utf8(bytes).is_err() {
                 "the message is not valid UTF-8".to_string()
             } else {
                 format!("the message is not valid JSON ({e})")
             };
-            return Incoming::Reply(error(
+            Incoming::Reply(error(
                 Value::Null,
                 PARSE_ERROR,
                 format!("Parse error: {why}"),
-            ));
+            ))
         }
+    }
+}
+
+/// A message rmcp parsed: on to rmcp, unless it is a typed method rmcp could
+/// only read as a custom request (its params did not fit).
+fn route(message: ClientJsonRpcMessage, bytes: &[u8]) -> Incoming {
+    let ClientJsonRpcMessage::Request(r) = &message else {
+        return Incoming::Message(Box::new(message));
     };
-    let Value::Object(obj) = &value else {
+    match &r.request {
+        // Methods 2026-07-28 removed: rmcp answers them (-32601, HTTP 404).
+        ClientRequest::CustomRequest(c)
+            if REMOVED_IN_2026.contains(&c.method.as_str()) && declares_2026(bytes) =>
+        {
+            Incoming::Message(Box::new(message))
+        }
+        ClientRequest::CustomRequest(c) if TYPED_METHODS.contains(&c.method.as_str()) => {
+            let id = serde_json::to_value(&r.id).unwrap_or(Value::Null);
+            Incoming::Reply(error(id, INVALID_PARAMS, params_problem(&c.method, bytes)))
+        }
+        _ => Incoming::Message(Box::new(message)),
+    }
+}
+
+/// JSON that rmcp could not read as a message: not an object, a malformed
+/// notification or response (dropped), or a request with a bad `id`.
+fn misshapen(value: &Value, bytes: &[u8]) -> Incoming {
+    let Value::Object(obj) = value else {
         let why = if value.is_array() {
             "batches are not supported: send one JSON-RPC message at a time"
         } else {
@@ -136,6 +146,12 @@ pub fn read(bytes: &[u8]) -> Incoming {
             "Invalid Request: `id` must be a string or an integer".into(),
         ));
     }
+    Incoming::Reply(bad_request(obj, method, id, bytes))
+}
+
+/// The error for a request with a readable `id` that rmcp still refused: a
+/// wrong `jsonrpc`, `method` or `params` member, else params of the wrong shape.
+fn bad_request(obj: &Map<String, Value>, method: &Value, id: &Value, bytes: &[u8]) -> Value {
     let why = if obj.get("jsonrpc") != Some(&json!("2.0")) {
         "`jsonrpc` must be \"2.0\"".to_string()
     } else if !method.is_string() {
@@ -144,17 +160,13 @@ pub fn read(bytes: &[u8]) -> Incoming {
         "`params` must be an object".to_string()
     } else {
         let method = method.as_str().unwrap_or_default();
-        return Incoming::Reply(error(
-            id.clone(),
-            INVALID_PARAMS,
-            params_problem(method, bytes),
-        ));
+        return error(id.clone(), INVALID_PARAMS, params_problem(method, bytes));
     };
-    Incoming::Reply(error(
+    error(
         id.clone(),
         INVALID_REQUEST,
         format!("Invalid Request: {why}"),
-    ))
+    )
 }
 
 /// Why the params of a typed method did not fit, in words a client author reads.
