@@ -8,14 +8,13 @@
 //! every answer validates against the published output schema (checked on
 //! every call in debug builds), and every refusal is a clear tool error.
 
-use std::sync::Arc;
+mod common;
 
-use engram::AppState;
-use engram::config::{Config, Durability};
+use common::mem::Mem;
+use engram::config::Durability;
 use engram::error::OpError;
 use engram::ops::registry;
 use engram::server::jsonrpc::{self, Incoming};
-use engram::session::Session;
 use engram::timespec::TimeSpec;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunConfig, TestRunner};
@@ -185,15 +184,13 @@ fn operation_arguments() {
         .enable_all()
         .build()
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (app, session): (AppState, Arc<Session>) = rt.block_on(async {
-        let mut config = Config::new(dir.path());
-        config.tools = "all".into();
-        config.durability = Durability::Normal;
-        config.rate_limit_per_second = 0;
-        let app = AppState::open(config).await.unwrap();
-        let session = app.new_session();
-        session.set_namespace("fuzz".into());
+    let mem = rt.block_on(async {
+        let mem = Mem::open("fuzz", |c| {
+            c.tools = "all".into();
+            c.durability = Durability::Normal;
+            c.rate_limit_per_second = 0;
+        })
+        .await;
         // Something to find, so reads reach their paging and snippet code.
         for (op, args) in [
             (
@@ -214,9 +211,9 @@ fn operation_arguments() {
                 json!({"relations": [{"from": "alpha", "to": "beta", "relationType": "r"}]}),
             ),
         ] {
-            app.call(&session, op, args).await.unwrap();
+            mem.call(op, args).await.unwrap();
         }
-        (app, session)
+        mem
     });
     let ops: Vec<(&'static str, Value)> = registry()
         .entries()
@@ -238,7 +235,7 @@ fn operation_arguments() {
     let refused = std::sync::atomic::AtomicUsize::new(0);
     runner
         .run(&strategy, |(op, args)| {
-            let result = rt.block_on(app.call(&session, op, args.clone()));
+            let result = rt.block_on(mem.call_typed(op, args.clone()));
             match result {
                 Ok(_) => {
                     answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -262,11 +259,9 @@ fn operation_arguments() {
         answered.into_inner(),
         refused.into_inner()
     );
-    let health = rt
-        .block_on(app.call(&session, "meta_health", json!({})))
-        .unwrap();
+    let health = rt.block_on(mem.call("meta_health", json!({}))).unwrap();
     assert_eq!(health["status"], "ok", "{health}");
-    rt.block_on(async { tokio::task::spawn_blocking(move || app.shutdown()).await })
+    rt.block_on(async { tokio::task::spawn_blocking(move || mem.shutdown()).await })
         .unwrap();
 }
 

@@ -4,48 +4,16 @@
 //! ranked search_nodes. (tests/compat.rs compares the nine tools with the
 //! reference server itself.)
 
-use std::sync::Arc;
+mod common;
 
-use engram::AppState;
-use engram::config::Config;
-use engram::session::Session;
+use common::mem::Mem;
 use serde_json::{Value, json};
 
-struct Harness {
-    app: AppState,
-    session: Arc<Session>,
-    _dir: tempfile::TempDir,
+trait Org {
+    async fn org(&self);
 }
 
-impl Harness {
-    async fn with(tune: impl FnOnce(&mut Config)) -> Harness {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::new(dir.path());
-        config.index_commit_interval_ms = 3_600_000;
-        tune(&mut config);
-        let app = AppState::open(config).await.expect("open");
-        let session = app.new_session();
-        session.set_namespace("g".into());
-        Harness {
-            app,
-            session,
-            _dir: dir,
-        }
-    }
-
-    async fn call(&self, op: &str, args: Value) -> Result<Value, String> {
-        self.app
-            .call(&self.session, op, args)
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    async fn ok(&self, op: &str, args: Value) -> Value {
-        self.call(op, args)
-            .await
-            .unwrap_or_else(|e| panic!("{op} failed: {e}"))
-    }
-
+impl Org for Mem {
     /// Two clusters joined by one bridge:
     /// alice → bob → carol → alice (a team), dave → erin → frank → dave,
     /// carol → dave (the bridge), and gina on her own.
@@ -84,7 +52,7 @@ fn names(v: &Value, key: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn traversals_follow_direction_types_and_bounds() {
-    let h = Harness::with(|_| {}).await;
+    let h = Mem::new().await;
     h.org().await;
     let r = h.ok("graph_neighbors", json!({ "name": "carol" })).await;
     let mut n = names(&r, "nodes");
@@ -140,12 +108,11 @@ async fn traversals_follow_direction_types_and_bounds() {
         .await;
     assert_eq!(r["found"], false);
     let e = h
-        .call(
+        .err(
             "graph_shortest_path",
             json!({ "from": "alice", "to": "nobody" }),
         )
-        .await
-        .unwrap_err();
+        .await;
     assert!(e.contains("nobody"), "{e}");
 
     let r = h
@@ -185,7 +152,7 @@ async fn traversals_follow_direction_types_and_bounds() {
 
 #[tokio::test]
 async fn centrality_communities_and_stats() {
-    let h = Harness::with(|_| {}).await;
+    let h = Mem::new().await;
     h.org().await;
     let r = h
         .ok(
@@ -257,7 +224,7 @@ async fn centrality_communities_and_stats() {
 
 #[tokio::test]
 async fn rename_merge_and_update_keep_relations_consistent() {
-    let h = Harness::with(|_| {}).await;
+    let h = Mem::new().await;
     h.org().await;
     h.ok(
         "graph_rename_entity",
@@ -271,12 +238,11 @@ async fn rename_merge_and_update_keep_relations_consistent() {
             == "caroline"
     );
     let e = h
-        .call(
+        .err(
             "graph_rename_entity",
             json!({ "name": "bob", "new_name": "alice" }),
         )
-        .await
-        .unwrap_err();
+        .await;
     assert!(e.contains("already exists"), "{e}");
 
     // A duplicate "Bob" with its own relation and a shared observation.
@@ -354,7 +320,7 @@ async fn rename_merge_and_update_keep_relations_consistent() {
 
 #[tokio::test]
 async fn read_graph_pages_under_its_budget_without_loss() {
-    let h = Harness::with(|c| c.limits.max_graph_answer_chars = 2_000).await;
+    let h = Mem::with(|c| c.limits.max_graph_answer_chars = 2_000).await;
     let entities: Vec<Value> = (0..60)
         .map(|i| json!({ "name": format!("e{i:02}"), "entityType": if i % 2 == 0 { "even" } else { "odd" }, "observations": [format!("entity number {i}")] }))
         .collect();
@@ -408,7 +374,7 @@ async fn read_graph_pages_under_its_budget_without_loss() {
 
 #[tokio::test]
 async fn search_nodes_ranks_whole_word_matches_then_substrings() {
-    let h = Harness::with(|_| {}).await;
+    let h = Mem::new().await;
     h.ok(
         "create_entities",
         json!({ "entities": [
@@ -446,7 +412,7 @@ async fn search_nodes_ranks_whole_word_matches_then_substrings() {
     // then from the committed trigram index; two letters fall back to a scan.
     for committed in [false, true] {
         if committed {
-            h.app.search_index().flush().await.unwrap();
+            h.flush().await;
         }
         let mut found = names(
             &h.ok("search_nodes", json!({ "query": "GRE" })).await,

@@ -1,59 +1,21 @@
 //! Operations through the pipeline, in process, against a real sqlite file and a
-//! real tantivy index in a temporary data dir. One helper calls an operation by
-//! name with JSON and returns its JSON answer or its error message.
+//! real tantivy index in a temporary data dir. One helper (`Mem`, tests/common)
+//! calls an operation by name with JSON and returns its JSON answer or its error
+//! message. The index commits only when a test flushes it, so searches before
+//! that are answered from the overlay.
 
-use std::sync::Arc;
+mod common;
 
-use engram::AppState;
-use engram::config::Config;
-use engram::session::Session;
+use common::mem::Mem;
 use serde_json::{Value, json};
 
-struct Harness {
-    app: AppState,
-    session: Arc<Session>,
-    _dir: tempfile::TempDir,
+/// Shorthands for the episodic calls most tests here make.
+trait Episodic {
+    async fn remember(&self, content: &str, extra: Value) -> String;
+    async fn count(&self) -> u64;
 }
 
-impl Harness {
-    /// The index commits only when asked, so searches must use the overlay.
-    async fn new() -> Harness {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::new(dir.path());
-        config.index_commit_interval_ms = 3_600_000;
-        let app = AppState::open(config).await.expect("open");
-        let session = app.new_session();
-        session.set_namespace("alpha".into());
-        Harness {
-            app,
-            session,
-            _dir: dir,
-        }
-    }
-
-    fn session_in(&self, ns: &str) -> Arc<Session> {
-        let s = self.app.new_session();
-        s.set_namespace(ns.into());
-        s
-    }
-
-    async fn call_as(&self, s: &Arc<Session>, op: &str, args: Value) -> Result<Value, String> {
-        self.app.call(s, op, args).await.map_err(|e| e.to_string())
-    }
-
-    async fn ok(&self, op: &str, args: Value) -> Value {
-        self.call_as(&self.session, op, args)
-            .await
-            .unwrap_or_else(|e| panic!("{op} failed: {e}"))
-    }
-
-    async fn err(&self, op: &str, args: Value) -> String {
-        match self.call_as(&self.session, op, args).await {
-            Ok(v) => panic!("{op} should have failed, answered {v}"),
-            Err(e) => e,
-        }
-    }
-
+impl Episodic for Mem {
     async fn remember(&self, content: &str, extra: Value) -> String {
         let mut args = json!({ "content": content });
         if let Value::Object(m) = extra {
@@ -83,7 +45,7 @@ fn hit_contents(v: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn recall_ranks_natural_language_and_sees_uncommitted_writes() {
-    let h = Harness::new().await;
+    let h = Mem::new().await;
     h.remember(
         "Staging database upgraded: it runs Postgres version 16.2",
         json!({}),
@@ -109,7 +71,7 @@ async fn recall_ranks_natural_language_and_sees_uncommitted_writes() {
     assert!(hits[0].contains("Staging"), "best match first: {hits:?}");
 
     // Same ranking after the index commits.
-    h.app.search_index().flush().await.unwrap();
+    h.flush().await;
     let r2 = h
         .ok(
             "episodic_recall",
@@ -135,9 +97,9 @@ async fn recall_ranks_natural_language_and_sees_uncommitted_writes() {
 
 #[tokio::test]
 async fn updates_and_deletes_are_searchable_at_once_even_after_a_commit() {
-    let h = Harness::new().await;
+    let h = Mem::new().await;
     let id = h.remember("the cache uses redis", json!({})).await;
-    h.app.search_index().flush().await.unwrap();
+    h.flush().await;
 
     h.ok(
         "episodic_update",
@@ -149,7 +111,7 @@ async fn updates_and_deletes_are_searchable_at_once_even_after_a_commit() {
         hit_contents(&h.ok("episodic_recall", json!({"query": "memcached"})).await).len(),
         1
     );
-    h.app.search_index().flush().await.unwrap();
+    h.flush().await;
     assert!(hit_contents(&h.ok("episodic_recall", json!({"query": "redis"})).await).is_empty());
 
     let out = h.ok("episodic_forget", json!({"ids": [id, "nope"]})).await;
@@ -160,7 +122,7 @@ async fn updates_and_deletes_are_searchable_at_once_even_after_a_commit() {
 
 #[tokio::test]
 async fn list_pages_with_cursors_in_time_order() {
-    let h = Harness::new().await;
+    let h = Mem::new().await;
     for i in 0..7 {
         h.remember(
             &format!("event {i}"),
@@ -215,7 +177,7 @@ async fn list_pages_with_cursors_in_time_order() {
 
 #[tokio::test]
 async fn around_returns_neighbours_in_time_order() {
-    let h = Harness::new().await;
+    let h = Mem::new().await;
     let mut ids = Vec::new();
     for i in 0..5 {
         ids.push(
@@ -246,7 +208,7 @@ async fn around_returns_neighbours_in_time_order() {
 
 #[tokio::test]
 async fn forget_where_needs_a_filter_and_honours_dry_run() {
-    let h = Harness::new().await;
+    let h = Mem::new().await;
     h.remember("trivia one", json!({"importance": 0.1, "tags": ["noise"]}))
         .await;
     h.remember("trivia two", json!({"importance": 0.2, "tags": ["noise"]}))
@@ -280,7 +242,7 @@ async fn forget_where_needs_a_filter_and_honours_dry_run() {
 
 #[tokio::test]
 async fn bad_input_is_a_clear_error_and_writes_nothing() {
-    let h = Harness::new().await;
+    let h = Mem::new().await;
     let cases: Vec<(&str, Value, &str)> = vec![
         (
             "episodic_remembr",
@@ -376,7 +338,7 @@ async fn bad_input_is_a_clear_error_and_writes_nothing() {
 
 #[tokio::test]
 async fn a_cursor_from_another_query_is_refused() {
-    let h = Harness::new().await;
+    let h = Mem::new().await;
     for i in 0..3 {
         h.remember(&format!("alpha note {i}"), json!({})).await;
     }
@@ -409,11 +371,10 @@ async fn a_cursor_from_another_query_is_refused() {
 
 #[tokio::test]
 async fn namespaces_and_scratch_are_isolated() {
-    let h = Harness::new().await;
+    let h = Mem::new().await;
     let beta = h.session_in("beta");
     h.remember("alpha's secret plan", json!({})).await;
-    h.call_as(
-        &beta,
+    beta.call(
         "episodic_remember",
         json!({"content": "beta's secret plan"}),
     )
@@ -424,13 +385,13 @@ async fn namespaces_and_scratch_are_isolated() {
         .ok("episodic_recall", json!({"query": "secret plan"}))
         .await;
     assert_eq!(hit_contents(&mine), vec!["alpha's secret plan"]);
-    let theirs = h.call_as(&beta, "episodic_list", json!({})).await.unwrap();
+    let theirs = beta.call("episodic_list", json!({})).await.unwrap();
     assert_eq!(theirs["events"].as_array().unwrap().len(), 1);
     assert_eq!(theirs["events"][0]["content"], "beta's secret plan");
 
     let alpha_id = mine["hits"][0]["event"]["id"].clone();
-    let e = h
-        .call_as(&beta, "episodic_get", json!({"id": alpha_id}))
+    let e = beta
+        .call("episodic_get", json!({"id": alpha_id}))
         .await
         .unwrap_err();
     assert!(e.contains("no event"), "{e}");
@@ -440,8 +401,8 @@ async fn namespaces_and_scratch_are_isolated() {
         json!({"key": "plan", "value": {"step": 1}}),
     )
     .await;
-    let other = h
-        .call_as(&beta, "session_scratch_get", json!({"key": "plan"}))
+    let other = beta
+        .call("session_scratch_get", json!({"key": "plan"}))
         .await
         .unwrap();
     assert_eq!(other["found"], false);
@@ -450,22 +411,20 @@ async fn namespaces_and_scratch_are_isolated() {
 
     // A second session in the same namespace shares memories but not scratch.
     let alpha2 = h.session_in("alpha");
-    let list = h
-        .call_as(&alpha2, "session_scratch_list", json!({}))
+    let list = alpha2
+        .call("session_scratch_list", json!({}))
         .await
         .unwrap();
     assert_eq!(list["entries"], json!([]));
     assert_eq!(
-        h.call_as(&alpha2, "episodic_count", json!({}))
-            .await
-            .unwrap()["count"],
+        alpha2.call("episodic_count", json!({})).await.unwrap()["count"],
         1
     );
 }
 
 #[tokio::test]
 async fn discovery_answers_at_three_levels_and_call_operation_runs_anything() {
-    let h = Harness::new().await;
+    let h = Mem::new().await;
     let names = h.ok("discover_tools", json!({"detail": "name"})).await;
     let first = &names["tools"][0];
     assert!(first.get("summary").is_none() && first.get("input_schema").is_none());
@@ -512,12 +471,12 @@ async fn discovery_answers_at_three_levels_and_call_operation_runs_anything() {
 
 #[tokio::test]
 async fn paging_merges_index_and_overlay_without_losing_or_repeating_hits() {
-    let h = Harness::new().await;
+    let h = Mem::new().await;
     let mut ids = Vec::new();
     for i in 0..30 {
         ids.push(h.remember(&format!("widget report {i}"), json!({})).await);
     }
-    h.app.search_index().flush().await.unwrap();
+    h.flush().await;
     // Most records now have a stale committed copy and a newer overlay version.
     for id in ids.iter().take(25) {
         h.ok(

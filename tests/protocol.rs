@@ -8,6 +8,7 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
+use common::mem::Mem;
 use common::{HttpServer, engram};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -295,25 +296,18 @@ async fn session_handles_carry_scratch_and_stay_in_their_namespace() {
 
 #[tokio::test]
 async fn expired_handles_are_refused_with_how_to_get_a_new_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().to_path_buf();
     // In process: a one-second idle expiry.
-    let mut config = engram::Config::new(&data);
-    config.handle_idle_secs = 1;
-    let app = engram::AppState::open(config).await.unwrap();
-    let caller = app.new_session();
-    caller.set_namespace("alpha".into());
-    let opened = app.call(&caller, "session_open", json!({})).await.unwrap();
+    let h = Mem::open("alpha", |c| c.handle_idle_secs = 1).await;
+    let opened = h.call("session_open", json!({})).await.unwrap();
     let handle = opened["session"].as_str().unwrap();
-    app.call(&caller, "session_info", json!({"session": handle}))
+    h.call("session_info", json!({"session": handle}))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1_200)).await;
-    let e = app
-        .call(&caller, "session_info", json!({"session": handle}))
+    let e = h
+        .call("session_info", json!({"session": handle}))
         .await
-        .unwrap_err()
-        .to_string();
+        .unwrap_err();
     assert!(e.contains("expired") && e.contains("session_open"), "{e}");
 }
 

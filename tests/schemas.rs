@@ -6,19 +6,16 @@
 //! The walk must reach every operation in the registry: a new operation without
 //! a realistic call here fails the test.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+mod common;
 
-use engram::AppState;
-use engram::config::Config;
+use std::collections::{BTreeSet, HashMap};
+
+use common::mem::Mem;
 use engram::ops::registry;
-use engram::session::Session;
 use serde_json::{Value, json};
 
 struct Walk {
-    app: AppState,
-    session: Arc<Session>,
-    dir: tempfile::TempDir,
+    mem: Mem,
     vars: HashMap<String, String>,
     /// Operations that answered at least once (and validated).
     answered: BTreeSet<String>,
@@ -27,19 +24,15 @@ struct Walk {
 
 impl Walk {
     async fn new() -> Walk {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::new(dir.path());
-        config.tools = "all".into();
-        config.index_commit_interval_ms = 20;
-        config.breaker_threshold = 1;
-        config.breaker_open_ms = 60_000;
-        let app = AppState::open(config).await.expect("open");
-        let session = app.new_session();
-        session.set_namespace("schemas".into());
+        let mem = Mem::open("schemas", |c| {
+            c.tools = "all".into();
+            c.index_commit_interval_ms = 20;
+            c.breaker_threshold = 1;
+            c.breaker_open_ms = 60_000;
+        })
+        .await;
         Walk {
-            app,
-            session,
-            dir,
+            mem,
             vars: HashMap::new(),
             answered: BTreeSet::new(),
             checked: 0,
@@ -71,8 +64,8 @@ impl Walk {
     async fn ok(&mut self, op: &str, args: Value) -> Value {
         let args = self.fill(args);
         let answer = self
-            .app
-            .call(&self.session, op, args.clone())
+            .mem
+            .call(op, args.clone())
             .await
             .unwrap_or_else(|e| panic!("{op} {args} failed: {e}"));
         let entry = registry().get(op).expect("a registered operation");
@@ -87,9 +80,9 @@ impl Walk {
     /// Calls `op` and expects a tool error.
     async fn err(&mut self, op: &str, args: Value) -> String {
         let args = self.fill(args);
-        match self.app.call(&self.session, op, args.clone()).await {
+        match self.mem.call(op, args.clone()).await {
             Ok(v) => panic!("{op} {args} should have failed, answered {v}"),
-            Err(e) => e.to_string(),
+            Err(e) => e,
         }
     }
 
@@ -419,7 +412,7 @@ async fn every_answer_matches_its_published_output_schema() {
         .await;
 
     // ---- degraded: the index directory becomes a file; searches answer from the store ----
-    let index = w.dir.path().join("index");
+    let index = w.mem.dir().join("index");
     // The indexer may be writing files while the directory goes: retry.
     for attempt in 0.. {
         match std::fs::remove_dir_all(&index) {

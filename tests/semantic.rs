@@ -3,59 +3,21 @@
 //! fixture (tests/fixtures/facts.json), versions, the query cache across
 //! sessions, the search breaker with a really broken index, the rate limiter.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::{Duration, Instant};
 
-use engram::AppState;
-use engram::config::Config;
-use engram::session::Session;
+use common::mem::Mem;
 use serde_json::{Value, json};
 
-struct Harness {
-    app: AppState,
-    session: Arc<Session>,
-    dir: tempfile::TempDir,
+/// Shorthands for what several tests here do.
+trait Semantic {
+    async fn load_fixture(&self) -> Vec<String>;
+    async fn fact_count(&self) -> usize;
+    async fn wait_health(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value;
 }
 
-impl Harness {
-    /// Index commits only when asked (searches use the overlay until `flush`).
-    async fn new() -> Harness {
-        Harness::with(|c| c.index_commit_interval_ms = 3_600_000).await
-    }
-
-    async fn with(tune: impl FnOnce(&mut Config)) -> Harness {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::new(dir.path());
-        tune(&mut config);
-        let app = AppState::open(config).await.expect("open");
-        let session = app.new_session();
-        session.set_namespace("alpha".into());
-        Harness { app, session, dir }
-    }
-
-    fn session_in(&self, ns: &str) -> Arc<Session> {
-        let s = self.app.new_session();
-        s.set_namespace(ns.into());
-        s
-    }
-
-    async fn call_as(&self, s: &Arc<Session>, op: &str, args: Value) -> Result<Value, String> {
-        self.app.call(s, op, args).await.map_err(|e| e.to_string())
-    }
-
-    async fn ok(&self, op: &str, args: Value) -> Value {
-        self.call_as(&self.session, op, args)
-            .await
-            .unwrap_or_else(|e| panic!("{op} failed: {e}"))
-    }
-
-    async fn err(&self, op: &str, args: Value) -> String {
-        match self.call_as(&self.session, op, args).await {
-            Ok(v) => panic!("{op} should have failed, answered {v}"),
-            Err(e) => e,
-        }
-    }
-
+impl Semantic for Mem {
     /// Stores the fixture; returns the ids in fixture order.
     async fn load_fixture(&self) -> Vec<String> {
         let facts: Value =
@@ -69,10 +31,6 @@ impl Harness {
             .iter()
             .map(|f| f["id"].as_str().unwrap().to_string())
             .collect()
-    }
-
-    async fn flush(&self) {
-        self.app.search_index().flush().await.unwrap();
     }
 
     async fn fact_count(&self) -> usize {
@@ -118,8 +76,8 @@ fn breaker<'a>(health: &'a Value, backend: &str) -> &'a Value {
 }
 
 /// Runs `check` twice: on the overlay (nothing committed) and on the committed index.
-async fn on_overlay_and_index(check: impl AsyncFn(&Harness)) {
-    let h = Harness::new().await;
+async fn on_overlay_and_index(check: impl AsyncFn(&Mem)) {
+    let h = Mem::new().await;
     h.load_fixture().await;
     check(&h).await;
     h.flush().await;
@@ -291,7 +249,7 @@ async fn boolean_search_combines_words_phrases_and_tags() {
 
 #[tokio::test]
 async fn filters_paging_and_the_size_budget() {
-    let h = Harness::new().await;
+    let h = Mem::new().await;
     h.load_fixture().await;
     let r = h
         .ok(
@@ -357,7 +315,7 @@ async fn filters_paging_and_the_size_budget() {
 
 #[tokio::test]
 async fn supersede_keeps_history_and_hides_the_old_version() {
-    let h = Harness::new().await;
+    let h = Mem::new().await;
     let v1 = h
         .ok(
             "semantic_store",
@@ -426,7 +384,7 @@ async fn supersede_keeps_history_and_hides_the_old_version() {
 
 #[tokio::test]
 async fn reinforce_similar_hybrid_and_memory_search() {
-    let h = Harness::new().await;
+    let h = Mem::new().await;
     let ids = h.load_fixture().await;
     let r = h.ok("semantic_reinforce", json!({ "id": ids[3] })).await;
     let c = r["fact"]["confidence"].as_f64().unwrap();
@@ -500,7 +458,7 @@ async fn reinforce_similar_hybrid_and_memory_search() {
 
 #[tokio::test]
 async fn bad_input_is_refused_and_changes_nothing() {
-    let h = Harness::new().await;
+    let h = Mem::new().await;
     let cases = [
         ("semantic_store", json!({ "content": "" })),
         (
@@ -535,7 +493,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
 
 #[tokio::test]
 async fn a_write_in_one_session_invalidates_cached_reads_of_another() {
-    let h = Harness::new().await;
+    let h = Mem::new().await;
     let other = h.session_in("alpha");
     let stranger = h.session_in("beta");
     h.load_fixture().await;
@@ -547,22 +505,19 @@ async fn a_write_in_one_session_invalidates_cached_reads_of_another() {
     assert_eq!(stats["operations"]["semantic_search"]["hits"], 1);
 
     // Another namespace writing changes nothing here (different tags) ...
-    h.call_as(
-        &stranger,
-        "semantic_store",
-        json!({ "content": "Redis in beta" }),
-    )
-    .await
-    .unwrap();
+    stranger
+        .call("semantic_store", json!({ "content": "Redis in beta" }))
+        .await
+        .unwrap();
     assert_eq!(h.ok("semantic_search", q.clone()).await, before);
     // ... another session of this namespace writing is seen at once.
-    h.call_as(
-        &other,
-        "semantic_store",
-        json!({ "content": "Redis also stores rate limit counters" }),
-    )
-    .await
-    .unwrap();
+    other
+        .call(
+            "semantic_store",
+            json!({ "content": "Redis also stores rate limit counters" }),
+        )
+        .await
+        .unwrap();
     let after = h.ok("semantic_search", q.clone()).await;
     assert_eq!(contents(&after).len(), 2, "{after}");
     let stats = h.ok("meta_cache_stats", json!({})).await;
@@ -575,13 +530,13 @@ async fn a_write_in_one_session_invalidates_cached_reads_of_another() {
     );
     // The same through memory_search, which reads two layers.
     let m = h.ok("memory_search", json!({ "query": "deploy" })).await;
-    h.call_as(
-        &other,
-        "episodic_remember",
-        json!({ "content": "Deploy failed on Tuesday" }),
-    )
-    .await
-    .unwrap();
+    other
+        .call(
+            "episodic_remember",
+            json!({ "content": "Deploy failed on Tuesday" }),
+        )
+        .await
+        .unwrap();
     let m2 = h.ok("memory_search", json!({ "query": "deploy" })).await;
     assert_eq!(
         m2["hits"].as_array().unwrap().len(),
@@ -591,20 +546,14 @@ async fn a_write_in_one_session_invalidates_cached_reads_of_another() {
 
 #[tokio::test]
 async fn concurrent_identical_reads_are_coalesced_and_agree() {
-    let h = Harness::with(|c| {
-        c.index_commit_interval_ms = 3_600_000;
-        c.cache_capacity = 0;
-    })
-    .await;
+    let h = Mem::with(|c| c.cache_capacity = 0).await;
     h.load_fixture().await;
     let mut calls = tokio::task::JoinSet::new();
     for _ in 0..16 {
-        let (app, session) = (h.app.clone(), h.session.clone());
+        let h = h.clone();
         calls.spawn(async move {
             let args = json!({ "query": "postgress replca" });
-            app.call(&session, "semantic_search_fuzzy", args)
-                .await
-                .unwrap()
+            h.call("semantic_search_fuzzy", args).await.unwrap()
         });
     }
     let answers = calls.join_all().await;
@@ -617,7 +566,7 @@ async fn concurrent_identical_reads_are_coalesced_and_agree() {
 
 #[tokio::test]
 async fn a_broken_index_degrades_to_the_store_and_recovers_after_a_rebuild() {
-    let h = Harness::with(|c| {
+    let h = Mem::with(|c| {
         c.index_commit_interval_ms = 30;
         c.breaker_threshold = 2;
         c.breaker_open_ms = 200;
@@ -632,7 +581,7 @@ async fn a_broken_index_degrades_to_the_store_and_recovers_after_a_rebuild() {
 
     // Break the index for real: its directory becomes a file, so commits and
     // any attempt to recreate it fail until the file goes away.
-    let index = h.dir.path().join("index");
+    let index = h.dir().join("index");
     std::fs::remove_dir_all(&index).unwrap();
     std::fs::write(&index, b"not an index").unwrap();
     h.ok(
@@ -722,8 +671,7 @@ async fn a_broken_index_degrades_to_the_store_and_recovers_after_a_rebuild() {
 
 #[tokio::test]
 async fn the_rate_limiter_refuses_over_the_limit_and_recovers() {
-    let h = Harness::with(|c| {
-        c.index_commit_interval_ms = 3_600_000;
+    let h = Mem::with(|c| {
         c.rate_limit_per_second = 20;
         c.rate_limit_burst = 3;
     })
@@ -735,13 +683,13 @@ async fn the_rate_limiter_refuses_over_the_limit_and_recovers() {
     assert!(e.contains("rate limit") && e.contains("retry in"), "{e}");
     // Refused calls change nothing, and other sessions have their own allowance.
     let other = h.session_in("alpha");
-    h.call_as(
-        &other,
-        "semantic_store",
-        json!({ "content": "another session is not limited" }),
-    )
-    .await
-    .unwrap();
+    other
+        .call(
+            "semantic_store",
+            json!({ "content": "another session is not limited" }),
+        )
+        .await
+        .unwrap();
     // 20/s refills one call every 50 ms.
     tokio::time::sleep(Duration::from_millis(120)).await;
     h.ok("session_info", json!({})).await;

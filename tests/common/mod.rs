@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests: the real binary, a real MCP client.
 #![allow(dead_code)]
 
+pub mod mem;
 pub mod process;
 
 use std::path::Path;
