@@ -37,16 +37,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::process::Command;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::process::run_with_timeout;
+use common::process::{InstallLock, run_with_timeout};
+use common::{HttpServer, repo};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_engram");
 /// The conformance suite, pinned. 0.1.x (npm `latest`) predates protocol 2026-07-28;
 /// this release carries its scenarios and the frozen 2026-07-28 requirement set.
 const SUITE: (&str, &str) = ("@modelcontextprotocol/conformance", "0.2.0-alpha.12");
@@ -191,7 +190,7 @@ struct Check {
 
 fn run_scenario(scenario: &str, wire: &str, engram_args: &[&str], not_applicable: &[(&str, &str)]) {
     let suite = suite();
-    let server = HttpServer::start(engram_args);
+    let server = HttpServer::start_blocking(engram_args);
     let results = tempfile::tempdir().expect("temp results dir");
     let mut cmd = Command::new(&suite.node);
     cmd.arg(&suite.cli)
@@ -369,10 +368,6 @@ fn strip_ansi(s: &str) -> String {
 
 // ------------------------------------------------------------------ installing
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn suite_dir() -> PathBuf {
     repo().join("target/conformance")
 }
@@ -455,7 +450,7 @@ fn installed() -> bool {
 
 fn install() -> Result<Suite, String> {
     if !installed() {
-        let _lock = InstallLock::take()?;
+        let _lock = InstallLock::take(&suite_dir().join("install.lock"))?;
         if !installed() {
             npm_install()?;
         }
@@ -523,101 +518,4 @@ fn npm_install() -> Result<(), String> {
     }
     std::fs::write(stamp(), manifest())
         .map_err(|e| format!("cannot write {}: {e}", stamp().display()))
-}
-
-/// Holds an exclusive lock on `target/conformance/install.lock` (across threads
-/// and processes: parallel tests and `cargo test` runs install once).
-struct InstallLock(#[allow(dead_code)] std::fs::File);
-
-impl InstallLock {
-    fn take() -> Result<InstallLock, String> {
-        let dir = suite_dir();
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let path = dir.join("install.lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        file.lock()
-            .map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
-        Ok(InstallLock(file))
-    }
-}
-
-// ------------------------------------------------------------------ processes
-
-/// `engram --data-dir TMP --log warn [ARGS] serve --http 127.0.0.1:0`, killed on drop.
-struct HttpServer {
-    child: Child,
-    url: String,
-    stderr: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
-}
-
-impl HttpServer {
-    fn start(args: &[&str]) -> HttpServer {
-        let dir = tempfile::tempdir().expect("temp data dir");
-        let mut child = Command::new(BIN)
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["--log", "warn"])
-            .args(args)
-            .args(["serve", "--http", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn engram serve --http");
-        let lines = BufReader::new(child.stderr.take().expect("stderr piped")).lines();
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let kept = stderr.clone();
-        // Read the listening line, then keep draining stderr (kept for a failure's
-        // report) so the server never blocks on a full pipe.
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in lines {
-                let Ok(line) = line else { break };
-                if let Some(url) = line.split("engram listening on ").nth(1)
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(url.trim().to_string());
-                    continue;
-                }
-                kept.lock().unwrap().push(line);
-            }
-        });
-        let url = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(url) => url,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "engram serve --http did not print `engram listening on URL` within 30 s; \
-                     stderr:\n{}",
-                    stderr.lock().unwrap().join("\n")
-                );
-            }
-        };
-        HttpServer {
-            child,
-            url,
-            stderr,
-            _dir: dir,
-        }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().join("\n")
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
