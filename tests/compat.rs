@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use common::{Client, TestClient, Tools, call, connect, stdio_client, tool_names};
+use common::{Client, TestClient, Tools, call, connect, stdio_client, strings, tool_names};
 use serde_json::{Value, json};
 
 /// The reference version the comparison was written against.
@@ -283,13 +283,7 @@ async fn engram_answers_like_the_reference_memory_server() {
     let r = engram
         .ok("search_nodes", json!({ "query": "speaks remotely" }))
         .await;
-    let names: Vec<&str> = r["entities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, vec!["Alice"]);
+    assert_eq!(strings(&r["entities"], "/name"), vec!["Alice"]);
     let r = reference
         .ok("search_nodes", json!({ "query": "speaks remotely" }))
         .await;

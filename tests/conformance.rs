@@ -64,57 +64,6 @@ const V2026: &str = "2026-07-28";
 
 // ------------------------------------------------------------------ the scenarios
 
-#[test]
-fn server_initialize_2025_11_25() {
-    run_scenario("server-initialize", V2025, &[], &[]);
-}
-
-#[test]
-fn server_session_lifecycle_2025_11_25() {
-    run_scenario("server-session-lifecycle", V2025, &[], &[]);
-}
-
-#[test]
-fn ping_2025_11_25() {
-    run_scenario("ping", V2025, &[], &[]);
-}
-
-#[test]
-fn logging_set_level_2025_11_25() {
-    run_scenario("logging-set-level", V2025, &[], &[]);
-}
-
-/// Every tool (`--tools all`), so the suite validates all of their definitions.
-#[test]
-fn tools_list_2025_11_25() {
-    run_scenario("tools-list", V2025, &["--tools", "all"], &[]);
-}
-
-#[test]
-fn tools_list_2026_07_28() {
-    run_scenario("tools-list", V2026, &["--tools", "all"], &[]);
-}
-
-#[test]
-fn dns_rebinding_protection_2025_11_25() {
-    run_scenario("dns-rebinding-protection", V2025, &[], &[]);
-}
-
-#[test]
-fn dns_rebinding_protection_2026_07_28() {
-    run_scenario("dns-rebinding-protection", V2026, &[], &[]);
-}
-
-#[test]
-fn server_sse_multiple_streams_2025_11_25() {
-    run_scenario("server-sse-multiple-streams", V2025, &[], &[]);
-}
-
-#[test]
-fn server_sse_multiple_streams_2026_07_28() {
-    run_scenario("server-sse-multiple-streams", V2026, &[], &[]);
-}
-
 /// Checks of `server-stateless` that exercise the suite's diagnostic fixture tools.
 const NOT_APPLICABLE_STATELESS: &[(&str, &str)] = &[
     (
@@ -136,11 +85,6 @@ const NOT_APPLICABLE_STATELESS: &[(&str, &str)] = &[
     ),
 ];
 
-#[test]
-fn server_stateless_2026_07_28() {
-    run_scenario("server-stateless", V2026, &[], NOT_APPLICABLE_STATELESS);
-}
-
 /// The check of `caching` that lists what only the suite's fixture server has.
 const NOT_APPLICABLE_CACHING: &[(&str, &str)] = &[(
     "sep-2549-prompts-list-caching-hints",
@@ -148,34 +92,40 @@ const NOT_APPLICABLE_CACHING: &[(&str, &str)] = &[(
      and declares no prompts capability, so it answers -32601",
 )];
 
-#[test]
-fn caching_2026_07_28() {
-    run_scenario("caching", V2026, &[], NOT_APPLICABLE_CACHING);
+/// One test per row: `name: (scenario, wire version, engram's flags, checks not
+/// counted)`, each running [`run_scenario`].
+macro_rules! scenarios {
+    ($($(#[$doc:meta])* $name:ident: ($($arg:expr),+);)*) => {
+        $(
+            $(#[$doc])*
+            #[test]
+            fn $name() {
+                run_scenario($($arg),+);
+            }
+        )*
+    };
 }
 
-#[test]
-fn resources_list_2025_11_25() {
-    run_scenario("resources-list", V2025, &[], &[]);
-}
-
-#[test]
-fn resources_list_2026_07_28() {
-    run_scenario("resources-list", V2026, &[], &[]);
-}
-
-#[test]
-fn sep_2164_resource_not_found_2026_07_28() {
-    run_scenario("sep-2164-resource-not-found", V2026, &[], &[]);
-}
-
-#[test]
-fn http_header_validation_2026_07_28() {
-    run_scenario("http-header-validation", V2026, &[], &[]);
-}
-
-#[test]
-fn input_required_result_unsupported_methods_2026_07_28() {
-    run_scenario("input-required-result-unsupported-methods", V2026, &[], &[]);
+scenarios! {
+    server_initialize_2025_11_25: ("server-initialize", V2025, &[], &[]);
+    server_session_lifecycle_2025_11_25: ("server-session-lifecycle", V2025, &[], &[]);
+    ping_2025_11_25: ("ping", V2025, &[], &[]);
+    logging_set_level_2025_11_25: ("logging-set-level", V2025, &[], &[]);
+    /// Every tool (`--tools all`), so the suite validates all of their definitions.
+    tools_list_2025_11_25: ("tools-list", V2025, &["--tools", "all"], &[]);
+    tools_list_2026_07_28: ("tools-list", V2026, &["--tools", "all"], &[]);
+    dns_rebinding_protection_2025_11_25: ("dns-rebinding-protection", V2025, &[], &[]);
+    dns_rebinding_protection_2026_07_28: ("dns-rebinding-protection", V2026, &[], &[]);
+    server_sse_multiple_streams_2025_11_25: ("server-sse-multiple-streams", V2025, &[], &[]);
+    server_sse_multiple_streams_2026_07_28: ("server-sse-multiple-streams", V2026, &[], &[]);
+    server_stateless_2026_07_28: ("server-stateless", V2026, &[], NOT_APPLICABLE_STATELESS);
+    caching_2026_07_28: ("caching", V2026, &[], NOT_APPLICABLE_CACHING);
+    resources_list_2025_11_25: ("resources-list", V2025, &[], &[]);
+    resources_list_2026_07_28: ("resources-list", V2026, &[], &[]);
+    sep_2164_resource_not_found_2026_07_28: ("sep-2164-resource-not-found", V2026, &[], &[]);
+    http_header_validation_2026_07_28: ("http-header-validation", V2026, &[], &[]);
+    input_required_result_unsupported_methods_2026_07_28:
+        ("input-required-result-unsupported-methods", V2026, &[], &[]);
 }
 
 // ------------------------------------------------------------------ running one

@@ -86,7 +86,7 @@ async fn acknowledged_writes_survive_kill_9_under_concurrent_writers() {
         // Found by search too (the index caught up with the store's change log).
         if n % 7 == 0 {
             let token = format!("token{round}x{w}x{n}");
-            let r = client.ok("episodic_recall", json!({"query": token})).await;
+            let r = client.recall(&token).await;
             assert!(
                 r["hits"]
                     .as_array()

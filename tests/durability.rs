@@ -4,7 +4,7 @@
 mod common;
 
 use common::process::{kill9, owner_pid};
-use common::{Tools, stdio_client};
+use common::{Tools, stdio_client, strings};
 use serde_json::json;
 
 #[tokio::test]
@@ -40,12 +40,7 @@ async fn acknowledged_remembers_survive_sigkill_and_are_found_after_replay() {
             json!({"query": "zebra marker", "limit": 100}),
         )
         .await;
-    let mut got: Vec<String> = found["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["event"]["id"].as_str().unwrap().to_string())
-        .collect();
+    let mut got = strings(&found["hits"], "/event/id");
     got.sort();
     ids.sort();
     assert_eq!(got, ids, "search finds every event after replay");

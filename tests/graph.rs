@@ -7,6 +7,7 @@
 mod common;
 
 use common::mem::Mem;
+use common::numbers;
 use serde_json::{Value, json};
 
 trait Org {
@@ -107,12 +108,8 @@ async fn traversals_follow_direction_types_and_bounds() {
         )
         .await;
     assert_eq!(r["found"], false);
-    let e = h
-        .err(
-            "graph_shortest_path",
-            json!({ "from": "alice", "to": "nobody" }),
-        )
-        .await;
+    let to_nobody = json!({ "from": "alice", "to": "nobody" });
+    let e = h.err("graph_shortest_path", to_nobody).await;
     assert!(e.contains("nobody"), "{e}");
 
     let r = h
@@ -154,12 +151,8 @@ async fn traversals_follow_direction_types_and_bounds() {
 async fn centrality_communities_and_stats() {
     let h = Mem::new().await;
     h.org().await;
-    let r = h
-        .ok(
-            "graph_centrality",
-            json!({ "measure": "degree", "top_k": 2 }),
-        )
-        .await;
+    let top_2_by_degree = json!({ "measure": "degree", "top_k": 2 });
+    let r = h.ok("graph_centrality", top_2_by_degree).await;
     let top = names(&r, "top");
     assert!(
         top.contains(&"carol".to_string()) && top.contains(&"dave".to_string()),
@@ -167,12 +160,7 @@ async fn centrality_communities_and_stats() {
     );
     let r = h.ok("graph_centrality", json!({})).await;
     assert_eq!(r["complete"], true);
-    let sum: f64 = r["top"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x["score"].as_f64().unwrap())
-        .sum();
+    let sum: f64 = numbers(&r["top"], "/score").iter().sum();
     assert!(
         (sum - 1.0).abs() < 1e-6,
         "pagerank sums to 1 over all 7: {sum}"
@@ -237,12 +225,8 @@ async fn rename_merge_and_update_keep_relations_consistent() {
         h.ok("search_nodes", json!({ "query": "carol" })).await["entities"][0]["name"]
             == "caroline"
     );
-    let e = h
-        .err(
-            "graph_rename_entity",
-            json!({ "name": "bob", "new_name": "alice" }),
-        )
-        .await;
+    let to_taken_name = json!({ "name": "bob", "new_name": "alice" });
+    let e = h.err("graph_rename_entity", to_taken_name).await;
     assert!(e.contains("already exists"), "{e}");
 
     // A duplicate "Bob" with its own relation and a shared observation.
@@ -256,12 +240,8 @@ async fn rename_merge_and_update_keep_relations_consistent() {
     ] }),
     )
     .await;
-    let merged = h
-        .ok(
-            "graph_merge_entities",
-            json!({ "target": "bob", "sources": ["Robert"] }),
-        )
-        .await;
+    let robert_into_bob = json!({ "target": "bob", "sources": ["Robert"] });
+    let merged = h.ok("graph_merge_entities", robert_into_bob).await;
     assert_eq!(
         merged["entity"]["observations"],
         json!(["bob works here", "plays chess"])
@@ -332,30 +312,20 @@ async fn read_graph_pages_under_its_budget_without_loss() {
     h.ok("create_relations", json!({ "relations": relations }))
         .await;
 
-    let (mut seen, mut rels, mut pages) = (Vec::new(), 0, 0);
-    let mut cursor: Option<Value> = None;
-    loop {
-        let mut args = json!({});
-        if let Some(c) = &cursor {
-            args["cursor"] = c.clone();
-        }
-        let r = h.ok("read_graph", args).await;
+    let (mut seen, mut rels) = (Vec::new(), 0);
+    let pages = h.pages("read_graph", json!({})).await;
+    for r in &pages {
         assert!(
             serde_json::to_string(&r).unwrap().len() < 2_000 + 600,
             "page over budget"
         );
-        seen.extend(names(&r, "entities"));
+        seen.extend(names(r, "entities"));
         rels += r["relations"].as_array().unwrap().len();
-        pages += 1;
-        match r.get("next_cursor") {
-            Some(c) => {
-                assert!(r["note"].as_str().unwrap().contains("cursor"));
-                cursor = Some(c.clone());
-            }
-            None => break,
+        if r.get("next_cursor").is_some() {
+            assert!(r["note"].as_str().unwrap().contains("cursor"));
         }
     }
-    assert!(pages > 1);
+    assert!(pages.len() > 1);
     let expected: Vec<String> = (0..60).map(|i| format!("e{i:02}")).collect();
     assert_eq!((seen, rels), (expected, 59));
 

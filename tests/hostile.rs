@@ -164,6 +164,7 @@ async fn bad_arguments_are_tool_errors_that_name_the_field_and_change_nothing() 
         .encode(br#"{"o":10000000000000,"f":"000000000000"}"#);
     let (payload, tag) = cursor.split_once('.').unwrap();
     let altered = format!("{payload}A.{tag}");
+    let page_after = |cursor: &str| json!({"query": "cursor test", "limit": 1, "cursor": cursor});
     for (i, bad) in [
         forged.clone(),
         format!("{forged}.{tag}"),
@@ -174,30 +175,14 @@ async fn bad_arguments_are_tool_errors_that_name_the_field_and_change_nothing() 
     .enumerate()
     {
         let r = raw
-            .tool(
-                320 + i as i64,
-                "episodic_recall",
-                json!({"query": "cursor test", "limit": 1, "cursor": bad}),
-            )
+            .tool(320 + i as i64, "episodic_recall", page_after(&bad))
             .await;
         assert!(tool_error(&r).contains("cursor"));
     }
     // A real cursor used by another operation is refused too.
-    let r = raw
-        .tool(
-            330,
-            "semantic_search",
-            json!({"query": "cursor test", "limit": 1, "cursor": cursor}),
-        )
-        .await;
+    let r = raw.tool(330, "semantic_search", page_after(&cursor)).await;
     assert!(tool_error(&r).contains("cursor"));
-    let r = raw
-        .tool(
-            331,
-            "episodic_recall",
-            json!({"query": "cursor test", "limit": 1, "cursor": cursor}),
-        )
-        .await;
+    let r = raw.tool(331, "episodic_recall", page_after(&cursor)).await;
     assert_ne!(r["isError"], true, "{r}");
     // Nothing the bad calls sent was stored.
     let r = raw.tool(340, "episodic_count", json!({})).await;
@@ -260,8 +245,7 @@ fn initialize_body() -> Vec<u8> {
 
 #[tokio::test]
 async fn http_answers_malformed_bodies_and_guards_its_edges() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = HttpServer::start(dir.path(), &["--max-sessions", "3"]).await;
+    let server = HttpServer::fresh(&["--max-sessions", "3"]).await;
     let client = reqwest::Client::new();
     // Malformed bodies: JSON-RPC errors, not bare 415s.
     for (body, code) in [
@@ -324,12 +308,7 @@ async fn http_answers_malformed_bodies_and_guards_its_edges() {
 
 #[tokio::test]
 async fn idle_http_sessions_expire() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = HttpServer::start(
-        dir.path(),
-        &["--max-sessions", "1", "--session-idle-secs", "1"],
-    )
-    .await;
+    let server = HttpServer::fresh(&["--max-sessions", "1", "--session-idle-secs", "1"]).await;
     let client = reqwest::Client::new();
     let (status, _) = post(&client, &server.url, initialize_body(), &[]).await;
     assert_eq!(status, 200);

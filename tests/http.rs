@@ -7,8 +7,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn concurrent_sessions_see_only_their_own_namespace_scratch_and_tools() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = HttpServer::start(dir.path(), &[]).await;
+    let server = HttpServer::fresh(&[]).await;
     let (a, b) = tokio::join!(server.client(Some("team-a")), server.client(Some("team-b")));
 
     let (ra, rb) = tokio::join!(
@@ -26,12 +25,8 @@ async fn concurrent_sessions_see_only_their_own_namespace_scratch_and_tools() {
     ra.unwrap();
     rb.unwrap();
 
-    let hits_a = a
-        .ok("episodic_recall", json!({"query": "ships service"}))
-        .await;
-    let hits_b = b
-        .ok("episodic_recall", json!({"query": "ships service"}))
-        .await;
+    let hits_a = a.recall("ships service").await;
+    let hits_b = b.recall("ships service").await;
     assert_eq!(hits_a["hits"].as_array().unwrap().len(), 1);
     assert_eq!(
         hits_a["hits"][0]["event"]["content"],
@@ -51,26 +46,18 @@ async fn concurrent_sessions_see_only_their_own_namespace_scratch_and_tools() {
     let names_b = tool_names(&b).await;
     assert!(names_a.contains(&"session_scratch_get".to_string()));
     assert!(!names_b.contains(&"session_scratch_get".to_string()));
-    let via_b = b
-        .ok(
-            "call_operation",
-            json!({"name": "session_scratch_get", "arguments": {"key": "k"}}),
-        )
-        .await;
+    // Another session reads scratch through call_operation (it does not list the tool).
+    let get_k = json!({"name": "session_scratch_get", "arguments": {"key": "k"}});
+    let via_b = b.ok("call_operation", get_k.clone()).await;
     assert_eq!(via_b["result"]["found"], false);
     let info_a = a.ok("session_info", json!({})).await;
     assert_eq!(info_a["namespace"], "team-a");
 
     // A third session in team-a shares memories but not scratch.
     let a2 = server.client(Some("team-a")).await;
-    let r = a2.ok("episodic_recall", json!({"query": "billing"})).await;
+    let r = a2.recall("billing").await;
     assert_eq!(r["hits"].as_array().unwrap().len(), 1);
-    let s = a2
-        .ok(
-            "call_operation",
-            json!({"name": "session_scratch_get", "arguments": {"key": "k"}}),
-        )
-        .await;
+    let s = a2.ok("call_operation", get_k).await;
     assert_eq!(s["result"]["found"], false);
 
     for c in [a, b, a2] {
@@ -80,8 +67,7 @@ async fn concurrent_sessions_see_only_their_own_namespace_scratch_and_tools() {
 
 #[tokio::test]
 async fn health_reports_ok_and_bad_namespaces_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = HttpServer::start(dir.path(), &[]).await;
+    let server = HttpServer::fresh(&[]).await;
     let body: serde_json::Value = reqwest::get(format!("{}/health", server.base()))
         .await
         .unwrap()

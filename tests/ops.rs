@@ -7,12 +7,14 @@
 mod common;
 
 use common::mem::Mem;
+use common::strings;
 use serde_json::{Value, json};
 
 /// Shorthands for the episodic calls most tests here make.
 trait Episodic {
     async fn remember(&self, content: &str, extra: Value) -> String;
     async fn count(&self) -> u64;
+    async fn recall(&self, query: &str) -> Value;
 }
 
 impl Episodic for Mem {
@@ -27,6 +29,10 @@ impl Episodic for Mem {
             .to_string()
     }
 
+    async fn recall(&self, query: &str) -> Value {
+        self.ok("episodic_recall", json!({ "query": query })).await
+    }
+
     async fn count(&self) -> u64 {
         self.ok("episodic_count", json!({})).await["count"]
             .as_u64()
@@ -34,13 +40,8 @@ impl Episodic for Mem {
     }
 }
 
-fn hit_contents(v: &Value) -> Vec<String> {
-    v["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["event"]["content"].as_str().unwrap().to_string())
-        .collect()
+fn hit_contents(v: &Value) -> Vec<&str> {
+    strings(&v["hits"], "/event/content")
 }
 
 #[tokio::test]
@@ -60,35 +61,21 @@ async fn recall_ranks_natural_language_and_sees_uncommitted_writes() {
     .await;
 
     // Nothing is committed to the index yet: these come from the overlay.
-    let r = h
-        .ok(
-            "episodic_recall",
-            json!({"query": "which postgres version does staging use"}),
-        )
-        .await;
+    let r = h.recall("which postgres version does staging use").await;
     let hits = hit_contents(&r);
     assert_eq!(hits.len(), 2, "{r}");
     assert!(hits[0].contains("Staging"), "best match first: {hits:?}");
 
     // Same ranking after the index commits.
     h.flush().await;
-    let r2 = h
-        .ok(
-            "episodic_recall",
-            json!({"query": "which postgres version does staging use"}),
-        )
-        .await;
+    let r2 = h.recall("which postgres version does staging use").await;
     assert_eq!(hit_contents(&r2), hits);
 
     // Stemming: "upgrading" finds "upgraded"; filters narrow.
-    let r = h.ok("episodic_recall", json!({"query": "upgrading"})).await;
+    let r = h.recall("upgrading").await;
     assert_eq!(hit_contents(&r).len(), 1);
-    let r = h
-        .ok(
-            "episodic_recall",
-            json!({"query": "postgres", "tags": ["PROD"]}),
-        )
-        .await;
+    let tagged_prod = json!({"query": "postgres", "tags": ["PROD"]});
+    let r = h.ok("episodic_recall", tagged_prod).await;
     assert_eq!(
         hit_contents(&r),
         vec!["Production postgres still runs version 14"]
@@ -106,18 +93,15 @@ async fn updates_and_deletes_are_searchable_at_once_even_after_a_commit() {
         json!({"id": id, "content": "the cache uses memcached"}),
     )
     .await;
-    assert!(hit_contents(&h.ok("episodic_recall", json!({"query": "redis"})).await).is_empty());
-    assert_eq!(
-        hit_contents(&h.ok("episodic_recall", json!({"query": "memcached"})).await).len(),
-        1
-    );
+    assert!(hit_contents(&h.recall("redis").await).is_empty());
+    assert_eq!(hit_contents(&h.recall("memcached").await).len(), 1);
     h.flush().await;
-    assert!(hit_contents(&h.ok("episodic_recall", json!({"query": "redis"})).await).is_empty());
+    assert!(hit_contents(&h.recall("redis").await).is_empty());
 
     let out = h.ok("episodic_forget", json!({"ids": [id, "nope"]})).await;
     assert_eq!(out["deleted"], json!([id]));
     assert_eq!(out["not_found"], json!(["nope"]));
-    assert!(hit_contents(&h.ok("episodic_recall", json!({"query": "memcached"})).await).is_empty());
+    assert!(hit_contents(&h.recall("memcached").await).is_empty());
 }
 
 #[tokio::test]
@@ -130,22 +114,11 @@ async fn list_pages_with_cursors_in_time_order() {
         )
         .await;
     }
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut args = json!({"limit": 3});
-        if let Some(c) = &cursor {
-            args["cursor"] = json!(c);
-        }
-        let page = h.ok("episodic_list", args).await;
-        for e in page["events"].as_array().unwrap() {
-            seen.push(e["content"].as_str().unwrap().to_string());
-        }
-        match page.get("next_cursor").and_then(Value::as_str) {
-            Some(c) => cursor = Some(c.to_string()),
-            None => break,
-        }
-    }
+    let pages = h.pages("episodic_list", json!({"limit": 3})).await;
+    let seen: Vec<&str> = pages
+        .iter()
+        .flat_map(|page| strings(&page["events"], "/content"))
+        .collect();
     let expected: Vec<String> = (0..7).map(|i| format!("event {i}")).collect();
     assert_eq!(seen, expected);
 
@@ -197,13 +170,7 @@ async fn around_returns_neighbours_in_time_order() {
     assert_eq!(out["event"]["content"], "step 2");
     assert_eq!(out["before"].as_array().unwrap().len(), 1);
     assert_eq!(out["before"][0]["content"], "step 1");
-    let after: Vec<&str> = out["after"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["content"].as_str().unwrap())
-        .collect();
-    assert_eq!(after, vec!["step 3", "step 4"]);
+    assert_eq!(strings(&out["after"], "/content"), vec!["step 3", "step 4"]);
 }
 
 #[tokio::test]
@@ -237,96 +204,34 @@ async fn forget_where_needs_a_filter_and_honours_dry_run() {
         .await;
     assert_eq!(done["matched"], 2);
     assert_eq!(h.count().await, 1);
-    assert!(hit_contents(&h.ok("episodic_recall", json!({"query": "trivia"})).await).is_empty());
+    assert!(hit_contents(&h.recall("trivia").await).is_empty());
 }
 
 #[tokio::test]
 async fn bad_input_is_a_clear_error_and_writes_nothing() {
     let h = Mem::new().await;
+    // One case a line: the operation, its arguments, what the error must say.
+    #[rustfmt::skip]
     let cases: Vec<(&str, Value, &str)> = vec![
-        (
-            "episodic_remembr",
-            json!({"content": "x"}),
-            "similar: episodic_remember",
-        ),
+        ("episodic_remembr", json!({"content": "x"}), "similar: episodic_remember"),
         ("episodic_remember", json!({}), "missing field `content`"),
-        (
-            "episodic_remember",
-            json!({"content": 5}),
-            "expected a string",
-        ),
-        (
-            "episodic_remember",
-            json!({"content": "x", "colour": "red"}),
-            "unknown field `colour`",
-        ),
-        (
-            "episodic_remember",
-            json!({"content": "   "}),
-            "`content` is empty",
-        ),
-        (
-            "episodic_remember",
-            json!({"content": "x", "importance": 3}),
-            "between 0.0 and 1.0",
-        ),
-        (
-            "episodic_remember",
-            json!({"content": "x", "occurred_at": "someday"}),
-            "cannot read time",
-        ),
-        (
-            "episodic_remember",
-            json!({"content": "x".repeat(70_000)}),
-            "over the limit",
-        ),
-        (
-            "episodic_remember_batch",
-            json!({"events": [{"content": "fine"}, {"content": ""}]}),
-            "events[1]",
-        ),
-        (
-            "episodic_remember_batch",
-            json!({"events": vec![json!({"content": "x"}); 1001]}),
-            "the limit is 1000",
-        ),
-        (
-            "episodic_list",
-            json!({"cursor": "garbage!"}),
-            "`cursor` is not valid",
-        ),
-        (
-            "episodic_list",
-            json!({"limit": 100000}),
-            "page with `cursor`",
-        ),
+        ("episodic_remember", json!({"content": 5}), "expected a string"),
+        ("episodic_remember", json!({"content": "x", "colour": "red"}), "unknown field `colour`"),
+        ("episodic_remember", json!({"content": "   "}), "`content` is empty"),
+        ("episodic_remember", json!({"content": "x", "importance": 3}), "between 0.0 and 1.0"),
+        ("episodic_remember", json!({"content": "x", "occurred_at": "someday"}), "cannot read time"),
+        ("episodic_remember", json!({"content": "x".repeat(70_000)}), "over the limit"),
+        ("episodic_remember_batch", json!({"events": [{"content": "fine"}, {"content": ""}]}), "events[1]"),
+        ("episodic_remember_batch", json!({"events": vec![json!({"content": "x"}); 1001]}), "the limit is 1000"),
+        ("episodic_list", json!({"cursor": "garbage!"}), "`cursor` is not valid"),
+        ("episodic_list", json!({"limit": 100000}), "page with `cursor`"),
         ("episodic_get", json!({"id": "0000"}), "no event with id"),
-        (
-            "episodic_update",
-            json!({"id": "0000", "content": "y"}),
-            "no event with id",
-        ),
-        (
-            "episodic_update",
-            json!({"id": "0000"}),
-            "nothing to change",
-        ),
-        (
-            "episodic_recall",
-            json!({"query": "the of and"}),
-            "very common words",
-        ),
-        (
-            "episodic_count",
-            json!({"since": "2026-02-01", "until": "2026-01-01"}),
-            "not before",
-        ),
+        ("episodic_update", json!({"id": "0000", "content": "y"}), "no event with id"),
+        ("episodic_update", json!({"id": "0000"}), "nothing to change"),
+        ("episodic_recall", json!({"query": "the of and"}), "very common words"),
+        ("episodic_count", json!({"since": "2026-02-01", "until": "2026-01-01"}), "not before"),
         ("enable_toolset", json!({"layer": "astrology"}), "no layer"),
-        (
-            "call_operation",
-            json!({"name": "call_operation"}),
-            "cannot call itself",
-        ),
+        ("call_operation", json!({"name": "call_operation"}), "cannot call itself"),
         ("episodic_remember", json!([1, 2]), "JSON object"),
     ];
     for (op, args, expected) in cases {
@@ -381,9 +286,7 @@ async fn namespaces_and_scratch_are_isolated() {
     .await
     .unwrap();
 
-    let mine = h
-        .ok("episodic_recall", json!({"query": "secret plan"}))
-        .await;
+    let mine = h.recall("secret plan").await;
     assert_eq!(hit_contents(&mine), vec!["alpha's secret plan"]);
     let theirs = beta.call("episodic_list", json!({})).await.unwrap();
     assert_eq!(theirs["events"].as_array().unwrap().len(), 1);
@@ -485,27 +388,17 @@ async fn paging_merges_index_and_overlay_without_losing_or_repeating_hits() {
         )
         .await;
     }
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut args = json!({"query": "widget", "limit": 4});
-        if let Some(c) = &cursor {
-            args["cursor"] = json!(c);
-        }
-        let page = h.ok("episodic_recall", args).await;
+    let pages = h
+        .pages("episodic_recall", json!({"query": "widget", "limit": 4}))
+        .await;
+    let mut got = Vec::new();
+    for page in &pages {
         let hits = page["hits"].as_array().unwrap();
         assert!(!hits.is_empty() || page.get("next_cursor").is_none());
-        for hit in hits {
-            seen.push(hit["event"]["id"].as_str().unwrap().to_string());
-        }
-        match page.get("next_cursor").and_then(Value::as_str) {
-            Some(c) => cursor = Some(c.to_string()),
-            None => break,
-        }
+        got.extend(strings(&page["hits"], "/event/id"));
     }
     let mut expected = ids.clone();
     expected.sort();
-    let mut got = seen.clone();
     got.sort();
     assert_eq!(got, expected, "every event exactly once");
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::mem::Mem;
 use common::wire::{RawStdio, post, tool_error};
-use common::{HttpServer, connect, engram};
+use common::{HttpServer, connect, engram, strings};
 use serde_json::{Value, json};
 
 const V2026: &str = "2026-07-28";
@@ -20,6 +20,13 @@ fn meta() -> Value {
         "io.modelcontextprotocol/protocolVersion": V2026,
         "io.modelcontextprotocol/clientCapabilities": {}
     })
+}
+
+/// A 2026-07-28 request: no handshake, the protocol version and client
+/// capabilities in its `_meta`.
+fn request(id: i64, method: &str, mut params: Value) -> Value {
+    params["_meta"] = meta();
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
 }
 
 /// Stateless 2026-07-28 requests over HTTP, in one namespace (by header).
@@ -39,8 +46,7 @@ impl Stateless {
     }
 
     /// One request; the JSON-RPC answer.
-    async fn request(&self, id: i64, method: &str, mut params: Value) -> Value {
-        params["_meta"] = meta();
+    async fn request(&self, id: i64, method: &str, params: Value) -> Value {
         let mut headers = vec![
             ("mcp-protocol-version", V2026),
             ("mcp-method", method),
@@ -50,14 +56,8 @@ impl Stateless {
         if let Some(name) = &name {
             headers.push(("mcp-name", name));
         }
-        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        let (_, text) = post(
-            &self.http,
-            &self.url,
-            body.to_string().into_bytes(),
-            &headers,
-        )
-        .await;
+        let body = request(id, method, params).to_string().into_bytes();
+        let (_, text) = post(&self.http, &self.url, body, &headers).await;
         // JSON, or one SSE event carrying it.
         let json_text = text
             .lines()
@@ -76,12 +76,17 @@ impl Stateless {
     }
 }
 
-#[tokio::test]
-async fn stateless_requests_work_in_any_order_without_a_handshake() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = HttpServer::start(dir.path(), &["--tools", "core"]).await;
+/// `engram serve --http ARGS`, and stateless callers in namespaces alpha and beta.
+async fn alpha_and_beta(args: &[&str]) -> (HttpServer, Stateless, Stateless) {
+    let server = HttpServer::fresh(args).await;
     let alpha = Stateless::new(&server, "alpha");
     let beta = Stateless::new(&server, "beta");
+    (server, alpha, beta)
+}
+
+#[tokio::test]
+async fn stateless_requests_work_in_any_order_without_a_handshake() {
+    let (_server, alpha, beta) = alpha_and_beta(&["--tools", "core"]).await;
 
     // A tool call first: no initialize, no discover.
     let r = alpha
@@ -121,12 +126,7 @@ async fn stateless_requests_work_in_any_order_without_a_handshake() {
     assert_eq!(a["result"]["tools"], b["result"]["tools"]);
     assert!(a["result"]["ttlMs"].as_u64().unwrap() > 0, "{a}");
     assert!(a["result"]["cacheScope"].is_string(), "{a}");
-    let names: Vec<&str> = a["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
+    let names = strings(&a["result"]["tools"], "/name");
     assert!(
         names.contains(&"call_operation") && !names.contains(&"graph_stats"),
         "{names:?}"
@@ -149,8 +149,7 @@ async fn stateless_requests_work_in_any_order_without_a_handshake() {
 
 #[tokio::test]
 async fn an_unsupported_version_is_refused_with_the_supported_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = HttpServer::start(dir.path(), &[]).await;
+    let server = HttpServer::fresh(&[]).await;
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {
         "io.modelcontextprotocol/protocolVersion": "2099-01-01",
         "io.modelcontextprotocol/clientCapabilities": {}}}});
@@ -169,10 +168,7 @@ async fn an_unsupported_version_is_refused_with_the_supported_ones() {
 
 #[tokio::test]
 async fn session_handles_carry_scratch_and_stay_in_their_namespace() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = HttpServer::start(dir.path(), &["--tools", "all"]).await;
-    let alpha = Stateless::new(&server, "alpha");
-    let beta = Stateless::new(&server, "beta");
+    let (_server, alpha, beta) = alpha_and_beta(&["--tools", "all"]).await;
 
     // Without a handle a stateless call says how to get one.
     let r = alpha
@@ -262,7 +258,7 @@ async fn expired_handles_are_refused_with_how_to_get_a_new_one() {
 async fn stdio_speaks_2026_07_28_without_initialize_and_2025_11_25_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut raw = RawStdio::spawn(dir.path(), &["--tools", "core"]);
-    let d = raw.request(json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": meta()}})).await;
+    let d = raw.request(request(1, "server/discover", json!({}))).await;
     assert!(
         d["result"]["supportedVersions"]
             .as_array()
@@ -270,35 +266,20 @@ async fn stdio_speaks_2026_07_28_without_initialize_and_2025_11_25_with_it() {
             .contains(&json!(V2026)),
         "{d}"
     );
-    let r = raw
-        .request(
-            json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
-        "name": "episodic_remember", "arguments": {"content": "stdio plum"}, "_meta": meta()}}),
-        )
-        .await;
+    let remember = json!({"name": "episodic_remember", "arguments": {"content": "stdio plum"}});
+    let r = raw.request(request(2, "tools/call", remember)).await;
     assert_eq!(r["result"]["isError"], false, "{r}");
     // Over stdio the process is the session: scratch needs no handle.
-    let r = raw
-        .request(
-            json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
-        "name": "call_operation",
-        "arguments": {"name": "session_scratch_set", "arguments": {"key": "k", "value": 1}},
-        "_meta": meta()}}),
-        )
-        .await;
+    let set_scratch = json!({"name": "call_operation",
+        "arguments": {"name": "session_scratch_set", "arguments": {"key": "k", "value": 1}}});
+    let r = raw.request(request(3, "tools/call", set_scratch)).await;
     assert_eq!(r["result"]["isError"], false, "{r}");
     // The list is the profile for every caller: enable_toolset cannot grow it.
-    let r = raw
-        .request(
-            json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {
-        "name": "enable_toolset", "arguments": {"layer": "graph"}, "_meta": meta()}}),
-        )
-        .await;
+    let enable = json!({"name": "enable_toolset", "arguments": {"layer": "graph"}});
+    let r = raw.request(request(5, "tools/call", enable)).await;
     assert_eq!(r["result"]["isError"], true, "{r}");
     // ping is gone in 2026-07-28.
-    let r = raw
-        .request(json!({"jsonrpc": "2.0", "id": 4, "method": "ping", "params": {"_meta": meta()}}))
-        .await;
+    let r = raw.request(request(4, "ping", json!({}))).await;
     assert!(r["error"].is_object(), "{r}");
 }
 
@@ -409,10 +390,7 @@ async fn memory_is_readable_as_resources_and_subscriptions_see_writes() {
 
 #[tokio::test]
 async fn stateless_requests_share_their_namespace_rate_allowance() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = HttpServer::start(dir.path(), &["--rate-limit", "1", "--rate-burst", "2"]).await;
-    let alpha = Stateless::new(&server, "alpha");
-    let beta = Stateless::new(&server, "beta");
+    let (_server, alpha, beta) = alpha_and_beta(&["--rate-limit", "1", "--rate-burst", "2"]).await;
     // Each request is a fresh session; the allowance still holds per namespace.
     for id in 1..=2 {
         let r = alpha.tool(id, "episodic_recent", json!({})).await;

@@ -175,26 +175,33 @@ fn install_node() -> Result<PathBuf, String> {
     }
 }
 
-/// The venv's python, installing it once per test process (and once across processes).
-fn python() -> &'static Path {
-    static PY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match PY.get_or_init(install_python) {
+type Installed = OnceLock<Result<PathBuf, String>>;
+
+/// What `install` made, installed once per test process (and once across processes).
+fn once(
+    cell: &'static Installed,
+    install: fn() -> Result<PathBuf, String>,
+    what: &str,
+) -> &'static Path {
+    match cell.get_or_init(install) {
         Ok(p) => p,
-        Err(e) => {
-            panic!("the Python MCP SDK could not be installed into target/clients/venv:\n{e}")
-        }
+        Err(e) => panic!(
+            "{what} could not be installed into {}:\n{e}",
+            clients_dir().display()
+        ),
     }
 }
 
-/// The npm project holding the TypeScript SDK, installed once likewise.
+/// The venv's python.
+fn python() -> &'static Path {
+    static PY: Installed = OnceLock::new();
+    once(&PY, install_python, "the Python MCP SDK")
+}
+
+/// The npm project holding the TypeScript SDK.
 fn node_project() -> &'static Path {
-    static NODE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match NODE.get_or_init(install_node) {
-        Ok(p) => p,
-        Err(e) => {
-            panic!("the TypeScript MCP SDK could not be installed into target/clients/node:\n{e}")
-        }
-    }
+    static NODE: Installed = OnceLock::new();
+    once(&NODE, install_node, "the TypeScript MCP SDK")
 }
 
 // ------------------------------------------------------------------ the runs

@@ -8,12 +8,14 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::mem::Mem;
+use common::{numbers, strings};
 use serde_json::{Value, json};
 
 /// Shorthands for what several tests here do.
 trait Semantic {
     async fn load_fixture(&self) -> Vec<String>;
     async fn fact_count(&self) -> usize;
+    async fn search(&self, op: &str, query: &str) -> Value;
     async fn wait_health(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value;
 }
 
@@ -40,6 +42,11 @@ impl Semantic for Mem {
             .len()
     }
 
+    /// A search with nothing but its query.
+    async fn search(&self, op: &str, query: &str) -> Value {
+        self.ok(op, json!({ "query": query })).await
+    }
+
     /// Polls health until `done` holds (at most 20 s).
     async fn wait_health(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
         let started = Instant::now();
@@ -57,13 +64,8 @@ impl Semantic for Mem {
     }
 }
 
-fn contents(v: &Value) -> Vec<String> {
-    v["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["fact"]["content"].as_str().unwrap().to_string())
-        .collect()
+fn contents(v: &Value) -> Vec<&str> {
+    strings(&v["hits"], "/fact/content")
 }
 
 fn breaker<'a>(health: &'a Value, backend: &str) -> &'a Value {
@@ -88,10 +90,7 @@ async fn on_overlay_and_index(check: impl AsyncFn(&Mem)) {
 async fn ranked_search_puts_the_best_match_first() {
     on_overlay_and_index(async |h| {
         let r = h
-            .ok(
-                "semantic_search",
-                json!({ "query": "postgres replica failover" }),
-            )
+            .search("semantic_search", "postgres replica failover")
             .await;
         let c = contents(&r);
         assert!(
@@ -116,22 +115,14 @@ async fn ranked_search_puts_the_best_match_first() {
 #[tokio::test]
 async fn phrase_search_wants_the_words_in_order() {
     on_overlay_and_index(async |h| {
-        let r = h
-            .ok(
-                "semantic_search_phrase",
-                json!({ "query": "staging database" }),
-            )
-            .await;
+        let r = h.search("semantic_search_phrase", "staging database").await;
         assert_eq!(
             contents(&r),
             vec!["The staging database is PostgreSQL 16 running on db-stg-1"]
         );
         // "database for staging" holds both words, in the other order: not a match.
         let r = h
-            .ok(
-                "semantic_search_phrase",
-                json!({ "query": "connection pool size" }),
-            )
+            .search("semantic_search_phrase", "connection pool size")
             .await;
         assert_eq!(contents(&r).len(), 1);
     })
@@ -141,12 +132,7 @@ async fn phrase_search_wants_the_words_in_order() {
 #[tokio::test]
 async fn prefix_search_completes_the_last_word() {
     on_overlay_and_index(async |h| {
-        let r = h
-            .ok(
-                "semantic_search_prefix",
-                json!({ "query": "postgres repl" }),
-            )
-            .await;
+        let r = h.search("semantic_search_prefix", "postgres repl").await;
         let mut c = contents(&r);
         c.sort();
         assert_eq!(
@@ -156,13 +142,9 @@ async fn prefix_search_completes_the_last_word() {
                 "Production Postgres has one streaming replica in another region for failover",
             ]
         );
-        let r = h
-            .ok("semantic_search_prefix", json!({ "query": "kube" }))
-            .await;
+        let r = h.search("semantic_search_prefix", "kube").await;
         assert_eq!(contents(&r).len(), 1);
-        let r = h
-            .ok("semantic_search_prefix", json!({ "query": "zzz" }))
-            .await;
+        let r = h.search("semantic_search_prefix", "zzz").await;
         assert!(contents(&r).is_empty());
     })
     .await;
@@ -171,16 +153,11 @@ async fn prefix_search_completes_the_last_word() {
 #[tokio::test]
 async fn fuzzy_search_forgives_typos_and_ranks_exact_words_first() {
     on_overlay_and_index(async |h| {
-        let r = h
-            .ok("semantic_search_fuzzy", json!({ "query": "postgress" }))
-            .await;
+        let r = h.search("semantic_search_fuzzy", "postgress").await;
         let c = contents(&r);
         assert_eq!(c.len(), 4, "every Postgres fact: {c:?}");
         let r = h
-            .ok(
-                "semantic_search_fuzzy",
-                json!({ "query": "kubernetis deploymnets" }),
-            )
+            .search("semantic_search_fuzzy", "kubernetis deploymnets")
             .await;
         assert!(contents(&r)[0].starts_with("Kubernetes deployments"), "{r}");
         // Capped at zero edits, the typo finds nothing.
@@ -197,9 +174,7 @@ async fn fuzzy_search_forgives_typos_and_ranks_exact_words_first() {
             json!({ "content": "Grafanna is a misspelling seen in old notes" }),
         )
         .await;
-        let r = h
-            .ok("semantic_search_fuzzy", json!({ "query": "grafana" }))
-            .await;
+        let r = h.search("semantic_search_fuzzy", "grafana").await;
         assert!(contents(&r)[0].starts_with("Grafana dashboards"), "{r}");
         assert_eq!(contents(&r).len(), 2);
         h.ok(
@@ -267,20 +242,9 @@ async fn filters_paging_and_the_size_budget() {
     assert_eq!(contents(&r).len(), 2);
 
     // Page through all Postgres facts two at a time: no loss, no repeat.
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut args = json!({ "query": "postgres postgresql", "limit": 2 });
-        if let Some(c) = &cursor {
-            args["cursor"] = json!(c);
-        }
-        let r = h.ok("semantic_search", args).await;
-        seen.extend(contents(&r));
-        match r["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => break,
-        }
-    }
+    let args = json!({ "query": "postgres postgresql", "limit": 2 });
+    let pages = h.pages("semantic_search", args).await;
+    let seen: Vec<&str> = pages.iter().flat_map(contents).collect();
     let mut unique = seen.clone();
     unique.sort();
     unique.dedup();
@@ -333,9 +297,7 @@ async fn supersede_keeps_history_and_hides_the_old_version() {
     assert!(s["old"]["valid_to"].is_string());
     let v2 = s["new"]["id"].clone();
 
-    let r = h
-        .ok("semantic_search", json!({ "query": "API rate limit" }))
-        .await;
+    let r = h.search("semantic_search", "API rate limit").await;
     assert_eq!(
         contents(&r),
         vec!["The API rate limit is 500 requests per minute"]
@@ -373,9 +335,7 @@ async fn supersede_keeps_history_and_hides_the_old_version() {
 
     // Deleting the newest version makes the one before current again.
     h.ok("semantic_delete", json!({ "ids": [v3] })).await;
-    let r = h
-        .ok("semantic_search", json!({ "query": "API rate limit" }))
-        .await;
+    let r = h.search("semantic_search", "API rate limit").await;
     assert_eq!(
         contents(&r),
         vec!["The API rate limit is 500 requests per minute"]
@@ -412,12 +372,7 @@ async fn reinforce_similar_hybrid_and_memory_search() {
             json!({ "query": "postgres", "weights": { "text": 0, "recency": 0, "confidence": 1, "access": 0 } }),
         )
         .await;
-    let conf: Vec<f64> = r["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["fact"]["confidence"].as_f64().unwrap())
-        .collect();
+    let conf = numbers(&r["hits"], "/fact/confidence");
     assert_eq!(conf, vec![0.85, 0.8, 0.6]);
     assert!(r["hits"][0]["components"]["text"].is_number());
     let e = h
@@ -434,15 +389,8 @@ async fn reinforce_similar_hybrid_and_memory_search() {
         json!({ "content": "Restarted the Postgres replica after lag alerts" }),
     )
     .await;
-    let r = h
-        .ok("memory_search", json!({ "query": "postgres replica lag" }))
-        .await;
-    let layers: Vec<&str> = r["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["layer"].as_str().unwrap())
-        .collect();
+    let r = h.search("memory_search", "postgres replica lag").await;
+    let layers = strings(&r["hits"], "/layer");
     assert!(
         layers.contains(&"episodic") && layers.contains(&"semantic"),
         "{layers:?}"
@@ -529,7 +477,7 @@ async fn a_write_in_one_session_invalidates_cached_reads_of_another() {
             >= 1
     );
     // The same through memory_search, which reads two layers.
-    let m = h.ok("memory_search", json!({ "query": "deploy" })).await;
+    let m = h.search("memory_search", "deploy").await;
     other
         .call(
             "episodic_remember",
@@ -537,7 +485,7 @@ async fn a_write_in_one_session_invalidates_cached_reads_of_another() {
         )
         .await
         .unwrap();
-    let m2 = h.ok("memory_search", json!({ "query": "deploy" })).await;
+    let m2 = h.search("memory_search", "deploy").await;
     assert_eq!(
         m2["hits"].as_array().unwrap().len(),
         m["hits"].as_array().unwrap().len() + 1
@@ -574,9 +522,7 @@ async fn a_broken_index_degrades_to_the_store_and_recovers_after_a_rebuild() {
     .await;
     h.load_fixture().await;
     h.flush().await;
-    let healthy = h
-        .ok("semantic_search", json!({ "query": "postgres" }))
-        .await;
+    let healthy = h.search("semantic_search", "postgres").await;
     assert!(healthy.get("degraded").is_none());
 
     // Break the index for real: its directory becomes a file, so commits and
@@ -603,9 +549,7 @@ async fn a_broken_index_degrades_to_the_store_and_recovers_after_a_rebuild() {
 
     // Degraded answers: correct (the new fact included), flagged, never cached.
     for _ in 0..2 {
-        let r = h
-            .ok("semantic_search", json!({ "query": "postgres" }))
-            .await;
+        let r = h.search("semantic_search", "postgres").await;
         assert_eq!(r["degraded"], true, "{r}");
         assert_eq!(contents(&r).len(), 4);
         assert_eq!(
@@ -614,27 +558,17 @@ async fn a_broken_index_degrades_to_the_store_and_recovers_after_a_rebuild() {
         );
     }
     let r = h
-        .ok(
-            "semantic_search_fuzzy",
-            json!({ "query": "postgress conection" }),
-        )
+        .search("semantic_search_fuzzy", "postgress conection")
         .await;
     assert_eq!(r["degraded"], true);
     assert_eq!(
         contents(&r)[0],
         "Postgres connection limits are 200 per node"
     );
-    let r = h
-        .ok("episodic_recall", json!({ "query": "postgres connection" }))
-        .await;
+    let r = h.search("episodic_recall", "postgres connection").await;
     assert_eq!(r["degraded"], true);
     assert_eq!(r["hits"].as_array().unwrap().len(), 1);
-    let r = h
-        .ok(
-            "memory_search",
-            json!({ "query": "postgres connection limit" }),
-        )
-        .await;
+    let r = h.search("memory_search", "postgres connection limit").await;
     assert_eq!(r["degraded"], true);
     let mut top: Vec<&str> = r["hits"].as_array().unwrap()[..2]
         .iter()
@@ -653,9 +587,7 @@ async fn a_broken_index_degrades_to_the_store_and_recovers_after_a_rebuild() {
         })
         .await;
     assert_eq!(health["status"], "ok");
-    let r = h
-        .ok("semantic_search", json!({ "query": "postgres" }))
-        .await;
+    let r = h.search("semantic_search", "postgres").await;
     assert!(r.get("degraded").is_none(), "{r}");
     assert_eq!(contents(&r).len(), 4);
     assert!(index.join("meta.json").exists());
@@ -665,7 +597,7 @@ async fn a_broken_index_degrades_to_the_store_and_recovers_after_a_rebuild() {
         json!({ "content": "Postgres vacuum runs weekly" }),
     )
     .await;
-    let r = h.ok("semantic_search", json!({ "query": "vacuum" })).await;
+    let r = h.search("semantic_search", "vacuum").await;
     assert_eq!(contents(&r), vec!["Postgres vacuum runs weekly"]);
 }
 

@@ -12,11 +12,17 @@ use common::wire::RawStdio;
 use common::{Client, Failure, TestClient, Tools, stdio_client, stdio_host, tool_names, try_call};
 use serde_json::json;
 
+/// The first host on a data dir, and the pid of the process that owns the dir
+/// once it has started.
+async fn first_host(dir: &std::path::Path, args: &[&str]) -> (Client, u32) {
+    let client = stdio_client(dir, args).await;
+    (client, owner_pid(dir))
+}
+
 #[tokio::test]
 async fn a_second_host_shares_the_data_dir_with_its_own_flags() {
     let dir = tempfile::tempdir().unwrap();
-    let owner = stdio_client(dir.path(), &["--namespace", "p1"]).await;
-    let pid = owner_pid(dir.path());
+    let (owner, pid) = first_host(dir.path(), &["--namespace", "p1"]).await;
     let second = stdio_client(dir.path(), &["--namespace", "p2", "--tools", "all"]).await;
     let third = stdio_client(dir.path(), &["--namespace", "p1"]).await;
     assert_eq!(owner_pid(dir.path()), pid, "one process owns the dir");
@@ -24,32 +30,18 @@ async fn a_second_host_shares_the_data_dir_with_its_own_flags() {
     // Flags are per host: the second lists every tool, the owner its core set.
     assert!(tool_names(&second).await.len() > tool_names(&owner).await.len());
 
-    owner
-        .ok(
-            "episodic_remember",
-            json!({"content": "owner wrote about gardening"}),
-        )
-        .await;
-    second
-        .ok(
-            "episodic_remember",
-            json!({"content": "second wrote about gardening"}),
-        )
-        .await;
+    owner.remember("owner wrote about gardening").await;
+    second.remember("second wrote about gardening").await;
     let info = second.ok("session_info", json!({})).await;
     assert_eq!(info["namespace"], "p2");
-    let r = second
-        .ok("episodic_recall", json!({"query": "gardening"}))
-        .await;
+    let r = second.recall("gardening").await;
     assert_eq!(r["hits"].as_array().unwrap().len(), 1);
     assert_eq!(
         r["hits"][0]["event"]["content"],
         "second wrote about gardening"
     );
     // Same namespace through the owner: read-your-writes across processes.
-    let r = third
-        .ok("episodic_recall", json!({"query": "gardening"}))
-        .await;
+    let r = third.recall("gardening").await;
     assert_eq!(
         r["hits"][0]["event"]["content"],
         "owner wrote about gardening"
@@ -63,33 +55,20 @@ async fn a_second_host_shares_the_data_dir_with_its_own_flags() {
 #[tokio::test]
 async fn the_forwarding_host_takes_over_when_the_owner_dies() {
     let dir = tempfile::tempdir().unwrap();
-    let owner = stdio_client(dir.path(), &["--namespace", "shared"]).await;
-    let first_owner = owner_pid(dir.path());
+    let (owner, first_owner) = first_host(dir.path(), &["--namespace", "shared"]).await;
     let second = stdio_client(dir.path(), &["--namespace", "shared", "--tools", "all"]).await;
-    second
-        .ok(
-            "episodic_remember",
-            json!({"content": "written through the owner"}),
-        )
-        .await;
+    second.remember("written through the owner").await;
 
     kill9(first_owner);
     drop(owner);
 
     // The second host's session goes on, now served by its own process.
-    let r = second
-        .ok("episodic_recall", json!({"query": "written owner"}))
-        .await;
+    let r = second.recall("written owner").await;
     assert_eq!(
         r["hits"][0]["event"]["content"],
         "written through the owner"
     );
-    second
-        .ok(
-            "episodic_remember",
-            json!({"content": "written after the takeover"}),
-        )
-        .await;
+    second.remember("written after the takeover").await;
     assert_eq!(second.ok("episodic_count", json!({})).await["count"], 2);
     assert_ne!(
         owner_pid(dir.path()),

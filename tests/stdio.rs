@@ -110,20 +110,13 @@ async fn remember_in_one_process_recall_in_the_next() {
     client.cancel().await.unwrap();
 
     let client = stdio_client(dir.path(), &["--namespace", "proj"]).await;
-    let r = client
-        .ok(
-            "episodic_recall",
-            json!({"query": "why was the test flaky"}),
-        )
-        .await;
+    let r = client.recall("why was the test flaky").await;
     assert_eq!(r["hits"][0]["event"]["id"], id.as_str());
     client.cancel().await.unwrap();
 
     // Another namespace on the same data dir sees nothing.
     let client = stdio_client(dir.path(), &["--namespace", "other"]).await;
-    let r = client
-        .ok("episodic_recall", json!({"query": "flaky test"}))
-        .await;
+    let r = client.recall("flaky test").await;
     assert_eq!(r["hits"], json!([]));
     client.cancel().await.unwrap();
 }

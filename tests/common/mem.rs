@@ -97,6 +97,25 @@ impl Mem {
         }
     }
 
+    /// Calls a paged operation from its first page to its last, following
+    /// `next_cursor`: every page's answer, in order.
+    pub async fn pages(&self, op: &str, args: Value) -> Vec<Value> {
+        let mut pages = Vec::new();
+        let mut args = args;
+        loop {
+            let page = self.ok(op, args.clone()).await;
+            let next = page
+                .get("next_cursor")
+                .and_then(Value::as_str)
+                .map(String::from);
+            pages.push(page);
+            match next {
+                Some(cursor) => args["cursor"] = Value::String(cursor),
+                None => return pages,
+            }
+        }
+    }
+
     /// Commits the search index now.
     pub async fn flush(&self) {
         self.app.search_index().flush().await.expect("index flush");

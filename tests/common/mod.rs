@@ -4,7 +4,8 @@
 //!   library's front end.
 //! - this module: the real binary (`engram`, `BIN`), MCP clients of it over stdio
 //!   and Streamable HTTP (rmcp's client, `TestClient`), tool calls that answer JSON
-//!   (`call`, `Tools::ok` / `err`, `try_call`), and `HttpServer`.
+//!   (`call`, `Tools::ok` / `err` / `remember` / `recall`, `try_call`), `HttpServer`,
+//!   and reading answers (`strings`, `numbers`).
 //! - [`wire`]: raw JSON-RPC for tests that must send what a client library would
 //!   not: lines over stdio (`RawStdio`), HTTP posts (`post`).
 //! - [`process`]: processes and their ends (`run_with_timeout`, `kill9`,
@@ -25,7 +26,7 @@ use rmcp::model::{CallToolRequestParams, ClientCapabilities, ClientConfig, Imple
 use rmcp::service::{NotificationContext, RunningService};
 use rmcp::transport::TokioChildProcess;
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::process::Command;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_engram");
@@ -184,6 +185,17 @@ pub trait Tools {
     async fn ok(&self, name: &str, args: Value) -> Value;
     /// Calls a tool that must fail: its error text.
     async fn err(&self, name: &str, args: Value) -> String;
+
+    /// `episodic_remember` with nothing but its content.
+    async fn remember(&self, content: &str) -> Value {
+        self.ok("episodic_remember", json!({ "content": content }))
+            .await
+    }
+
+    /// `episodic_recall` with nothing but its query.
+    async fn recall(&self, query: &str) -> Value {
+        self.ok("episodic_recall", json!({ "query": query })).await
+    }
 }
 
 impl Tools for Client {
@@ -227,13 +239,12 @@ impl HttpServer {
     /// A server on `data_dir`.
     pub async fn start(data_dir: &Path, args: &[&str]) -> HttpServer {
         let data_dir = data_dir.to_path_buf();
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            HttpServer::launch(&data_dir, &args)
-        })
-        .await
-        .expect("start engram --http")
+        off_runtime(args, move |args| HttpServer::launch(&data_dir, args)).await
+    }
+
+    /// A server on a data dir of its own.
+    pub async fn fresh(args: &[&str]) -> HttpServer {
+        off_runtime(args, HttpServer::start_blocking).await
     }
 
     /// A server on a data dir of its own, for tests without a runtime.
@@ -335,6 +346,17 @@ impl HttpServer {
     }
 }
 
+/// Starts a server on the blocking pool: starting waits for its first lines.
+async fn off_runtime(
+    args: &[&str],
+    start: impl FnOnce(&[&str]) -> HttpServer + Send + 'static,
+) -> HttpServer {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || start(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+        .await
+        .expect("start engram --http")
+}
+
 impl Drop for HttpServer {
     fn drop(&mut self) {
         self.kill();
@@ -344,4 +366,24 @@ impl Drop for HttpServer {
 /// The repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The string at `pointer` (a JSON pointer; `""`: the item itself) in every
+/// item of a JSON array, e.g. `strings(&answer["hits"], "/event/id")`.
+pub fn strings<'a>(items: &'a Value, pointer: &str) -> Vec<&'a str> {
+    each(items, pointer, Value::as_str)
+}
+
+/// The number at `pointer` in every item of a JSON array.
+pub fn numbers(items: &Value, pointer: &str) -> Vec<f64> {
+    each(items, pointer, Value::as_f64)
+}
+
+fn each<'a, T>(items: &'a Value, pointer: &str, read: fn(&'a Value) -> Option<T>) -> Vec<T> {
+    let values = items.as_array().and_then(|xs| {
+        xs.iter()
+            .map(|x| x.pointer(pointer).and_then(read))
+            .collect::<Option<Vec<T>>>()
+    });
+    values.unwrap_or_else(|| panic!("not an array of items with {pointer:?}: {items}"))
 }
