@@ -15,9 +15,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use common::{Client, TestClient, call, stdio_client, tool_names};
-use rmcp::ServiceExt;
-use rmcp::transport::TokioChildProcess;
+use common::{Client, TestClient, Tools, call, connect, stdio_client, strings, tool_names};
 use serde_json::{Value, json};
 
 /// The reference version the comparison was written against.
@@ -60,15 +58,7 @@ fn reference_entry() -> Option<PathBuf> {
 async fn reference_client(entry: &Path, memory_file: &Path) -> Client {
     let mut cmd = tokio::process::Command::new("node");
     cmd.arg(entry).env("MEMORY_FILE_PATH", memory_file);
-    let transport = TokioChildProcess::builder(cmd)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the reference server")
-        .0;
-    TestClient::default()
-        .serve(transport)
-        .await
-        .expect("initialize the reference server")
+    connect(TestClient::default(), cmd, Stdio::null()).await.0
 }
 
 /// What a step expects of the two answers.
@@ -290,27 +280,13 @@ async fn engram_answers_like_the_reference_memory_server() {
     }
 
     // engram's search is ranked and word-based: every word, in any order.
-    let r = call(
-        &engram,
-        "search_nodes",
-        json!({ "query": "speaks remotely" }),
-    )
-    .await
-    .unwrap();
-    let names: Vec<&str> = r["entities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, vec!["Alice"]);
-    let r = call(
-        &reference,
-        "search_nodes",
-        json!({ "query": "speaks remotely" }),
-    )
-    .await
-    .unwrap();
+    let r = engram
+        .ok("search_nodes", json!({ "query": "speaks remotely" }))
+        .await;
+    assert_eq!(strings(&r["entities"], "/name"), vec!["Alice"]);
+    let r = reference
+        .ok("search_nodes", json!({ "query": "speaks remotely" }))
+        .await;
     assert!(
         r["entities"].as_array().unwrap().is_empty(),
         "the reference matches one substring"
@@ -349,10 +325,10 @@ async fn engram_answers_like_the_reference_memory_server() {
         .unwrap();
     assert!(status.success());
     let engram = stdio_client(&engram_dir, &["--tools", "compat"]).await;
-    let ours = call(&engram, "read_graph", json!({})).await.unwrap();
+    let ours = engram.ok("read_graph", json!({})).await;
     engram.cancel().await.ok();
     let reference = reference_client(&entry, &exported).await;
-    let theirs = call(&reference, "read_graph", json!({})).await.unwrap();
+    let theirs = reference.ok("read_graph", json!({})).await;
     reference.cancel().await.ok();
     assert_eq!(ours, theirs);
 }

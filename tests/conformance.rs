@@ -37,16 +37,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::process::Command;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::process::run_with_timeout;
+use common::process::{InstallLock, run_with_timeout};
+use common::{HttpServer, repo};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_engram");
 /// The conformance suite, pinned. 0.1.x (npm `latest`) predates protocol 2026-07-28;
 /// this release carries its scenarios and the frozen 2026-07-28 requirement set.
 const SUITE: (&str, &str) = ("@modelcontextprotocol/conformance", "0.2.0-alpha.12");
@@ -64,57 +63,6 @@ const V2025: &str = "2025-11-25";
 const V2026: &str = "2026-07-28";
 
 // ------------------------------------------------------------------ the scenarios
-
-#[test]
-fn server_initialize_2025_11_25() {
-    run_scenario("server-initialize", V2025, &[], &[]);
-}
-
-#[test]
-fn server_session_lifecycle_2025_11_25() {
-    run_scenario("server-session-lifecycle", V2025, &[], &[]);
-}
-
-#[test]
-fn ping_2025_11_25() {
-    run_scenario("ping", V2025, &[], &[]);
-}
-
-#[test]
-fn logging_set_level_2025_11_25() {
-    run_scenario("logging-set-level", V2025, &[], &[]);
-}
-
-/// Every tool (`--tools all`), so the suite validates all of their definitions.
-#[test]
-fn tools_list_2025_11_25() {
-    run_scenario("tools-list", V2025, &["--tools", "all"], &[]);
-}
-
-#[test]
-fn tools_list_2026_07_28() {
-    run_scenario("tools-list", V2026, &["--tools", "all"], &[]);
-}
-
-#[test]
-fn dns_rebinding_protection_2025_11_25() {
-    run_scenario("dns-rebinding-protection", V2025, &[], &[]);
-}
-
-#[test]
-fn dns_rebinding_protection_2026_07_28() {
-    run_scenario("dns-rebinding-protection", V2026, &[], &[]);
-}
-
-#[test]
-fn server_sse_multiple_streams_2025_11_25() {
-    run_scenario("server-sse-multiple-streams", V2025, &[], &[]);
-}
-
-#[test]
-fn server_sse_multiple_streams_2026_07_28() {
-    run_scenario("server-sse-multiple-streams", V2026, &[], &[]);
-}
 
 /// Checks of `server-stateless` that exercise the suite's diagnostic fixture tools.
 const NOT_APPLICABLE_STATELESS: &[(&str, &str)] = &[
@@ -137,11 +85,6 @@ const NOT_APPLICABLE_STATELESS: &[(&str, &str)] = &[
     ),
 ];
 
-#[test]
-fn server_stateless_2026_07_28() {
-    run_scenario("server-stateless", V2026, &[], NOT_APPLICABLE_STATELESS);
-}
-
 /// The check of `caching` that lists what only the suite's fixture server has.
 const NOT_APPLICABLE_CACHING: &[(&str, &str)] = &[(
     "sep-2549-prompts-list-caching-hints",
@@ -149,34 +92,40 @@ const NOT_APPLICABLE_CACHING: &[(&str, &str)] = &[(
      and declares no prompts capability, so it answers -32601",
 )];
 
-#[test]
-fn caching_2026_07_28() {
-    run_scenario("caching", V2026, &[], NOT_APPLICABLE_CACHING);
+/// One test per row: `name: (scenario, wire version, engram's flags, checks not
+/// counted)`, each running [`run_scenario`].
+macro_rules! scenarios {
+    ($($(#[$doc:meta])* $name:ident: ($($arg:expr),+);)*) => {
+        $(
+            $(#[$doc])*
+            #[test]
+            fn $name() {
+                run_scenario($($arg),+);
+            }
+        )*
+    };
 }
 
-#[test]
-fn resources_list_2025_11_25() {
-    run_scenario("resources-list", V2025, &[], &[]);
-}
-
-#[test]
-fn resources_list_2026_07_28() {
-    run_scenario("resources-list", V2026, &[], &[]);
-}
-
-#[test]
-fn sep_2164_resource_not_found_2026_07_28() {
-    run_scenario("sep-2164-resource-not-found", V2026, &[], &[]);
-}
-
-#[test]
-fn http_header_validation_2026_07_28() {
-    run_scenario("http-header-validation", V2026, &[], &[]);
-}
-
-#[test]
-fn input_required_result_unsupported_methods_2026_07_28() {
-    run_scenario("input-required-result-unsupported-methods", V2026, &[], &[]);
+scenarios! {
+    server_initialize_2025_11_25: ("server-initialize", V2025, &[], &[]);
+    server_session_lifecycle_2025_11_25: ("server-session-lifecycle", V2025, &[], &[]);
+    ping_2025_11_25: ("ping", V2025, &[], &[]);
+    logging_set_level_2025_11_25: ("logging-set-level", V2025, &[], &[]);
+    /// Every tool (`--tools all`), so the suite validates all of their definitions.
+    tools_list_2025_11_25: ("tools-list", V2025, &["--tools", "all"], &[]);
+    tools_list_2026_07_28: ("tools-list", V2026, &["--tools", "all"], &[]);
+    dns_rebinding_protection_2025_11_25: ("dns-rebinding-protection", V2025, &[], &[]);
+    dns_rebinding_protection_2026_07_28: ("dns-rebinding-protection", V2026, &[], &[]);
+    server_sse_multiple_streams_2025_11_25: ("server-sse-multiple-streams", V2025, &[], &[]);
+    server_sse_multiple_streams_2026_07_28: ("server-sse-multiple-streams", V2026, &[], &[]);
+    server_stateless_2026_07_28: ("server-stateless", V2026, &[], NOT_APPLICABLE_STATELESS);
+    caching_2026_07_28: ("caching", V2026, &[], NOT_APPLICABLE_CACHING);
+    resources_list_2025_11_25: ("resources-list", V2025, &[], &[]);
+    resources_list_2026_07_28: ("resources-list", V2026, &[], &[]);
+    sep_2164_resource_not_found_2026_07_28: ("sep-2164-resource-not-found", V2026, &[], &[]);
+    http_header_validation_2026_07_28: ("http-header-validation", V2026, &[], &[]);
+    input_required_result_unsupported_methods_2026_07_28:
+        ("input-required-result-unsupported-methods", V2026, &[], &[]);
 }
 
 // ------------------------------------------------------------------ running one
@@ -191,7 +140,7 @@ struct Check {
 
 fn run_scenario(scenario: &str, wire: &str, engram_args: &[&str], not_applicable: &[(&str, &str)]) {
     let suite = suite();
-    let server = HttpServer::start(engram_args);
+    let server = HttpServer::start_blocking(engram_args);
     let results = tempfile::tempdir().expect("temp results dir");
     let mut cmd = Command::new(&suite.node);
     cmd.arg(&suite.cli)
@@ -369,10 +318,6 @@ fn strip_ansi(s: &str) -> String {
 
 // ------------------------------------------------------------------ installing
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn suite_dir() -> PathBuf {
     repo().join("target/conformance")
 }
@@ -455,7 +400,7 @@ fn installed() -> bool {
 
 fn install() -> Result<Suite, String> {
     if !installed() {
-        let _lock = InstallLock::take()?;
+        let _lock = InstallLock::take(&suite_dir().join("install.lock"))?;
         if !installed() {
             npm_install()?;
         }
@@ -523,101 +468,4 @@ fn npm_install() -> Result<(), String> {
     }
     std::fs::write(stamp(), manifest())
         .map_err(|e| format!("cannot write {}: {e}", stamp().display()))
-}
-
-/// Holds an exclusive lock on `target/conformance/install.lock` (across threads
-/// and processes: parallel tests and `cargo test` runs install once).
-struct InstallLock(#[allow(dead_code)] std::fs::File);
-
-impl InstallLock {
-    fn take() -> Result<InstallLock, String> {
-        let dir = suite_dir();
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let path = dir.join("install.lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        file.lock()
-            .map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
-        Ok(InstallLock(file))
-    }
-}
-
-// ------------------------------------------------------------------ processes
-
-/// `engram --data-dir TMP --log warn [ARGS] serve --http 127.0.0.1:0`, killed on drop.
-struct HttpServer {
-    child: Child,
-    url: String,
-    stderr: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
-}
-
-impl HttpServer {
-    fn start(args: &[&str]) -> HttpServer {
-        let dir = tempfile::tempdir().expect("temp data dir");
-        let mut child = Command::new(BIN)
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["--log", "warn"])
-            .args(args)
-            .args(["serve", "--http", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn engram serve --http");
-        let lines = BufReader::new(child.stderr.take().expect("stderr piped")).lines();
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let kept = stderr.clone();
-        // Read the listening line, then keep draining stderr (kept for a failure's
-        // report) so the server never blocks on a full pipe.
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in lines {
-                let Ok(line) = line else { break };
-                if let Some(url) = line.split("engram listening on ").nth(1)
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(url.trim().to_string());
-                    continue;
-                }
-                kept.lock().unwrap().push(line);
-            }
-        });
-        let url = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(url) => url,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "engram serve --http did not print `engram listening on URL` within 30 s; \
-                     stderr:\n{}",
-                    stderr.lock().unwrap().join("\n")
-                );
-            }
-        };
-        HttpServer {
-            child,
-            url,
-            stderr,
-            _dir: dir,
-        }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().join("\n")
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

@@ -7,7 +7,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{HttpServer, call};
+use common::{Failure, HttpServer, Tools, call, try_call};
 use serde_json::json;
 
 const WRITERS: usize = 8;
@@ -35,17 +35,14 @@ async fn acknowledged_writes_survive_kill_9_under_concurrent_writers() {
             writers.push(tokio::spawn(async move {
                 for n in 0.. {
                     let content = format!("crashloop r{round}w{w}n{n} token{round}x{w}x{n}");
-                    let params = rmcp::model::CallToolRequestParams::new("episodic_remember")
-                        .with_arguments(json!({"content": content}).as_object().unwrap().clone());
-                    // A transport error: the server is gone, this write was never acknowledged.
-                    let Ok(result) = client.call_tool(params).await else {
-                        break;
+                    let args = json!({"content": content});
+                    let out = match try_call(&client, "episodic_remember", args).await {
+                        Ok(out) => out,
+                        // The server is gone: this write was never acknowledged.
+                        Err(Failure::Transport(_)) => break,
+                        Err(e) => panic!("{e}"),
                     };
-                    assert_ne!(result.is_error, Some(true), "{result:?}");
-                    let id = result.structured_content.as_ref().unwrap()["event"]["id"]
-                        .as_str()
-                        .unwrap()
-                        .to_string();
+                    let id = out["event"]["id"].as_str().unwrap().to_string();
                     acked.lock().unwrap().push((round, w, n, id));
                 }
             }));
@@ -53,8 +50,7 @@ async fn acknowledged_writes_survive_kill_9_under_concurrent_writers() {
         // Let the writers run a random while, then kill -9 mid-write.
         let wait = 300 + next_random() % 700;
         tokio::time::sleep(Duration::from_millis(wait)).await;
-        server.child.start_kill().unwrap();
-        server.child.wait().await.unwrap();
+        server.kill();
         // Calls in flight when the server died were never acknowledged: stop
         // the writers (the client may keep retrying a dead server).
         for w in writers {
@@ -72,7 +68,7 @@ async fn acknowledged_writes_survive_kill_9_under_concurrent_writers() {
     // Restart once more and check every acknowledged write.
     let server = HttpServer::start(dir.path(), &["--tools", "all"]).await;
     let client = server.client(Some("crash")).await;
-    let count = call(&client, "episodic_count", json!({})).await.unwrap();
+    let count = client.ok("episodic_count", json!({})).await;
     assert!(
         count["count"].as_u64().unwrap() as usize >= acked.len(),
         "{count} < {} acknowledged",
@@ -90,9 +86,7 @@ async fn acknowledged_writes_survive_kill_9_under_concurrent_writers() {
         // Found by search too (the index caught up with the store's change log).
         if n % 7 == 0 {
             let token = format!("token{round}x{w}x{n}");
-            let r = call(&client, "episodic_recall", json!({"query": token}))
-                .await
-                .unwrap();
+            let r = client.recall(&token).await;
             assert!(
                 r["hits"]
                     .as_array()

@@ -4,48 +4,17 @@
 //! ranked search_nodes. (tests/compat.rs compares the nine tools with the
 //! reference server itself.)
 
-use std::sync::Arc;
+mod common;
 
-use engram::Engine;
-use engram::config::Config;
-use engram::session::Session;
+use common::mem::Mem;
+use common::numbers;
 use serde_json::{Value, json};
 
-struct Harness {
-    app: Engine,
-    session: Arc<Session>,
-    _dir: tempfile::TempDir,
+trait Org {
+    async fn org(&self);
 }
 
-impl Harness {
-    async fn with(tune: impl FnOnce(&mut Config)) -> Harness {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::new(dir.path());
-        config.index_commit_interval_ms = 3_600_000;
-        tune(&mut config);
-        let app = Engine::open(config).await.expect("open");
-        let session = app.new_session();
-        session.set_namespace("g".into());
-        Harness {
-            app,
-            session,
-            _dir: dir,
-        }
-    }
-
-    async fn call(&self, op: &str, args: Value) -> Result<Value, String> {
-        self.app
-            .call(&self.session, op, args)
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    async fn ok(&self, op: &str, args: Value) -> Value {
-        self.call(op, args)
-            .await
-            .unwrap_or_else(|e| panic!("{op} failed: {e}"))
-    }
-
+impl Org for Mem {
     /// Two clusters joined by one bridge:
     /// alice → bob → carol → alice (a team), dave → erin → frank → dave,
     /// carol → dave (the bridge), and gina on her own.
@@ -84,7 +53,7 @@ fn names(v: &Value, key: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn traversals_follow_direction_types_and_bounds() {
-    let h = Harness::with(|_| {}).await;
+    let h = Mem::new().await;
     h.org().await;
     let r = h.ok("graph_neighbors", json!({ "name": "carol" })).await;
     let mut n = names(&r, "nodes");
@@ -139,13 +108,8 @@ async fn traversals_follow_direction_types_and_bounds() {
         )
         .await;
     assert_eq!(r["found"], false);
-    let e = h
-        .call(
-            "graph_shortest_path",
-            json!({ "from": "alice", "to": "nobody" }),
-        )
-        .await
-        .unwrap_err();
+    let to_nobody = json!({ "from": "alice", "to": "nobody" });
+    let e = h.err("graph_shortest_path", to_nobody).await;
     assert!(e.contains("nobody"), "{e}");
 
     let r = h
@@ -185,14 +149,10 @@ async fn traversals_follow_direction_types_and_bounds() {
 
 #[tokio::test]
 async fn centrality_communities_and_stats() {
-    let h = Harness::with(|_| {}).await;
+    let h = Mem::new().await;
     h.org().await;
-    let r = h
-        .ok(
-            "graph_centrality",
-            json!({ "measure": "degree", "top_k": 2 }),
-        )
-        .await;
+    let top_2_by_degree = json!({ "measure": "degree", "top_k": 2 });
+    let r = h.ok("graph_centrality", top_2_by_degree).await;
     let top = names(&r, "top");
     assert!(
         top.contains(&"carol".to_string()) && top.contains(&"dave".to_string()),
@@ -200,12 +160,7 @@ async fn centrality_communities_and_stats() {
     );
     let r = h.ok("graph_centrality", json!({})).await;
     assert_eq!(r["complete"], true);
-    let sum: f64 = r["top"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x["score"].as_f64().unwrap())
-        .sum();
+    let sum: f64 = numbers(&r["top"], "/score").iter().sum();
     assert!(
         (sum - 1.0).abs() < 1e-6,
         "pagerank sums to 1 over all 7: {sum}"
@@ -257,7 +212,7 @@ async fn centrality_communities_and_stats() {
 
 #[tokio::test]
 async fn rename_merge_and_update_keep_relations_consistent() {
-    let h = Harness::with(|_| {}).await;
+    let h = Mem::new().await;
     h.org().await;
     h.ok(
         "graph_rename_entity",
@@ -270,13 +225,8 @@ async fn rename_merge_and_update_keep_relations_consistent() {
         h.ok("search_nodes", json!({ "query": "carol" })).await["entities"][0]["name"]
             == "caroline"
     );
-    let e = h
-        .call(
-            "graph_rename_entity",
-            json!({ "name": "bob", "new_name": "alice" }),
-        )
-        .await
-        .unwrap_err();
+    let to_taken_name = json!({ "name": "bob", "new_name": "alice" });
+    let e = h.err("graph_rename_entity", to_taken_name).await;
     assert!(e.contains("already exists"), "{e}");
 
     // A duplicate "Bob" with its own relation and a shared observation.
@@ -290,12 +240,8 @@ async fn rename_merge_and_update_keep_relations_consistent() {
     ] }),
     )
     .await;
-    let merged = h
-        .ok(
-            "graph_merge_entities",
-            json!({ "target": "bob", "sources": ["Robert"] }),
-        )
-        .await;
+    let robert_into_bob = json!({ "target": "bob", "sources": ["Robert"] });
+    let merged = h.ok("graph_merge_entities", robert_into_bob).await;
     assert_eq!(
         merged["entity"]["observations"],
         json!(["bob works here", "plays chess"])
@@ -354,7 +300,7 @@ async fn rename_merge_and_update_keep_relations_consistent() {
 
 #[tokio::test]
 async fn read_graph_pages_under_its_budget_without_loss() {
-    let h = Harness::with(|c| c.limits.max_graph_answer_chars = 2_000).await;
+    let h = Mem::with(|c| c.limits.max_graph_answer_chars = 2_000).await;
     let entities: Vec<Value> = (0..60)
         .map(|i| json!({ "name": format!("e{i:02}"), "entityType": if i % 2 == 0 { "even" } else { "odd" }, "observations": [format!("entity number {i}")] }))
         .collect();
@@ -366,30 +312,20 @@ async fn read_graph_pages_under_its_budget_without_loss() {
     h.ok("create_relations", json!({ "relations": relations }))
         .await;
 
-    let (mut seen, mut rels, mut pages) = (Vec::new(), 0, 0);
-    let mut cursor: Option<Value> = None;
-    loop {
-        let mut args = json!({});
-        if let Some(c) = &cursor {
-            args["cursor"] = c.clone();
-        }
-        let r = h.ok("read_graph", args).await;
+    let (mut seen, mut rels) = (Vec::new(), 0);
+    let pages = h.pages("read_graph", json!({})).await;
+    for r in &pages {
         assert!(
             serde_json::to_string(&r).unwrap().len() < 2_000 + 600,
             "page over budget"
         );
-        seen.extend(names(&r, "entities"));
+        seen.extend(names(r, "entities"));
         rels += r["relations"].as_array().unwrap().len();
-        pages += 1;
-        match r.get("next_cursor") {
-            Some(c) => {
-                assert!(r["note"].as_str().unwrap().contains("cursor"));
-                cursor = Some(c.clone());
-            }
-            None => break,
+        if r.get("next_cursor").is_some() {
+            assert!(r["note"].as_str().unwrap().contains("cursor"));
         }
     }
-    assert!(pages > 1);
+    assert!(pages.len() > 1);
     let expected: Vec<String> = (0..60).map(|i| format!("e{i:02}")).collect();
     assert_eq!((seen, rels), (expected, 59));
 
@@ -408,7 +344,7 @@ async fn read_graph_pages_under_its_budget_without_loss() {
 
 #[tokio::test]
 async fn search_nodes_ranks_whole_word_matches_then_substrings() {
-    let h = Harness::with(|_| {}).await;
+    let h = Mem::new().await;
     h.ok(
         "create_entities",
         json!({ "entities": [
@@ -446,7 +382,7 @@ async fn search_nodes_ranks_whole_word_matches_then_substrings() {
     // then from the committed trigram index; two letters fall back to a scan.
     for committed in [false, true] {
         if committed {
-            h.app.app().search_index().flush().await.unwrap();
+            h.flush().await;
         }
         let mut found = names(
             &h.ok("search_nodes", json!({ "query": "GRE" })).await,

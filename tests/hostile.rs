@@ -5,90 +5,16 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use common::{HttpServer, engram};
+use common::HttpServer;
+use common::wire::{RawStdio, initialize_request, post, tool_error};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-
-/// A raw newline-delimited JSON-RPC conversation with `engram serve` on stdio.
-struct Raw {
-    child: tokio::process::Child,
-    stdin: tokio::process::ChildStdin,
-    stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-}
-
-impl Raw {
-    async fn start(dir: &std::path::Path, args: &[&str]) -> Raw {
-        let mut all = vec!["serve"];
-        all.extend_from_slice(args);
-        let mut child = engram(dir, &all)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn engram");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut raw = Raw {
-            child,
-            stdin,
-            stdout,
-        };
-        let init = raw
-            .request(
-                json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-                "protocolVersion": "2025-11-25", "capabilities": {},
-                "clientInfo": {"name": "hostile", "version": "0"}}}),
-            )
-            .await;
-        assert!(init.get("result").is_some(), "{init}");
-        raw.send_line(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
-            .await;
-        raw
-    }
-
-    async fn send_line(&mut self, bytes: &[u8]) {
-        self.stdin.write_all(bytes).await.unwrap();
-        self.stdin.write_all(b"\n").await.unwrap();
-        self.stdin.flush().await.unwrap();
-    }
-
-    async fn next(&mut self) -> Value {
-        let line = tokio::time::timeout(Duration::from_secs(20), self.stdout.next_line())
-            .await
-            .expect("no answer within 20 s")
-            .expect("read stdout")
-            .expect("engram closed stdout");
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {line}"))
-    }
-
-    async fn request(&mut self, msg: Value) -> Value {
-        self.send_line(msg.to_string().as_bytes()).await;
-        self.next().await
-    }
-
-    async fn tool(&mut self, id: i64, name: &str, arguments: Value) -> Value {
-        let answer = self
-            .request(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-                            "params": {"name": name, "arguments": arguments}}))
-            .await;
-        assert_eq!(answer["id"], id, "{answer}");
-        answer["result"].clone()
-    }
-}
-
-fn tool_error(result: &Value) -> String {
-    assert_eq!(result["isError"], true, "expected a tool error: {result}");
-    result["content"][0]["text"].as_str().unwrap().to_string()
-}
 
 #[tokio::test]
 async fn every_malformed_line_on_stdio_gets_a_json_rpc_error() {
     let dir = tempfile::tempdir().unwrap();
-    let mut raw = Raw::start(dir.path(), &["--tools", "all"]).await;
+    let mut raw = RawStdio::start(dir.path(), &["--tools", "all"]).await;
     let deep = format!("{}{}", "[".repeat(500), "]".repeat(500));
     let cases: Vec<(Vec<u8>, i64)> = vec![
         (deep.into_bytes(), -32700),
@@ -146,14 +72,13 @@ async fn every_malformed_line_on_stdio_gets_a_json_rpc_error() {
     // The session still works afterwards.
     let r = raw.tool(10, "episodic_count", json!({})).await;
     assert_eq!(r["structuredContent"]["count"], 0, "{r}");
-    drop(raw.stdin);
-    let _ = raw.child.wait().await;
+    raw.close().await;
 }
 
 #[tokio::test]
 async fn bad_arguments_are_tool_errors_that_name_the_field_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let mut raw = Raw::start(dir.path(), &["--tools", "all"]).await;
+    let mut raw = RawStdio::start(dir.path(), &["--tools", "all"]).await;
     let huge = "x".repeat(10 * 1024 * 1024);
     let cases = vec![
         (
@@ -239,6 +164,7 @@ async fn bad_arguments_are_tool_errors_that_name_the_field_and_change_nothing() 
         .encode(br#"{"o":10000000000000,"f":"000000000000"}"#);
     let (payload, tag) = cursor.split_once('.').unwrap();
     let altered = format!("{payload}A.{tag}");
+    let page_after = |cursor: &str| json!({"query": "cursor test", "limit": 1, "cursor": cursor});
     for (i, bad) in [
         forged.clone(),
         format!("{forged}.{tag}"),
@@ -249,30 +175,14 @@ async fn bad_arguments_are_tool_errors_that_name_the_field_and_change_nothing() 
     .enumerate()
     {
         let r = raw
-            .tool(
-                320 + i as i64,
-                "episodic_recall",
-                json!({"query": "cursor test", "limit": 1, "cursor": bad}),
-            )
+            .tool(320 + i as i64, "episodic_recall", page_after(&bad))
             .await;
         assert!(tool_error(&r).contains("cursor"));
     }
     // A real cursor used by another operation is refused too.
-    let r = raw
-        .tool(
-            330,
-            "semantic_search",
-            json!({"query": "cursor test", "limit": 1, "cursor": cursor}),
-        )
-        .await;
+    let r = raw.tool(330, "semantic_search", page_after(&cursor)).await;
     assert!(tool_error(&r).contains("cursor"));
-    let r = raw
-        .tool(
-            331,
-            "episodic_recall",
-            json!({"query": "cursor test", "limit": 1, "cursor": cursor}),
-        )
-        .await;
+    let r = raw.tool(331, "episodic_recall", page_after(&cursor)).await;
     assert_ne!(r["isError"], true, "{r}");
     // Nothing the bad calls sent was stored.
     let r = raw.tool(340, "episodic_count", json!({})).await;
@@ -282,7 +192,7 @@ async fn bad_arguments_are_tool_errors_that_name_the_field_and_change_nothing() 
 #[tokio::test]
 async fn scratch_is_bounded_in_bytes_per_session() {
     let dir = tempfile::tempdir().unwrap();
-    let mut raw = Raw::start(dir.path(), &["--tools", "all"]).await;
+    let mut raw = RawStdio::start(dir.path(), &["--tools", "all"]).await;
     let value = "v".repeat(60 * 1024);
     let mut refused = None;
     for i in 0..10 {
@@ -317,7 +227,7 @@ async fn data_dir_and_files_are_private() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut raw = Raw::start(&data, &[]).await;
+    let mut raw = RawStdio::start(&data, &[]).await;
     raw.tool(1, "episodic_remember", json!({"content": "private"}))
         .await;
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -329,37 +239,13 @@ async fn data_dir_and_files_are_private() {
     }
 }
 
-async fn post(
-    client: &reqwest::Client,
-    url: &str,
-    body: Vec<u8>,
-    headers: &[(&str, &str)],
-) -> (u16, String) {
-    let mut req = client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(body);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = req.send().await.expect("send");
-    let status = resp.status().as_u16();
-    (status, resp.text().await.unwrap_or_default())
-}
-
 fn initialize_body() -> Vec<u8> {
-    json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-11-25", "capabilities": {},
-        "clientInfo": {"name": "hostile", "version": "0"}}})
-    .to_string()
-    .into_bytes()
+    initialize_request(1).to_string().into_bytes()
 }
 
 #[tokio::test]
 async fn http_answers_malformed_bodies_and_guards_its_edges() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = HttpServer::start(dir.path(), &["--max-sessions", "3"]).await;
+    let server = HttpServer::fresh(&["--max-sessions", "3"]).await;
     let client = reqwest::Client::new();
     // Malformed bodies: JSON-RPC errors, not bare 415s.
     for (body, code) in [
@@ -422,12 +308,7 @@ async fn http_answers_malformed_bodies_and_guards_its_edges() {
 
 #[tokio::test]
 async fn idle_http_sessions_expire() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = HttpServer::start(
-        dir.path(),
-        &["--max-sessions", "1", "--session-idle-secs", "1"],
-    )
-    .await;
+    let server = HttpServer::fresh(&["--max-sessions", "1", "--session-idle-secs", "1"]).await;
     let client = reqwest::Client::new();
     let (status, _) = post(&client, &server.url, initialize_body(), &[]).await;
     assert_eq!(status, 200);

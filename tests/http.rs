@@ -2,13 +2,12 @@
 
 mod common;
 
-use common::{HttpServer, call, tool_names};
+use common::{HttpServer, Tools, call, tool_names};
 use serde_json::json;
 
 #[tokio::test]
 async fn concurrent_sessions_see_only_their_own_namespace_scratch_and_tools() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = HttpServer::start(dir.path(), &[]).await;
+    let server = HttpServer::fresh(&[]).await;
     let (a, b) = tokio::join!(server.client(Some("team-a")), server.client(Some("team-b")));
 
     let (ra, rb) = tokio::join!(
@@ -26,12 +25,8 @@ async fn concurrent_sessions_see_only_their_own_namespace_scratch_and_tools() {
     ra.unwrap();
     rb.unwrap();
 
-    let hits_a = call(&a, "episodic_recall", json!({"query": "ships service"}))
-        .await
-        .unwrap();
-    let hits_b = call(&b, "episodic_recall", json!({"query": "ships service"}))
-        .await
-        .unwrap();
+    let hits_a = a.recall("ships service").await;
+    let hits_b = b.recall("ships service").await;
     assert_eq!(hits_a["hits"].as_array().unwrap().len(), 1);
     assert_eq!(
         hits_a["hits"][0]["event"]["content"],
@@ -44,44 +39,25 @@ async fn concurrent_sessions_see_only_their_own_namespace_scratch_and_tools() {
     );
 
     // Scratch and tool lists are per session.
-    call(&a, "enable_toolset", json!({"layer": "session"}))
-        .await
-        .unwrap();
-    call(
-        &a,
-        "session_scratch_set",
-        json!({"key": "k", "value": "a's"}),
-    )
-    .await
-    .unwrap();
+    a.ok("enable_toolset", json!({"layer": "session"})).await;
+    a.ok("session_scratch_set", json!({"key": "k", "value": "a's"}))
+        .await;
     let names_a = tool_names(&a).await;
     let names_b = tool_names(&b).await;
     assert!(names_a.contains(&"session_scratch_get".to_string()));
     assert!(!names_b.contains(&"session_scratch_get".to_string()));
-    let via_b = call(
-        &b,
-        "call_operation",
-        json!({"name": "session_scratch_get", "arguments": {"key": "k"}}),
-    )
-    .await
-    .unwrap();
+    // Another session reads scratch through call_operation (it does not list the tool).
+    let get_k = json!({"name": "session_scratch_get", "arguments": {"key": "k"}});
+    let via_b = b.ok("call_operation", get_k.clone()).await;
     assert_eq!(via_b["result"]["found"], false);
-    let info_a = call(&a, "session_info", json!({})).await.unwrap();
+    let info_a = a.ok("session_info", json!({})).await;
     assert_eq!(info_a["namespace"], "team-a");
 
     // A third session in team-a shares memories but not scratch.
     let a2 = server.client(Some("team-a")).await;
-    let r = call(&a2, "episodic_recall", json!({"query": "billing"}))
-        .await
-        .unwrap();
+    let r = a2.recall("billing").await;
     assert_eq!(r["hits"].as_array().unwrap().len(), 1);
-    let s = call(
-        &a2,
-        "call_operation",
-        json!({"name": "session_scratch_get", "arguments": {"key": "k"}}),
-    )
-    .await
-    .unwrap();
+    let s = a2.ok("call_operation", get_k).await;
     assert_eq!(s["result"]["found"], false);
 
     for c in [a, b, a2] {
@@ -91,8 +67,7 @@ async fn concurrent_sessions_see_only_their_own_namespace_scratch_and_tools() {
 
 #[tokio::test]
 async fn health_reports_ok_and_bad_namespaces_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = HttpServer::start(dir.path(), &[]).await;
+    let server = HttpServer::fresh(&[]).await;
     let body: serde_json::Value = reqwest::get(format!("{}/health", server.base()))
         .await
         .unwrap()
@@ -116,21 +91,5 @@ async fn health_reports_ok_and_bad_namespaces_are_refused() {
     );
     assert!(body["cache"]["capacity"].as_u64().unwrap() > 0);
 
-    use rmcp::ServiceExt;
-    use rmcp::transport::StreamableHttpClientTransport;
-    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-    let mut headers = std::collections::HashMap::new();
-    headers.insert(
-        http::HeaderName::from_static("x-engram-namespace"),
-        http::HeaderValue::from_static("no spaces allowed"),
-    );
-    let transport = StreamableHttpClientTransport::from_config(
-        StreamableHttpClientTransportConfig::with_uri(server.url.clone()).custom_headers(headers),
-    );
-    assert!(
-        common::TestClient::default()
-            .serve(transport)
-            .await
-            .is_err()
-    );
+    assert!(server.try_client(Some("no spaces allowed")).await.is_err());
 }

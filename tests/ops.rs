@@ -1,59 +1,23 @@
 //! Operations through the pipeline, in process, against a real sqlite file and a
-//! real tantivy index in a temporary data dir. One helper calls an operation by
-//! name with JSON and returns its JSON answer or its error message.
+//! real tantivy index in a temporary data dir. One helper (`Mem`, tests/common)
+//! calls an operation by name with JSON and returns its JSON answer or its error
+//! message. The index commits only when a test flushes it, so searches before
+//! that are answered from the overlay.
 
-use std::sync::Arc;
+mod common;
 
-use engram::Engine;
-use engram::config::Config;
-use engram::session::Session;
+use common::mem::Mem;
+use common::strings;
 use serde_json::{Value, json};
 
-struct Harness {
-    app: Engine,
-    session: Arc<Session>,
-    _dir: tempfile::TempDir,
+/// Shorthands for the episodic calls most tests here make.
+trait Episodic {
+    async fn remember(&self, content: &str, extra: Value) -> String;
+    async fn count(&self) -> u64;
+    async fn recall(&self, query: &str) -> Value;
 }
 
-impl Harness {
-    /// The index commits only when asked, so searches must use the overlay.
-    async fn new() -> Harness {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::new(dir.path());
-        config.index_commit_interval_ms = 3_600_000;
-        let app = Engine::open(config).await.expect("open");
-        let session = app.new_session();
-        session.set_namespace("alpha".into());
-        Harness {
-            app,
-            session,
-            _dir: dir,
-        }
-    }
-
-    fn session_in(&self, ns: &str) -> Arc<Session> {
-        let s = self.app.new_session();
-        s.set_namespace(ns.into());
-        s
-    }
-
-    async fn call_as(&self, s: &Arc<Session>, op: &str, args: Value) -> Result<Value, String> {
-        self.app.call(s, op, args).await.map_err(|e| e.to_string())
-    }
-
-    async fn ok(&self, op: &str, args: Value) -> Value {
-        self.call_as(&self.session, op, args)
-            .await
-            .unwrap_or_else(|e| panic!("{op} failed: {e}"))
-    }
-
-    async fn err(&self, op: &str, args: Value) -> String {
-        match self.call_as(&self.session, op, args).await {
-            Ok(v) => panic!("{op} should have failed, answered {v}"),
-            Err(e) => e,
-        }
-    }
-
+impl Episodic for Mem {
     async fn remember(&self, content: &str, extra: Value) -> String {
         let mut args = json!({ "content": content });
         if let Value::Object(m) = extra {
@@ -65,6 +29,10 @@ impl Harness {
             .to_string()
     }
 
+    async fn recall(&self, query: &str) -> Value {
+        self.ok("episodic_recall", json!({ "query": query })).await
+    }
+
     async fn count(&self) -> u64 {
         self.ok("episodic_count", json!({})).await["count"]
             .as_u64()
@@ -72,18 +40,13 @@ impl Harness {
     }
 }
 
-fn hit_contents(v: &Value) -> Vec<String> {
-    v["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["event"]["content"].as_str().unwrap().to_string())
-        .collect()
+fn hit_contents(v: &Value) -> Vec<&str> {
+    strings(&v["hits"], "/event/content")
 }
 
 #[tokio::test]
 async fn recall_ranks_natural_language_and_sees_uncommitted_writes() {
-    let h = Harness::new().await;
+    let h = Mem::new().await;
     h.remember(
         "Staging database upgraded: it runs Postgres version 16.2",
         json!({}),
@@ -98,35 +61,21 @@ async fn recall_ranks_natural_language_and_sees_uncommitted_writes() {
     .await;
 
     // Nothing is committed to the index yet: these come from the overlay.
-    let r = h
-        .ok(
-            "episodic_recall",
-            json!({"query": "which postgres version does staging use"}),
-        )
-        .await;
+    let r = h.recall("which postgres version does staging use").await;
     let hits = hit_contents(&r);
     assert_eq!(hits.len(), 2, "{r}");
     assert!(hits[0].contains("Staging"), "best match first: {hits:?}");
 
     // Same ranking after the index commits.
-    h.app.app().search_index().flush().await.unwrap();
-    let r2 = h
-        .ok(
-            "episodic_recall",
-            json!({"query": "which postgres version does staging use"}),
-        )
-        .await;
+    h.flush().await;
+    let r2 = h.recall("which postgres version does staging use").await;
     assert_eq!(hit_contents(&r2), hits);
 
     // Stemming: "upgrading" finds "upgraded"; filters narrow.
-    let r = h.ok("episodic_recall", json!({"query": "upgrading"})).await;
+    let r = h.recall("upgrading").await;
     assert_eq!(hit_contents(&r).len(), 1);
-    let r = h
-        .ok(
-            "episodic_recall",
-            json!({"query": "postgres", "tags": ["PROD"]}),
-        )
-        .await;
+    let tagged_prod = json!({"query": "postgres", "tags": ["PROD"]});
+    let r = h.ok("episodic_recall", tagged_prod).await;
     assert_eq!(
         hit_contents(&r),
         vec!["Production postgres still runs version 14"]
@@ -135,32 +84,29 @@ async fn recall_ranks_natural_language_and_sees_uncommitted_writes() {
 
 #[tokio::test]
 async fn updates_and_deletes_are_searchable_at_once_even_after_a_commit() {
-    let h = Harness::new().await;
+    let h = Mem::new().await;
     let id = h.remember("the cache uses redis", json!({})).await;
-    h.app.app().search_index().flush().await.unwrap();
+    h.flush().await;
 
     h.ok(
         "episodic_update",
         json!({"id": id, "content": "the cache uses memcached"}),
     )
     .await;
-    assert!(hit_contents(&h.ok("episodic_recall", json!({"query": "redis"})).await).is_empty());
-    assert_eq!(
-        hit_contents(&h.ok("episodic_recall", json!({"query": "memcached"})).await).len(),
-        1
-    );
-    h.app.app().search_index().flush().await.unwrap();
-    assert!(hit_contents(&h.ok("episodic_recall", json!({"query": "redis"})).await).is_empty());
+    assert!(hit_contents(&h.recall("redis").await).is_empty());
+    assert_eq!(hit_contents(&h.recall("memcached").await).len(), 1);
+    h.flush().await;
+    assert!(hit_contents(&h.recall("redis").await).is_empty());
 
     let out = h.ok("episodic_forget", json!({"ids": [id, "nope"]})).await;
     assert_eq!(out["deleted"], json!([id]));
     assert_eq!(out["not_found"], json!(["nope"]));
-    assert!(hit_contents(&h.ok("episodic_recall", json!({"query": "memcached"})).await).is_empty());
+    assert!(hit_contents(&h.recall("memcached").await).is_empty());
 }
 
 #[tokio::test]
 async fn list_pages_with_cursors_in_time_order() {
-    let h = Harness::new().await;
+    let h = Mem::new().await;
     for i in 0..7 {
         h.remember(
             &format!("event {i}"),
@@ -168,22 +114,11 @@ async fn list_pages_with_cursors_in_time_order() {
         )
         .await;
     }
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut args = json!({"limit": 3});
-        if let Some(c) = &cursor {
-            args["cursor"] = json!(c);
-        }
-        let page = h.ok("episodic_list", args).await;
-        for e in page["events"].as_array().unwrap() {
-            seen.push(e["content"].as_str().unwrap().to_string());
-        }
-        match page.get("next_cursor").and_then(Value::as_str) {
-            Some(c) => cursor = Some(c.to_string()),
-            None => break,
-        }
-    }
+    let pages = h.pages("episodic_list", json!({"limit": 3})).await;
+    let seen: Vec<&str> = pages
+        .iter()
+        .flat_map(|page| strings(&page["events"], "/content"))
+        .collect();
     let expected: Vec<String> = (0..7).map(|i| format!("event {i}")).collect();
     assert_eq!(seen, expected);
 
@@ -215,7 +150,7 @@ async fn list_pages_with_cursors_in_time_order() {
 
 #[tokio::test]
 async fn around_returns_neighbours_in_time_order() {
-    let h = Harness::new().await;
+    let h = Mem::new().await;
     let mut ids = Vec::new();
     for i in 0..5 {
         ids.push(
@@ -235,18 +170,12 @@ async fn around_returns_neighbours_in_time_order() {
     assert_eq!(out["event"]["content"], "step 2");
     assert_eq!(out["before"].as_array().unwrap().len(), 1);
     assert_eq!(out["before"][0]["content"], "step 1");
-    let after: Vec<&str> = out["after"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["content"].as_str().unwrap())
-        .collect();
-    assert_eq!(after, vec!["step 3", "step 4"]);
+    assert_eq!(strings(&out["after"], "/content"), vec!["step 3", "step 4"]);
 }
 
 #[tokio::test]
 async fn forget_where_needs_a_filter_and_honours_dry_run() {
-    let h = Harness::new().await;
+    let h = Mem::new().await;
     h.remember("trivia one", json!({"importance": 0.1, "tags": ["noise"]}))
         .await;
     h.remember("trivia two", json!({"importance": 0.2, "tags": ["noise"]}))
@@ -275,96 +204,34 @@ async fn forget_where_needs_a_filter_and_honours_dry_run() {
         .await;
     assert_eq!(done["matched"], 2);
     assert_eq!(h.count().await, 1);
-    assert!(hit_contents(&h.ok("episodic_recall", json!({"query": "trivia"})).await).is_empty());
+    assert!(hit_contents(&h.recall("trivia").await).is_empty());
 }
 
 #[tokio::test]
 async fn bad_input_is_a_clear_error_and_writes_nothing() {
-    let h = Harness::new().await;
+    let h = Mem::new().await;
+    // One case a line: the operation, its arguments, what the error must say.
+    #[rustfmt::skip]
     let cases: Vec<(&str, Value, &str)> = vec![
-        (
-            "episodic_remembr",
-            json!({"content": "x"}),
-            "similar: episodic_remember",
-        ),
+        ("episodic_remembr", json!({"content": "x"}), "similar: episodic_remember"),
         ("episodic_remember", json!({}), "missing field `content`"),
-        (
-            "episodic_remember",
-            json!({"content": 5}),
-            "expected a string",
-        ),
-        (
-            "episodic_remember",
-            json!({"content": "x", "colour": "red"}),
-            "unknown field `colour`",
-        ),
-        (
-            "episodic_remember",
-            json!({"content": "   "}),
-            "`content` is empty",
-        ),
-        (
-            "episodic_remember",
-            json!({"content": "x", "importance": 3}),
-            "between 0.0 and 1.0",
-        ),
-        (
-            "episodic_remember",
-            json!({"content": "x", "occurred_at": "someday"}),
-            "cannot read time",
-        ),
-        (
-            "episodic_remember",
-            json!({"content": "x".repeat(70_000)}),
-            "over the limit",
-        ),
-        (
-            "episodic_remember_batch",
-            json!({"events": [{"content": "fine"}, {"content": ""}]}),
-            "events[1]",
-        ),
-        (
-            "episodic_remember_batch",
-            json!({"events": vec![json!({"content": "x"}); 1001]}),
-            "the limit is 1000",
-        ),
-        (
-            "episodic_list",
-            json!({"cursor": "garbage!"}),
-            "`cursor` is not valid",
-        ),
-        (
-            "episodic_list",
-            json!({"limit": 100000}),
-            "page with `cursor`",
-        ),
+        ("episodic_remember", json!({"content": 5}), "expected a string"),
+        ("episodic_remember", json!({"content": "x", "colour": "red"}), "unknown field `colour`"),
+        ("episodic_remember", json!({"content": "   "}), "`content` is empty"),
+        ("episodic_remember", json!({"content": "x", "importance": 3}), "between 0.0 and 1.0"),
+        ("episodic_remember", json!({"content": "x", "occurred_at": "someday"}), "cannot read time"),
+        ("episodic_remember", json!({"content": "x".repeat(70_000)}), "over the limit"),
+        ("episodic_remember_batch", json!({"events": [{"content": "fine"}, {"content": ""}]}), "events[1]"),
+        ("episodic_remember_batch", json!({"events": vec![json!({"content": "x"}); 1001]}), "the limit is 1000"),
+        ("episodic_list", json!({"cursor": "garbage!"}), "`cursor` is not valid"),
+        ("episodic_list", json!({"limit": 100000}), "page with `cursor`"),
         ("episodic_get", json!({"id": "0000"}), "no event with id"),
-        (
-            "episodic_update",
-            json!({"id": "0000", "content": "y"}),
-            "no event with id",
-        ),
-        (
-            "episodic_update",
-            json!({"id": "0000"}),
-            "nothing to change",
-        ),
-        (
-            "episodic_recall",
-            json!({"query": "the of and"}),
-            "very common words",
-        ),
-        (
-            "episodic_count",
-            json!({"since": "2026-02-01", "until": "2026-01-01"}),
-            "not before",
-        ),
+        ("episodic_update", json!({"id": "0000", "content": "y"}), "no event with id"),
+        ("episodic_update", json!({"id": "0000"}), "nothing to change"),
+        ("episodic_recall", json!({"query": "the of and"}), "very common words"),
+        ("episodic_count", json!({"since": "2026-02-01", "until": "2026-01-01"}), "not before"),
         ("enable_toolset", json!({"layer": "astrology"}), "no layer"),
-        (
-            "call_operation",
-            json!({"name": "call_operation"}),
-            "cannot call itself",
-        ),
+        ("call_operation", json!({"name": "call_operation"}), "cannot call itself"),
         ("episodic_remember", json!([1, 2]), "JSON object"),
     ];
     for (op, args, expected) in cases {
@@ -376,7 +243,7 @@ async fn bad_input_is_a_clear_error_and_writes_nothing() {
 
 #[tokio::test]
 async fn a_cursor_from_another_query_is_refused() {
-    let h = Harness::new().await;
+    let h = Mem::new().await;
     for i in 0..3 {
         h.remember(&format!("alpha note {i}"), json!({})).await;
     }
@@ -409,28 +276,25 @@ async fn a_cursor_from_another_query_is_refused() {
 
 #[tokio::test]
 async fn namespaces_and_scratch_are_isolated() {
-    let h = Harness::new().await;
+    let h = Mem::new().await;
     let beta = h.session_in("beta");
     h.remember("alpha's secret plan", json!({})).await;
-    h.call_as(
-        &beta,
+    beta.call(
         "episodic_remember",
         json!({"content": "beta's secret plan"}),
     )
     .await
     .unwrap();
 
-    let mine = h
-        .ok("episodic_recall", json!({"query": "secret plan"}))
-        .await;
+    let mine = h.recall("secret plan").await;
     assert_eq!(hit_contents(&mine), vec!["alpha's secret plan"]);
-    let theirs = h.call_as(&beta, "episodic_list", json!({})).await.unwrap();
+    let theirs = beta.call("episodic_list", json!({})).await.unwrap();
     assert_eq!(theirs["events"].as_array().unwrap().len(), 1);
     assert_eq!(theirs["events"][0]["content"], "beta's secret plan");
 
     let alpha_id = mine["hits"][0]["event"]["id"].clone();
-    let e = h
-        .call_as(&beta, "episodic_get", json!({"id": alpha_id}))
+    let e = beta
+        .call("episodic_get", json!({"id": alpha_id}))
         .await
         .unwrap_err();
     assert!(e.contains("no event"), "{e}");
@@ -440,8 +304,8 @@ async fn namespaces_and_scratch_are_isolated() {
         json!({"key": "plan", "value": {"step": 1}}),
     )
     .await;
-    let other = h
-        .call_as(&beta, "session_scratch_get", json!({"key": "plan"}))
+    let other = beta
+        .call("session_scratch_get", json!({"key": "plan"}))
         .await
         .unwrap();
     assert_eq!(other["found"], false);
@@ -450,22 +314,20 @@ async fn namespaces_and_scratch_are_isolated() {
 
     // A second session in the same namespace shares memories but not scratch.
     let alpha2 = h.session_in("alpha");
-    let list = h
-        .call_as(&alpha2, "session_scratch_list", json!({}))
+    let list = alpha2
+        .call("session_scratch_list", json!({}))
         .await
         .unwrap();
     assert_eq!(list["entries"], json!([]));
     assert_eq!(
-        h.call_as(&alpha2, "episodic_count", json!({}))
-            .await
-            .unwrap()["count"],
+        alpha2.call("episodic_count", json!({})).await.unwrap()["count"],
         1
     );
 }
 
 #[tokio::test]
 async fn discovery_answers_at_three_levels_and_call_operation_runs_anything() {
-    let h = Harness::new().await;
+    let h = Mem::new().await;
     let names = h.ok("discover_tools", json!({"detail": "name"})).await;
     let first = &names["tools"][0];
     assert!(first.get("summary").is_none() && first.get("input_schema").is_none());
@@ -512,12 +374,12 @@ async fn discovery_answers_at_three_levels_and_call_operation_runs_anything() {
 
 #[tokio::test]
 async fn paging_merges_index_and_overlay_without_losing_or_repeating_hits() {
-    let h = Harness::new().await;
+    let h = Mem::new().await;
     let mut ids = Vec::new();
     for i in 0..30 {
         ids.push(h.remember(&format!("widget report {i}"), json!({})).await);
     }
-    h.app.app().search_index().flush().await.unwrap();
+    h.flush().await;
     // Most records now have a stale committed copy and a newer overlay version.
     for id in ids.iter().take(25) {
         h.ok(
@@ -526,27 +388,17 @@ async fn paging_merges_index_and_overlay_without_losing_or_repeating_hits() {
         )
         .await;
     }
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut args = json!({"query": "widget", "limit": 4});
-        if let Some(c) = &cursor {
-            args["cursor"] = json!(c);
-        }
-        let page = h.ok("episodic_recall", args).await;
+    let pages = h
+        .pages("episodic_recall", json!({"query": "widget", "limit": 4}))
+        .await;
+    let mut got = Vec::new();
+    for page in &pages {
         let hits = page["hits"].as_array().unwrap();
         assert!(!hits.is_empty() || page.get("next_cursor").is_none());
-        for hit in hits {
-            seen.push(hit["event"]["id"].as_str().unwrap().to_string());
-        }
-        match page.get("next_cursor").and_then(Value::as_str) {
-            Some(c) => cursor = Some(c.to_string()),
-            None => break,
-        }
+        got.extend(strings(&page["hits"], "/event/id"));
     }
     let mut expected = ids.clone();
     expected.sort();
-    let mut got = seen.clone();
     got.sort();
     assert_eq!(got, expected, "every event exactly once");
 }

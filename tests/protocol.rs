@@ -8,9 +8,10 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{HttpServer, engram};
+use common::mem::Mem;
+use common::wire::{RawStdio, post, tool_error};
+use common::{HttpServer, connect, engram, strings};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const V2026: &str = "2026-07-28";
 
@@ -21,108 +22,96 @@ fn meta() -> Value {
     })
 }
 
-/// One stateless 2026-07-28 request over HTTP; the JSON-RPC answer.
-async fn stateless(
-    http: &reqwest::Client,
-    url: &str,
-    namespace: &str,
-    id: i64,
-    method: &str,
-    mut params: Value,
-) -> Value {
+/// A 2026-07-28 request: no handshake, the protocol version and client
+/// capabilities in its `_meta`.
+fn request(id: i64, method: &str, mut params: Value) -> Value {
     params["_meta"] = meta();
-    let mut req = http
-        .post(url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", V2026)
-        .header("mcp-method", method)
-        .header("x-engram-namespace", namespace);
-    if let Some(name) = params["name"].as_str() {
-        req = req.header("mcp-name", name);
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+}
+
+/// Stateless 2026-07-28 requests over HTTP, in one namespace (by header).
+struct Stateless {
+    http: reqwest::Client,
+    url: String,
+    namespace: &'static str,
+}
+
+impl Stateless {
+    fn new(server: &HttpServer, namespace: &'static str) -> Stateless {
+        Stateless {
+            http: reqwest::Client::new(),
+            url: server.url.clone(),
+            namespace,
+        }
     }
-    let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-    let text = req.json(&body).send().await.unwrap().text().await.unwrap();
-    // JSON, or one SSE event carrying it.
-    let json_text = text
-        .lines()
-        .find_map(|l| l.strip_prefix("data:"))
-        .map(str::trim)
-        .unwrap_or(text.trim());
-    serde_json::from_str(json_text).unwrap_or_else(|e| panic!("{e}: {text}"))
+
+    /// One request; the JSON-RPC answer.
+    async fn request(&self, id: i64, method: &str, params: Value) -> Value {
+        let mut headers = vec![
+            ("mcp-protocol-version", V2026),
+            ("mcp-method", method),
+            ("x-engram-namespace", self.namespace),
+        ];
+        let name = params["name"].as_str().map(String::from);
+        if let Some(name) = &name {
+            headers.push(("mcp-name", name));
+        }
+        let body = request(id, method, params).to_string().into_bytes();
+        let (_, text) = post(&self.http, &self.url, body, &headers).await;
+        // JSON, or one SSE event carrying it.
+        let json_text = text
+            .lines()
+            .find_map(|l| l.strip_prefix("data:"))
+            .map(str::trim)
+            .unwrap_or(text.trim());
+        serde_json::from_str(json_text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+
+    /// `tools/call`: the result of the answer with this `id`.
+    async fn tool(&self, id: i64, name: &str, args: Value) -> Value {
+        let params = json!({"name": name, "arguments": args});
+        let answer = self.request(id, "tools/call", params).await;
+        assert_eq!(answer["id"], id, "{answer}");
+        answer["result"].clone()
+    }
 }
 
-async fn tool(
-    http: &reqwest::Client,
-    url: &str,
-    ns: &str,
-    id: i64,
-    name: &str,
-    args: Value,
-) -> Value {
-    let answer = stateless(
-        http,
-        url,
-        ns,
-        id,
-        "tools/call",
-        json!({"name": name, "arguments": args}),
-    )
-    .await;
-    assert_eq!(answer["id"], id, "{answer}");
-    answer["result"].clone()
-}
-
-fn error_text(result: &Value) -> String {
-    assert_eq!(result["isError"], true, "expected a tool error: {result}");
-    result["content"][0]["text"].as_str().unwrap().to_string()
+/// `engram serve --http ARGS`, and stateless callers in namespaces alpha and beta.
+async fn alpha_and_beta(args: &[&str]) -> (HttpServer, Stateless, Stateless) {
+    let server = HttpServer::fresh(args).await;
+    let alpha = Stateless::new(&server, "alpha");
+    let beta = Stateless::new(&server, "beta");
+    (server, alpha, beta)
 }
 
 #[tokio::test]
 async fn stateless_requests_work_in_any_order_without_a_handshake() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = HttpServer::start(dir.path(), &["--tools", "core"]).await;
-    let http = reqwest::Client::new();
-    let url = &server.url;
+    let (_server, alpha, beta) = alpha_and_beta(&["--tools", "core"]).await;
 
     // A tool call first: no initialize, no discover.
-    let r = tool(
-        &http,
-        url,
-        "alpha",
-        1,
-        "episodic_remember",
-        json!({"content": "stateless kiwi harvest"}),
-    )
-    .await;
+    let r = alpha
+        .tool(
+            1,
+            "episodic_remember",
+            json!({"content": "stateless kiwi harvest"}),
+        )
+        .await;
     assert_ne!(r["isError"], true, "{r}");
     assert_eq!(r["resultType"], "complete", "{r}");
-    let r = tool(
-        &http,
-        url,
-        "alpha",
-        2,
-        "episodic_recall",
-        json!({"query": "kiwi"}),
-    )
-    .await;
+    let r = alpha
+        .tool(2, "episodic_recall", json!({"query": "kiwi"}))
+        .await;
     assert_eq!(
         r["structuredContent"]["hits"][0]["event"]["content"], "stateless kiwi harvest",
         "{r}"
     );
     // The namespace is per request: beta sees nothing of alpha's.
-    let r = tool(
-        &http,
-        url,
-        "beta",
-        3,
-        "episodic_recall",
-        json!({"query": "kiwi"}),
-    )
-    .await;
+    let r = beta
+        .tool(3, "episodic_recall", json!({"query": "kiwi"}))
+        .await;
     assert_eq!(r["structuredContent"]["hits"], json!([]), "{r}");
 
-    let d = stateless(&http, url, "alpha", 4, "server/discover", json!({})).await;
+    let d = alpha.request(4, "server/discover", json!({})).await;
     let versions = d["result"]["supportedVersions"].as_array().unwrap();
     assert!(versions.contains(&json!(V2026)), "{d}");
     assert!(versions.contains(&json!("2025-11-25")), "{d}");
@@ -132,64 +121,44 @@ async fn stateless_requests_work_in_any_order_without_a_handshake() {
     );
 
     // tools/list: deterministic, the profile, cacheable.
-    let a = stateless(&http, url, "alpha", 5, "tools/list", json!({})).await;
-    let b = stateless(&http, url, "beta", 6, "tools/list", json!({})).await;
+    let a = alpha.request(5, "tools/list", json!({})).await;
+    let b = beta.request(6, "tools/list", json!({})).await;
     assert_eq!(a["result"]["tools"], b["result"]["tools"]);
     assert!(a["result"]["ttlMs"].as_u64().unwrap() > 0, "{a}");
     assert!(a["result"]["cacheScope"].is_string(), "{a}");
-    let names: Vec<&str> = a["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
+    let names = strings(&a["result"]["tools"], "/name");
     assert!(
         names.contains(&"call_operation") && !names.contains(&"graph_stats"),
         "{names:?}"
     );
 
     // Lists do not change per caller: enable_toolset points at call_operation.
-    let r = tool(
-        &http,
-        url,
-        "alpha",
-        7,
-        "enable_toolset",
-        json!({"layer": "graph"}),
-    )
-    .await;
-    assert!(error_text(&r).contains("call_operation"));
-    let r = tool(
-        &http,
-        url,
-        "alpha",
-        8,
-        "call_operation",
-        json!({"name": "episodic_count", "arguments": {}}),
-    )
-    .await;
+    let r = alpha
+        .tool(7, "enable_toolset", json!({"layer": "graph"}))
+        .await;
+    assert!(tool_error(&r).contains("call_operation"));
+    let r = alpha
+        .tool(
+            8,
+            "call_operation",
+            json!({"name": "episodic_count", "arguments": {}}),
+        )
+        .await;
     assert_eq!(r["structuredContent"]["result"]["count"], 1, "{r}");
 }
 
 #[tokio::test]
 async fn an_unsupported_version_is_refused_with_the_supported_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = HttpServer::start(dir.path(), &[]).await;
-    let http = reqwest::Client::new();
+    let server = HttpServer::fresh(&[]).await;
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {
         "io.modelcontextprotocol/protocolVersion": "2099-01-01",
         "io.modelcontextprotocol/clientCapabilities": {}}}});
-    let resp = http
-        .post(&server.url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2099-01-01")
-        .header("mcp-method", "tools/list")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let text = resp.text().await.unwrap();
+    let headers = [
+        ("mcp-protocol-version", "2099-01-01"),
+        ("mcp-method", "tools/list"),
+    ];
+    let body = body.to_string().into_bytes();
+    let (_, text) = post(&reqwest::Client::new(), &server.url, body, &headers).await;
     assert!(text.contains("error"), "{text}");
     assert!(
         text.contains(V2026),
@@ -199,24 +168,15 @@ async fn an_unsupported_version_is_refused_with_the_supported_ones() {
 
 #[tokio::test]
 async fn session_handles_carry_scratch_and_stay_in_their_namespace() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = HttpServer::start(dir.path(), &["--tools", "all"]).await;
-    let http = reqwest::Client::new();
-    let url = &server.url;
+    let (_server, alpha, beta) = alpha_and_beta(&["--tools", "all"]).await;
 
     // Without a handle a stateless call says how to get one.
-    let r = tool(
-        &http,
-        url,
-        "alpha",
-        1,
-        "session_scratch_get",
-        json!({"key": "plan"}),
-    )
-    .await;
-    assert!(error_text(&r).contains("session_open"));
+    let r = alpha
+        .tool(1, "session_scratch_get", json!({"key": "plan"}))
+        .await;
+    assert!(tool_error(&r).contains("session_open"));
 
-    let r = tool(&http, url, "alpha", 2, "session_open", json!({})).await;
+    let r = alpha.tool(2, "session_open", json!({})).await;
     let handle = r["structuredContent"]["session"]
         .as_str()
         .unwrap()
@@ -224,124 +184,81 @@ async fn session_handles_carry_scratch_and_stay_in_their_namespace() {
     assert!(handle.len() > 40, "unguessable: {handle}");
     assert_eq!(r["structuredContent"]["namespace"], "alpha");
 
-    let r = tool(
-        &http,
-        url,
-        "alpha",
-        3,
-        "session_scratch_set",
-        json!({"key": "plan", "value": {"step": 2}, "session": handle}),
-    )
-    .await;
+    let r = alpha
+        .tool(
+            3,
+            "session_scratch_set",
+            json!({"key": "plan", "value": {"step": 2}, "session": handle}),
+        )
+        .await;
     assert_ne!(r["isError"], true, "{r}");
     // Another request, the same handle: the value is there.
-    let r = tool(
-        &http,
-        url,
-        "alpha",
-        4,
-        "session_scratch_get",
-        json!({"key": "plan", "session": handle}),
-    )
-    .await;
+    let r = alpha
+        .tool(
+            4,
+            "session_scratch_get",
+            json!({"key": "plan", "session": handle}),
+        )
+        .await;
     assert_eq!(r["structuredContent"]["value"], json!({"step": 2}), "{r}");
-    let r = tool(
-        &http,
-        url,
-        "alpha",
-        5,
-        "session_info",
-        json!({"session": handle}),
-    )
-    .await;
+    let r = alpha
+        .tool(5, "session_info", json!({"session": handle}))
+        .await;
     assert_eq!(r["structuredContent"]["handle"], handle.as_str(), "{r}");
     // Through call_operation too.
-    let r = tool(
-        &http,
-        url,
-        "alpha",
-        6,
-        "call_operation",
-        json!({"name": "session_scratch_list", "arguments": {"session": handle}}),
-    )
-    .await;
+    let r = alpha
+        .tool(
+            6,
+            "call_operation",
+            json!({"name": "session_scratch_list", "arguments": {"session": handle}}),
+        )
+        .await;
     assert_eq!(
         r["structuredContent"]["result"]["entries"][0]["key"], "plan",
         "{r}"
     );
 
     // The handle is refused from another namespace, and an invented one anywhere.
-    let r = tool(
-        &http,
-        url,
-        "beta",
-        7,
-        "session_scratch_get",
-        json!({"key": "plan", "session": handle}),
-    )
-    .await;
-    assert!(error_text(&r).contains("another namespace"));
-    let r = tool(
-        &http,
-        url,
-        "alpha",
-        8,
-        "session_scratch_get",
-        json!({"key": "plan", "session": "sh_guess"}),
-    )
-    .await;
-    assert!(error_text(&r).contains("session_open"));
+    let r = beta
+        .tool(
+            7,
+            "session_scratch_get",
+            json!({"key": "plan", "session": handle}),
+        )
+        .await;
+    assert!(tool_error(&r).contains("another namespace"));
+    let r = alpha
+        .tool(
+            8,
+            "session_scratch_get",
+            json!({"key": "plan", "session": "sh_guess"}),
+        )
+        .await;
+    assert!(tool_error(&r).contains("session_open"));
 }
 
 #[tokio::test]
 async fn expired_handles_are_refused_with_how_to_get_a_new_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().to_path_buf();
     // In process: a one-second idle expiry.
-    let mut config = engram::Config::new(&data);
-    config.handle_idle_secs = 1;
-    let app = engram::Engine::open(config).await.unwrap();
-    let caller = app.new_session();
-    caller.set_namespace("alpha".into());
-    let opened = app.call(&caller, "session_open", json!({})).await.unwrap();
+    let h = Mem::open("alpha", |c| c.handle_idle_secs = 1).await;
+    let opened = h.call("session_open", json!({})).await.unwrap();
     let handle = opened["session"].as_str().unwrap();
-    app.call(&caller, "session_info", json!({"session": handle}))
+    h.call("session_info", json!({"session": handle}))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1_200)).await;
-    let e = app
-        .call(&caller, "session_info", json!({"session": handle}))
+    let e = h
+        .call("session_info", json!({"session": handle}))
         .await
-        .unwrap_err()
-        .to_string();
+        .unwrap_err();
     assert!(e.contains("expired") && e.contains("session_open"), "{e}");
 }
 
 #[tokio::test]
 async fn stdio_speaks_2026_07_28_without_initialize_and_2025_11_25_with_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = engram(dir.path(), &["serve", "--tools", "core"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut ask = async |msg: Value| -> Value {
-        stdin
-            .write_all(format!("{msg}\n").as_bytes())
-            .await
-            .unwrap();
-        let line = tokio::time::timeout(Duration::from_secs(20), stdout.next_line())
-            .await
-            .expect("an answer")
-            .unwrap()
-            .unwrap();
-        serde_json::from_str(&line).unwrap()
-    };
-    let d = ask(json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": meta()}})).await;
+    let mut raw = RawStdio::spawn(dir.path(), &["--tools", "core"]);
+    let d = raw.request(request(1, "server/discover", json!({}))).await;
     assert!(
         d["result"]["supportedVersions"]
             .as_array()
@@ -349,31 +266,20 @@ async fn stdio_speaks_2026_07_28_without_initialize_and_2025_11_25_with_it() {
             .contains(&json!(V2026)),
         "{d}"
     );
-    let r = ask(
-        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
-        "name": "episodic_remember", "arguments": {"content": "stdio plum"}, "_meta": meta()}}),
-    )
-    .await;
+    let remember = json!({"name": "episodic_remember", "arguments": {"content": "stdio plum"}});
+    let r = raw.request(request(2, "tools/call", remember)).await;
     assert_eq!(r["result"]["isError"], false, "{r}");
     // Over stdio the process is the session: scratch needs no handle.
-    let r = ask(
-        json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
-        "name": "call_operation",
-        "arguments": {"name": "session_scratch_set", "arguments": {"key": "k", "value": 1}},
-        "_meta": meta()}}),
-    )
-    .await;
+    let set_scratch = json!({"name": "call_operation",
+        "arguments": {"name": "session_scratch_set", "arguments": {"key": "k", "value": 1}}});
+    let r = raw.request(request(3, "tools/call", set_scratch)).await;
     assert_eq!(r["result"]["isError"], false, "{r}");
     // The list is the profile for every caller: enable_toolset cannot grow it.
-    let r = ask(
-        json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {
-        "name": "enable_toolset", "arguments": {"layer": "graph"}, "_meta": meta()}}),
-    )
-    .await;
+    let enable = json!({"name": "enable_toolset", "arguments": {"layer": "graph"}});
+    let r = raw.request(request(5, "tools/call", enable)).await;
     assert_eq!(r["result"]["isError"], true, "{r}");
     // ping is gone in 2026-07-28.
-    let r = ask(json!({"jsonrpc": "2.0", "id": 4, "method": "ping", "params": {"_meta": meta()}}))
-        .await;
+    let r = raw.request(request(4, "ping", json!({}))).await;
     assert!(r["error"].is_object(), "{r}");
 }
 
@@ -404,19 +310,14 @@ impl rmcp::ClientHandler for Watcher {
 
 #[tokio::test]
 async fn memory_is_readable_as_resources_and_subscriptions_see_writes() {
-    use rmcp::ServiceExt;
     use rmcp::model::{ReadResourceRequestParams, SubscribeRequestParams};
     let dir = tempfile::tempdir().unwrap();
-    let transport = rmcp::transport::TokioChildProcess::builder(engram(
+    let watcher = Watcher::default();
+    let server = engram(
         dir.path(),
         &["serve", "--namespace", "res", "--tools", "all"],
-    ))
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap()
-    .0;
-    let watcher = Watcher::default();
-    let client = watcher.clone().serve(transport).await.unwrap();
+    );
+    let (client, _) = connect(watcher.clone(), server, Stdio::null()).await;
     let listed = client.list_all_resources().await.unwrap();
     let uris: Vec<&str> = listed.iter().map(|r| r.uri.as_str()).collect();
     assert!(
@@ -489,18 +390,15 @@ async fn memory_is_readable_as_resources_and_subscriptions_see_writes() {
 
 #[tokio::test]
 async fn stateless_requests_share_their_namespace_rate_allowance() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = HttpServer::start(dir.path(), &["--rate-limit", "1", "--rate-burst", "2"]).await;
-    let http = reqwest::Client::new();
-    let url = &server.url;
+    let (_server, alpha, beta) = alpha_and_beta(&["--rate-limit", "1", "--rate-burst", "2"]).await;
     // Each request is a fresh session; the allowance still holds per namespace.
     for id in 1..=2 {
-        let r = tool(&http, url, "alpha", id, "episodic_recent", json!({})).await;
+        let r = alpha.tool(id, "episodic_recent", json!({})).await;
         assert_ne!(r["isError"], true, "{r}");
     }
-    let r = tool(&http, url, "alpha", 3, "episodic_recent", json!({})).await;
-    assert!(error_text(&r).contains("rate limit"));
-    let r = tool(&http, url, "beta", 4, "episodic_recent", json!({})).await;
+    let r = alpha.tool(3, "episodic_recent", json!({})).await;
+    assert!(tool_error(&r).contains("rate limit"));
+    let r = beta.tool(4, "episodic_recent", json!({})).await;
     assert_ne!(
         r["isError"], true,
         "another namespace has its own allowance: {r}"

@@ -33,15 +33,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{self, Child, Command};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::process::run_with_timeout;
+use common::process::{InstallLock, run_with_timeout};
+use common::{BIN, HttpServer, repo};
 
-const BIN: &str = env!("CARGO_BIN_EXE_engram");
 /// The Python SDK, pinned.
 const PYTHON_SDK: &str = "mcp==2.3.0";
 /// The TypeScript SDK, pinned.
@@ -51,37 +50,11 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(90);
 /// Longest an install may take.
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn clients_dir() -> PathBuf {
     repo().join("target/clients")
 }
 
 // ------------------------------------------------------------------ installing
-
-/// Holds an exclusive lock on `target/clients/NAME.lock` (across processes: two
-/// `cargo test` runs at once install once).
-struct InstallLock(#[allow(dead_code)] std::fs::File);
-
-impl InstallLock {
-    fn take(name: &str) -> InstallLock {
-        let dir = clients_dir();
-        std::fs::create_dir_all(&dir)
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
-        let path = dir.join(format!("{name}.lock"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
-        file.lock()
-            .unwrap_or_else(|e| panic!("cannot lock {}: {e}", path.display()));
-        InstallLock(file)
-    }
-}
 
 /// Runs an install step; Err with the command, its status and output when it fails.
 fn run_install_step(cmd: &mut Command, what: &str) -> Result<(), String> {
@@ -120,7 +93,7 @@ fn install_python() -> Result<PathBuf, String> {
     if installed_python_sdk().as_deref() == Some(want) {
         return Ok(venv_python());
     }
-    let _lock = InstallLock::take("python");
+    let _lock = InstallLock::take(&clients_dir().join("python.lock"))?;
     if installed_python_sdk().as_deref() == Some(want) {
         return Ok(venv_python());
     }
@@ -170,7 +143,7 @@ fn install_node() -> Result<PathBuf, String> {
     if installed_ts_sdk().as_deref() == Some(want) {
         return Ok(node_dir());
     }
-    let _lock = InstallLock::take("node");
+    let _lock = InstallLock::take(&clients_dir().join("node.lock"))?;
     if installed_ts_sdk().as_deref() == Some(want) {
         return Ok(node_dir());
     }
@@ -202,87 +175,33 @@ fn install_node() -> Result<PathBuf, String> {
     }
 }
 
-/// The venv's python, installing it once per test process (and once across processes).
+type Installed = OnceLock<Result<PathBuf, String>>;
+
+/// What `install` made, installed once per test process (and once across processes).
+fn once(
+    cell: &'static Installed,
+    install: fn() -> Result<PathBuf, String>,
+    what: &str,
+) -> &'static Path {
+    match cell.get_or_init(install) {
+        Ok(p) => p,
+        Err(e) => panic!(
+            "{what} could not be installed into {}:\n{e}",
+            clients_dir().display()
+        ),
+    }
+}
+
+/// The venv's python.
 fn python() -> &'static Path {
-    static PY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match PY.get_or_init(install_python) {
-        Ok(p) => p,
-        Err(e) => {
-            panic!("the Python MCP SDK could not be installed into target/clients/venv:\n{e}")
-        }
-    }
+    static PY: Installed = OnceLock::new();
+    once(&PY, install_python, "the Python MCP SDK")
 }
 
-/// The npm project holding the TypeScript SDK, installed once likewise.
+/// The npm project holding the TypeScript SDK.
 fn node_project() -> &'static Path {
-    static NODE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match NODE.get_or_init(install_node) {
-        Ok(p) => p,
-        Err(e) => {
-            panic!("the TypeScript MCP SDK could not be installed into target/clients/node:\n{e}")
-        }
-    }
-}
-
-// ------------------------------------------------------------------ processes
-
-/// `engram --data-dir D serve --http 127.0.0.1:0 --tools P`, killed on drop.
-struct HttpServer {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl HttpServer {
-    fn start(tools: &str) -> HttpServer {
-        let dir = tempfile::tempdir().expect("temp data dir");
-        let mut child = Command::new(BIN)
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["--log", "warn", "--tools", tools])
-            .args(["serve", "--http", "127.0.0.1:0"])
-            .stdin(process::Stdio::null())
-            .stdout(process::Stdio::null())
-            .stderr(process::Stdio::piped())
-            .spawn()
-            .expect("spawn engram serve --http");
-        let mut lines = BufReader::new(child.stderr.take().expect("stderr piped")).lines();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let label = tools.to_string();
-        // Read the listening line, then keep draining stderr (echoed for the test log)
-        // so the server never blocks on a full pipe.
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in lines.by_ref() {
-                let Ok(line) = line else { break };
-                match line.split("engram listening on ").nth(1) {
-                    Some(url) if tx.is_some() => {
-                        let _ = tx.take().unwrap().send(url.trim().to_string());
-                    }
-                    _ => eprintln!("[engram --http --tools {label}] {line}"),
-                }
-            }
-        });
-        let url = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(url) => url,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("engram serve --http did not print `engram listening on URL` within 30 s");
-            }
-        };
-        HttpServer {
-            child,
-            url,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    static NODE: Installed = OnceLock::new();
+    once(&NODE, install_node, "the TypeScript MCP SDK")
 }
 
 // ------------------------------------------------------------------ the runs
@@ -361,7 +280,7 @@ fn run(sdk: Sdk, transport: Transport, mode: Mode, protocol: Protocol) {
                 Mode::EveryTool | Mode::Agent => &["all"],
             };
             for p in profiles {
-                let server = HttpServer::start(p);
+                let server = HttpServer::start_blocking(&["--tools", p]);
                 cmd.arg(format!("{p}={}", server.url));
                 servers.push(server);
             }
@@ -373,12 +292,16 @@ fn run(sdk: Sdk, transport: Transport, mode: Mode, protocol: Protocol) {
         Ok(out) => out,
         Err(e) => panic!("cannot run `{shown}`: {e}"),
     };
+    let server_logs: String = servers
+        .iter()
+        .map(|s| format!("\n--- engram at {} stderr\n{}", s.url, s.stderr()))
+        .collect();
     drop(servers);
     // The per-step log (shown by the harness for failing tests or with --nocapture).
     println!("{}", out.stdout);
     if !out.status_ok {
         panic!(
-            "the official SDK client found failures ({})\n{}\nrerun: {shown}",
+            "the official SDK client found failures ({})\n{}\nrerun: {shown}{server_logs}",
             out.status,
             if out.stderr.trim().is_empty() {
                 "(no report on stderr; see the log above)".to_string()

@@ -6,19 +6,16 @@
 //! The walk must reach every operation in the registry: a new operation without
 //! a realistic call here fails the test.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+mod common;
 
-use engram::Engine;
-use engram::config::Config;
+use std::collections::{BTreeSet, HashMap};
+
+use common::mem::Mem;
 use engram::ops::registry;
-use engram::session::Session;
 use serde_json::{Value, json};
 
 struct Walk {
-    app: Engine,
-    session: Arc<Session>,
-    dir: tempfile::TempDir,
+    mem: Mem,
     vars: HashMap<String, String>,
     /// Operations that answered at least once (and validated).
     answered: BTreeSet<String>,
@@ -27,19 +24,15 @@ struct Walk {
 
 impl Walk {
     async fn new() -> Walk {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::new(dir.path());
-        config.tools = "all".into();
-        config.index_commit_interval_ms = 20;
-        config.breaker_threshold = 1;
-        config.breaker_open_ms = 60_000;
-        let app = Engine::open(config).await.expect("open");
-        let session = app.new_session();
-        session.set_namespace("schemas".into());
+        let mem = Mem::open("schemas", |c| {
+            c.tools = "all".into();
+            c.index_commit_interval_ms = 20;
+            c.breaker_threshold = 1;
+            c.breaker_open_ms = 60_000;
+        })
+        .await;
         Walk {
-            app,
-            session,
-            dir,
+            mem,
             vars: HashMap::new(),
             answered: BTreeSet::new(),
             checked: 0,
@@ -71,8 +64,8 @@ impl Walk {
     async fn ok(&mut self, op: &str, args: Value) -> Value {
         let args = self.fill(args);
         let answer = self
-            .app
-            .call(&self.session, op, args.clone())
+            .mem
+            .call(op, args.clone())
             .await
             .unwrap_or_else(|e| panic!("{op} {args} failed: {e}"));
         let entry = registry().get(op).expect("a registered operation");
@@ -84,12 +77,19 @@ impl Walk {
         answer
     }
 
+    /// Calls each `(op, args)` in order, as [`Walk::ok`] does.
+    async fn steps(&mut self, steps: Vec<(&str, Value)>) {
+        for (op, args) in steps {
+            self.ok(op, args).await;
+        }
+    }
+
     /// Calls `op` and expects a tool error.
     async fn err(&mut self, op: &str, args: Value) -> String {
         let args = self.fill(args);
-        match self.app.call(&self.session, op, args.clone()).await {
+        match self.mem.call(op, args.clone()).await {
             Ok(v) => panic!("{op} {args} should have failed, answered {v}"),
-            Err(e) => e.to_string(),
+            Err(e) => e,
         }
     }
 
@@ -180,29 +180,16 @@ async fn every_answer_matches_its_published_output_schema() {
         json!({"limit": 2, "cursor": "$list_cursor"}),
     )
     .await;
-    w.ok("episodic_recent", json!({"limit": 2, "tags": ["infra"]}))
-        .await;
-    w.ok("episodic_timeline", json!({"bucket": "hour"})).await;
-    w.ok(
-        "episodic_around",
-        json!({"id": "$event", "before": 2, "after": 2}),
-    )
-    .await;
-    w.ok(
-        "episodic_count",
-        json!({"tags": ["infra"], "since": "1d ago"}),
-    )
-    .await;
-    w.ok(
-        "episodic_update",
-        json!({"id": "$event", "content": "Upgraded staging Kubernetes to 1.31.2"}),
-    )
-    .await;
-    w.ok(
-        "episodic_forget_where",
-        json!({"tags": ["infra"], "until": "1h ago", "dry_run": true}),
-    )
-    .await;
+    #[rustfmt::skip]
+    let steps = vec![
+        ("episodic_recent", json!({"limit": 2, "tags": ["infra"]})),
+        ("episodic_timeline", json!({"bucket": "hour"})),
+        ("episodic_around", json!({"id": "$event", "before": 2, "after": 2})),
+        ("episodic_count", json!({"tags": ["infra"], "since": "1d ago"})),
+        ("episodic_update", json!({"id": "$event", "content": "Upgraded staging Kubernetes to 1.31.2"})),
+        ("episodic_forget_where", json!({"tags": ["infra"], "until": "1h ago", "dry_run": true})),
+    ];
+    w.steps(steps).await;
 
     // ---- semantic ----
     let f = w
@@ -263,18 +250,14 @@ async fn every_answer_matches_its_published_output_schema() {
         }
         w.ok(op, json!({"query": query, "max_chars": 300})).await;
     }
-    w.ok("semantic_similar", json!({"id": "$fact2"})).await;
-    w.ok(
-        "semantic_list",
-        json!({"include_superseded": true, "limit": 2}),
-    )
-    .await;
-    w.ok("semantic_tags", json!({"prefix": "d"})).await;
-    w.ok(
-        "memory_search",
-        json!({"query": "postgres kubernetes", "limit": 2, "max_chars": 300}),
-    )
-    .await;
+    #[rustfmt::skip]
+    let steps = vec![
+        ("semantic_similar", json!({"id": "$fact2"})),
+        ("semantic_list", json!({"include_superseded": true, "limit": 2})),
+        ("semantic_tags", json!({"prefix": "d"})),
+        ("memory_search", json!({"query": "postgres kubernetes", "limit": 2, "max_chars": 300})),
+    ];
+    w.steps(steps).await;
 
     // ---- graph: the nine reference tools, then the algorithms ----
     w.ok(
@@ -375,21 +358,16 @@ async fn every_answer_matches_its_published_output_schema() {
     // ---- session and discovery ----
     let opened = w.ok("session_open", json!({})).await;
     w.keep("handle", &opened["session"]);
-    w.ok("session_info", json!({"session": "$handle"})).await;
-    w.ok(
-        "session_scratch_set",
-        json!({"key": "held", "value": [1, 2], "session": "$handle"}),
-    )
-    .await;
-    w.ok(
-        "session_scratch_set",
-        json!({"key": "plan", "value": {"step": 1, "todo": ["a", "b"]}}),
-    )
-    .await;
-    w.ok("session_scratch_get", json!({"key": "plan"})).await;
-    w.ok("session_scratch_list", json!({"prefix": "p"})).await;
-    w.ok("session_scratch_clear", json!({"keys": ["plan", "absent"]}))
-        .await;
+    #[rustfmt::skip]
+    let steps = vec![
+        ("session_info", json!({"session": "$handle"})),
+        ("session_scratch_set", json!({"key": "held", "value": [1, 2], "session": "$handle"})),
+        ("session_scratch_set", json!({"key": "plan", "value": {"step": 1, "todo": ["a", "b"]}})),
+        ("session_scratch_get", json!({"key": "plan"})),
+        ("session_scratch_list", json!({"prefix": "p"})),
+        ("session_scratch_clear", json!({"keys": ["plan", "absent"]})),
+    ];
+    w.steps(steps).await;
     for detail in ["name", "summary", "full"] {
         w.ok(
             "discover_tools",
@@ -405,21 +383,16 @@ async fn every_answer_matches_its_published_output_schema() {
     .await;
 
     // ---- deletions with missing ids ----
-    w.ok(
-        "episodic_forget",
-        json!({"ids": ["$event", "0190f0f0-0000-7000-8000-000000000000"]}),
-    )
-    .await;
-    w.ok(
-        "semantic_delete",
-        json!({"ids": ["$fact2", "0190f0f0-0000-7000-8000-000000000000"]}),
-    )
-    .await;
-    w.ok("episodic_forget_where", json!({"tags": ["never-used"]}))
-        .await;
+    #[rustfmt::skip]
+    let steps = vec![
+        ("episodic_forget", json!({"ids": ["$event", "0190f0f0-0000-7000-8000-000000000000"]})),
+        ("semantic_delete", json!({"ids": ["$fact2", "0190f0f0-0000-7000-8000-000000000000"]})),
+        ("episodic_forget_where", json!({"tags": ["never-used"]})),
+    ];
+    w.steps(steps).await;
 
     // ---- degraded: the index directory becomes a file; searches answer from the store ----
-    let index = w.dir.path().join("index");
+    let index = w.mem.dir().join("index");
     // The indexer may be writing files while the directory goes: retry.
     for attempt in 0.. {
         match std::fs::remove_dir_all(&index) {

@@ -3,59 +3,23 @@
 //! fixture (tests/fixtures/facts.json), versions, the query cache across
 //! sessions, the search breaker with a really broken index, the rate limiter.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::{Duration, Instant};
 
-use engram::Engine;
-use engram::config::Config;
-use engram::session::Session;
+use common::mem::Mem;
+use common::{numbers, strings};
 use serde_json::{Value, json};
 
-struct Harness {
-    app: Engine,
-    session: Arc<Session>,
-    dir: tempfile::TempDir,
+/// Shorthands for what several tests here do.
+trait Semantic {
+    async fn load_fixture(&self) -> Vec<String>;
+    async fn fact_count(&self) -> usize;
+    async fn search(&self, op: &str, query: &str) -> Value;
+    async fn wait_health(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value;
 }
 
-impl Harness {
-    /// Index commits only when asked (searches use the overlay until `flush`).
-    async fn new() -> Harness {
-        Harness::with(|c| c.index_commit_interval_ms = 3_600_000).await
-    }
-
-    async fn with(tune: impl FnOnce(&mut Config)) -> Harness {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::new(dir.path());
-        tune(&mut config);
-        let app = Engine::open(config).await.expect("open");
-        let session = app.new_session();
-        session.set_namespace("alpha".into());
-        Harness { app, session, dir }
-    }
-
-    fn session_in(&self, ns: &str) -> Arc<Session> {
-        let s = self.app.new_session();
-        s.set_namespace(ns.into());
-        s
-    }
-
-    async fn call_as(&self, s: &Arc<Session>, op: &str, args: Value) -> Result<Value, String> {
-        self.app.call(s, op, args).await.map_err(|e| e.to_string())
-    }
-
-    async fn ok(&self, op: &str, args: Value) -> Value {
-        self.call_as(&self.session, op, args)
-            .await
-            .unwrap_or_else(|e| panic!("{op} failed: {e}"))
-    }
-
-    async fn err(&self, op: &str, args: Value) -> String {
-        match self.call_as(&self.session, op, args).await {
-            Ok(v) => panic!("{op} should have failed, answered {v}"),
-            Err(e) => e,
-        }
-    }
-
+impl Semantic for Mem {
     /// Stores the fixture; returns the ids in fixture order.
     async fn load_fixture(&self) -> Vec<String> {
         let facts: Value =
@@ -71,15 +35,16 @@ impl Harness {
             .collect()
     }
 
-    async fn flush(&self) {
-        self.app.app().search_index().flush().await.unwrap();
-    }
-
     async fn fact_count(&self) -> usize {
         self.ok("semantic_list", json!({ "limit": 500 })).await["facts"]
             .as_array()
             .unwrap()
             .len()
+    }
+
+    /// A search with nothing but its query.
+    async fn search(&self, op: &str, query: &str) -> Value {
+        self.ok(op, json!({ "query": query })).await
     }
 
     /// Polls health until `done` holds (at most 20 s).
@@ -99,13 +64,8 @@ impl Harness {
     }
 }
 
-fn contents(v: &Value) -> Vec<String> {
-    v["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["fact"]["content"].as_str().unwrap().to_string())
-        .collect()
+fn contents(v: &Value) -> Vec<&str> {
+    strings(&v["hits"], "/fact/content")
 }
 
 fn breaker<'a>(health: &'a Value, backend: &str) -> &'a Value {
@@ -118,8 +78,8 @@ fn breaker<'a>(health: &'a Value, backend: &str) -> &'a Value {
 }
 
 /// Runs `check` twice: on the overlay (nothing committed) and on the committed index.
-async fn on_overlay_and_index(check: impl AsyncFn(&Harness)) {
-    let h = Harness::new().await;
+async fn on_overlay_and_index(check: impl AsyncFn(&Mem)) {
+    let h = Mem::new().await;
     h.load_fixture().await;
     check(&h).await;
     h.flush().await;
@@ -130,10 +90,7 @@ async fn on_overlay_and_index(check: impl AsyncFn(&Harness)) {
 async fn ranked_search_puts_the_best_match_first() {
     on_overlay_and_index(async |h| {
         let r = h
-            .ok(
-                "semantic_search",
-                json!({ "query": "postgres replica failover" }),
-            )
+            .search("semantic_search", "postgres replica failover")
             .await;
         let c = contents(&r);
         assert!(
@@ -158,22 +115,14 @@ async fn ranked_search_puts_the_best_match_first() {
 #[tokio::test]
 async fn phrase_search_wants_the_words_in_order() {
     on_overlay_and_index(async |h| {
-        let r = h
-            .ok(
-                "semantic_search_phrase",
-                json!({ "query": "staging database" }),
-            )
-            .await;
+        let r = h.search("semantic_search_phrase", "staging database").await;
         assert_eq!(
             contents(&r),
             vec!["The staging database is PostgreSQL 16 running on db-stg-1"]
         );
         // "database for staging" holds both words, in the other order: not a match.
         let r = h
-            .ok(
-                "semantic_search_phrase",
-                json!({ "query": "connection pool size" }),
-            )
+            .search("semantic_search_phrase", "connection pool size")
             .await;
         assert_eq!(contents(&r).len(), 1);
     })
@@ -183,12 +132,7 @@ async fn phrase_search_wants_the_words_in_order() {
 #[tokio::test]
 async fn prefix_search_completes_the_last_word() {
     on_overlay_and_index(async |h| {
-        let r = h
-            .ok(
-                "semantic_search_prefix",
-                json!({ "query": "postgres repl" }),
-            )
-            .await;
+        let r = h.search("semantic_search_prefix", "postgres repl").await;
         let mut c = contents(&r);
         c.sort();
         assert_eq!(
@@ -198,13 +142,9 @@ async fn prefix_search_completes_the_last_word() {
                 "Production Postgres has one streaming replica in another region for failover",
             ]
         );
-        let r = h
-            .ok("semantic_search_prefix", json!({ "query": "kube" }))
-            .await;
+        let r = h.search("semantic_search_prefix", "kube").await;
         assert_eq!(contents(&r).len(), 1);
-        let r = h
-            .ok("semantic_search_prefix", json!({ "query": "zzz" }))
-            .await;
+        let r = h.search("semantic_search_prefix", "zzz").await;
         assert!(contents(&r).is_empty());
     })
     .await;
@@ -213,16 +153,11 @@ async fn prefix_search_completes_the_last_word() {
 #[tokio::test]
 async fn fuzzy_search_forgives_typos_and_ranks_exact_words_first() {
     on_overlay_and_index(async |h| {
-        let r = h
-            .ok("semantic_search_fuzzy", json!({ "query": "postgress" }))
-            .await;
+        let r = h.search("semantic_search_fuzzy", "postgress").await;
         let c = contents(&r);
         assert_eq!(c.len(), 4, "every Postgres fact: {c:?}");
         let r = h
-            .ok(
-                "semantic_search_fuzzy",
-                json!({ "query": "kubernetis deploymnets" }),
-            )
+            .search("semantic_search_fuzzy", "kubernetis deploymnets")
             .await;
         assert!(contents(&r)[0].starts_with("Kubernetes deployments"), "{r}");
         // Capped at zero edits, the typo finds nothing.
@@ -239,9 +174,7 @@ async fn fuzzy_search_forgives_typos_and_ranks_exact_words_first() {
             json!({ "content": "Grafanna is a misspelling seen in old notes" }),
         )
         .await;
-        let r = h
-            .ok("semantic_search_fuzzy", json!({ "query": "grafana" }))
-            .await;
+        let r = h.search("semantic_search_fuzzy", "grafana").await;
         assert!(contents(&r)[0].starts_with("Grafana dashboards"), "{r}");
         assert_eq!(contents(&r).len(), 2);
         h.ok(
@@ -291,7 +224,7 @@ async fn boolean_search_combines_words_phrases_and_tags() {
 
 #[tokio::test]
 async fn filters_paging_and_the_size_budget() {
-    let h = Harness::new().await;
+    let h = Mem::new().await;
     h.load_fixture().await;
     let r = h
         .ok(
@@ -309,20 +242,9 @@ async fn filters_paging_and_the_size_budget() {
     assert_eq!(contents(&r).len(), 2);
 
     // Page through all Postgres facts two at a time: no loss, no repeat.
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut args = json!({ "query": "postgres postgresql", "limit": 2 });
-        if let Some(c) = &cursor {
-            args["cursor"] = json!(c);
-        }
-        let r = h.ok("semantic_search", args).await;
-        seen.extend(contents(&r));
-        match r["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => break,
-        }
-    }
+    let args = json!({ "query": "postgres postgresql", "limit": 2 });
+    let pages = h.pages("semantic_search", args).await;
+    let seen: Vec<&str> = pages.iter().flat_map(contents).collect();
     let mut unique = seen.clone();
     unique.sort();
     unique.dedup();
@@ -357,7 +279,7 @@ async fn filters_paging_and_the_size_budget() {
 
 #[tokio::test]
 async fn supersede_keeps_history_and_hides_the_old_version() {
-    let h = Harness::new().await;
+    let h = Mem::new().await;
     let v1 = h
         .ok(
             "semantic_store",
@@ -375,9 +297,7 @@ async fn supersede_keeps_history_and_hides_the_old_version() {
     assert!(s["old"]["valid_to"].is_string());
     let v2 = s["new"]["id"].clone();
 
-    let r = h
-        .ok("semantic_search", json!({ "query": "API rate limit" }))
-        .await;
+    let r = h.search("semantic_search", "API rate limit").await;
     assert_eq!(
         contents(&r),
         vec!["The API rate limit is 500 requests per minute"]
@@ -415,9 +335,7 @@ async fn supersede_keeps_history_and_hides_the_old_version() {
 
     // Deleting the newest version makes the one before current again.
     h.ok("semantic_delete", json!({ "ids": [v3] })).await;
-    let r = h
-        .ok("semantic_search", json!({ "query": "API rate limit" }))
-        .await;
+    let r = h.search("semantic_search", "API rate limit").await;
     assert_eq!(
         contents(&r),
         vec!["The API rate limit is 500 requests per minute"]
@@ -426,7 +344,7 @@ async fn supersede_keeps_history_and_hides_the_old_version() {
 
 #[tokio::test]
 async fn reinforce_similar_hybrid_and_memory_search() {
-    let h = Harness::new().await;
+    let h = Mem::new().await;
     let ids = h.load_fixture().await;
     let r = h.ok("semantic_reinforce", json!({ "id": ids[3] })).await;
     let c = r["fact"]["confidence"].as_f64().unwrap();
@@ -454,12 +372,7 @@ async fn reinforce_similar_hybrid_and_memory_search() {
             json!({ "query": "postgres", "weights": { "text": 0, "recency": 0, "confidence": 1, "access": 0 } }),
         )
         .await;
-    let conf: Vec<f64> = r["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["fact"]["confidence"].as_f64().unwrap())
-        .collect();
+    let conf = numbers(&r["hits"], "/fact/confidence");
     assert_eq!(conf, vec![0.85, 0.8, 0.6]);
     assert!(r["hits"][0]["components"]["text"].is_number());
     let e = h
@@ -476,15 +389,8 @@ async fn reinforce_similar_hybrid_and_memory_search() {
         json!({ "content": "Restarted the Postgres replica after lag alerts" }),
     )
     .await;
-    let r = h
-        .ok("memory_search", json!({ "query": "postgres replica lag" }))
-        .await;
-    let layers: Vec<&str> = r["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["layer"].as_str().unwrap())
-        .collect();
+    let r = h.search("memory_search", "postgres replica lag").await;
+    let layers = strings(&r["hits"], "/layer");
     assert!(
         layers.contains(&"episodic") && layers.contains(&"semantic"),
         "{layers:?}"
@@ -500,7 +406,7 @@ async fn reinforce_similar_hybrid_and_memory_search() {
 
 #[tokio::test]
 async fn bad_input_is_refused_and_changes_nothing() {
-    let h = Harness::new().await;
+    let h = Mem::new().await;
     let cases = [
         ("semantic_store", json!({ "content": "" })),
         (
@@ -535,7 +441,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
 
 #[tokio::test]
 async fn a_write_in_one_session_invalidates_cached_reads_of_another() {
-    let h = Harness::new().await;
+    let h = Mem::new().await;
     let other = h.session_in("alpha");
     let stranger = h.session_in("beta");
     h.load_fixture().await;
@@ -547,22 +453,19 @@ async fn a_write_in_one_session_invalidates_cached_reads_of_another() {
     assert_eq!(stats["operations"]["semantic_search"]["hits"], 1);
 
     // Another namespace writing changes nothing here (different tags) ...
-    h.call_as(
-        &stranger,
-        "semantic_store",
-        json!({ "content": "Redis in beta" }),
-    )
-    .await
-    .unwrap();
+    stranger
+        .call("semantic_store", json!({ "content": "Redis in beta" }))
+        .await
+        .unwrap();
     assert_eq!(h.ok("semantic_search", q.clone()).await, before);
     // ... another session of this namespace writing is seen at once.
-    h.call_as(
-        &other,
-        "semantic_store",
-        json!({ "content": "Redis also stores rate limit counters" }),
-    )
-    .await
-    .unwrap();
+    other
+        .call(
+            "semantic_store",
+            json!({ "content": "Redis also stores rate limit counters" }),
+        )
+        .await
+        .unwrap();
     let after = h.ok("semantic_search", q.clone()).await;
     assert_eq!(contents(&after).len(), 2, "{after}");
     let stats = h.ok("meta_cache_stats", json!({})).await;
@@ -574,15 +477,15 @@ async fn a_write_in_one_session_invalidates_cached_reads_of_another() {
             >= 1
     );
     // The same through memory_search, which reads two layers.
-    let m = h.ok("memory_search", json!({ "query": "deploy" })).await;
-    h.call_as(
-        &other,
-        "episodic_remember",
-        json!({ "content": "Deploy failed on Tuesday" }),
-    )
-    .await
-    .unwrap();
-    let m2 = h.ok("memory_search", json!({ "query": "deploy" })).await;
+    let m = h.search("memory_search", "deploy").await;
+    other
+        .call(
+            "episodic_remember",
+            json!({ "content": "Deploy failed on Tuesday" }),
+        )
+        .await
+        .unwrap();
+    let m2 = h.search("memory_search", "deploy").await;
     assert_eq!(
         m2["hits"].as_array().unwrap().len(),
         m["hits"].as_array().unwrap().len() + 1
@@ -591,20 +494,14 @@ async fn a_write_in_one_session_invalidates_cached_reads_of_another() {
 
 #[tokio::test]
 async fn concurrent_identical_reads_are_coalesced_and_agree() {
-    let h = Harness::with(|c| {
-        c.index_commit_interval_ms = 3_600_000;
-        c.cache_capacity = 0;
-    })
-    .await;
+    let h = Mem::with(|c| c.cache_capacity = 0).await;
     h.load_fixture().await;
     let mut calls = tokio::task::JoinSet::new();
     for _ in 0..16 {
-        let (app, session) = (h.app.clone(), h.session.clone());
+        let h = h.clone();
         calls.spawn(async move {
             let args = json!({ "query": "postgress replca" });
-            app.call(&session, "semantic_search_fuzzy", args)
-                .await
-                .unwrap()
+            h.call("semantic_search_fuzzy", args).await.unwrap()
         });
     }
     let answers = calls.join_all().await;
@@ -617,7 +514,7 @@ async fn concurrent_identical_reads_are_coalesced_and_agree() {
 
 #[tokio::test]
 async fn a_broken_index_degrades_to_the_store_and_recovers_after_a_rebuild() {
-    let h = Harness::with(|c| {
+    let h = Mem::with(|c| {
         c.index_commit_interval_ms = 30;
         c.breaker_threshold = 2;
         c.breaker_open_ms = 200;
@@ -625,14 +522,12 @@ async fn a_broken_index_degrades_to_the_store_and_recovers_after_a_rebuild() {
     .await;
     h.load_fixture().await;
     h.flush().await;
-    let healthy = h
-        .ok("semantic_search", json!({ "query": "postgres" }))
-        .await;
+    let healthy = h.search("semantic_search", "postgres").await;
     assert!(healthy.get("degraded").is_none());
 
     // Break the index for real: its directory becomes a file, so commits and
     // any attempt to recreate it fail until the file goes away.
-    let index = h.dir.path().join("index");
+    let index = h.dir().join("index");
     std::fs::remove_dir_all(&index).unwrap();
     std::fs::write(&index, b"not an index").unwrap();
     h.ok(
@@ -654,9 +549,7 @@ async fn a_broken_index_degrades_to_the_store_and_recovers_after_a_rebuild() {
 
     // Degraded answers: correct (the new fact included), flagged, never cached.
     for _ in 0..2 {
-        let r = h
-            .ok("semantic_search", json!({ "query": "postgres" }))
-            .await;
+        let r = h.search("semantic_search", "postgres").await;
         assert_eq!(r["degraded"], true, "{r}");
         assert_eq!(contents(&r).len(), 4);
         assert_eq!(
@@ -665,27 +558,17 @@ async fn a_broken_index_degrades_to_the_store_and_recovers_after_a_rebuild() {
         );
     }
     let r = h
-        .ok(
-            "semantic_search_fuzzy",
-            json!({ "query": "postgress conection" }),
-        )
+        .search("semantic_search_fuzzy", "postgress conection")
         .await;
     assert_eq!(r["degraded"], true);
     assert_eq!(
         contents(&r)[0],
         "Postgres connection limits are 200 per node"
     );
-    let r = h
-        .ok("episodic_recall", json!({ "query": "postgres connection" }))
-        .await;
+    let r = h.search("episodic_recall", "postgres connection").await;
     assert_eq!(r["degraded"], true);
     assert_eq!(r["hits"].as_array().unwrap().len(), 1);
-    let r = h
-        .ok(
-            "memory_search",
-            json!({ "query": "postgres connection limit" }),
-        )
-        .await;
+    let r = h.search("memory_search", "postgres connection limit").await;
     assert_eq!(r["degraded"], true);
     let mut top: Vec<&str> = r["hits"].as_array().unwrap()[..2]
         .iter()
@@ -704,9 +587,7 @@ async fn a_broken_index_degrades_to_the_store_and_recovers_after_a_rebuild() {
         })
         .await;
     assert_eq!(health["status"], "ok");
-    let r = h
-        .ok("semantic_search", json!({ "query": "postgres" }))
-        .await;
+    let r = h.search("semantic_search", "postgres").await;
     assert!(r.get("degraded").is_none(), "{r}");
     assert_eq!(contents(&r).len(), 4);
     assert!(index.join("meta.json").exists());
@@ -716,14 +597,13 @@ async fn a_broken_index_degrades_to_the_store_and_recovers_after_a_rebuild() {
         json!({ "content": "Postgres vacuum runs weekly" }),
     )
     .await;
-    let r = h.ok("semantic_search", json!({ "query": "vacuum" })).await;
+    let r = h.search("semantic_search", "vacuum").await;
     assert_eq!(contents(&r), vec!["Postgres vacuum runs weekly"]);
 }
 
 #[tokio::test]
 async fn the_rate_limiter_refuses_over_the_limit_and_recovers() {
-    let h = Harness::with(|c| {
-        c.index_commit_interval_ms = 3_600_000;
+    let h = Mem::with(|c| {
         c.rate_limit_per_second = 20;
         c.rate_limit_burst = 3;
     })
@@ -735,13 +615,13 @@ async fn the_rate_limiter_refuses_over_the_limit_and_recovers() {
     assert!(e.contains("rate limit") && e.contains("retry in"), "{e}");
     // Refused calls change nothing, and other sessions have their own allowance.
     let other = h.session_in("alpha");
-    h.call_as(
-        &other,
-        "semantic_store",
-        json!({ "content": "another session is not limited" }),
-    )
-    .await
-    .unwrap();
+    other
+        .call(
+            "semantic_store",
+            json!({ "content": "another session is not limited" }),
+        )
+        .await
+        .unwrap();
     // 20/s refills one call every 50 ms.
     tokio::time::sleep(Duration::from_millis(120)).await;
     h.ok("session_info", json!({})).await;

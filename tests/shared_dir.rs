@@ -7,22 +7,22 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use common::{call, stdio_client, tool_names};
+use common::process::{kill9, owner_pid};
+use common::wire::RawStdio;
+use common::{Client, Failure, TestClient, Tools, stdio_client, stdio_host, tool_names, try_call};
 use serde_json::json;
 
-fn owner_pid(dir: &std::path::Path) -> i32 {
-    std::fs::read_to_string(dir.join("engram.lock"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
+/// The first host on a data dir, and the pid of the process that owns the dir
+/// once it has started.
+async fn first_host(dir: &std::path::Path, args: &[&str]) -> (Client, u32) {
+    let client = stdio_client(dir, args).await;
+    (client, owner_pid(dir))
 }
 
 #[tokio::test]
 async fn a_second_host_shares_the_data_dir_with_its_own_flags() {
     let dir = tempfile::tempdir().unwrap();
-    let owner = stdio_client(dir.path(), &["--namespace", "p1"]).await;
-    let pid = owner_pid(dir.path());
+    let (owner, pid) = first_host(dir.path(), &["--namespace", "p1"]).await;
     let second = stdio_client(dir.path(), &["--namespace", "p2", "--tools", "all"]).await;
     let third = stdio_client(dir.path(), &["--namespace", "p1"]).await;
     assert_eq!(owner_pid(dir.path()), pid, "one process owns the dir");
@@ -30,34 +30,18 @@ async fn a_second_host_shares_the_data_dir_with_its_own_flags() {
     // Flags are per host: the second lists every tool, the owner its core set.
     assert!(tool_names(&second).await.len() > tool_names(&owner).await.len());
 
-    call(
-        &owner,
-        "episodic_remember",
-        json!({"content": "owner wrote about gardening"}),
-    )
-    .await
-    .unwrap();
-    call(
-        &second,
-        "episodic_remember",
-        json!({"content": "second wrote about gardening"}),
-    )
-    .await
-    .unwrap();
-    let info = call(&second, "session_info", json!({})).await.unwrap();
+    owner.remember("owner wrote about gardening").await;
+    second.remember("second wrote about gardening").await;
+    let info = second.ok("session_info", json!({})).await;
     assert_eq!(info["namespace"], "p2");
-    let r = call(&second, "episodic_recall", json!({"query": "gardening"}))
-        .await
-        .unwrap();
+    let r = second.recall("gardening").await;
     assert_eq!(r["hits"].as_array().unwrap().len(), 1);
     assert_eq!(
         r["hits"][0]["event"]["content"],
         "second wrote about gardening"
     );
     // Same namespace through the owner: read-your-writes across processes.
-    let r = call(&third, "episodic_recall", json!({"query": "gardening"}))
-        .await
-        .unwrap();
+    let r = third.recall("gardening").await;
     assert_eq!(
         r["hits"][0]["event"]["content"],
         "owner wrote about gardening"
@@ -71,47 +55,21 @@ async fn a_second_host_shares_the_data_dir_with_its_own_flags() {
 #[tokio::test]
 async fn the_forwarding_host_takes_over_when_the_owner_dies() {
     let dir = tempfile::tempdir().unwrap();
-    let owner = stdio_client(dir.path(), &["--namespace", "shared"]).await;
-    let first_owner = owner_pid(dir.path());
+    let (owner, first_owner) = first_host(dir.path(), &["--namespace", "shared"]).await;
     let second = stdio_client(dir.path(), &["--namespace", "shared", "--tools", "all"]).await;
-    call(
-        &second,
-        "episodic_remember",
-        json!({"content": "written through the owner"}),
-    )
-    .await
-    .unwrap();
+    second.remember("written through the owner").await;
 
-    let status = std::process::Command::new("kill")
-        .args(["-9", &first_owner.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    kill9(first_owner);
     drop(owner);
 
     // The second host's session goes on, now served by its own process.
-    let r = call(
-        &second,
-        "episodic_recall",
-        json!({"query": "written owner"}),
-    )
-    .await
-    .unwrap();
+    let r = second.recall("written owner").await;
     assert_eq!(
         r["hits"][0]["event"]["content"],
         "written through the owner"
     );
-    call(
-        &second,
-        "episodic_remember",
-        json!({"content": "written after the takeover"}),
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        call(&second, "episodic_count", json!({})).await.unwrap()["count"],
-        2
-    );
+    second.remember("written after the takeover").await;
+    assert_eq!(second.ok("episodic_count", json!({})).await["count"], 2);
     assert_ne!(
         owner_pid(dir.path()),
         first_owner,
@@ -121,55 +79,9 @@ async fn the_forwarding_host_takes_over_when_the_owner_dies() {
 }
 
 /// `engram serve` for one host, with the pid of its server process.
-async fn host(dir: &std::path::Path, args: &[&str]) -> (Arc<common::Client>, u32) {
-    use rmcp::ServiceExt;
-    let mut all = vec!["serve"];
-    all.extend_from_slice(args);
-    // ENGRAM_TEST_LOG=debug shows what the servers do.
-    let log = std::env::var("ENGRAM_TEST_LOG").unwrap_or_else(|_| "warn".into());
-    let mut cmd = tokio::process::Command::new(common::BIN);
-    cmd.arg("--data-dir")
-        .arg(dir)
-        .arg("--log")
-        .arg(log)
-        .args(&all);
-    let (transport, _) = rmcp::transport::TokioChildProcess::builder(cmd)
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .expect("spawn engram");
-    let pid = transport.id().expect("server pid");
-    let client = common::TestClient::default()
-        .serve(transport)
-        .await
-        .expect("initialize over stdio");
+async fn host(dir: &std::path::Path, args: &[&str]) -> (Arc<Client>, u32) {
+    let (client, pid) = stdio_host(TestClient::default(), dir, args).await;
     (Arc::new(client), pid)
-}
-
-/// A tool call that reports a dead server instead of panicking.
-async fn try_call(
-    client: &common::Client,
-    name: &str,
-    args: serde_json::Value,
-) -> Result<serde_json::Value, String> {
-    let mut params = rmcp::model::CallToolRequestParams::new(name.to_string());
-    if let serde_json::Value::Object(map) = args {
-        params = params.with_arguments(map);
-    }
-    let result = client
-        .call_tool(params)
-        .await
-        .map_err(|e| format!("transport: {e}"))?;
-    if result.is_error == Some(true) {
-        let text: Vec<String> = result
-            .content
-            .iter()
-            .filter_map(|c| c.as_text().map(|t| t.text.clone()))
-            .collect();
-        return Err(format!("tool error: {}", text.join(" ")));
-    }
-    result
-        .structured_content
-        .ok_or_else(|| "no structured content".to_string())
 }
 
 #[derive(Default)]
@@ -184,14 +96,6 @@ impl Tally {
     fn acked_by(&self, host: usize) -> usize {
         self.acked.iter().filter(|(h, _)| *h == host).count()
     }
-}
-
-fn kill9(pid: u32) {
-    let status = std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 /// Waits until every host in `hosts` has acknowledged `more` writes past what
@@ -261,7 +165,7 @@ async fn every_forwarding_host_survives_owner_deaths_and_no_acknowledged_write_i
     }
     let pids: Vec<u32> = hosts.iter().map(|(_, pid)| *pid).collect();
     assert_eq!(
-        owner_pid(dir.path()) as u32,
+        owner_pid(dir.path()),
         pids[0],
         "the first host owns the dir"
     );
@@ -284,8 +188,8 @@ async fn every_forwarding_host_survives_owner_deaths_and_no_acknowledged_write_i
                             tally.lock().unwrap().acked.push((h, id));
                         }
                         Err(e) => {
-                            let dead = e.starts_with("transport");
-                            tally.lock().unwrap().failed.push((h, e));
+                            let dead = matches!(e, Failure::Transport(_));
+                            tally.lock().unwrap().failed.push((h, e.to_string()));
                             if dead {
                                 return;
                             }
@@ -366,46 +270,26 @@ async fn every_forwarding_host_survives_owner_deaths_and_no_acknowledged_write_i
 /// session goes on.
 #[tokio::test]
 async fn a_forwarded_session_answers_malformed_lines() {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
     let owner = stdio_client(dir.path(), &[]).await;
-    let mut child = common::engram(dir.path(), &["serve"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut raw = RawStdio::spawn(dir.path(), &[]);
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {},
         "clientInfo": {"name": "raw", "version": "0"}}});
-    stdin
-        .write_all(format!("{init}\n").as_bytes())
-        .await
-        .unwrap();
-    let answer: serde_json::Value =
-        serde_json::from_str(&stdout.next_line().await.unwrap().unwrap()).unwrap();
+    let answer = raw.request(init).await;
     assert_eq!(answer["id"], 1);
-    stdin
-        .write_all(
-            b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n\xff\xfe not utf-8\n",
-        )
-        .await
-        .unwrap();
-    let answer: serde_json::Value =
-        serde_json::from_str(&stdout.next_line().await.unwrap().unwrap()).unwrap();
+    raw.send_line(
+        b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n\xff\xfe not utf-8",
+    )
+    .await;
+    let answer = raw.next().await;
     assert_eq!(answer["error"]["code"], -32700, "{answer}");
-    stdin
-        .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/list\"}\n")
-        .await
-        .unwrap();
-    let answer: serde_json::Value =
-        serde_json::from_str(&stdout.next_line().await.unwrap().unwrap()).unwrap();
+    let answer = raw
+        .request(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+        .await;
     assert_eq!(answer["id"], 2);
     assert!(answer["result"]["tools"].as_array().is_some(), "{answer}");
-    drop(stdin);
-    let _ = child.wait().await;
+    raw.close().await;
     owner.cancel().await.unwrap();
 }
 
@@ -426,9 +310,7 @@ async fn a_forwarding_host_goes_on_when_the_owners_host_leaves() {
     let leaving = pids.iter().position(|&p| p == owner).unwrap();
     let staying = 3 - leaving;
     let client = hosts[staying].0.clone();
-    try_call(&client, "episodic_count", json!({}))
-        .await
-        .unwrap();
+    client.ok("episodic_count", json!({})).await;
 
     let tally: Arc<Mutex<Tally>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -445,7 +327,7 @@ async fn a_forwarding_host_goes_on_when_the_owners_host_leaves() {
                         let id = out["event"]["id"].as_str().unwrap().to_string();
                         tally.lock().unwrap().acked.push((staying, id));
                     }
-                    Err(e) => tally.lock().unwrap().failed.push((staying, e)),
+                    Err(e) => tally.lock().unwrap().failed.push((staying, e.to_string())),
                 }
             }
         }));
@@ -469,8 +351,6 @@ async fn a_forwarding_host_goes_on_when_the_owners_host_leaves() {
     let tally = std::mem::take(&mut *tally.lock().unwrap());
     assert!(tally.failed.is_empty(), "writes failed: {:?}", tally.failed);
     for (_, id) in &tally.acked {
-        try_call(&client, "episodic_get", json!({"id": id}))
-            .await
-            .unwrap();
+        client.ok("episodic_get", json!({"id": id})).await;
     }
 }

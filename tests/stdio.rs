@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{call, stdio_client, tool_names};
+use common::{Tools, stdio_client, tool_names};
 use serde_json::json;
 
 #[tokio::test]
@@ -70,9 +70,7 @@ async fn discovery_and_enable_toolset_over_the_wire() {
     let client = stdio_client(dir.path(), &[]).await;
 
     for detail in ["name", "summary", "full"] {
-        let out = call(&client, "discover_tools", json!({"detail": detail}))
-            .await
-            .unwrap();
+        let out = client.ok("discover_tools", json!({"detail": detail})).await;
         let tools = out["tools"].as_array().unwrap();
         assert_eq!(tools.len(), engram::catalog::catalog().operations.len());
         assert_eq!(tools[0].get("summary").is_some(), detail != "name");
@@ -80,17 +78,15 @@ async fn discovery_and_enable_toolset_over_the_wire() {
     }
 
     // A tool this session does not list is refused with the way to enable it.
-    let e = call(&client, "episodic_count", json!({}))
-        .await
-        .unwrap_err();
+    let e = client.err("episodic_count", json!({})).await;
     assert!(e.contains("enable_toolset"), "{e}");
 
     let changed = client.service().list_changed.clone();
     let notified = client.service().notified.clone();
     let wait = notified.notified();
-    let out = call(&client, "enable_toolset", json!({"layer": "episodic"}))
-        .await
-        .unwrap();
+    let out = client
+        .ok("enable_toolset", json!({"layer": "episodic"}))
+        .await;
     assert!(out["added"].as_array().unwrap().len() >= 8);
     tokio::time::timeout(std::time::Duration::from_secs(10), wait)
         .await
@@ -101,10 +97,7 @@ async fn discovery_and_enable_toolset_over_the_wire() {
             .await
             .contains(&"episodic_count".to_string())
     );
-    assert_eq!(
-        call(&client, "episodic_count", json!({})).await.unwrap()["count"],
-        0
-    );
+    assert_eq!(client.ok("episodic_count", json!({})).await["count"], 0);
     client.cancel().await.unwrap();
 }
 
@@ -112,32 +105,18 @@ async fn discovery_and_enable_toolset_over_the_wire() {
 async fn remember_in_one_process_recall_in_the_next() {
     let dir = tempfile::tempdir().unwrap();
     let client = stdio_client(dir.path(), &["--namespace", "proj"]).await;
-    let out = call(
-        &client,
-        "episodic_remember",
-        json!({"content": "The flaky test was caused by a race in the cache warmer", "tags": ["ci"]}),
-    )
-    .await
-    .unwrap();
+    let out = client.ok("episodic_remember", json!({"content": "The flaky test was caused by a race in the cache warmer", "tags": ["ci"]})).await;
     let id = out["event"]["id"].as_str().unwrap().to_string();
     client.cancel().await.unwrap();
 
     let client = stdio_client(dir.path(), &["--namespace", "proj"]).await;
-    let r = call(
-        &client,
-        "episodic_recall",
-        json!({"query": "why was the test flaky"}),
-    )
-    .await
-    .unwrap();
+    let r = client.recall("why was the test flaky").await;
     assert_eq!(r["hits"][0]["event"]["id"], id.as_str());
     client.cancel().await.unwrap();
 
     // Another namespace on the same data dir sees nothing.
     let client = stdio_client(dir.path(), &["--namespace", "other"]).await;
-    let r = call(&client, "episodic_recall", json!({"query": "flaky test"}))
-        .await
-        .unwrap();
+    let r = client.recall("flaky test").await;
     assert_eq!(r["hits"], json!([]));
     client.cancel().await.unwrap();
 }
@@ -167,13 +146,10 @@ async fn bad_input_comes_back_as_tool_errors() {
         ),
     ];
     for (tool, args, expected) in cases {
-        let e = call(&client, tool, args).await.unwrap_err();
+        let e = client.err(tool, args).await;
         assert!(e.contains(expected), "{tool}: {e}");
     }
-    assert_eq!(
-        call(&client, "episodic_count", json!({})).await.unwrap()["count"],
-        0
-    );
+    assert_eq!(client.ok("episodic_count", json!({})).await["count"], 0);
     client.cancel().await.unwrap();
 }
 
@@ -208,13 +184,13 @@ async fn namespace_auto_takes_the_first_root_folder() {
         &["--namespace", "auto", "--tools", "all"],
     )
     .await;
-    let info = call(&client, "session_info", json!({})).await.unwrap();
+    let info = client.ok("session_info", json!({})).await;
     assert_eq!(info["namespace"], "my-project");
     client.cancel().await.unwrap();
 
     // A client without roots falls back to `default`.
     let client = stdio_client(dir.path(), &["--namespace", "auto", "--tools", "all"]).await;
-    let info = call(&client, "session_info", json!({})).await.unwrap();
+    let info = client.ok("session_info", json!({})).await;
     assert_eq!(info["namespace"], "default");
     client.cancel().await.unwrap();
 }

@@ -8,6 +8,8 @@
 //! Must not: write to the store, or be trusted over it. Hits carry ids; callers
 //! load the records themselves from the store.
 
+#[cfg(test)]
+mod agreement_tests;
 mod analyzer;
 mod indexer;
 mod overlay;

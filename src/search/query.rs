@@ -18,7 +18,7 @@ use tantivy::schema::{Field, IndexRecordOption};
 use tantivy::{Searcher, Term};
 
 use super::{Fields, SearchError, analyzer};
-use crate::model::SearchDoc;
+use crate::model::{RecordKind, SearchDoc};
 
 /// Most index terms one prefix or fuzzy word expands to (the most frequent win).
 const MAX_EXPANSIONS: usize = 64;
@@ -667,7 +667,10 @@ pub(crate) fn matches(m: &Matcher, d: &PreparedDoc, hits: &mut Vec<TermHit>) -> 
         Matcher::Fuzzy { word, distance } => raw_hits(d, hits, |w| {
             (strsim::osa_distance(word, w) <= *distance as usize).then(|| fuzzy_boost(word, w))
         }),
-        Matcher::Substring(s) => d.doc.text.to_lowercase().contains(s.as_str()),
+        // Only entities carry the trigram field the index answers this from.
+        Matcher::Substring(s) => {
+            d.doc.kind == RecordKind::Entity && d.doc.text.to_lowercase().contains(s.as_str())
+        }
         Matcher::Tag(t) => d.doc.tags.iter().any(|x| x == t),
         Matcher::All(children) => {
             let mark = hits.len();

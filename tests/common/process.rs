@@ -1,7 +1,10 @@
-//! Running a child process to its end with a deadline, for the tests that drive
-//! external clients (the SDK agents, the conformance suite) synchronously.
+//! Processes and their ends: running a child to its end with a deadline (for the
+//! tests that drive external clients, the SDK agents and the conformance suite,
+//! synchronously), killing one as a crash would, finding the process that owns
+//! a data dir, and installing external tools once across test processes.
 
 use std::io::Read;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -68,4 +71,44 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> std::io::Result
             stderr,
         },
     })
+}
+
+/// SIGKILL: the process dies as in a crash, with no chance to clean up.
+pub fn kill9(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -9 {pid}");
+}
+
+/// The pid of the process that owns a data dir (written in its `engram.lock`).
+pub fn owner_pid(data_dir: &Path) -> u32 {
+    std::fs::read_to_string(data_dir.join("engram.lock"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// An exclusive lock on a file (across threads and processes: parallel tests and
+/// `cargo test` runs install what they need once), held until dropped.
+pub struct InstallLock(#[allow(dead_code)] std::fs::File);
+
+impl InstallLock {
+    pub fn take(path: &Path) -> Result<InstallLock, String> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        file.lock()
+            .map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
+        Ok(InstallLock(file))
+    }
 }
