@@ -118,7 +118,12 @@ impl Mem {
 
     /// Commits the search index now.
     pub async fn flush(&self) {
-        self.app.app().search_index().flush().await.expect("index flush");
+        self.app
+            .app()
+            .search_index()
+            .flush()
+            .await
+            .expect("index flush");
     }
 
     /// The data dir (the store, `index/`, ...).
