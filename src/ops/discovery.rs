@@ -25,13 +25,10 @@ pub enum Detail {
 #[serde(deny_unknown_fields)]
 pub struct DiscoverInput {
     /// What you want to do ("forget old events"); tools are ranked by it.
-    #[serde(default)]
     pub query: Option<String>,
     /// Only tools of this layer (episodic, semantic, graph, ...).
-    #[serde(default)]
     pub layer: Option<String>,
     /// Only tools of this kind.
-    #[serde(default)]
     pub kind: Option<Kind>,
     /// Default "summary"; "full" adds descriptions and schemas.
     #[serde(default)]
@@ -220,7 +217,6 @@ pub struct CallOperationInput {
     /// Operation name, as discover_tools lists it.
     pub name: String,
     /// Its arguments (schema: discover_tools, detail "full").
-    #[serde(default)]
     pub arguments: Option<serde_json::Map<String, Value>>,
 }
 

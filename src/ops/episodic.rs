@@ -71,13 +71,10 @@ pub struct RememberInput {
     #[serde(default)]
     pub tags: Vec<String>,
     /// 0.0 (trivial) to 1.0 (critical); default 0.5.
-    #[serde(default)]
     pub importance: Option<f64>,
     /// When it happened, if not now (RFC 3339, "yesterday", "2h ago").
-    #[serde(default)]
     pub occurred_at: Option<TimeSpec>,
     /// Extra JSON detail, kept as given, not searched.
-    #[serde(default)]
     pub metadata: Option<Map<String, Value>>,
 }
 
@@ -153,7 +150,6 @@ pub struct RecallInput {
     #[serde(flatten)]
     pub window: Window,
     /// Only events at least this important (0.0 to 1.0).
-    #[serde(default)]
     pub min_importance: Option<f64>,
     #[serde(flatten)]
     pub page: Page,
@@ -262,7 +258,6 @@ pub struct ListInput {
     #[serde(flatten)]
     pub window: Window,
     /// Only events at least this important (0.0 to 1.0).
-    #[serde(default)]
     pub min_importance: Option<f64>,
     /// "asc" (oldest first, the default) or "desc" (newest first).
     #[serde(default)]
@@ -300,7 +295,6 @@ async fn episodic_list(cx: OpCtx, mut input: ListInput) -> Result<EventsOutput, 
 #[serde(deny_unknown_fields)]
 pub struct RecentInput {
     /// How many events (default 10).
-    #[serde(default)]
     pub limit: Option<usize>,
     /// Only events with all these tags.
     #[serde(default)]
@@ -403,10 +397,8 @@ pub struct AroundInput {
     /// The event to look around.
     pub id: String,
     /// How many earlier events (default 5).
-    #[serde(default)]
     pub before: Option<usize>,
     /// How many later events (default 5).
-    #[serde(default)]
     pub after: Option<usize>,
 }
 
@@ -451,19 +443,14 @@ pub struct UpdateInput {
     /// The event to change.
     pub id: String,
     /// New text, replacing the old.
-    #[serde(default)]
     pub content: Option<String>,
     /// New tags, replacing all old tags.
-    #[serde(default)]
     pub tags: Option<Vec<String>>,
     /// New importance, 0.0 to 1.0.
-    #[serde(default)]
     pub importance: Option<f64>,
     /// Corrected time of the event (RFC 3339, "yesterday", "2h ago").
-    #[serde(default)]
     pub occurred_at: Option<TimeSpec>,
     /// New metadata object, replacing the old.
-    #[serde(default)]
     pub metadata: Option<Map<String, Value>>,
 }
 
@@ -539,7 +526,6 @@ pub struct ForgetWhereInput {
     #[serde(flatten)]
     pub window: Window,
     /// Events at most this important (0.0 to 1.0): clears trivia, keeps what matters.
-    #[serde(default)]
     pub max_importance: Option<f64>,
     /// true: only report what would be deleted.
     #[serde(default)]
@@ -589,7 +575,6 @@ pub struct CountInput {
     #[serde(flatten)]
     pub window: Window,
     /// Only events at least this important (0.0 to 1.0).
-    #[serde(default)]
     pub min_importance: Option<f64>,
 }
 

@@ -123,13 +123,10 @@ pub struct NewRelationInput {
     #[serde(rename = "relationType")]
     pub relation_type: String,
     /// Optional: since when the relation holds (RFC 3339, "yesterday", "2h ago").
-    #[serde(default)]
     pub valid_from: Option<TimeSpec>,
     /// Optional: until when it held.
-    #[serde(default)]
     pub valid_to: Option<TimeSpec>,
     /// Optional: free properties (a JSON object).
-    #[serde(default)]
     pub properties: Option<Map<String, Value>>,
 }
 
@@ -412,13 +409,10 @@ fn fit_graph(entities: &mut Vec<Entity>, relations: &mut Vec<Relation>, budget: 
 pub struct ReadGraphInput {
     /// Most entities per page (default and upper bound: the page limit, 500).
     /// Answers are also cut to a size budget; `next_cursor` continues.
-    #[serde(default)]
     pub limit: Option<usize>,
     /// `next_cursor` from the previous page.
-    #[serde(default)]
     pub cursor: Option<String>,
     /// Include each entity's observations (default true).
-    #[serde(default)]
     pub include_observations: Option<bool>,
     /// Only entities of these types (exact names).
     #[serde(default)]
@@ -477,13 +471,10 @@ pub struct SearchNodesInput {
     /// containing the query as written (case-insensitive) follow.
     pub query: String,
     /// Most entities to return (default 100).
-    #[serde(default)]
     pub limit: Option<usize>,
     /// `next_cursor` from the previous page of the same search.
-    #[serde(default)]
     pub cursor: Option<String>,
     /// Include each entity's observations (default true).
-    #[serde(default)]
     pub include_observations: Option<bool>,
     /// Only entities of these types (exact names).
     #[serde(default)]
@@ -616,7 +607,6 @@ pub struct OpenNodesInput {
     /// An array of entity names to retrieve. Names that do not exist are skipped.
     pub names: Vec<String>,
     /// Include each entity's observations (default true).
-    #[serde(default)]
     pub include_observations: Option<bool>,
 }
 

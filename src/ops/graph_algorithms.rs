@@ -112,7 +112,6 @@ pub struct NeighborsInput {
     /// The entity to start from.
     pub name: String,
     /// How many hops out (default 1, at most 6).
-    #[serde(default)]
     pub depth: Option<usize>,
     /// out, in, or both (default).
     #[serde(default)]
@@ -121,10 +120,8 @@ pub struct NeighborsInput {
     #[serde(default)]
     pub relation_types: Vec<String>,
     /// Only relations valid at this time (RFC 3339, "yesterday", "2h ago").
-    #[serde(default)]
     pub valid_at: Option<TimeSpec>,
     /// Most entities to return (default 200, at most 5000).
-    #[serde(default)]
     pub max_nodes: Option<usize>,
 }
 
@@ -192,7 +189,6 @@ pub struct PathInput {
     #[serde(default)]
     pub relation_types: Vec<String>,
     /// Only relations valid at this time (RFC 3339, "yesterday", "2h ago").
-    #[serde(default)]
     pub valid_at: Option<TimeSpec>,
 }
 
@@ -242,10 +238,8 @@ pub struct AllPathsInput {
     pub from: String,
     pub to: String,
     /// Longest path, in hops (default 4, at most 6).
-    #[serde(default)]
     pub max_depth: Option<usize>,
     /// Most paths to return (default 20, at most 200). Shorter paths come first.
-    #[serde(default)]
     pub max_paths: Option<usize>,
     /// out, in, or both (default).
     #[serde(default)]
@@ -306,10 +300,8 @@ pub struct SubgraphInput {
     /// Entities to grow the subgraph around.
     pub seeds: Vec<String>,
     /// Hops out from the seeds (default 1, at most 6).
-    #[serde(default)]
     pub hops: Option<usize>,
     /// Most entities in the answer (default 200, at most 5000).
-    #[serde(default)]
     pub max_nodes: Option<usize>,
     /// Only follow these relation types (default: all).
     #[serde(default)]
@@ -386,7 +378,6 @@ pub struct CentralityInput {
     #[serde(default)]
     pub measure: Measure,
     /// How many of the most central entities to return (default 20, at most 1000).
-    #[serde(default)]
     pub top_k: Option<usize>,
     /// Only count these relation types (default: all).
     #[serde(default)]
@@ -480,10 +471,8 @@ pub struct CommunitiesInput {
     #[serde(default)]
     pub algorithm: CommunityAlgorithm,
     /// Leave out groups smaller than this (default 2).
-    #[serde(default)]
     pub min_size: Option<usize>,
     /// Most groups to return, largest first (default 20, at most 1000).
-    #[serde(default)]
     pub limit: Option<usize>,
 }
 
@@ -616,7 +605,6 @@ pub struct UpdateEntityInput {
     #[serde(default, rename = "entityType")]
     pub entity_type: Option<String>,
     /// Properties to set (merged into the existing ones; a null value removes a key).
-    #[serde(default)]
     pub properties: Option<Map<String, Value>>,
 }
 

@@ -68,7 +68,6 @@ pub struct Page {
     #[serde(default, deserialize_with = "named::limit")]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
-    #[serde(default)]
     pub cursor: Option<String>,
 }
 

@@ -35,7 +35,6 @@ const ONLY_COMMON_WORDS: &str =
 #[derive(Debug, Default, Deserialize, Serialize, JsonSchema)]
 pub struct FactScope {
     /// Only facts at least this confident (0.0 to 1.0).
-    #[serde(default)]
     pub min_confidence: Option<f64>,
     /// Also include facts that newer ones superseded (default false).
     #[serde(default)]
@@ -258,7 +257,6 @@ pub struct FuzzyInput {
     pub search: SearchInput,
     /// Most edits (insert, delete, change, swap two letters) a word may be off
     /// by, 0 to 2. Default: 1 for words of 3-5 letters, 2 for longer words.
-    #[serde(default)]
     pub max_distance: Option<u8>,
 }
 
@@ -362,7 +360,6 @@ pub struct HybridInput {
     #[serde(flatten)]
     pub search: SearchInput,
     /// How to blend text relevance with recency, confidence and use (see defaults).
-    #[serde(default)]
     pub weights: Option<HybridWeights>,
 }
 
@@ -500,7 +497,6 @@ pub struct MemorySearchInput {
     /// What to look for, in natural words.
     pub query: String,
     /// Only these layers (default: all).
-    #[serde(default)]
     pub layers: Option<Vec<Layer>>,
     #[serde(flatten)]
     pub window: Window,

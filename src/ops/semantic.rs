@@ -46,16 +46,12 @@ pub struct StoreInput {
     #[serde(default)]
     pub tags: Vec<String>,
     /// How sure, 0.0 to 1.0 (default 0.7).
-    #[serde(default)]
     pub confidence: Option<f64>,
     /// Where it comes from: a URL, a file, "user", ...
-    #[serde(default)]
     pub source: Option<String>,
     /// Since when it holds, if not now (RFC 3339, "yesterday", "2h ago").
-    #[serde(default)]
     pub valid_from: Option<TimeSpec>,
     /// Extra JSON detail, kept as given, not searched.
-    #[serde(default)]
     pub metadata: Option<Map<String, Value>>,
 }
 
@@ -152,19 +148,13 @@ pub struct UpdateInput {
     /// The fact to change.
     pub id: String,
     /// New text (replaces the old; to keep the old version, use semantic_supersede).
-    #[serde(default)]
     pub content: Option<String>,
     /// New tags (replace the old ones).
-    #[serde(default)]
     pub tags: Option<Vec<String>>,
-    #[serde(default)]
     pub confidence: Option<f64>,
-    #[serde(default)]
     pub source: Option<String>,
-    #[serde(default)]
     pub valid_from: Option<TimeSpec>,
     /// New metadata object (replaces the old one).
-    #[serde(default)]
     pub metadata: Option<Map<String, Value>>,
 }
 
@@ -294,13 +284,11 @@ async fn semantic_list(cx: OpCtx, mut input: ListInput) -> Result<ListOutput, Op
 #[serde(deny_unknown_fields)]
 pub struct TagsInput {
     /// Only tags starting with this.
-    #[serde(default)]
     pub prefix: Option<String>,
     /// Also count superseded facts (default false).
     #[serde(default)]
     pub include_superseded: bool,
     /// Most tags to return, most used first (default 100, at most 1000).
-    #[serde(default)]
     pub limit: Option<usize>,
 }
 
@@ -351,7 +339,6 @@ pub struct ReinforceInput {
     pub id: String,
     /// How far to move confidence towards 1.0, as a fraction of the remaining
     /// distance (default 0.2: 0.5 becomes 0.6).
-    #[serde(default)]
     pub boost: Option<f64>,
 }
 

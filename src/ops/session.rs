@@ -18,7 +18,6 @@ const MAX_SCRATCH_KEY_BYTES: usize = 256;
 pub struct InfoInput {
     /// A handle from session_open. Needed by stateless clients (MCP 2026-07-28 over
     /// HTTP); otherwise this connection's own session is used.
-    #[serde(default)]
     pub session: Option<String>,
 }
 
@@ -114,7 +113,6 @@ pub struct ScratchSetInput {
     /// Any JSON value to keep for the rest of this session.
     pub value: Value,
     /// A handle from session_open (stateless clients); default: this connection's session.
-    #[serde(default)]
     pub session: Option<String>,
 }
 
@@ -171,7 +169,6 @@ async fn session_scratch_set(cx: OpCtx, input: ScratchSetInput) -> Result<Scratc
 pub struct ScratchGetInput {
     pub key: String,
     /// A handle from session_open (stateless clients); default: this connection's session.
-    #[serde(default)]
     pub session: Option<String>,
 }
 
@@ -203,10 +200,8 @@ async fn session_scratch_get(cx: OpCtx, input: ScratchGetInput) -> Result<Scratc
 #[serde(deny_unknown_fields)]
 pub struct ScratchListInput {
     /// Only keys starting with this.
-    #[serde(default)]
     pub prefix: Option<String>,
     /// A handle from session_open (stateless clients); default: this connection's session.
-    #[serde(default)]
     pub session: Option<String>,
 }
 
@@ -243,13 +238,10 @@ async fn session_scratch_list(cx: OpCtx, input: ScratchListInput) -> Result<Scra
 #[serde(deny_unknown_fields)]
 pub struct ScratchClearInput {
     /// Keys to remove. Leave out (with no prefix) to clear everything.
-    #[serde(default)]
     pub keys: Option<Vec<String>>,
     /// Remove every key starting with this.
-    #[serde(default)]
     pub prefix: Option<String>,
     /// A handle from session_open (stateless clients); default: this connection's session.
-    #[serde(default)]
     pub session: Option<String>,
 }
 
