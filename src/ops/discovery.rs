@@ -22,7 +22,6 @@ pub enum Detail {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct DiscoverInput {
     /// What you want to do ("forget old events"); tools are ranked by it.
     pub query: Option<String>,
@@ -172,7 +171,6 @@ fn unknown_layer(layer: &str) -> OpError {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct EnableToolsetInput {
     /// The layer to list (see discover_tools).
     pub layer: String,
@@ -212,7 +210,6 @@ async fn enable_toolset(cx: OpCtx, input: EnableToolsetInput) -> Result<EnableTo
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct CallOperationInput {
     /// Operation name, as discover_tools lists it.
     pub name: String,

@@ -63,7 +63,6 @@ fn check_id(id: &str) -> Result<(), OpError> {
 // ---------- episodic_remember ----------
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct RememberInput {
     /// What happened, in plain words; name the things involved so a search finds it.
     pub content: String,
@@ -113,7 +112,6 @@ async fn episodic_remember(cx: OpCtx, input: RememberInput) -> Result<EventOutpu
 // ---------- episodic_remember_batch ----------
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct RememberBatchInput {
     /// The events to store, each shaped like episodic_remember's arguments. All
     /// are checked first; if any is invalid, none is stored.
@@ -227,7 +225,6 @@ async fn episodic_recall(cx: OpCtx, mut input: RecallInput) -> Result<RecallOutp
 // ---------- episodic_get ----------
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct GetInput {
     /// The event's id.
     pub id: String,
@@ -292,7 +289,6 @@ async fn episodic_list(cx: OpCtx, mut input: ListInput) -> Result<EventsOutput, 
 // ---------- episodic_recent ----------
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct RecentInput {
     /// How many events (default 10).
     pub limit: Option<usize>,
@@ -392,7 +388,6 @@ async fn episodic_timeline(cx: OpCtx, input: TimelineInput) -> Result<TimelineOu
 // ---------- episodic_around ----------
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct AroundInput {
     /// The event to look around.
     pub id: String,
@@ -438,7 +433,6 @@ async fn episodic_around(cx: OpCtx, input: AroundInput) -> Result<AroundOutput, 
 // ---------- episodic_update ----------
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct UpdateInput {
     /// The event to change.
     pub id: String,
@@ -496,7 +490,6 @@ async fn episodic_update(cx: OpCtx, input: UpdateInput) -> Result<EventOutput, O
 // ---------- episodic_forget ----------
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct ForgetInput {
     /// Ids of the events to delete.
     pub ids: Vec<String>,

@@ -45,7 +45,6 @@ fn check_relation(at: &str, r: &Relation) -> Result<(), OpError> {
 // ---------- create_entities ----------
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct EntityInput {
     /// The name of the entity (unique; how relations refer to it).
     pub name: String,
@@ -57,7 +56,6 @@ pub struct EntityInput {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct CreateEntitiesInput {
     /// Entities to create. Names that already exist are skipped.
     pub entities: Vec<EntityInput>,
@@ -98,14 +96,12 @@ async fn create_entities(cx: OpCtx, input: CreateEntitiesInput) -> Result<Entiti
 // ---------- create_relations ----------
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct RelationsInput {
     /// The relations, each named by from, to and relationType.
     pub relations: Vec<RelationInput>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct CreateRelationsInput {
     /// Relations, in active voice: `from` does `relationType` to `to`. Both
     /// entities must exist.
@@ -113,7 +109,6 @@ pub struct CreateRelationsInput {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct NewRelationInput {
     /// The name of the entity where the relation starts.
     pub from: String,
@@ -131,7 +126,6 @@ pub struct NewRelationInput {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct RelationInput {
     /// The name of the entity where the relation starts.
     pub from: String,
@@ -210,7 +204,6 @@ async fn create_relations(cx: OpCtx, input: CreateRelationsInput) -> Result<Rela
 // ---------- add_observations ----------
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct ObservationsInput {
     /// For each entity, observations to add. Every entity must exist, or
     /// nothing is added.
@@ -218,7 +211,6 @@ pub struct ObservationsInput {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct ObservationAddition {
     /// The name of the entity to add the observations to.
     #[serde(rename = "entityName")]
@@ -280,7 +272,6 @@ pub struct DeletedOutput {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct DeleteEntitiesInput {
     /// An array of entity names to delete. Their relations go with them.
     #[serde(rename = "entityNames")]
@@ -304,13 +295,11 @@ async fn delete_entities(cx: OpCtx, input: DeleteEntitiesInput) -> Result<Delete
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct DeleteObservationsInput {
     pub deletions: Vec<ObservationDeletion>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct ObservationDeletion {
     /// The name of the entity containing the observations.
     #[serde(rename = "entityName")]
@@ -405,7 +394,6 @@ fn fit_graph(entities: &mut Vec<Entity>, relations: &mut Vec<Relation>, budget: 
 }
 
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct ReadGraphInput {
     /// Most entities per page (default and upper bound: the page limit, 500).
     /// Answers are also cut to a size budget; `next_cursor` continues.
@@ -464,7 +452,6 @@ async fn read_graph(cx: OpCtx, mut input: ReadGraphInput) -> Result<GraphOutput,
 }
 
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct SearchNodesInput {
     /// The search query to match against entity names, types, and observation
     /// content. Entities holding every word rank first (by relevance); entities
@@ -602,7 +589,6 @@ async fn substring_matches(
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct OpenNodesInput {
     /// An array of entity names to retrieve. Names that do not exist are skipped.
     pub names: Vec<String>,

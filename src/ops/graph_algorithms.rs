@@ -107,7 +107,6 @@ async fn on_snapshot<T: Send + 'static>(
 // ---------- graph_neighbors ----------
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct NeighborsInput {
     /// The entity to start from.
     pub name: String,
@@ -176,7 +175,6 @@ async fn graph_neighbors(cx: OpCtx, input: NeighborsInput) -> Result<NeighborsOu
 // ---------- graph_shortest_path ----------
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct PathInput {
     /// Where the path starts.
     pub from: String,
@@ -233,7 +231,6 @@ async fn graph_shortest_path(cx: OpCtx, input: PathInput) -> Result<PathOutput, 
 // ---------- graph_all_paths ----------
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct AllPathsInput {
     pub from: String,
     pub to: String,
@@ -295,7 +292,6 @@ async fn graph_all_paths(cx: OpCtx, input: AllPathsInput) -> Result<AllPathsOutp
 // ---------- graph_subgraph ----------
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct SubgraphInput {
     /// Entities to grow the subgraph around.
     pub seeds: Vec<String>,
@@ -372,7 +368,6 @@ pub enum Measure {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct CentralityInput {
     /// pagerank (default), degree, in_degree or out_degree.
     #[serde(default)]
@@ -465,7 +460,6 @@ pub enum CommunityAlgorithm {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct CommunitiesInput {
     /// label_propagation (default) or components.
     #[serde(default)]
@@ -541,7 +535,6 @@ pub struct EntityOutput {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct RenameInput {
     /// The entity's current name.
     pub name: String,
@@ -568,7 +561,6 @@ async fn graph_rename_entity(cx: OpCtx, input: RenameInput) -> Result<EntityOutp
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct MergeInput {
     /// The entity that remains.
     pub target: String,
@@ -598,7 +590,6 @@ async fn graph_merge_entities(cx: OpCtx, input: MergeInput) -> Result<EntityOutp
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct UpdateEntityInput {
     pub name: String,
     /// A new type.
@@ -639,7 +630,6 @@ async fn graph_update_entity(cx: OpCtx, input: UpdateEntityInput) -> Result<Enti
 // ---------- graph_stats ----------
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct StatsInput {}
 
 #[derive(Debug, Serialize, JsonSchema)]

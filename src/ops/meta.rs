@@ -10,7 +10,6 @@ use crate::resilience::cache::CacheStats;
 
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct NoInput {}
 
 operation!(HealthOp = "meta_health", NoInput => Health, meta_health);

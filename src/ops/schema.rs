@@ -52,7 +52,7 @@ const MAX_REPORTED: usize = 3;
 
 #[derive(Clone, Copy)]
 struct Tidy {
-    /// Close objects that list their properties (input schemas).
+    /// Close every object that does not say it is open (input schemas).
     close_objects: bool,
 }
 
@@ -66,10 +66,9 @@ impl Transform for Tidy {
             if !standard {
                 obj.remove("format");
             }
-            if self.close_objects
-                && obj.contains_key("properties")
-                && !obj.contains_key("additionalProperties")
-            {
+            let object = obj.contains_key("properties")
+                || obj.get("type").and_then(Value::as_str) == Some("object");
+            if self.close_objects && object && !obj.contains_key("additionalProperties") {
                 obj.insert("additionalProperties".into(), Value::Bool(false));
             }
         }

@@ -283,7 +283,6 @@ async fn semantic_search_fuzzy(cx: OpCtx, mut input: FuzzyInput) -> Result<Searc
 /// How hybrid search blends its signals. Each weight is ≥ 0; they are
 /// normalised to sum to 1.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct HybridWeights {
     /// Text relevance (BM25, scaled so the best match is 1). Default 0.6.
     #[serde(default = "w_text")]

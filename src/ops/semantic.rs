@@ -38,7 +38,6 @@ pub(crate) fn check_id(field: &str, id: &str) -> Result<(), OpError> {
 
 /// The fields of a fact an agent supplies, as `semantic_store` takes them.
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct StoreInput {
     /// One self-contained statement ("staging runs PostgreSQL 16"); name things fully.
     pub content: String,
@@ -94,7 +93,6 @@ async fn semantic_store(cx: OpCtx, input: StoreInput) -> Result<FactOutput, OpEr
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct StoreBatchInput {
     /// The facts to store, each shaped like semantic_store's arguments. All are
     /// checked first; if any is invalid, none is stored.
@@ -125,7 +123,6 @@ async fn semantic_store_batch(cx: OpCtx, input: StoreBatchInput) -> Result<Store
 // ---------- semantic_get ----------
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct IdInput {
     /// The fact's id.
     pub id: String,
@@ -143,7 +140,6 @@ async fn semantic_get(cx: OpCtx, input: IdInput) -> Result<FactOutput, OpError> 
 // ---------- semantic_update ----------
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct UpdateInput {
     /// The fact to change.
     pub id: String,
@@ -205,7 +201,6 @@ async fn semantic_update(cx: OpCtx, input: UpdateInput) -> Result<FactOutput, Op
 // ---------- semantic_delete ----------
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct DeleteInput {
     /// The facts to delete (at most the batch limit).
     pub ids: Vec<String>,
@@ -281,7 +276,6 @@ async fn semantic_list(cx: OpCtx, mut input: ListInput) -> Result<ListOutput, Op
 // ---------- semantic_tags ----------
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct TagsInput {
     /// Only tags starting with this.
     pub prefix: Option<String>,
@@ -333,7 +327,6 @@ async fn semantic_tags(cx: OpCtx, input: TagsInput) -> Result<TagsOutput, OpErro
 // ---------- semantic_reinforce ----------
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct ReinforceInput {
     /// The fact that proved true again.
     pub id: String,
@@ -359,7 +352,6 @@ async fn semantic_reinforce(cx: OpCtx, input: ReinforceInput) -> Result<FactOutp
 // ---------- semantic_supersede ----------
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct SupersedeInput {
     /// The fact that is no longer true (it must be current).
     pub id: String,

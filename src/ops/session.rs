@@ -14,7 +14,6 @@ use crate::error::OpError;
 const MAX_SCRATCH_KEY_BYTES: usize = 256;
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct InfoInput {
     /// A handle from session_open. Needed by stateless clients (MCP 2026-07-28 over
     /// HTTP); otherwise this connection's own session is used.
@@ -22,7 +21,6 @@ pub struct InfoInput {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct OpenInput {}
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -106,7 +104,6 @@ fn check_key(key: &str) -> Result<(), OpError> {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct ScratchSetInput {
     /// Name of the slot, such as "current_plan".
     pub key: String,
@@ -165,7 +162,6 @@ async fn session_scratch_set(cx: OpCtx, input: ScratchSetInput) -> Result<Scratc
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct ScratchGetInput {
     pub key: String,
     /// A handle from session_open (stateless clients); default: this connection's session.
@@ -197,7 +193,6 @@ async fn session_scratch_get(cx: OpCtx, input: ScratchGetInput) -> Result<Scratc
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct ScratchListInput {
     /// Only keys starting with this.
     pub prefix: Option<String>,
@@ -235,7 +230,6 @@ async fn session_scratch_list(cx: OpCtx, input: ScratchListInput) -> Result<Scra
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct ScratchClearInput {
     /// Keys to remove. Leave out (with no prefix) to clear everything.
     pub keys: Option<Vec<String>>,
