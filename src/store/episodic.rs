@@ -1,13 +1,13 @@
 //! Episodic events in sqlite: typed reads and writes, always scoped to one
 //! namespace. Every write logs its change in the same transaction.
 
-use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, Row, params_from_iter};
+use rusqlite::Row;
 use serde_json::{Map, Value};
 
+use super::table::{Order, Query, Table, Tags, counted, json, set, to_json};
 use super::writer::WriteTxn;
-use super::{Store, StoreError};
-use crate::model::{Event, Micros, RecordKind, SearchDoc, micros_to_datetime, new_id};
+use super::{Searchable, Store, StoreError, text_doc};
+use crate::model::{Event, Micros, RecordKind, micros_to_datetime, new_id};
 
 /// An event to store; defaults already applied and validated by the caller.
 #[derive(Debug, Clone)]
@@ -51,135 +51,104 @@ impl EventFilter {
             && self.max_importance.is_none()
     }
 
-    /// Appends ` AND ...` clauses for this filter; `e` is the events alias.
-    fn push_sql(&self, sql: &mut String, params: &mut Vec<SqlValue>) {
-        if let Some(since) = self.since {
-            sql.push_str(" AND e.occurred_at >= ?");
-            params.push(SqlValue::Integer(since));
-        }
-        if let Some(until) = self.until {
-            sql.push_str(" AND e.occurred_at < ?");
-            params.push(SqlValue::Integer(until));
-        }
-        if let Some(min) = self.min_importance {
-            sql.push_str(" AND e.importance >= ?");
-            params.push(SqlValue::Real(min));
-        }
-        if let Some(max) = self.max_importance {
-            sql.push_str(" AND e.importance <= ?");
-            params.push(SqlValue::Real(max));
-        }
-        for tag in &self.tags {
-            sql.push_str(
-                " AND EXISTS (SELECT 1 FROM event_tags t WHERE t.event_id = e.id AND t.tag = ?)",
-            );
-            params.push(SqlValue::Text(tag.clone()));
-        }
+    /// Narrows a query of `events e` to this filter.
+    fn narrow(self, q: &mut Query) -> &mut Query {
+        q.and_some("e.occurred_at >= ?", self.since)
+            .and_some("e.occurred_at < ?", self.until)
+            .and_some("e.importance >= ?", self.min_importance)
+            .and_some("e.importance <= ?", self.max_importance)
+            .and_each(TAGS.has, &self.tags)
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Order {
-    Asc,
-    Desc,
+impl EventPatch {
+    fn apply(self, e: &mut Event) {
+        set(&mut e.content, self.content);
+        set(&mut e.tags, self.tags);
+        set(&mut e.importance, self.importance);
+        set(&mut e.occurred_at, self.occurred_at.map(micros_to_datetime));
+        set(&mut e.metadata, self.metadata);
+    }
 }
 
-const EVENT_COLUMNS: &str = "e.id, e.content, e.tags, e.importance, e.occurred_at, e.created_at, \
-                             e.updated_at, e.metadata, e.session_id";
+static EVENTS: Table<Event> = Table {
+    name: "events",
+    alias: "e",
+    columns: "e.id, e.content, e.tags, e.importance, e.occurred_at, e.created_at, \
+              e.updated_at, e.metadata, e.session_id",
+    decode: event_from_row,
+    search: &SEARCH,
+    listed_by: "episodic_list or episodic_recall",
+};
+
+pub(super) static SEARCH: Searchable = Searchable {
+    kind: RecordKind::Event,
+    // Events are never superseded: NULL stands for `superseded_by`.
+    sql: "SELECT id, namespace, content, tags, importance, occurred_at, NULL FROM events",
+    doc: |_, r| text_doc(RecordKind::Event, r),
+};
+
+static TAGS: Tags = Tags {
+    clear: "DELETE FROM event_tags WHERE event_id = ?1",
+    add: "INSERT OR IGNORE INTO event_tags (event_id, namespace, tag) VALUES (?1, ?2, ?3)",
+    has: "EXISTS (SELECT 1 FROM event_tags t WHERE t.event_id = e.id AND t.tag = ?)",
+};
 
 fn event_from_row(r: &Row<'_>) -> Result<Event, StoreError> {
-    let tags: String = r.get(2)?;
-    let metadata: String = r.get(7)?;
     Ok(Event {
         id: r.get(0)?,
         content: r.get(1)?,
-        tags: serde_json::from_str(&tags).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        tags: json(r, 2)?,
         importance: r.get(3)?,
         occurred_at: micros_to_datetime(r.get(4)?),
         created_at: micros_to_datetime(r.get(5)?),
         updated_at: micros_to_datetime(r.get(6)?),
-        metadata: serde_json::from_str(&metadata)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        metadata: json(r, 7)?,
         session_id: r.get(8)?,
     })
 }
 
-/// Row of `id, namespace, content, tags, importance, occurred_at`.
-pub(super) fn search_doc_from_row(r: &Row<'_>) -> Result<SearchDoc, StoreError> {
-    let tags: String = r.get(3)?;
-    Ok(SearchDoc {
-        kind: RecordKind::Event,
-        id: r.get(0)?,
-        namespace: r.get(1)?,
-        text: r.get(2)?,
-        tags: serde_json::from_str(&tags).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        weight: r.get(4)?,
-        time: r.get(5)?,
-        superseded: false,
-    })
-}
-
-pub(super) const SEARCH_DOC_SQL: &str =
-    "SELECT id, namespace, content, tags, importance, occurred_at FROM events";
-
-pub(super) fn search_doc_by_id(
-    conn: &Connection,
-    id: &str,
-) -> Result<Option<SearchDoc>, StoreError> {
-    let sql = format!("{SEARCH_DOC_SQL} WHERE id = ?1");
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let mut rows = stmt.query([id])?;
-    match rows.next()? {
-        Some(r) => Ok(Some(search_doc_from_row(r)?)),
-        None => Ok(None),
+fn build(new: NewEvent, session_id: &str, now: Micros) -> Event {
+    let at = micros_to_datetime(now);
+    Event {
+        id: new_id(),
+        content: new.content,
+        tags: new.tags,
+        importance: new.importance,
+        occurred_at: new.occurred_at.map_or(at, micros_to_datetime),
+        created_at: at,
+        updated_at: at,
+        metadata: new.metadata,
+        session_id: session_id.to_string(),
     }
 }
 
-fn search_doc(namespace: &str, e: &Event) -> SearchDoc {
-    SearchDoc {
-        kind: RecordKind::Event,
-        id: e.id.clone(),
-        namespace: namespace.to_string(),
-        text: e.content.clone(),
-        tags: e.tags.clone(),
-        time: e.occurred_at.timestamp_micros(),
-        weight: e.importance,
-        superseded: false,
-    }
-}
-
-fn get_in(conn: &Connection, namespace: &str, id: &str) -> Result<Option<Event>, StoreError> {
-    let sql = format!("SELECT {EVENT_COLUMNS} FROM events e WHERE e.namespace = ?1 AND e.id = ?2");
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let mut rows = stmt.query([namespace, id])?;
-    match rows.next()? {
-        Some(r) => Ok(Some(event_from_row(r)?)),
-        None => Ok(None),
-    }
-}
-
-fn not_found(namespace: &str, id: &str) -> StoreError {
-    StoreError::NotFound(format!(
-        "no event with id {id:?} in namespace {namespace:?}: check the id (episodic_list or episodic_recall return ids)"
-    ))
-}
-
-fn write_tags(txn: &WriteTxn<'_>, namespace: &str, e: &Event) -> Result<(), StoreError> {
-    let mut del = txn
-        .conn
-        .prepare_cached("DELETE FROM event_tags WHERE event_id = ?1")?;
-    del.execute([&e.id])?;
-    let mut ins = txn.conn.prepare_cached(
-        "INSERT OR IGNORE INTO event_tags (event_id, namespace, tag) VALUES (?1, ?2, ?3)",
+/// Writes the whole event (a new one, or the changed fields of one stored),
+/// its tags, and the change.
+fn save(txn: &mut WriteTxn<'_>, namespace: &str, e: &Event) -> Result<(), StoreError> {
+    let mut stmt = txn.conn.prepare_cached(
+        "INSERT INTO events (id, namespace, content, tags, importance, occurred_at,
+                             created_at, updated_at, metadata, session_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (id) DO UPDATE SET
+            content = excluded.content, tags = excluded.tags,
+            importance = excluded.importance, occurred_at = excluded.occurred_at,
+            metadata = excluded.metadata, updated_at = excluded.updated_at",
     )?;
-    for tag in &e.tags {
-        ins.execute([&e.id, namespace, tag])?;
-    }
-    Ok(())
-}
-
-pub(super) fn to_json(v: &impl serde::Serialize) -> String {
-    serde_json::to_string(v).expect("tags and metadata always serialize")
+    stmt.execute(rusqlite::params![
+        e.id,
+        namespace,
+        e.content,
+        to_json(&e.tags),
+        e.importance,
+        e.occurred_at.timestamp_micros(),
+        e.created_at.timestamp_micros(),
+        e.updated_at.timestamp_micros(),
+        to_json(&e.metadata),
+        e.session_id,
+    ])?;
+    TAGS.replace(txn.conn, &e.id, namespace, &e.tags, &[])?;
+    EVENTS.log_saved(txn, namespace, &e.id)
 }
 
 impl Store {
@@ -190,62 +159,12 @@ impl Store {
         session_id: &str,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Event>, StoreError> {
-        let namespace = namespace.to_string();
-        let session_id = session_id.to_string();
-        self.writer
-            .write(move |txn| {
-                let mut out = Vec::with_capacity(events.len());
-                for new in events {
-                    let now = micros_to_datetime(txn.now);
-                    let event = Event {
-                        id: new_id(),
-                        content: new.content,
-                        tags: new.tags,
-                        importance: new.importance,
-                        occurred_at: new.occurred_at.map(micros_to_datetime).unwrap_or(now),
-                        created_at: now,
-                        updated_at: now,
-                        metadata: new.metadata,
-                        session_id: session_id.clone(),
-                    };
-                    let mut stmt = txn.conn.prepare_cached(
-                        "INSERT INTO events (id, namespace, content, tags, importance, occurred_at,
-                                             created_at, updated_at, metadata, session_id)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                    )?;
-                    stmt.execute(rusqlite::params![
-                        event.id,
-                        namespace,
-                        event.content,
-                        to_json(&event.tags),
-                        event.importance,
-                        event.occurred_at.timestamp_micros(),
-                        txn.now,
-                        txn.now,
-                        to_json(&event.metadata),
-                        event.session_id,
-                    ])?;
-                    write_tags(txn, &namespace, &event)?;
-                    txn.log_change(
-                        &namespace,
-                        RecordKind::Event,
-                        &event.id,
-                        Some(search_doc(&namespace, &event)),
-                    )?;
-                    out.push(event);
-                }
-                Ok(out)
-            })
+        self.insert_records(namespace, session_id, events, build, save)
             .await
     }
 
     pub async fn get_event(&self, namespace: &str, id: &str) -> Result<Event, StoreError> {
-        let (namespace, id) = (namespace.to_string(), id.to_string());
-        self.readers
-            .read(move |conn| {
-                get_in(conn, &namespace, &id)?.ok_or_else(|| not_found(&namespace, &id))
-            })
-            .await
+        self.get_record(&EVENTS, namespace, id).await
     }
 
     /// The events with these ids that exist in the namespace, in the order asked.
@@ -254,18 +173,7 @@ impl Store {
         namespace: &str,
         ids: Vec<String>,
     ) -> Result<Vec<Event>, StoreError> {
-        let namespace = namespace.to_string();
-        self.readers
-            .read(move |conn| {
-                let mut out = Vec::with_capacity(ids.len());
-                for id in &ids {
-                    if let Some(e) = get_in(conn, &namespace, id)? {
-                        out.push(e);
-                    }
-                }
-                Ok(out)
-            })
-            .await
+        self.get_records(&EVENTS, namespace, ids).await
     }
 
     /// Events matching `filter` in time order, strictly after the keyset `after`
@@ -278,34 +186,11 @@ impl Store {
         after: Option<(Micros, String)>,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
-        let namespace = namespace.to_string();
-        self.readers
-            .read(move |conn| {
-                let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events e WHERE e.namespace = ?");
-                let mut params = vec![SqlValue::Text(namespace)];
-                filter.push_sql(&mut sql, &mut params);
-                let (cmp, dir) = match order {
-                    Order::Asc => (">", "ASC"),
-                    Order::Desc => ("<", "DESC"),
-                };
-                if let Some((t, id)) = after {
-                    sql.push_str(&format!(" AND (e.occurred_at, e.id) {cmp} (?, ?)"));
-                    params.push(SqlValue::Integer(t));
-                    params.push(SqlValue::Text(id));
-                }
-                sql.push_str(&format!(
-                    " ORDER BY e.occurred_at {dir}, e.id {dir} LIMIT ?"
-                ));
-                params.push(SqlValue::Integer(limit as i64));
-                let mut stmt = conn.prepare_cached(&sql)?;
-                let mut rows = stmt.query(params_from_iter(params))?;
-                let mut out = Vec::new();
-                while let Some(r) = rows.next()? {
-                    out.push(event_from_row(r)?);
-                }
-                Ok(out)
-            })
-            .await
+        let mut q = EVENTS.select(namespace);
+        filter
+            .narrow(&mut q)
+            .page(("e.occurred_at", "e.id"), order, after, limit);
+        self.read_rows(q, EVENTS.decode).await
     }
 
     pub async fn count_events(
@@ -313,18 +198,9 @@ impl Store {
         namespace: &str,
         filter: EventFilter,
     ) -> Result<u64, StoreError> {
-        let namespace = namespace.to_string();
-        self.readers
-            .read(move |conn| {
-                let mut sql = "SELECT count(*) FROM events e WHERE e.namespace = ?".to_string();
-                let mut params = vec![SqlValue::Text(namespace)];
-                filter.push_sql(&mut sql, &mut params);
-                let n: i64 = conn
-                    .prepare_cached(&sql)?
-                    .query_row(params_from_iter(params), |r| r.get(0))?;
-                Ok(n as u64)
-            })
-            .await
+        let mut q = EVENTS.select_of("count(*)", namespace);
+        filter.narrow(&mut q);
+        self.read_count(q).await
     }
 
     /// (bucket start, count) for each non-empty bucket of `bucket_micros`,
@@ -335,26 +211,16 @@ impl Store {
         filter: EventFilter,
         bucket_micros: i64,
     ) -> Result<Vec<(Micros, u64)>, StoreError> {
-        let namespace = namespace.to_string();
-        self.readers
-            .read(move |conn| {
-                let mut sql = "SELECT (e.occurred_at / ?) * ? AS b, count(*) FROM events e \
-                               WHERE e.namespace = ?"
-                    .to_string();
-                let mut params = vec![
-                    SqlValue::Integer(bucket_micros),
-                    SqlValue::Integer(bucket_micros),
-                    SqlValue::Text(namespace),
-                ];
-                filter.push_sql(&mut sql, &mut params);
-                sql.push_str(" GROUP BY b ORDER BY b");
-                let mut stmt = conn.prepare_cached(&sql)?;
-                let rows = stmt.query_map(params_from_iter(params), |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
-                })?;
-                Ok(rows.collect::<Result<Vec<_>, _>>()?)
-            })
-            .await
+        let mut q = Query::new(
+            "SELECT (e.occurred_at / ?) * ? AS b, count(*) FROM events e WHERE e.namespace = ?",
+            [
+                bucket_micros.into(),
+                bucket_micros.into(),
+                namespace.to_string().into(),
+            ],
+        );
+        filter.narrow(&mut q).push(" GROUP BY b ORDER BY b", []);
+        self.read_rows(q, counted).await
     }
 
     /// The anchor event and up to `before` / `after` events on either side of it
@@ -368,25 +234,12 @@ impl Store {
     ) -> Result<(Event, Vec<Event>, Vec<Event>), StoreError> {
         let anchor = self.get_event(namespace, id).await?;
         let key = (anchor.occurred_at.timestamp_micros(), anchor.id.clone());
-        let mut earlier = self
-            .list_events(
-                namespace,
-                EventFilter::default(),
-                Order::Desc,
-                Some(key.clone()),
-                before,
-            )
-            .await?;
+        let around = |order, after, limit| {
+            self.list_events(namespace, EventFilter::default(), order, Some(after), limit)
+        };
+        let mut earlier = around(Order::Desc, key.clone(), before).await?;
         earlier.reverse();
-        let later = self
-            .list_events(
-                namespace,
-                EventFilter::default(),
-                Order::Asc,
-                Some(key),
-                after,
-            )
-            .await?;
+        let later = around(Order::Asc, key, after).await?;
         Ok((anchor, earlier, later))
     }
 
@@ -396,52 +249,11 @@ impl Store {
         id: &str,
         patch: EventPatch,
     ) -> Result<Event, StoreError> {
-        let (namespace, id) = (namespace.to_string(), id.to_string());
-        self.writer
-            .write(move |txn| {
-                let mut e =
-                    get_in(txn.conn, &namespace, &id)?.ok_or_else(|| not_found(&namespace, &id))?;
-                if let Some(c) = patch.content {
-                    e.content = c;
-                }
-                if let Some(t) = patch.tags {
-                    e.tags = t;
-                }
-                if let Some(i) = patch.importance {
-                    e.importance = i;
-                }
-                if let Some(t) = patch.occurred_at {
-                    e.occurred_at = micros_to_datetime(t);
-                }
-                if let Some(m) = patch.metadata {
-                    e.metadata = m;
-                }
-                e.updated_at = micros_to_datetime(txn.now);
-                let mut stmt = txn.conn.prepare_cached(
-                    "UPDATE events SET content = ?1, tags = ?2, importance = ?3, occurred_at = ?4,
-                                       metadata = ?5, updated_at = ?6
-                     WHERE namespace = ?7 AND id = ?8",
-                )?;
-                stmt.execute(rusqlite::params![
-                    e.content,
-                    to_json(&e.tags),
-                    e.importance,
-                    e.occurred_at.timestamp_micros(),
-                    to_json(&e.metadata),
-                    txn.now,
-                    namespace,
-                    e.id,
-                ])?;
-                write_tags(txn, &namespace, &e)?;
-                txn.log_change(
-                    &namespace,
-                    RecordKind::Event,
-                    &e.id,
-                    Some(search_doc(&namespace, &e)),
-                )?;
-                Ok(e)
-            })
-            .await
+        self.update_record(&EVENTS, save, namespace, id, move |e, now| {
+            patch.apply(e);
+            e.updated_at = micros_to_datetime(now);
+        })
+        .await
     }
 
     /// Deletes the events with these ids; returns (deleted, not found).
@@ -450,19 +262,7 @@ impl Store {
         namespace: &str,
         ids: Vec<String>,
     ) -> Result<(Vec<String>, Vec<String>), StoreError> {
-        let namespace = namespace.to_string();
-        self.writer
-            .write(move |txn| {
-                let (mut deleted, mut missing) = (Vec::new(), Vec::new());
-                for id in ids {
-                    if delete_one(txn, &namespace, &id)? {
-                        deleted.push(id);
-                    } else {
-                        missing.push(id);
-                    }
-                }
-                Ok((deleted, missing))
-            })
+        self.delete_each(namespace, ids, |txn, ns, id| EVENTS.delete(txn, ns, id))
             .await
     }
 
@@ -475,42 +275,23 @@ impl Store {
         dry_run: bool,
         sample: usize,
     ) -> Result<(u64, Vec<String>), StoreError> {
-        let namespace = namespace.to_string();
-        let scope = namespace.clone();
-        let select = move |conn: &Connection| -> Result<Vec<String>, StoreError> {
-            let mut sql = "SELECT e.id FROM events e WHERE e.namespace = ?".to_string();
-            let mut params = vec![SqlValue::Text(scope)];
-            filter.push_sql(&mut sql, &mut params);
-            sql.push_str(" ORDER BY e.occurred_at, e.id");
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map(params_from_iter(params), |r| r.get::<_, String>(0))?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        };
+        let mut q = EVENTS.select_of("e.id", namespace);
+        filter
+            .narrow(&mut q)
+            .push(" ORDER BY e.occurred_at, e.id", []);
+        let sampled =
+            move |ids: Vec<String>| (ids.len() as u64, ids.into_iter().take(sample).collect());
         if dry_run {
-            let ids = self.readers.read(select).await?;
-            let n = ids.len() as u64;
-            return Ok((n, ids.into_iter().take(sample).collect()));
+            let ids = self.readers.read(move |conn| q.column(conn)).await?;
+            return Ok(sampled(ids));
         }
-        self.writer
-            .write(move |txn| {
-                let ids = select(txn.conn)?;
-                for id in &ids {
-                    delete_one(txn, &namespace, id)?;
-                }
-                let n = ids.len() as u64;
-                Ok((n, ids.into_iter().take(sample).collect()))
-            })
-            .await
+        self.write_in(namespace, move |txn, namespace| {
+            let ids: Vec<String> = q.column(txn.conn)?;
+            for id in &ids {
+                EVENTS.delete(txn, namespace, id)?;
+            }
+            Ok(sampled(ids))
+        })
+        .await
     }
-}
-
-fn delete_one(txn: &mut WriteTxn<'_>, namespace: &str, id: &str) -> Result<bool, StoreError> {
-    let n = txn
-        .conn
-        .prepare_cached("DELETE FROM events WHERE namespace = ?1 AND id = ?2")?
-        .execute([namespace, id])?;
-    if n == 1 {
-        txn.log_change(namespace, RecordKind::Event, id, None)?;
-    }
-    Ok(n == 1)
 }

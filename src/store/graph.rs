@@ -10,13 +10,13 @@
 use std::collections::{HashMap, HashSet};
 
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, OptionalExtension, Row, params_from_iter};
+use rusqlite::{Connection, Row, params_from_iter};
 use serde_json::{Map, Value};
 
-use super::episodic::to_json;
+use super::table::{Query, Table, counted, from_json, to_json};
 use super::writer::WriteTxn;
-use super::{Store, StoreError};
-use crate::model::{Entity, Micros, RecordKind, Relation, SearchDoc, new_id};
+use super::{Searchable, Store, StoreError};
+use crate::model::{Entity, Micros, RecordKind, Relation, SearchDoc, micros_to_datetime, new_id};
 
 /// An entity to create, as the reference's `create_entities` takes it.
 #[derive(Debug, Clone)]
@@ -90,9 +90,35 @@ struct EntityRow {
     updated_at: i64,
 }
 
-const ENTITY_COLUMNS: &str = "seq, id, name, entity_type, properties, created_at, updated_at";
+impl EntityRow {
+    fn properties(&self) -> Map<String, Value> {
+        serde_json::from_str(&self.properties).unwrap_or_default()
+    }
+}
 
-fn entity_row(r: &Row<'_>) -> rusqlite::Result<EntityRow> {
+static ENTITIES: Table<EntityRow> = Table {
+    name: "entities",
+    alias: "e",
+    columns: "e.seq, e.id, e.name, e.entity_type, e.properties, e.created_at, e.updated_at",
+    decode: entity_row,
+    search: &SEARCH,
+    listed_by: "search_nodes or read_graph",
+};
+
+/// An entity's search document: its name, type and observations.
+pub(super) static SEARCH: Searchable = Searchable {
+    kind: RecordKind::Entity,
+    sql: "SELECT id, namespace, name, entity_type, updated_at FROM entities",
+    doc: entity_doc,
+};
+
+/// How much an entity weighs in ranking (events and facts carry their own).
+const ENTITY_WEIGHT: f64 = 0.5;
+
+/// The columns `relation_row` reads.
+const RELATION_COLUMNS: &str = "seq, from_name, to_name, relation_type";
+
+fn entity_row(r: &Row<'_>) -> Result<EntityRow, StoreError> {
     Ok(EntityRow {
         seq: r.get(0)?,
         id: r.get(1)?,
@@ -104,86 +130,119 @@ fn entity_row(r: &Row<'_>) -> rusqlite::Result<EntityRow> {
     })
 }
 
+/// (seq, relation) from a row of `RELATION_COLUMNS`.
+fn relation_row(r: &Row<'_>) -> Result<(i64, Relation), StoreError> {
+    let relation = Relation {
+        from: r.get(1)?,
+        to: r.get(2)?,
+        relation_type: r.get(3)?,
+    };
+    Ok((r.get(0)?, relation))
+}
+
 fn find(conn: &Connection, ns: &str, name: &str) -> Result<Option<EntityRow>, StoreError> {
-    let sql = format!("SELECT {ENTITY_COLUMNS} FROM entities WHERE namespace = ?1 AND name = ?2");
-    Ok(conn
-        .prepare_cached(&sql)?
-        .query_row([ns, name], entity_row)
-        .optional()?)
+    ENTITIES.find(conn, ns, "name", name)
+}
+
+fn must_find(conn: &Connection, ns: &str, name: &str) -> Result<EntityRow, StoreError> {
+    find(conn, ns, name)?.ok_or_else(|| {
+        StoreError::NotFound(format!(
+            "there is no entity named {name:?} in namespace {ns:?}: create it first with create_entities \
+             (names are case-sensitive; search_nodes finds existing ones). Nothing was written"
+        ))
+    })
 }
 
 fn observations(conn: &Connection, entity_id: &str) -> Result<Vec<String>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT content FROM observations WHERE entity_id = ?1 ORDER BY position",
-    )?;
-    let rows = stmt.query_map([entity_id], |r| r.get::<_, String>(0))?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    Query::new(
+        "SELECT content FROM observations WHERE entity_id = ? ORDER BY position",
+        [entity_id.to_string().into()],
+    )
+    .column(conn)
 }
 
-fn unknown_entity(ns: &str, name: &str) -> StoreError {
-    StoreError::NotFound(format!(
-        "there is no entity named {name:?} in namespace {ns:?}: create it first with create_entities \
-         (names are case-sensitive; search_nodes finds existing ones). Nothing was written"
-    ))
-}
-
-/// The search document of an entity: its name, type and observations. The name
-/// is written twice so an entity named for the query outranks one that merely
+/// The search document of an entity from a row of `SEARCH.sql`. The name is
+/// written twice so an entity named for the query outranks one that merely
 /// mentions it once.
-fn search_doc(ns: &str, e: &EntityRow, obs: &[String]) -> SearchDoc {
-    let mut text = String::with_capacity(2 * e.name.len() + e.entity_type.len() + 64);
-    text.push_str(&e.name);
-    text.push('\n');
-    text.push_str(&e.name);
-    text.push('\n');
-    text.push_str(&e.entity_type);
-    for o in obs {
+fn entity_doc(conn: &Connection, r: &Row<'_>) -> Result<SearchDoc, StoreError> {
+    let (id, name, entity_type): (String, String, String) = (r.get(0)?, r.get(2)?, r.get(3)?);
+    let mut text = [name.as_str(), name.as_str(), entity_type.as_str()].join("\n");
+    for o in observations(conn, &id)? {
         text.push('\n');
-        text.push_str(o);
+        text.push_str(&o);
     }
-    SearchDoc {
+    Ok(SearchDoc {
         kind: RecordKind::Entity,
-        id: e.id.clone(),
-        namespace: ns.to_string(),
-        text,
-        tags: vec![e.entity_type.to_lowercase()],
-        time: e.updated_at,
-        weight: 0.5,
+        namespace: r.get(1)?,
+        time: r.get(4)?,
+        tags: vec![entity_type.to_lowercase()],
+        weight: ENTITY_WEIGHT,
         superseded: false,
-    }
+        id,
+        text,
+    })
 }
 
-/// Re-reads an entity and logs its new search document.
+/// Marks an entity changed and logs its new search document.
 fn touch(txn: &mut WriteTxn<'_>, ns: &str, name: &str) -> Result<(), StoreError> {
     txn.conn
         .prepare_cached("UPDATE entities SET updated_at = ?1 WHERE namespace = ?2 AND name = ?3")?
         .execute(rusqlite::params![txn.now, ns, name])?;
-    let Some(e) = find(txn.conn, ns, name)? else {
-        return Ok(());
-    };
-    let obs = observations(txn.conn, &e.id)?;
-    let doc = search_doc(ns, &e, &obs);
-    txn.log_change(ns, RecordKind::Entity, &e.id, Some(doc))
+    match find(txn.conn, ns, name)? {
+        Some(e) => ENTITIES.log_saved(txn, ns, &e.id),
+        None => Ok(()),
+    }
 }
 
-/// Logs that relations touching entity `name` changed (created, deleted or
-/// renamed): relations have no search document, so the change only tells the
-/// derived views (query cache, graph snapshots) to forget what they hold.
-fn relations_changed(txn: &mut WriteTxn<'_>, ns: &str, name: &str) -> Result<(), StoreError> {
-    txn.log_change(ns, RecordKind::Relation, name, None)
+/// `touch`, then everything about the entity: what graph edits answer.
+fn touched_record(
+    txn: &mut WriteTxn<'_>,
+    ns: &str,
+    name: &str,
+) -> Result<EntityRecord, StoreError> {
+    touch(txn, ns, name)?;
+    record(txn.conn, must_find(txn.conn, ns, name)?)
+}
+
+/// Logs that relations touching each entity named in `ends` changed (created,
+/// deleted or renamed): relations have no search document, so the change only
+/// tells the derived views (query cache, graph snapshots) to forget what they
+/// hold.
+fn relations_changed<'a>(
+    txn: &mut WriteTxn<'_>,
+    ns: &str,
+    ends: impl IntoIterator<Item = &'a str>,
+) -> Result<(), StoreError> {
+    for name in ends {
+        txn.log_change(ns, RecordKind::Relation, name, None)?;
+    }
+    Ok(())
+}
+
+/// Runs each of `sqls` with `params`; returns how many rows they changed.
+fn execute_each(txn: &WriteTxn<'_>, sqls: &[&str], params: &[&str]) -> Result<usize, StoreError> {
+    let mut changed = 0;
+    for sql in sqls {
+        changed += txn
+            .conn
+            .prepare_cached(sql)?
+            .execute(params_from_iter(params))?;
+    }
+    Ok(changed)
 }
 
 /// Deletes every relation from or to `name` (two indexed deletes, not one OR).
 fn delete_relations_of(txn: &mut WriteTxn<'_>, ns: &str, name: &str) -> Result<(), StoreError> {
-    let mut deleted = 0;
-    for sql in [
-        "DELETE FROM relations WHERE namespace = ?1 AND from_name = ?2",
-        "DELETE FROM relations WHERE namespace = ?1 AND to_name = ?2",
-    ] {
-        deleted += txn.conn.prepare_cached(sql)?.execute([ns, name])?;
-    }
+    let deleted = execute_each(
+        txn,
+        &[
+            "DELETE FROM relations WHERE namespace = ?1 AND from_name = ?2",
+            "DELETE FROM relations WHERE namespace = ?1 AND to_name = ?2",
+        ],
+        &[ns, name],
+    )?;
     if deleted > 0 {
-        relations_changed(txn, ns, name)?;
+        relations_changed(txn, ns, [name])?;
     }
     Ok(())
 }
@@ -231,16 +290,29 @@ fn load_entities(
         .collect()
 }
 
+/// These entities as the reference shows them, and every relation touching
+/// any of them.
+fn with_relations(
+    conn: &Connection,
+    ns: &str,
+    rows: Vec<EntityRow>,
+    with_observations: bool,
+) -> Result<(Vec<Entity>, Vec<Relation>), StoreError> {
+    let names: Vec<String> = rows.iter().map(|r| r.name.clone()).collect();
+    let entities = load_entities(conn, rows, with_observations)?;
+    let relations = relations_touching(conn, ns, &names)?;
+    Ok((entities, relations))
+}
+
 /// Relations with at least one end among `names`, in the order they were made.
 fn relations_touching(
     conn: &Connection,
     ns: &str,
     names: &[String],
 ) -> Result<Vec<Relation>, StoreError> {
-    let mut out = Vec::new();
-    // sqlite bounds the number of parameters; names come in chunks.
     let mut seen = HashSet::new();
     let mut rows: Vec<(i64, Relation)> = Vec::new();
+    // sqlite bounds the number of parameters; names come in chunks.
     for chunk in names.chunks(400) {
         let marks = vec!["?"; chunk.len()].join(",");
         // Two indexed lookups (from, then to) rather than one OR, which sqlite
@@ -248,81 +320,97 @@ fn relations_touching(
         // statistics sqlite prefers the covering unique index (namespace only)
         // for the `to` side, so the index is named.
         let sql = format!(
-            "SELECT seq, from_name, to_name, relation_type FROM relations
+            "SELECT {RELATION_COLUMNS} FROM relations
              WHERE namespace = ? AND from_name IN ({marks})
              UNION ALL
-             SELECT seq, from_name, to_name, relation_type FROM relations INDEXED BY relations_by_to
+             SELECT {RELATION_COLUMNS} FROM relations INDEXED BY relations_by_to
              WHERE namespace = ? AND to_name IN ({marks})"
         );
-        let mut params = Vec::with_capacity(2 * chunk.len() + 2);
-        for _ in 0..2 {
-            params.push(SqlValue::Text(ns.to_string()));
-            params.extend(chunk.iter().map(|n| SqlValue::Text(n.clone())));
-        }
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let mut q = stmt.query(params_from_iter(params))?;
-        while let Some(r) = q.next()? {
-            let seq: i64 = r.get(0)?;
-            if seen.insert(seq) {
-                rows.push((
-                    seq,
-                    Relation {
-                        from: r.get(1)?,
-                        to: r.get(2)?,
-                        relation_type: r.get(3)?,
-                    },
-                ));
-            }
-        }
+        let side = || std::iter::once(ns).chain(chunk.iter().map(String::as_str));
+        let params = side().chain(side()).map(|s| SqlValue::Text(s.to_string()));
+        let found = Query::new(sql, params).rows(conn, relation_row)?;
+        rows.extend(found.into_iter().filter(|(seq, _)| seen.insert(*seq)));
     }
     rows.sort_by_key(|(seq, _)| *seq);
-    out.extend(rows.into_iter().map(|(_, r)| r));
-    Ok(out)
+    Ok(rows.into_iter().map(|(_, r)| r).collect())
 }
 
-/// Row of `id, namespace, name, entity_type, updated_at` for a search document.
-pub(super) const SEARCH_DOC_SQL: &str =
-    "SELECT id, namespace, name, entity_type, updated_at FROM entities";
-
-pub(super) fn search_doc_from_row(conn: &Connection, r: &Row<'_>) -> Result<SearchDoc, StoreError> {
-    let e = EntityRow {
-        seq: 0,
-        id: r.get(0)?,
-        name: r.get(2)?,
-        entity_type: r.get(3)?,
-        properties: String::new(),
-        created_at: 0,
-        updated_at: r.get(4)?,
-    };
-    let ns: String = r.get(1)?;
-    let obs = observations(conn, &e.id)?;
-    Ok(search_doc(&ns, &e, &obs))
-}
-
-pub(super) fn search_doc_by_id(
-    conn: &Connection,
-    id: &str,
-) -> Result<Option<SearchDoc>, StoreError> {
-    let sql = format!("{SEARCH_DOC_SQL} WHERE id = ?1");
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let mut rows = stmt.query([id])?;
-    match rows.next()? {
-        Some(r) => Ok(Some(search_doc_from_row(conn, r)?)),
-        None => Ok(None),
-    }
+/// Entities of the namespace created after `after_seq` (of these types, or
+/// any when none are given), in creation order; at most `limit`.
+fn entities_since(ns: &str, after_seq: i64, entity_types: Vec<String>, limit: usize) -> Query {
+    let mut q = ENTITIES.select(ns);
+    q.and("e.seq > ?", after_seq)
+        .and_in("e.entity_type", entity_types)
+        .push(" ORDER BY e.seq", [])
+        .limit(limit);
+    q
 }
 
 fn record(conn: &Connection, e: EntityRow) -> Result<EntityRecord, StoreError> {
     Ok(EntityRecord {
         observations: observations(conn, &e.id)?,
-        properties: serde_json::from_str(&e.properties)
-            .map_err(|err| StoreError::Corrupt(err.to_string()))?,
-        created_at: crate::model::micros_to_datetime(e.created_at),
-        updated_at: crate::model::micros_to_datetime(e.updated_at),
+        properties: from_json(&e.properties)?,
+        created_at: micros_to_datetime(e.created_at),
+        updated_at: micros_to_datetime(e.updated_at),
         id: e.id,
         name: e.name,
         entity_type: e.entity_type,
     })
+}
+
+fn set_properties(
+    txn: &WriteTxn<'_>,
+    seq: i64,
+    props: &Map<String, Value>,
+) -> Result<(), StoreError> {
+    txn.conn
+        .prepare_cached("UPDATE entities SET properties = ?1 WHERE seq = ?2")?
+        .execute(rusqlite::params![to_json(props), seq])?;
+    Ok(())
+}
+
+/// Deletes one entity by name with every relation touching it; false when
+/// there is none (its dangling relations go all the same).
+fn delete_entity(txn: &mut WriteTxn<'_>, ns: &str, name: &str) -> Result<bool, StoreError> {
+    delete_relations_of(txn, ns, name)?;
+    match find(txn.conn, ns, name)? {
+        Some(e) => ENTITIES.delete(txn, ns, &e.id),
+        None => Ok(false),
+    }
+}
+
+/// Moves the observations, relations and properties of entity `s` onto `t`,
+/// then deletes `s`.
+fn merge_into(
+    txn: &mut WriteTxn<'_>,
+    ns: &str,
+    t: &EntityRow,
+    s: &EntityRow,
+) -> Result<(), StoreError> {
+    insert_observations(txn, &t.id, &observations(txn.conn, &s.id)?)?;
+    for (col, other) in [("from_name", "to_name"), ("to_name", "from_name")] {
+        let sql = format!(
+            "INSERT OR IGNORE INTO relations (namespace, from_name, to_name, relation_type, properties, valid_from, valid_to, created_at)
+             SELECT namespace, {}, {}, relation_type, properties, valid_from, valid_to, created_at
+             FROM relations WHERE namespace = ?1 AND {col} = ?2 AND {other} != ?3",
+            if col == "from_name" { "?3" } else { "from_name" },
+            if col == "to_name" { "?3" } else { "to_name" },
+        );
+        txn.conn
+            .prepare_cached(&sql)?
+            .execute([ns, &s.name, &t.name])?;
+    }
+    delete_relations_of(txn, ns, &s.name)?;
+    let props = s.properties();
+    if !props.is_empty() {
+        let mut merged = t.properties();
+        for (k, v) in props {
+            merged.entry(k).or_insert(v);
+        }
+        set_properties(txn, t.seq, &merged)?;
+    }
+    ENTITIES.delete(txn, ns, &s.id)?;
+    Ok(())
 }
 
 impl Store {
@@ -333,39 +421,37 @@ impl Store {
         ns: &str,
         entities: Vec<NewEntity>,
     ) -> Result<Vec<Entity>, StoreError> {
-        let ns = ns.to_string();
-        self.writer
-            .write(move |txn| {
-                let mut created = Vec::new();
-                let mut named = HashSet::new();
-                for new in entities {
-                    if !named.insert(new.name.clone()) || find(txn.conn, &ns, &new.name)?.is_some() {
-                        continue;
-                    }
-                    let id = new_id();
-                    txn.conn
-                        .prepare_cached(
-                            "INSERT INTO entities (id, namespace, name, entity_type, created_at, updated_at)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-                        )?
-                        .execute(rusqlite::params![id, ns, new.name, new.entity_type, txn.now])?;
-                    let mut unique = Vec::with_capacity(new.observations.len());
-                    for o in new.observations {
-                        if !unique.contains(&o) {
-                            unique.push(o);
-                        }
-                    }
-                    insert_observations(txn, &id, &unique)?;
-                    touch(txn, &ns, &new.name)?;
-                    created.push(Entity {
-                        name: new.name,
-                        entity_type: new.entity_type,
-                        observations: Some(unique),
-                    });
+        self.write_in(ns, move |txn, ns| {
+            let mut created = Vec::new();
+            let mut named = HashSet::new();
+            for new in entities {
+                if !named.insert(new.name.clone()) || find(txn.conn, ns, &new.name)?.is_some() {
+                    continue;
                 }
-                Ok(created)
-            })
-            .await
+                let id = new_id();
+                txn.conn
+                    .prepare_cached(
+                        "INSERT INTO entities (id, namespace, name, entity_type, created_at, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                    )?
+                    .execute(rusqlite::params![id, ns, new.name, new.entity_type, txn.now])?;
+                let mut unique = Vec::with_capacity(new.observations.len());
+                for o in new.observations {
+                    if !unique.contains(&o) {
+                        unique.push(o);
+                    }
+                }
+                insert_observations(txn, &id, &unique)?;
+                touch(txn, ns, &new.name)?;
+                created.push(Entity {
+                    name: new.name,
+                    entity_type: new.entity_type,
+                    observations: Some(unique),
+                });
+            }
+            Ok(created)
+        })
+        .await
     }
 
     /// Creates the relations not already present. Every endpoint must exist
@@ -393,48 +479,41 @@ impl Store {
         relations: Vec<NewRelation>,
         strict: bool,
     ) -> Result<Vec<Relation>, StoreError> {
-        let ns = ns.to_string();
-        self.writer
-            .write(move |txn| {
-                if strict {
-                    for NewRelation { relation: r, .. } in &relations {
-                        for end in [&r.from, &r.to] {
-                            if find(txn.conn, &ns, end)?.is_none() {
-                                return Err(unknown_entity(&ns, end));
-                            }
-                        }
-                    }
+        self.write_in(ns, move |txn, ns| {
+            if strict {
+                for NewRelation { relation: r, .. } in &relations {
+                    must_find(txn.conn, ns, &r.from)?;
+                    must_find(txn.conn, ns, &r.to)?;
                 }
-                let mut created = Vec::new();
-                let mut ins = txn.conn.prepare_cached(
-                    "INSERT OR IGNORE INTO relations (namespace, from_name, to_name, relation_type,
-                                                      properties, valid_from, valid_to, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?;
-                for new in relations {
-                    let r = new.relation;
-                    let props = to_json(&new.properties);
-                    let row = rusqlite::params![
-                        ns,
-                        r.from,
-                        r.to,
-                        r.relation_type,
-                        props,
-                        new.valid_from,
-                        new.valid_to,
-                        txn.now
-                    ];
-                    if ins.execute(row)? == 1 {
-                        created.push(r);
-                    }
+            }
+            let mut created = Vec::new();
+            let mut ins = txn.conn.prepare_cached(
+                "INSERT OR IGNORE INTO relations (namespace, from_name, to_name, relation_type,
+                                                  properties, valid_from, valid_to, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for new in relations {
+                let r = new.relation;
+                let props = to_json(&new.properties);
+                let row = rusqlite::params![
+                    ns,
+                    r.from,
+                    r.to,
+                    r.relation_type,
+                    props,
+                    new.valid_from,
+                    new.valid_to,
+                    txn.now
+                ];
+                if ins.execute(row)? == 1 {
+                    created.push(r);
                 }
-                drop(ins);
-                for r in &created {
-                    relations_changed(txn, &ns, &r.from)?;
-                }
-                Ok(created)
-            })
-            .await
+            }
+            drop(ins);
+            relations_changed(txn, ns, created.iter().map(|r| r.from.as_str()))?;
+            Ok(created)
+        })
+        .await
     }
 
     /// Adds observations (duplicates dropped) to existing entities; an unknown
@@ -444,25 +523,22 @@ impl Store {
         ns: &str,
         additions: Vec<(String, Vec<String>)>,
     ) -> Result<Vec<(String, Vec<String>)>, StoreError> {
-        let ns = ns.to_string();
-        self.writer
-            .write(move |txn| {
-                let mut ids = Vec::with_capacity(additions.len());
-                for (name, _) in &additions {
-                    let e = find(txn.conn, &ns, name)?.ok_or_else(|| unknown_entity(&ns, name))?;
-                    ids.push(e.id);
+        self.write_in(ns, move |txn, ns| {
+            let mut ids = Vec::with_capacity(additions.len());
+            for (name, _) in &additions {
+                ids.push(must_find(txn.conn, ns, name)?.id);
+            }
+            let mut out = Vec::with_capacity(additions.len());
+            for ((name, contents), id) in additions.into_iter().zip(ids) {
+                let added = insert_observations(txn, &id, &contents)?;
+                if !added.is_empty() {
+                    touch(txn, ns, &name)?;
                 }
-                let mut out = Vec::with_capacity(additions.len());
-                for ((name, contents), id) in additions.into_iter().zip(ids) {
-                    let added = insert_observations(txn, &id, &contents)?;
-                    if !added.is_empty() {
-                        touch(txn, &ns, &name)?;
-                    }
-                    out.push((name, added));
-                }
-                Ok(out)
-            })
-            .await
+                out.push((name, added));
+            }
+            Ok(out)
+        })
+        .await
     }
 
     /// Deletes entities and every relation touching them. Returns (deleted, not found).
@@ -471,26 +547,7 @@ impl Store {
         ns: &str,
         names: Vec<String>,
     ) -> Result<(Vec<String>, Vec<String>), StoreError> {
-        let ns = ns.to_string();
-        self.writer
-            .write(move |txn| {
-                let (mut deleted, mut missing) = (Vec::new(), Vec::new());
-                for name in names {
-                    delete_relations_of(txn, &ns, &name)?;
-                    match find(txn.conn, &ns, &name)? {
-                        Some(e) => {
-                            txn.conn
-                                .prepare_cached("DELETE FROM entities WHERE seq = ?1")?
-                                .execute([e.seq])?;
-                            txn.log_change(&ns, RecordKind::Entity, &e.id, None)?;
-                            deleted.push(name);
-                        }
-                        None => missing.push(name),
-                    }
-                }
-                Ok((deleted, missing))
-            })
-            .await
+        self.delete_each(ns, names, delete_entity).await
     }
 
     /// Removes these observations; unknown entities and observations are ignored.
@@ -500,29 +557,27 @@ impl Store {
         ns: &str,
         deletions: Vec<(String, Vec<String>)>,
     ) -> Result<u64, StoreError> {
-        let ns = ns.to_string();
-        self.writer
-            .write(move |txn| {
-                let mut removed = 0;
-                for (name, contents) in deletions {
-                    let Some(e) = find(txn.conn, &ns, &name)? else {
-                        continue;
-                    };
-                    let mut del = txn.conn.prepare_cached(
-                        "DELETE FROM observations WHERE entity_id = ?1 AND content = ?2",
-                    )?;
-                    let mut n = 0;
-                    for c in &contents {
-                        n += del.execute([&e.id, c])? as u64;
-                    }
-                    if n > 0 {
-                        touch(txn, &ns, &name)?;
-                    }
-                    removed += n;
+        self.write_in(ns, move |txn, ns| {
+            let mut removed = 0;
+            for (name, contents) in deletions {
+                let Some(e) = find(txn.conn, ns, &name)? else {
+                    continue;
+                };
+                let mut del = txn.conn.prepare_cached(
+                    "DELETE FROM observations WHERE entity_id = ?1 AND content = ?2",
+                )?;
+                let mut n = 0;
+                for c in &contents {
+                    n += del.execute([&e.id, c])? as u64;
                 }
-                Ok(removed)
-            })
-            .await
+                if n > 0 {
+                    touch(txn, ns, &name)?;
+                }
+                removed += n;
+            }
+            Ok(removed)
+        })
+        .await
     }
 
     /// Deletes these relations; returns how many existed.
@@ -531,25 +586,21 @@ impl Store {
         ns: &str,
         relations: Vec<Relation>,
     ) -> Result<u64, StoreError> {
-        let ns = ns.to_string();
-        self.writer
-            .write(move |txn| {
-                let mut del = txn.conn.prepare_cached(
-                    "DELETE FROM relations WHERE namespace = ?1 AND from_name = ?2 AND to_name = ?3 AND relation_type = ?4",
-                )?;
-                let mut removed = Vec::new();
-                for r in &relations {
-                    if del.execute([&ns, &r.from, &r.to, &r.relation_type])? > 0 {
-                        removed.push(&r.from);
-                    }
+        self.write_in(ns, move |txn, ns| {
+            let mut del = txn.conn.prepare_cached(
+                "DELETE FROM relations WHERE namespace = ?1 AND from_name = ?2 AND to_name = ?3 AND relation_type = ?4",
+            )?;
+            let mut removed = Vec::new();
+            for r in &relations {
+                if del.execute([ns, &r.from, &r.to, &r.relation_type])? > 0 {
+                    removed.push(r.from.as_str());
                 }
-                drop(del);
-                for from in &removed {
-                    relations_changed(txn, &ns, from)?;
-                }
-                Ok(removed.len() as u64)
-            })
-            .await
+            }
+            drop(del);
+            relations_changed(txn, ns, removed.iter().copied())?;
+            Ok(removed.len() as u64)
+        })
+        .await
     }
 
     /// One page of the graph in creation order: entities after `after_seq`
@@ -563,39 +614,19 @@ impl Store {
         limit: usize,
         with_observations: bool,
     ) -> Result<(Vec<Entity>, Vec<i64>, Vec<Relation>, bool), StoreError> {
-        let ns = ns.to_string();
-        self.readers
-            .read(move |conn| {
-                let mut sql = format!(
-                    "SELECT {ENTITY_COLUMNS} FROM entities WHERE namespace = ? AND seq > ?"
-                );
-                let mut params = vec![SqlValue::Text(ns.clone()), SqlValue::Integer(after_seq)];
-                if !entity_types.is_empty() {
-                    sql.push_str(&format!(
-                        " AND entity_type IN ({})",
-                        vec!["?"; entity_types.len()].join(",")
-                    ));
-                    params.extend(entity_types.into_iter().map(SqlValue::Text));
-                }
-                sql.push_str(" ORDER BY seq LIMIT ?");
-                params.push(SqlValue::Integer(limit as i64 + 1));
-                let mut stmt = conn.prepare_cached(&sql)?;
-                let mut rows: Vec<EntityRow> = stmt
-                    .query_map(params_from_iter(params), entity_row)?
-                    .collect::<Result<_, _>>()?;
-                let more = rows.len() > limit;
-                rows.truncate(limit);
-                let seqs = rows.iter().map(|r| r.seq).collect();
-                let names: Vec<String> = rows.iter().map(|r| r.name.clone()).collect();
-                let entities = load_entities(conn, rows, with_observations)?;
-                let page: HashSet<&String> = names.iter().collect();
-                let relations = relations_touching(conn, &ns, &names)?
-                    .into_iter()
-                    .filter(|r| page.contains(&r.from))
-                    .collect();
-                Ok((entities, seqs, relations, more))
-            })
-            .await
+        // One more than asked: whether more exist.
+        let q = entities_since(ns, after_seq, entity_types, limit + 1);
+        self.read_in(ns, move |conn, ns| {
+            let mut rows = q.rows(conn, entity_row)?;
+            let more = rows.len() > limit;
+            rows.truncate(limit);
+            let seqs = rows.iter().map(|r| r.seq).collect();
+            let (entities, mut relations) = with_relations(conn, ns, rows, with_observations)?;
+            let page: HashSet<&str> = entities.iter().map(|e| e.name.as_str()).collect();
+            relations.retain(|r| page.contains(r.from.as_str()));
+            Ok((entities, seqs, relations, more))
+        })
+        .await
     }
 
     /// Entities in creation order after `after_seq`, with observations: for export.
@@ -605,18 +636,15 @@ impl Store {
         after_seq: i64,
         limit: usize,
     ) -> Result<Vec<(i64, Entity)>, StoreError> {
-        let ns = ns.to_string();
+        let q = entities_since(ns, after_seq, Vec::new(), limit);
         self.readers
             .read(move |conn| {
-                let sql = format!(
-                    "SELECT {ENTITY_COLUMNS} FROM entities WHERE namespace = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
-                );
-                let mut stmt = conn.prepare_cached(&sql)?;
-                let rows: Vec<EntityRow> = stmt
-                    .query_map(rusqlite::params![ns, after_seq, limit as i64], entity_row)?
-                    .collect::<Result<_, _>>()?;
+                let rows = q.rows(conn, entity_row)?;
                 let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
-                Ok(seqs.into_iter().zip(load_entities(conn, rows, true)?).collect())
+                Ok(seqs
+                    .into_iter()
+                    .zip(load_entities(conn, rows, true)?)
+                    .collect())
             })
             .await
     }
@@ -628,49 +656,27 @@ impl Store {
         after_seq: i64,
         limit: usize,
     ) -> Result<Vec<(i64, Relation)>, StoreError> {
-        let ns = ns.to_string();
-        self.readers
-            .read(move |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT seq, from_name, to_name, relation_type FROM relations
-                     WHERE namespace = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-                )?;
-                let rows = stmt.query_map(rusqlite::params![ns, after_seq, limit as i64], |r| {
-                    Ok((
-                        r.get(0)?,
-                        Relation {
-                            from: r.get(1)?,
-                            to: r.get(2)?,
-                            relation_type: r.get(3)?,
-                        },
-                    ))
-                })?;
-                Ok(rows.collect::<Result<Vec<_>, _>>()?)
-            })
-            .await
+        let mut q = Query::new(
+            format!("SELECT {RELATION_COLUMNS} FROM relations WHERE namespace = ? AND seq > ?"),
+            [ns.to_string().into(), after_seq.into()],
+        );
+        q.push(" ORDER BY seq", []).limit(limit);
+        self.read_rows(q, relation_row).await
     }
 
     /// Relations that start at no entity of the namespace (possible only after
     /// importing a file that had them): read_graph lists them on its last page.
     pub async fn dangling_relations(&self, ns: &str) -> Result<Vec<Relation>, StoreError> {
-        let ns = ns.to_string();
-        self.readers
-            .read(move |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT from_name, to_name, relation_type FROM relations r WHERE namespace = ?1
-                     AND NOT EXISTS (SELECT 1 FROM entities e WHERE e.namespace = r.namespace AND e.name = r.from_name)
-                     ORDER BY seq",
-                )?;
-                let rows = stmt.query_map([&ns], |r| {
-                    Ok(Relation {
-                        from: r.get(0)?,
-                        to: r.get(1)?,
-                        relation_type: r.get(2)?,
-                    })
-                })?;
-                Ok(rows.collect::<Result<Vec<_>, _>>()?)
-            })
-            .await
+        let q = Query::new(
+            format!(
+                "SELECT {RELATION_COLUMNS} FROM relations r WHERE namespace = ?
+                 AND NOT EXISTS (SELECT 1 FROM entities e WHERE e.namespace = r.namespace AND e.name = r.from_name)
+                 ORDER BY seq"
+            ),
+            [ns.to_string().into()],
+        );
+        let rows = self.read_rows(q, relation_row).await?;
+        Ok(rows.into_iter().map(|(_, r)| r).collect())
     }
 
     /// The named entities that exist (in the order asked) and every relation
@@ -681,24 +687,19 @@ impl Store {
         names: Vec<String>,
         with_observations: bool,
     ) -> Result<(Vec<Entity>, Vec<Relation>), StoreError> {
-        let ns = ns.to_string();
-        self.readers
-            .read(move |conn| {
-                let mut rows = Vec::new();
-                let mut seen = HashSet::new();
-                for n in &names {
-                    if seen.insert(n)
-                        && let Some(e) = find(conn, &ns, n)?
-                    {
-                        rows.push(e);
-                    }
+        self.read_in(ns, move |conn, ns| {
+            let mut rows = Vec::new();
+            let mut seen = HashSet::new();
+            for n in &names {
+                if seen.insert(n)
+                    && let Some(e) = find(conn, ns, n)?
+                {
+                    rows.push(e);
                 }
-                let found: Vec<String> = rows.iter().map(|r| r.name.clone()).collect();
-                let entities = load_entities(conn, rows, with_observations)?;
-                let relations = relations_touching(conn, &ns, &found)?;
-                Ok((entities, relations))
-            })
-            .await
+            }
+            with_relations(conn, ns, rows, with_observations)
+        })
+        .await
     }
 
     /// Entities by search-index id, in the order given, with their relations.
@@ -708,25 +709,11 @@ impl Store {
         ids: Vec<String>,
         with_observations: bool,
     ) -> Result<(Vec<Entity>, Vec<Relation>), StoreError> {
-        let ns = ns.to_string();
-        self.readers
-            .read(move |conn| {
-                let sql = format!(
-                    "SELECT {ENTITY_COLUMNS} FROM entities WHERE namespace = ?1 AND id = ?2"
-                );
-                let mut stmt = conn.prepare_cached(&sql)?;
-                let mut rows = Vec::new();
-                for id in &ids {
-                    if let Some(e) = stmt.query_row([&ns, id], entity_row).optional()? {
-                        rows.push(e);
-                    }
-                }
-                let names: Vec<String> = rows.iter().map(|r| r.name.clone()).collect();
-                let entities = load_entities(conn, rows, with_observations)?;
-                let relations = relations_touching(conn, &ns, &names)?;
-                Ok((entities, relations))
-            })
-            .await
+        self.read_in(ns, move |conn, ns| {
+            let rows = ENTITIES.get_many(conn, ns, &ids)?;
+            with_relations(conn, ns, rows, with_observations)
+        })
+        .await
     }
 
     /// Entities by search-index id: id → (entity with observations, last change).
@@ -735,34 +722,15 @@ impl Store {
         ns: &str,
         ids: Vec<String>,
     ) -> Result<HashMap<String, (Entity, Micros)>, StoreError> {
-        let ns = ns.to_string();
-        self.readers
-            .read(move |conn| {
-                let sql = format!(
-                    "SELECT {ENTITY_COLUMNS} FROM entities WHERE namespace = ?1 AND id = ?2"
-                );
-                let mut stmt = conn.prepare_cached(&sql)?;
-                let mut out = HashMap::new();
-                for id in ids {
-                    if let Some(e) = stmt.query_row([&ns, &id], entity_row).optional()? {
-                        let updated = e.updated_at;
-                        let obs = observations(conn, &e.id)?;
-                        out.insert(
-                            id,
-                            (
-                                Entity {
-                                    name: e.name,
-                                    entity_type: e.entity_type,
-                                    observations: Some(obs),
-                                },
-                                updated,
-                            ),
-                        );
-                    }
-                }
-                Ok(out)
-            })
-            .await
+        self.read_in(ns, move |conn, ns| {
+            let rows = ENTITIES.get_many(conn, ns, &ids)?;
+            let keys: Vec<(String, Micros)> =
+                rows.iter().map(|e| (e.id.clone(), e.updated_at)).collect();
+            let entities = load_entities(conn, rows, true)?;
+            let keyed = keys.into_iter().zip(entities);
+            Ok(keyed.map(|((id, at), e)| (id, (e, at))).collect())
+        })
+        .await
     }
 
     /// Ids of entities whose name, type or an observation contains `needle`
@@ -774,34 +742,23 @@ impl Store {
         entity_types: Vec<String>,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
-        let (ns, needle) = (ns.to_string(), needle.to_lowercase());
-        self.readers
-            .read(move |conn| {
-                let mut sql = "SELECT e.id FROM entities e WHERE e.namespace = ?
-                     AND (instr(lower(e.name), ?) > 0 OR instr(lower(e.entity_type), ?) > 0
-                          OR EXISTS (SELECT 1 FROM observations o WHERE o.entity_id = e.id
-                                     AND instr(lower(o.content), ?) > 0))"
-                    .to_string();
-                let mut params = vec![
-                    SqlValue::Text(ns),
-                    SqlValue::Text(needle.clone()),
-                    SqlValue::Text(needle.clone()),
-                    SqlValue::Text(needle),
-                ];
-                if !entity_types.is_empty() {
-                    sql.push_str(&format!(
-                        " AND e.entity_type IN ({})",
-                        vec!["?"; entity_types.len()].join(",")
-                    ));
-                    params.extend(entity_types.into_iter().map(SqlValue::Text));
-                }
-                sql.push_str(" ORDER BY e.seq LIMIT ?");
-                params.push(SqlValue::Integer(limit as i64));
-                let mut stmt = conn.prepare_cached(&sql)?;
-                let rows = stmt.query_map(params_from_iter(params), |r| r.get::<_, String>(0))?;
-                Ok(rows.collect::<Result<Vec<_>, _>>()?)
-            })
-            .await
+        let needle = SqlValue::Text(needle.to_lowercase());
+        let mut q = Query::new(
+            "SELECT e.id FROM entities e WHERE e.namespace = ?
+             AND (instr(lower(e.name), ?) > 0 OR instr(lower(e.entity_type), ?) > 0
+                  OR EXISTS (SELECT 1 FROM observations o WHERE o.entity_id = e.id
+                             AND instr(lower(o.content), ?) > 0))",
+            [
+                ns.to_string().into(),
+                needle.clone(),
+                needle.clone(),
+                needle,
+            ],
+        );
+        q.and_in("e.entity_type", entity_types)
+            .push(" ORDER BY e.seq", [])
+            .limit(limit);
+        self.readers.read(move |conn| q.column(conn)).await
     }
 
     /// The entity types of these entity ids (for filtering ranked hits).
@@ -810,53 +767,32 @@ impl Store {
         ns: &str,
         ids: Vec<String>,
     ) -> Result<HashMap<String, String>, StoreError> {
-        let ns = ns.to_string();
-        self.readers
-            .read(move |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT entity_type FROM entities WHERE namespace = ?1 AND id = ?2",
-                )?;
-                let mut out = HashMap::new();
-                for id in ids {
-                    if let Some(t) = stmt
-                        .query_row([&ns, &id], |r| r.get::<_, String>(0))
-                        .optional()?
-                    {
-                        out.insert(id, t);
-                    }
-                }
-                Ok(out)
-            })
-            .await
+        let rows = self.get_records(&ENTITIES, ns, ids).await?;
+        Ok(rows.into_iter().map(|e| (e.id, e.entity_type)).collect())
     }
 
     /// Everything about one entity.
     pub async fn entity_record(&self, ns: &str, name: &str) -> Result<EntityRecord, StoreError> {
-        let (ns, name) = (ns.to_string(), name.to_string());
-        self.readers
-            .read(move |conn| {
-                let e = find(conn, &ns, &name)?.ok_or_else(|| unknown_entity(&ns, &name))?;
-                record(conn, e)
-            })
-            .await
+        let name = name.to_string();
+        self.read_in(ns, move |conn, ns| {
+            record(conn, must_find(conn, ns, &name)?)
+        })
+        .await
     }
 
     /// Every node and edge of a namespace, for the in-memory graph.
     pub async fn graph_rows(&self, ns: &str) -> Result<GraphRows, StoreError> {
-        let ns = ns.to_string();
-        self.readers
-            .read(move |conn| {
-                let mut rows = GraphRows::default();
-                let mut stmt = conn.prepare_cached(
-                    "SELECT name, entity_type FROM entities WHERE namespace = ?1 ORDER BY seq",
-                )?;
-                let nodes = stmt.query_map([&ns], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                rows.nodes = nodes.collect::<Result<_, _>>()?;
-                let mut stmt = conn.prepare_cached(
-                    "SELECT from_name, to_name, relation_type, valid_from, valid_to FROM relations
-                     WHERE namespace = ?1 ORDER BY seq",
-                )?;
-                let edges = stmt.query_map([&ns], |r| {
+        self.read_in(ns, move |conn, ns| {
+            let of_ns = |sql: &str| Query::new(sql, [ns.to_string().into()]);
+            let nodes =
+                of_ns("SELECT name, entity_type FROM entities WHERE namespace = ? ORDER BY seq");
+            let edges = of_ns(
+                "SELECT from_name, to_name, relation_type, valid_from, valid_to FROM relations
+                 WHERE namespace = ? ORDER BY seq",
+            );
+            Ok(GraphRows {
+                nodes: nodes.rows(conn, |r| Ok((r.get(0)?, r.get(1)?)))?,
+                edges: edges.rows(conn, |r| {
                     Ok(EdgeRow {
                         from: r.get(0)?,
                         to: r.get(1)?,
@@ -864,42 +800,37 @@ impl Store {
                         valid_from: r.get(3)?,
                         valid_to: r.get(4)?,
                     })
-                })?;
-                rows.edges = edges.collect::<Result<_, _>>()?;
-                Ok(rows)
+                })?,
             })
-            .await
+        })
+        .await
     }
 
     pub async fn graph_counts(&self, ns: &str) -> Result<GraphCounts, StoreError> {
-        let ns = ns.to_string();
-        self.readers
-            .read(move |conn| {
-                let one = |sql: &str| -> Result<u64, StoreError> {
-                    Ok(conn.prepare_cached(sql)?.query_row([&ns], |r| r.get::<_, i64>(0))? as u64)
-                };
-                let grouped = |sql: &str| -> Result<Vec<(String, u64)>, StoreError> {
-                    let mut stmt = conn.prepare_cached(sql)?;
-                    let rows = stmt.query_map([&ns], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
-                    Ok(rows.collect::<Result<Vec<_>, _>>()?)
-                };
-                Ok(GraphCounts {
-                    entities: one("SELECT count(*) FROM entities WHERE namespace = ?1")?,
-                    relations: one("SELECT count(*) FROM relations WHERE namespace = ?1")?,
-                    observations: one(
-                        "SELECT count(*) FROM observations o JOIN entities e ON e.id = o.entity_id WHERE e.namespace = ?1",
-                    )?,
-                    entity_types: grouped(
-                        "SELECT entity_type, count(*) AS n FROM entities WHERE namespace = ?1
-                         GROUP BY entity_type ORDER BY n DESC, entity_type LIMIT 50",
-                    )?,
-                    relation_types: grouped(
-                        "SELECT relation_type, count(*) AS n FROM relations WHERE namespace = ?1
-                         GROUP BY relation_type ORDER BY n DESC, relation_type LIMIT 50",
-                    )?,
-                })
+        self.read_in(ns, move |conn, ns| {
+            let of_ns = |sql: &str| Query::new(sql, [ns.to_string().into()]);
+            Ok(GraphCounts {
+                entities: of_ns("SELECT count(*) FROM entities WHERE namespace = ?")
+                    .count(conn)?,
+                relations: of_ns("SELECT count(*) FROM relations WHERE namespace = ?")
+                    .count(conn)?,
+                observations: of_ns(
+                    "SELECT count(*) FROM observations o JOIN entities e ON e.id = o.entity_id WHERE e.namespace = ?",
+                )
+                .count(conn)?,
+                entity_types: of_ns(
+                    "SELECT entity_type, count(*) AS n FROM entities WHERE namespace = ?
+                     GROUP BY entity_type ORDER BY n DESC, entity_type LIMIT 50",
+                )
+                .rows(conn, counted)?,
+                relation_types: of_ns(
+                    "SELECT relation_type, count(*) AS n FROM relations WHERE namespace = ?
+                     GROUP BY relation_type ORDER BY n DESC, relation_type LIMIT 50",
+                )
+                .rows(conn, counted)?,
             })
-            .await
+        })
+        .await
     }
 
     /// Renames an entity; its relations follow. Fails if the new name is taken.
@@ -909,29 +840,27 @@ impl Store {
         old: &str,
         new: &str,
     ) -> Result<EntityRecord, StoreError> {
-        let (ns, old, new) = (ns.to_string(), old.to_string(), new.to_string());
-        self.writer
-            .write(move |txn| {
-                find(txn.conn, &ns, &old)?.ok_or_else(|| unknown_entity(&ns, &old))?;
-                if find(txn.conn, &ns, &new)?.is_some() {
-                    return Err(StoreError::Conflict(format!(
-                        "an entity named {new:?} already exists: pick another name, or merge the two with graph_merge_entities"
-                    )));
-                }
-                txn.conn
-                    .prepare_cached("UPDATE entities SET name = ?1 WHERE namespace = ?2 AND name = ?3")?
-                    .execute([&new, &ns, &old])?;
-                txn.conn
-                    .prepare_cached("UPDATE relations SET from_name = ?1 WHERE namespace = ?2 AND from_name = ?3")?
-                    .execute([&new, &ns, &old])?;
-                txn.conn
-                    .prepare_cached("UPDATE relations SET to_name = ?1 WHERE namespace = ?2 AND to_name = ?3")?
-                    .execute([&new, &ns, &old])?;
-                relations_changed(txn, &ns, &old)?;
-                touch(txn, &ns, &new)?;
-                record(txn.conn, find(txn.conn, &ns, &new)?.expect("just renamed"))
-            })
-            .await
+        let (old, new) = (old.to_string(), new.to_string());
+        self.write_in(ns, move |txn, ns| {
+            must_find(txn.conn, ns, &old)?;
+            if find(txn.conn, ns, &new)?.is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "an entity named {new:?} already exists: pick another name, or merge the two with graph_merge_entities"
+                )));
+            }
+            execute_each(
+                txn,
+                &[
+                    "UPDATE entities SET name = ?1 WHERE namespace = ?2 AND name = ?3",
+                    "UPDATE relations SET from_name = ?1 WHERE namespace = ?2 AND from_name = ?3",
+                    "UPDATE relations SET to_name = ?1 WHERE namespace = ?2 AND to_name = ?3",
+                ],
+                &[&new, ns, &old],
+            )?;
+            relations_changed(txn, ns, [old.as_str()])?;
+            touched_record(txn, ns, &new)
+        })
+        .await
     }
 
     /// Merges `sources` into `target`: observations appended (duplicates
@@ -943,48 +872,16 @@ impl Store {
         target: &str,
         sources: Vec<String>,
     ) -> Result<EntityRecord, StoreError> {
-        let (ns, target) = (ns.to_string(), target.to_string());
-        self.writer
-            .write(move |txn| {
-                let t = find(txn.conn, &ns, &target)?.ok_or_else(|| unknown_entity(&ns, &target))?;
-                for source in &sources {
-                    if source == &target {
-                        continue;
-                    }
-                    let s = find(txn.conn, &ns, source)?.ok_or_else(|| unknown_entity(&ns, source))?;
-                    insert_observations(txn, &t.id, &observations(txn.conn, &s.id)?)?;
-                    for (col, other) in [("from_name", "to_name"), ("to_name", "from_name")] {
-                        let sql = format!(
-                            "INSERT OR IGNORE INTO relations (namespace, from_name, to_name, relation_type, properties, valid_from, valid_to, created_at)
-                             SELECT namespace, {}, {}, relation_type, properties, valid_from, valid_to, created_at
-                             FROM relations WHERE namespace = ?1 AND {col} = ?2 AND {other} != ?3",
-                            if col == "from_name" { "?3" } else { "from_name" },
-                            if col == "to_name" { "?3" } else { "to_name" },
-                        );
-                        txn.conn.prepare_cached(&sql)?.execute([&ns, source, &target])?;
-                    }
-                    delete_relations_of(txn, &ns, source)?;
-                    let props: Map<String, Value> =
-                        serde_json::from_str(&s.properties).unwrap_or_default();
-                    if !props.is_empty() {
-                        let mut merged: Map<String, Value> =
-                            serde_json::from_str(&t.properties).unwrap_or_default();
-                        for (k, v) in props {
-                            merged.entry(k).or_insert(v);
-                        }
-                        txn.conn
-                            .prepare_cached("UPDATE entities SET properties = ?1 WHERE seq = ?2")?
-                            .execute(rusqlite::params![to_json(&merged), t.seq])?;
-                    }
-                    txn.conn
-                        .prepare_cached("DELETE FROM entities WHERE seq = ?1")?
-                        .execute([s.seq])?;
-                    txn.log_change(&ns, RecordKind::Entity, &s.id, None)?;
-                }
-                touch(txn, &ns, &target)?;
-                record(txn.conn, find(txn.conn, &ns, &target)?.expect("target exists"))
-            })
-            .await
+        let target = target.to_string();
+        self.write_in(ns, move |txn, ns| {
+            let t = must_find(txn.conn, ns, &target)?;
+            for source in sources.iter().filter(|s| **s != target) {
+                let s = must_find(txn.conn, ns, source)?;
+                merge_into(txn, ns, &t, &s)?;
+            }
+            touched_record(txn, ns, &target)
+        })
+        .await
     }
 
     /// Changes an entity's type and/or merges properties (a null value removes a key).
@@ -995,32 +892,27 @@ impl Store {
         entity_type: Option<String>,
         properties: Option<Map<String, Value>>,
     ) -> Result<EntityRecord, StoreError> {
-        let (ns, name) = (ns.to_string(), name.to_string());
-        self.writer
-            .write(move |txn| {
-                let e = find(txn.conn, &ns, &name)?.ok_or_else(|| unknown_entity(&ns, &name))?;
-                if let Some(t) = entity_type {
-                    txn.conn
-                        .prepare_cached("UPDATE entities SET entity_type = ?1 WHERE seq = ?2")?
-                        .execute(rusqlite::params![t, e.seq])?;
-                }
-                if let Some(patch) = properties {
-                    let mut props: Map<String, Value> =
-                        serde_json::from_str(&e.properties).unwrap_or_default();
-                    for (k, v) in patch {
-                        if v.is_null() {
-                            props.remove(&k);
-                        } else {
-                            props.insert(k, v);
-                        }
+        let name = name.to_string();
+        self.write_in(ns, move |txn, ns| {
+            let e = must_find(txn.conn, ns, &name)?;
+            if let Some(t) = entity_type {
+                txn.conn
+                    .prepare_cached("UPDATE entities SET entity_type = ?1 WHERE seq = ?2")?
+                    .execute(rusqlite::params![t, e.seq])?;
+            }
+            if let Some(patch) = properties {
+                let mut props = e.properties();
+                for (k, v) in patch {
+                    if v.is_null() {
+                        props.remove(&k);
+                    } else {
+                        props.insert(k, v);
                     }
-                    txn.conn
-                        .prepare_cached("UPDATE entities SET properties = ?1 WHERE seq = ?2")?
-                        .execute(rusqlite::params![to_json(&props), e.seq])?;
                 }
-                touch(txn, &ns, &name)?;
-                record(txn.conn, find(txn.conn, &ns, &name)?.expect("exists"))
-            })
-            .await
+                set_properties(txn, e.seq, &props)?;
+            }
+            touched_record(txn, ns, &name)
+        })
+        .await
     }
 }

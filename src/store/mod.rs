@@ -3,7 +3,10 @@
 //! Owns: the database file, its migrations, the single writer thread (group
 //! commit) and the pool of read-only connections. No rusqlite type leaves this
 //! module: operations call typed methods (see `episodic.rs`), which is the seam a
-//! PostgreSQL store would fill later.
+//! PostgreSQL store would fill later. Each record kind declares once how it is
+//! stored (a `table::Table`: get, get many, list, count, update, delete come from
+//! it) and, if searchable, where its search documents come from (a `Searchable`,
+//! listed in `SEARCHABLE`).
 //!
 //! Must not: know about MCP, sessions, or the search index. Derived views learn of
 //! writes only through the change listener, called with each committed batch's
@@ -14,20 +17,23 @@ mod graph;
 mod migrations;
 mod reader;
 mod semantic;
+mod table;
 mod writer;
 
 use std::path::Path;
 use std::sync::Arc;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, Row, params_from_iter};
 use thiserror::Error;
 
 use crate::config::{Config, Durability};
 use crate::model::{Change, RecordKind, SearchDoc};
+use writer::WriteTxn;
 
-pub use episodic::{EventFilter, EventPatch, NewEvent, Order};
+pub use episodic::{EventFilter, EventPatch, NewEvent};
 pub use graph::{EdgeRow, EntityRecord, GraphCounts, GraphRows, NewEntity, NewRelation};
 pub use semantic::{FactFilter, FactPatch, NewFact};
+pub use table::Order;
 pub use writer::ChangeListener;
 
 /// sqlite's own statement cache holds 16 by default; 70+ operations need more.
@@ -75,6 +81,28 @@ impl Store {
         Ok(Store { writer, readers })
     }
 
+    /// Runs `f` on a read-only connection, with the namespace every statement
+    /// of it is scoped by.
+    pub(super) async fn read_in<T, F>(&self, namespace: &str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &str) -> Result<T, StoreError> + Send + 'static,
+    {
+        let namespace = namespace.to_string();
+        self.readers.read(move |conn| f(conn, &namespace)).await
+    }
+
+    /// Runs `f` in the next group commit, with the namespace every statement of
+    /// it is scoped by.
+    pub(super) async fn write_in<T, F>(&self, namespace: &str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteTxn<'_>, &str) -> Result<T, StoreError> + Send + 'static,
+    {
+        let namespace = namespace.to_string();
+        self.writer.write(move |txn| f(txn, &namespace)).await
+    }
+
     /// Stops the writer after every write queued before this call has committed.
     pub fn shutdown(&self) {
         self.writer.shutdown();
@@ -101,7 +129,7 @@ impl Store {
                     let (seq, kind, id, namespace) = row?;
                     let kind = RecordKind::parse(&kind)
                         .ok_or_else(|| StoreError::Corrupt(format!("unknown change kind {kind}")))?;
-                    let doc = search_doc(conn, kind, &id)?;
+                    let doc = Searchable::of(kind).map_or(Ok(None), |s| s.by_id(conn, &id))?;
                     out.push(Change { seq, kind, id, namespace, doc });
                 }
                 Ok(out)
@@ -132,15 +160,14 @@ impl Store {
         self.readers
             .read(move |conn| {
                 let mut batch = Vec::with_capacity(SCAN_BATCH);
-                for (sql, from_row) in SEARCH_SOURCES {
-                    let mut stmt = conn.prepare(sql)?;
-                    let mut rows = stmt.query([])?;
-                    while let Some(r) = rows.next()? {
-                        batch.push(from_row(conn, r)?);
+                for source in SEARCHABLE {
+                    source.each(conn, "", &[], |doc| {
+                        batch.push(doc);
                         if batch.len() == SCAN_BATCH {
                             sink(std::mem::take(&mut batch)).map_err(StoreError::Corrupt)?;
                         }
-                    }
+                        Ok(())
+                    })?;
                 }
                 if !batch.is_empty() {
                     sink(batch).map_err(StoreError::Corrupt)?;
@@ -157,55 +184,88 @@ impl Store {
         namespace: &str,
         kinds: Vec<RecordKind>,
     ) -> Result<Vec<SearchDoc>, StoreError> {
-        let namespace = namespace.to_string();
-        self.readers
-            .read(move |conn| {
-                let mut out = Vec::new();
-                for (kind, (sql, from_row)) in
-                    [RecordKind::Event, RecordKind::Fact, RecordKind::Entity]
-                        .into_iter()
-                        .zip(SEARCH_SOURCES)
-                {
-                    if !kinds.contains(&kind) {
-                        continue;
-                    }
-                    let mut stmt = conn.prepare_cached(&format!("{sql} WHERE namespace = ?1"))?;
-                    let mut rows = stmt.query([&namespace])?;
-                    while let Some(r) = rows.next()? {
-                        out.push(from_row(conn, r)?);
-                    }
-                }
-                Ok(out)
-            })
-            .await
+        self.read_in(namespace, move |conn, namespace| {
+            let mut out = Vec::new();
+            for source in SEARCHABLE.into_iter().filter(|s| kinds.contains(&s.kind)) {
+                source.each(conn, " WHERE namespace = ?1", &[namespace], |doc| {
+                    out.push(doc);
+                    Ok(())
+                })?;
+            }
+            Ok(out)
+        })
+        .await
     }
 }
 
-type DocFromRow = fn(&Connection, &rusqlite::Row<'_>) -> Result<SearchDoc, StoreError>;
+/// Reads one search document from a row of its kind's `Searchable::sql`.
+type DocFromRow = fn(&Connection, &Row<'_>) -> Result<SearchDoc, StoreError>;
 
-/// Where each searchable kind's documents come from: events, facts, entities.
-const SEARCH_SOURCES: [(&str, DocFromRow); 3] = [
-    (episodic::SEARCH_DOC_SQL, |_, r| {
-        episodic::search_doc_from_row(r)
-    }),
-    (semantic::SEARCH_DOC_SQL, |_, r| {
-        semantic::search_doc_from_row(r)
-    }),
-    (graph::SEARCH_DOC_SQL, graph::search_doc_from_row),
-];
+/// Where one searchable kind's documents come from: declared once, in the
+/// layer file that stores the kind, and listed in `SEARCHABLE`.
+pub(super) struct Searchable {
+    pub(super) kind: RecordKind,
+    /// `SELECT ... FROM {table}`: the columns `doc` reads (always with `id`
+    /// and `namespace`, which narrow it).
+    pub(super) sql: &'static str,
+    pub(super) doc: DocFromRow,
+}
 
-/// The current search document of one record, or `None` if it no longer exists.
-fn search_doc(
-    conn: &Connection,
-    kind: RecordKind,
-    id: &str,
-) -> Result<Option<SearchDoc>, StoreError> {
-    match kind {
-        RecordKind::Event => episodic::search_doc_by_id(conn, id),
-        RecordKind::Fact => semantic::search_doc_by_id(conn, id),
-        RecordKind::Entity => graph::search_doc_by_id(conn, id),
-        RecordKind::Relation => Ok(None),
+/// Every kind that has search documents, in the order a rebuild scans them.
+/// `RecordKind::Relation` has none: its changes only invalidate.
+const SEARCHABLE: [&Searchable; 3] = [&episodic::SEARCH, &semantic::SEARCH, &graph::SEARCH];
+
+impl Searchable {
+    fn of(kind: RecordKind) -> Option<&'static Searchable> {
+        SEARCHABLE.into_iter().find(|s| s.kind == kind)
     }
+
+    /// Calls `f` with the document of each row that `filter` (` WHERE ...`,
+    /// its `?`s bound to `params`) selects.
+    fn each(
+        &self,
+        conn: &Connection,
+        filter: &str,
+        params: &[&str],
+        mut f: impl FnMut(SearchDoc) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut stmt = conn.prepare_cached(&format!("{}{filter}", self.sql))?;
+        let mut rows = stmt.query(params_from_iter(params))?;
+        while let Some(r) = rows.next()? {
+            f((self.doc)(conn, r)?)?;
+        }
+        Ok(())
+    }
+
+    /// The current search document of record `id`, or `None` if it no longer
+    /// exists.
+    pub(super) fn by_id(
+        &self,
+        conn: &Connection,
+        id: &str,
+    ) -> Result<Option<SearchDoc>, StoreError> {
+        let mut doc = None;
+        self.each(conn, " WHERE id = ?1", &[id], |d| {
+            doc = Some(d);
+            Ok(())
+        })?;
+        Ok(doc)
+    }
+}
+
+/// The search document of a text record (event, fact) from a row of `id,
+/// namespace, content, tags, weight, time, superseded_by`.
+fn text_doc(kind: RecordKind, r: &Row<'_>) -> Result<SearchDoc, StoreError> {
+    Ok(SearchDoc {
+        kind,
+        id: r.get(0)?,
+        namespace: r.get(1)?,
+        text: r.get(2)?,
+        tags: table::json(r, 3)?,
+        weight: r.get(4)?,
+        time: r.get(5)?,
+        superseded: r.get::<_, Option<String>>(6)?.is_some(),
+    })
 }
 
 fn open_connection(
@@ -236,4 +296,134 @@ fn open_connection(
         conn.pragma_update(None, "synchronous", sync)?;
     }
     Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::model::Relation;
+
+    type Docs = BTreeMap<(&'static str, String), Option<SearchDoc>>;
+
+    /// The last document of each record in `changes`.
+    fn last_docs(changes: &[Change]) -> Docs {
+        let key = |c: &Change| (c.kind.as_str(), c.id.clone());
+        changes.iter().map(|c| (key(c), c.doc.clone())).collect()
+    }
+
+    fn text(content: &str, tags: &[&str]) -> (String, Vec<String>) {
+        (content.into(), tags.iter().map(|t| t.to_string()).collect())
+    }
+
+    /// A write of every kind the store logs.
+    async fn write_everything(store: &Store) -> Result<(), StoreError> {
+        let event = |(content, tags)| NewEvent {
+            content,
+            tags,
+            importance: 0.5,
+            occurred_at: None,
+            metadata: Default::default(),
+        };
+        let fact = |(content, tags)| NewFact {
+            content,
+            tags,
+            confidence: 0.7,
+            source: None,
+            valid_from: None,
+            metadata: Default::default(),
+        };
+        let events = [text("quokka hops", &["a"]), text("wombat digs", &[])];
+        let ev = store
+            .insert_events("ns", "s", events.map(event).into())
+            .await?;
+        let patch = EventPatch {
+            tags: Some(vec!["b".into()]),
+            ..Default::default()
+        };
+        store.update_event("ns", &ev[0].id, patch).await?;
+        store
+            .delete_events("ns", vec![ev[1].id.clone(), "nope".into()])
+            .await?;
+        let f = store
+            .insert_facts("ns", "s", vec![fact(text("sky is blue", &["c"]))])
+            .await?;
+        store
+            .supersede_fact("ns", "s", &f[0].id, fact(text("sky is grey", &[])))
+            .await?;
+        store.reinforce_fact("ns", &f[0].id, 0.5).await?;
+        let entity = |name: &str| NewEntity {
+            name: name.into(),
+            entity_type: "Person".into(),
+            observations: vec![format!("{name} exists")],
+        };
+        store
+            .create_entities("ns", ["a", "b", "c"].map(entity).into())
+            .await?;
+        let knows = Relation {
+            from: "a".into(),
+            to: "b".into(),
+            relation_type: "knows".into(),
+        };
+        store.create_relations("ns", vec![knows], true).await?;
+        store
+            .add_observations("ns", vec![("a".into(), vec!["a sings".into()])])
+            .await?;
+        store.rename_entity("ns", "b", "b2").await?;
+        store.merge_entities("ns", "a", vec!["c".into()]).await?;
+        store
+            .delete_entities("ns", vec!["b2".into(), "nobody".into()])
+            .await?;
+        Ok(())
+    }
+
+    /// What derived views hear at each write is what a replay of the change log
+    /// reads, and what a rebuild scans: the index built either way is the same.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn live_changes_replay_and_rebuild_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::new(dir.path());
+        config.durability = Durability::Normal;
+        let seen: Arc<Mutex<Vec<Change>>> = Arc::default();
+        let record = seen.clone();
+        let listener: ChangeListener = Arc::new(move |c| record.lock().unwrap().extend(c));
+        let store = Store::open(&config, listener).unwrap();
+        write_everything(&store).await.unwrap();
+
+        let live = seen.lock().unwrap().clone();
+        let replay = store.changes_since(0).await.unwrap();
+        let entries = |cs: &[Change]| -> Vec<_> {
+            cs.iter()
+                .map(|c| (c.seq, c.kind, c.id.clone(), c.namespace.clone()))
+                .collect()
+        };
+        assert_eq!(
+            entries(&live),
+            entries(&replay),
+            "the log is not what was heard"
+        );
+        assert_eq!(last_docs(&live), last_docs(&replay));
+
+        let scanned: Arc<Mutex<Vec<SearchDoc>>> = Arc::default();
+        let sink = scanned.clone();
+        let scan = move |docs: Vec<SearchDoc>| {
+            sink.lock().unwrap().extend(docs);
+            Ok(())
+        };
+        store.scan_search_docs(scan).await.unwrap();
+        let rebuilt: Docs = scanned
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|d| ((d.kind.as_str(), d.id.clone()), Some(d.clone())))
+            .collect();
+        let mut current = last_docs(&live);
+        current.retain(|_, doc| doc.is_some());
+        assert_eq!(current, rebuilt);
+        let left = "2 facts, 1 event and 1 entity (c merged into a, b2 deleted) remain";
+        assert_eq!(current.len(), 4, "{left}: {current:?}");
+        store.shutdown();
+    }
 }

@@ -3,13 +3,13 @@
 //! updates both facts of the pair in one transaction.
 
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, Row, params_from_iter};
+use rusqlite::{Connection, Row};
 use serde_json::{Map, Value};
 
-use super::episodic::to_json;
+use super::table::{Order, Query, Table, Tags, counted, json, set, to_json};
 use super::writer::WriteTxn;
-use super::{Store, StoreError};
-use crate::model::{Fact, Micros, RecordKind, SearchDoc, micros_to_datetime, new_id};
+use super::{Searchable, Store, StoreError, text_doc};
+use crate::model::{Fact, Micros, RecordKind, micros_to_datetime, new_id};
 
 /// A fact to store; defaults already applied and validated by the caller.
 #[derive(Debug, Clone)]
@@ -47,46 +47,60 @@ pub struct FactFilter {
 }
 
 impl FactFilter {
-    fn push_sql(&self, sql: &mut String, params: &mut Vec<SqlValue>) {
+    /// Narrows a query of `facts f` to this filter.
+    fn narrow(self, q: &mut Query) -> &mut Query {
         if !self.include_superseded {
-            sql.push_str(" AND f.superseded_by IS NULL");
+            q.push(" AND f.superseded_by IS NULL", []);
         }
-        if let Some(since) = self.since {
-            sql.push_str(" AND f.valid_from >= ?");
-            params.push(SqlValue::Integer(since));
-        }
-        if let Some(until) = self.until {
-            sql.push_str(" AND f.valid_from < ?");
-            params.push(SqlValue::Integer(until));
-        }
-        if let Some(min) = self.min_confidence {
-            sql.push_str(" AND f.confidence >= ?");
-            params.push(SqlValue::Real(min));
-        }
-        for tag in &self.tags {
-            sql.push_str(
-                " AND EXISTS (SELECT 1 FROM fact_tags t WHERE t.fact_id = f.id AND t.tag = ?)",
-            );
-            params.push(SqlValue::Text(tag.clone()));
-        }
+        q.and_some("f.valid_from >= ?", self.since)
+            .and_some("f.valid_from < ?", self.until)
+            .and_some("f.confidence >= ?", self.min_confidence)
+            .and_each(TAGS.has, &self.tags)
     }
 }
 
-const FACT_COLUMNS: &str = "f.id, f.content, f.tags, f.confidence, f.source, f.valid_from, \
-    f.valid_to, f.created_at, f.updated_at, f.access_count, f.last_accessed_at, f.supersedes, \
-    f.superseded_by, f.metadata, f.session_id";
-
-fn corrupt(e: serde_json::Error) -> StoreError {
-    StoreError::Corrupt(e.to_string())
+impl FactPatch {
+    fn apply(self, f: &mut Fact) {
+        set(&mut f.content, self.content);
+        set(&mut f.tags, self.tags);
+        set(&mut f.confidence, self.confidence);
+        set(&mut f.source, self.source.map(Some));
+        set(&mut f.valid_from, self.valid_from.map(micros_to_datetime));
+        set(&mut f.metadata, self.metadata);
+    }
 }
 
+static FACTS: Table<Fact> = Table {
+    name: "facts",
+    alias: "f",
+    columns: "f.id, f.content, f.tags, f.confidence, f.source, f.valid_from, f.valid_to, \
+              f.created_at, f.updated_at, f.access_count, f.last_accessed_at, f.supersedes, \
+              f.superseded_by, f.metadata, f.session_id",
+    decode: fact_from_row,
+    search: &SEARCH,
+    listed_by: "semantic_list or semantic_search",
+};
+
+pub(super) static SEARCH: Searchable = Searchable {
+    kind: RecordKind::Fact,
+    sql: "SELECT id, namespace, content, tags, confidence, valid_from, superseded_by FROM facts",
+    doc: |_, r| text_doc(RecordKind::Fact, r),
+};
+
+/// A fact's tag rows also say whether the fact is current (tag counts skip
+/// superseded facts).
+static TAGS: Tags = Tags {
+    clear: "DELETE FROM fact_tags WHERE fact_id = ?1",
+    add: "INSERT OR IGNORE INTO fact_tags (fact_id, namespace, tag, current) \
+          VALUES (?1, ?2, ?3, ?4)",
+    has: "EXISTS (SELECT 1 FROM fact_tags t WHERE t.fact_id = f.id AND t.tag = ?)",
+};
+
 fn fact_from_row(r: &Row<'_>) -> Result<Fact, StoreError> {
-    let tags: String = r.get(2)?;
-    let metadata: String = r.get(13)?;
     Ok(Fact {
         id: r.get(0)?,
         content: r.get(1)?,
-        tags: serde_json::from_str(&tags).map_err(corrupt)?,
+        tags: json(r, 2)?,
         confidence: r.get(3)?,
         source: r.get(4)?,
         valid_from: micros_to_datetime(r.get(5)?),
@@ -97,73 +111,9 @@ fn fact_from_row(r: &Row<'_>) -> Result<Fact, StoreError> {
         last_accessed_at: r.get::<_, Option<i64>>(10)?.map(micros_to_datetime),
         supersedes: r.get(11)?,
         superseded_by: r.get(12)?,
-        metadata: serde_json::from_str(&metadata).map_err(corrupt)?,
+        metadata: json(r, 13)?,
         session_id: r.get(14)?,
     })
-}
-
-/// Row of `id, namespace, content, tags, confidence, valid_from, superseded_by`.
-pub(super) fn search_doc_from_row(r: &Row<'_>) -> Result<SearchDoc, StoreError> {
-    let tags: String = r.get(3)?;
-    Ok(SearchDoc {
-        kind: RecordKind::Fact,
-        id: r.get(0)?,
-        namespace: r.get(1)?,
-        text: r.get(2)?,
-        tags: serde_json::from_str(&tags).map_err(corrupt)?,
-        weight: r.get(4)?,
-        time: r.get(5)?,
-        superseded: r.get::<_, Option<String>>(6)?.is_some(),
-    })
-}
-
-pub(super) const SEARCH_DOC_SQL: &str =
-    "SELECT id, namespace, content, tags, confidence, valid_from, superseded_by FROM facts";
-
-pub(super) fn search_doc_by_id(
-    conn: &Connection,
-    id: &str,
-) -> Result<Option<SearchDoc>, StoreError> {
-    let sql = format!("{SEARCH_DOC_SQL} WHERE id = ?1");
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let mut rows = stmt.query([id])?;
-    match rows.next()? {
-        Some(r) => Ok(Some(search_doc_from_row(r)?)),
-        None => Ok(None),
-    }
-}
-
-fn search_doc(namespace: &str, f: &Fact) -> SearchDoc {
-    SearchDoc {
-        kind: RecordKind::Fact,
-        id: f.id.clone(),
-        namespace: namespace.to_string(),
-        text: f.content.clone(),
-        tags: f.tags.clone(),
-        time: f.valid_from.timestamp_micros(),
-        weight: f.confidence,
-        superseded: f.superseded_by.is_some(),
-    }
-}
-
-fn get_in(conn: &Connection, namespace: &str, id: &str) -> Result<Option<Fact>, StoreError> {
-    let sql = format!("SELECT {FACT_COLUMNS} FROM facts f WHERE f.namespace = ?1 AND f.id = ?2");
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let mut rows = stmt.query([namespace, id])?;
-    match rows.next()? {
-        Some(r) => Ok(Some(fact_from_row(r)?)),
-        None => Ok(None),
-    }
-}
-
-fn not_found(namespace: &str, id: &str) -> StoreError {
-    StoreError::NotFound(format!(
-        "no fact with id {id:?} in namespace {namespace:?}: check the id (semantic_list or semantic_search return ids)"
-    ))
-}
-
-fn must_get(conn: &Connection, namespace: &str, id: &str) -> Result<Fact, StoreError> {
-    get_in(conn, namespace, id)?.ok_or_else(|| not_found(namespace, id))
 }
 
 /// Writes the whole row (insert or replace), its tags, and the change.
@@ -199,26 +149,9 @@ fn save(txn: &mut WriteTxn<'_>, namespace: &str, f: &Fact) -> Result<(), StoreEr
         to_json(&f.metadata),
         f.session_id,
     ])?;
-    txn.conn
-        .prepare_cached("DELETE FROM fact_tags WHERE fact_id = ?1")?
-        .execute([&f.id])?;
-    let mut ins = txn.conn.prepare_cached(
-        "INSERT OR IGNORE INTO fact_tags (fact_id, namespace, tag, current) VALUES (?1, ?2, ?3, ?4)",
-    )?;
-    for tag in &f.tags {
-        ins.execute(rusqlite::params![
-            f.id,
-            namespace,
-            tag,
-            f.superseded_by.is_none()
-        ])?;
-    }
-    txn.log_change(
-        namespace,
-        RecordKind::Fact,
-        &f.id,
-        Some(search_doc(namespace, f)),
-    )
+    let current = SqlValue::from(f.superseded_by.is_none());
+    TAGS.replace(txn.conn, &f.id, namespace, &f.tags, &[current])?;
+    FACTS.log_saved(txn, namespace, &f.id)
 }
 
 fn build(new: NewFact, session_id: &str, now: Micros) -> Fact {
@@ -229,7 +162,7 @@ fn build(new: NewFact, session_id: &str, now: Micros) -> Fact {
         tags: new.tags,
         confidence: new.confidence,
         source: new.source,
-        valid_from: new.valid_from.map(micros_to_datetime).unwrap_or(at),
+        valid_from: new.valid_from.map_or(at, micros_to_datetime),
         valid_to: None,
         created_at: at,
         updated_at: at,
@@ -242,6 +175,51 @@ fn build(new: NewFact, session_id: &str, now: Micros) -> Fact {
     }
 }
 
+/// Deletes one fact; a fact it superseded becomes current again, and the fact
+/// that superseded it now follows the one before.
+fn delete_fact(txn: &mut WriteTxn<'_>, namespace: &str, id: &str) -> Result<bool, StoreError> {
+    let Some(f) = FACTS.get(txn.conn, namespace, id)? else {
+        return Ok(false);
+    };
+    FACTS.delete(txn, namespace, id)?;
+    if let Some(prev) = &f.supersedes
+        && let Some(mut older) = FACTS.get(txn.conn, namespace, prev)?
+        && older.superseded_by.as_deref() == Some(id)
+    {
+        older.superseded_by = None;
+        older.valid_to = None;
+        older.updated_at = micros_to_datetime(txn.now);
+        save(txn, namespace, &older)?;
+    }
+    if let Some(next) = &f.superseded_by
+        && let Some(mut newer) = FACTS.get(txn.conn, namespace, next)?
+    {
+        newer.supersedes = f.supersedes.clone();
+        save(txn, namespace, &newer)?;
+    }
+    Ok(true)
+}
+
+/// The facts reached from `from` by following `link` (`supersedes` back,
+/// `superseded_by` forward), in that order; at most `max` of them.
+fn follow(
+    conn: &Connection,
+    namespace: &str,
+    mut from: Option<String>,
+    link: fn(&Fact) -> &Option<String>,
+    max: usize,
+) -> Result<Vec<Fact>, StoreError> {
+    let mut out = Vec::new();
+    while let Some(id) = from
+        && out.len() < max
+        && let Some(f) = FACTS.get(conn, namespace, &id)?
+    {
+        from = link(&f).clone();
+        out.push(f);
+    }
+    Ok(out)
+}
+
 impl Store {
     /// Stores facts in one transaction (all or none) and returns them as stored.
     pub async fn insert_facts(
@@ -250,25 +228,12 @@ impl Store {
         session_id: &str,
         facts: Vec<NewFact>,
     ) -> Result<Vec<Fact>, StoreError> {
-        let (namespace, session_id) = (namespace.to_string(), session_id.to_string());
-        self.writer
-            .write(move |txn| {
-                let mut out = Vec::with_capacity(facts.len());
-                for new in facts {
-                    let fact = build(new, &session_id, txn.now);
-                    save(txn, &namespace, &fact)?;
-                    out.push(fact);
-                }
-                Ok(out)
-            })
+        self.insert_records(namespace, session_id, facts, build, save)
             .await
     }
 
     pub async fn get_fact(&self, namespace: &str, id: &str) -> Result<Fact, StoreError> {
-        let (namespace, id) = (namespace.to_string(), id.to_string());
-        self.readers
-            .read(move |conn| must_get(conn, &namespace, &id))
-            .await
+        self.get_record(&FACTS, namespace, id).await
     }
 
     /// The facts with these ids that exist in the namespace, in the order asked.
@@ -277,18 +242,7 @@ impl Store {
         namespace: &str,
         ids: Vec<String>,
     ) -> Result<Vec<Fact>, StoreError> {
-        let namespace = namespace.to_string();
-        self.readers
-            .read(move |conn| {
-                let mut out = Vec::with_capacity(ids.len());
-                for id in &ids {
-                    if let Some(f) = get_in(conn, &namespace, id)? {
-                        out.push(f);
-                    }
-                }
-                Ok(out)
-            })
-            .await
+        self.get_records(&FACTS, namespace, ids).await
     }
 
     /// Facts matching `filter`, newest first, strictly after the keyset `after`
@@ -300,28 +254,11 @@ impl Store {
         after: Option<(Micros, String)>,
         limit: usize,
     ) -> Result<Vec<Fact>, StoreError> {
-        let namespace = namespace.to_string();
-        self.readers
-            .read(move |conn| {
-                let mut sql = format!("SELECT {FACT_COLUMNS} FROM facts f WHERE f.namespace = ?");
-                let mut params = vec![SqlValue::Text(namespace)];
-                filter.push_sql(&mut sql, &mut params);
-                if let Some((t, id)) = after {
-                    sql.push_str(" AND (f.created_at, f.id) < (?, ?)");
-                    params.push(SqlValue::Integer(t));
-                    params.push(SqlValue::Text(id));
-                }
-                sql.push_str(" ORDER BY f.created_at DESC, f.id DESC LIMIT ?");
-                params.push(SqlValue::Integer(limit as i64));
-                let mut stmt = conn.prepare_cached(&sql)?;
-                let mut rows = stmt.query(params_from_iter(params))?;
-                let mut out = Vec::new();
-                while let Some(r) = rows.next()? {
-                    out.push(fact_from_row(r)?);
-                }
-                Ok(out)
-            })
-            .await
+        let mut q = FACTS.select(namespace);
+        filter
+            .narrow(&mut q)
+            .page(("f.created_at", "f.id"), Order::Desc, after, limit);
+        self.read_rows(q, FACTS.decode).await
     }
 
     pub async fn count_facts(
@@ -329,18 +266,9 @@ impl Store {
         namespace: &str,
         filter: FactFilter,
     ) -> Result<u64, StoreError> {
-        let namespace = namespace.to_string();
-        self.readers
-            .read(move |conn| {
-                let mut sql = "SELECT count(*) FROM facts f WHERE f.namespace = ?".to_string();
-                let mut params = vec![SqlValue::Text(namespace)];
-                filter.push_sql(&mut sql, &mut params);
-                let n: i64 = conn
-                    .prepare_cached(&sql)?
-                    .query_row(params_from_iter(params), |r| r.get(0))?;
-                Ok(n as u64)
-            })
-            .await
+        let mut q = FACTS.select_of("count(*)", namespace);
+        filter.narrow(&mut q);
+        self.read_count(q).await
     }
 
     /// Tags with the number of facts carrying each, most used first (ties by
@@ -352,29 +280,22 @@ impl Store {
         prefix: Option<String>,
         limit: usize,
     ) -> Result<Vec<(String, u64)>, StoreError> {
-        let namespace = namespace.to_string();
-        self.readers
-            .read(move |conn| {
-                let mut sql =
-                    "SELECT tag, count(*) AS n FROM fact_tags WHERE namespace = ?".to_string();
-                let mut params = vec![SqlValue::Text(namespace)];
-                if !include_superseded {
-                    sql.push_str(" AND current = 1");
-                }
-                if let Some(p) = prefix {
-                    sql.push_str(" AND substr(tag, 1, length(?)) = ?");
-                    params.push(SqlValue::Text(p.clone()));
-                    params.push(SqlValue::Text(p));
-                }
-                sql.push_str(" GROUP BY tag ORDER BY n DESC, tag ASC LIMIT ?");
-                params.push(SqlValue::Integer(limit as i64));
-                let mut stmt = conn.prepare_cached(&sql)?;
-                let rows = stmt.query_map(params_from_iter(params), |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
-                })?;
-                Ok(rows.collect::<Result<Vec<_>, _>>()?)
-            })
-            .await
+        let mut q = Query::new(
+            "SELECT tag, count(*) AS n FROM fact_tags WHERE namespace = ?",
+            [namespace.to_string().into()],
+        );
+        if !include_superseded {
+            q.push(" AND current = 1", []);
+        }
+        if let Some(p) = prefix {
+            q.push(
+                " AND substr(tag, 1, length(?)) = ?",
+                [p.clone().into(), p.into()],
+            );
+        }
+        q.push(" GROUP BY tag ORDER BY n DESC, tag ASC", [])
+            .limit(limit);
+        self.read_rows(q, counted).await
     }
 
     pub async fn update_fact(
@@ -383,33 +304,11 @@ impl Store {
         id: &str,
         patch: FactPatch,
     ) -> Result<Fact, StoreError> {
-        let (namespace, id) = (namespace.to_string(), id.to_string());
-        self.writer
-            .write(move |txn| {
-                let mut f = must_get(txn.conn, &namespace, &id)?;
-                if let Some(c) = patch.content {
-                    f.content = c;
-                }
-                if let Some(t) = patch.tags {
-                    f.tags = t;
-                }
-                if let Some(c) = patch.confidence {
-                    f.confidence = c;
-                }
-                if let Some(s) = patch.source {
-                    f.source = Some(s);
-                }
-                if let Some(t) = patch.valid_from {
-                    f.valid_from = micros_to_datetime(t);
-                }
-                if let Some(m) = patch.metadata {
-                    f.metadata = m;
-                }
-                f.updated_at = micros_to_datetime(txn.now);
-                save(txn, &namespace, &f)?;
-                Ok(f)
-            })
-            .await
+        self.update_record(&FACTS, save, namespace, id, move |f, now| {
+            patch.apply(f);
+            f.updated_at = micros_to_datetime(now);
+        })
+        .await
     }
 
     /// Deletes facts; returns (deleted, not found). A fact whose successor is
@@ -419,39 +318,7 @@ impl Store {
         namespace: &str,
         ids: Vec<String>,
     ) -> Result<(Vec<String>, Vec<String>), StoreError> {
-        let namespace = namespace.to_string();
-        self.writer
-            .write(move |txn| {
-                let (mut deleted, mut missing) = (Vec::new(), Vec::new());
-                for id in ids {
-                    let Some(f) = get_in(txn.conn, &namespace, &id)? else {
-                        missing.push(id);
-                        continue;
-                    };
-                    txn.conn
-                        .prepare_cached("DELETE FROM facts WHERE namespace = ?1 AND id = ?2")?
-                        .execute([&namespace, &id])?;
-                    txn.log_change(&namespace, RecordKind::Fact, &id, None)?;
-                    if let Some(prev) = &f.supersedes
-                        && let Some(mut older) = get_in(txn.conn, &namespace, prev)?
-                        && older.superseded_by.as_deref() == Some(id.as_str())
-                    {
-                        older.superseded_by = None;
-                        older.valid_to = None;
-                        older.updated_at = micros_to_datetime(txn.now);
-                        save(txn, &namespace, &older)?;
-                    }
-                    if let Some(next) = &f.superseded_by
-                        && let Some(mut newer) = get_in(txn.conn, &namespace, next)?
-                    {
-                        newer.supersedes = f.supersedes.clone();
-                        save(txn, &namespace, &newer)?;
-                    }
-                    deleted.push(id);
-                }
-                Ok((deleted, missing))
-            })
-            .await
+        self.delete_each(namespace, ids, delete_fact).await
     }
 
     /// An agent confirms a fact: confidence moves `boost` of the way to 1.0 and
@@ -462,18 +329,13 @@ impl Store {
         id: &str,
         boost: f64,
     ) -> Result<Fact, StoreError> {
-        let (namespace, id) = (namespace.to_string(), id.to_string());
-        self.writer
-            .write(move |txn| {
-                let mut f = must_get(txn.conn, &namespace, &id)?;
-                f.confidence = (f.confidence + (1.0 - f.confidence) * boost).clamp(0.0, 1.0);
-                f.access_count += 1;
-                f.last_accessed_at = Some(micros_to_datetime(txn.now));
-                f.updated_at = micros_to_datetime(txn.now);
-                save(txn, &namespace, &f)?;
-                Ok(f)
-            })
-            .await
+        self.update_record(&FACTS, save, namespace, id, move |f, now| {
+            f.confidence = (f.confidence + (1.0 - f.confidence) * boost).clamp(0.0, 1.0);
+            f.access_count += 1;
+            f.last_accessed_at = Some(micros_to_datetime(now));
+            f.updated_at = micros_to_datetime(now);
+        })
+        .await
     }
 
     /// Stores `new` as the successor of `old_id` in one transaction: the old fact
@@ -486,71 +348,43 @@ impl Store {
         old_id: &str,
         new: NewFact,
     ) -> Result<(Fact, Fact), StoreError> {
-        let (namespace, session_id, old_id) = (
-            namespace.to_string(),
-            session_id.to_string(),
-            old_id.to_string(),
-        );
-        self.writer
-            .write(move |txn| {
-                let mut old = must_get(txn.conn, &namespace, &old_id)?;
-                if let Some(by) = &old.superseded_by {
-                    return Err(StoreError::Conflict(format!(
-                        "fact {old_id:?} was already superseded by {by:?}: supersede that one (semantic_history shows the chain)"
-                    )));
-                }
-                let mut fact = build(new, &session_id, txn.now);
-                fact.supersedes = Some(old.id.clone());
-                save(txn, &namespace, &fact)?;
-                old.superseded_by = Some(fact.id.clone());
-                old.valid_to = Some(fact.valid_from.max(old.valid_from));
-                old.updated_at = micros_to_datetime(txn.now);
-                save(txn, &namespace, &old)?;
-                Ok((old, fact))
-            })
-            .await
+        let (session_id, old_id) = (session_id.to_string(), old_id.to_string());
+        self.write_in(namespace, move |txn, namespace| {
+            let mut old = FACTS.must_get(txn.conn, namespace, &old_id)?;
+            if let Some(by) = &old.superseded_by {
+                return Err(StoreError::Conflict(format!(
+                    "fact {old_id:?} was already superseded by {by:?}: supersede that one (semantic_history shows the chain)"
+                )));
+            }
+            let mut fact = build(new, &session_id, txn.now);
+            fact.supersedes = Some(old.id.clone());
+            save(txn, namespace, &fact)?;
+            old.superseded_by = Some(fact.id.clone());
+            old.valid_to = Some(fact.valid_from.max(old.valid_from));
+            old.updated_at = micros_to_datetime(txn.now);
+            save(txn, namespace, &old)?;
+            Ok((old, fact))
+        })
+        .await
     }
 
     /// Every version of the fact `id` belongs to, oldest first.
     pub async fn fact_history(&self, namespace: &str, id: &str) -> Result<Vec<Fact>, StoreError> {
         /// A chain longer than this is cut (a guard against a corrupt cycle).
         const MAX_VERSIONS: usize = 1000;
-        let (namespace, id) = (namespace.to_string(), id.to_string());
-        self.readers
-            .read(move |conn| {
-                let start = must_get(conn, &namespace, &id)?;
-                let mut older = Vec::new();
-                let mut cursor = start.supersedes.clone();
-                while let Some(prev) = cursor {
-                    if older.len() >= MAX_VERSIONS {
-                        break;
-                    }
-                    match get_in(conn, &namespace, &prev)? {
-                        Some(f) => {
-                            cursor = f.supersedes.clone();
-                            older.push(f);
-                        }
-                        None => break,
-                    }
-                }
-                older.reverse();
-                let mut cursor = start.superseded_by.clone();
-                older.push(start);
-                while let Some(next) = cursor {
-                    if older.len() >= MAX_VERSIONS {
-                        break;
-                    }
-                    match get_in(conn, &namespace, &next)? {
-                        Some(f) => {
-                            cursor = f.superseded_by.clone();
-                            older.push(f);
-                        }
-                        None => break,
-                    }
-                }
-                Ok(older)
-            })
-            .await
+        let id = id.to_string();
+        self.read_in(namespace, move |conn, namespace| {
+            let start = FACTS.must_get(conn, namespace, &id)?;
+            let back = start.supersedes.clone();
+            let mut chain = follow(conn, namespace, back, |f| &f.supersedes, MAX_VERSIONS)?;
+            chain.reverse();
+            let forth = start.superseded_by.clone();
+            chain.push(start);
+            let room = MAX_VERSIONS.saturating_sub(chain.len());
+            chain.extend(follow(conn, namespace, forth, |f| &f.superseded_by, room)?);
+            Ok(chain)
+        })
+        .await
     }
 
     /// Adds counted uses to facts (batched by the caller). Not a change of the

@@ -584,6 +584,33 @@ mod tests {
         }
     }
 
+    impl Cramped {
+        /// The ids of the changes the listener was handed (each once).
+        fn seen_ids(&self) -> BTreeSet<String> {
+            let seen = self.seen.lock().unwrap();
+            let ids: BTreeSet<String> = seen.iter().map(|ch| ch.id.clone()).collect();
+            assert_eq!(seen.len(), ids.len(), "a change was handed on twice");
+            ids
+        }
+
+        /// The ids of the events a search for `word` finds.
+        async fn found_ids(&self, word: &str) -> BTreeSet<String> {
+            let q = SearchQuery::new(
+                "ns",
+                vec![RecordKind::Event],
+                Matcher::words(word).unwrap(),
+                10_000,
+            );
+            let hits = self.search.search(q).await.unwrap().hits;
+            hits.into_iter().map(|h| h.id).collect()
+        }
+
+        fn shutdown(&self) {
+            self.store.shutdown();
+            self.search.shutdown();
+        }
+    }
+
     fn event(content: String) -> NewEvent {
         NewEvent {
             content,
@@ -603,12 +630,12 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn a_database_full_in_mid_batch_answers_every_write_truthfully() {
-        let c = cramped(24);
+    /// 32 writers of 25 events each, small and big mixed: (the ids of the
+    /// acknowledged writes, the errors of the refused ones).
+    async fn write_concurrently(store: &Store) -> (BTreeSet<String>, Vec<String>) {
         let mut tasks = Vec::new();
         for w in 0..32usize {
-            let store = c.store.clone();
+            let store = store.clone();
             tasks.push(tokio::spawn(async move {
                 let mut out = Vec::new();
                 for i in 0..25usize {
@@ -633,6 +660,13 @@ mod tests {
                 }
             }
         }
+        (acked, refused)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_database_full_in_mid_batch_answers_every_write_truthfully() {
+        let c = cramped(24);
+        let (acked, refused) = write_concurrently(&c.store).await;
         // No caller was told "failed" for a durable write, or "ok" for a lost one.
         let stored = stored_ids(&c.path);
         let durable_but_refused: Vec<_> = stored.difference(&acked).collect();
@@ -662,37 +696,19 @@ mod tests {
             &reasons[..reasons.len().min(5)]
         );
 
-        // The change listener got exactly the committed changes, once each.
-        let seen = c.seen.lock().unwrap().clone();
-        let seen_ids: BTreeSet<String> = seen.iter().map(|ch| ch.id.clone()).collect();
-        assert_eq!(seen.len(), seen_ids.len(), "a change was handed on twice");
+        // The change listener got exactly the committed changes, once each, and
+        // every acknowledged write is searchable.
         assert_eq!(
-            seen_ids, acked,
+            c.seen_ids(),
+            acked,
             "the listener saw other changes than committed"
         );
-
-        // And every acknowledged write is searchable.
-        let q = SearchQuery::new(
-            "ns",
-            vec![RecordKind::Event],
-            Matcher::words("quokka").unwrap(),
-            10_000,
-        );
-        let hits: BTreeSet<String> = c
-            .search
-            .search(q)
-            .await
-            .unwrap()
-            .hits
-            .into_iter()
-            .map(|h| h.id)
-            .collect();
         assert_eq!(
-            hits, acked,
+            c.found_ids("quokka").await,
+            acked,
             "search does not find exactly the acknowledged writes"
         );
-        c.store.shutdown();
-        c.search.shutdown();
+        c.shutdown();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -732,18 +748,11 @@ mod tests {
         let mut expected: BTreeSet<String> = ids.unwrap().into_iter().collect();
         expected.insert(outside.unwrap()[0].id.clone());
         assert_eq!(stored_ids(&c.path), expected);
-        let seen: BTreeSet<String> = c
-            .seen
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|ch| ch.id.clone())
-            .collect();
         assert_eq!(
-            seen, expected,
+            c.seen_ids(),
+            expected,
             "the listener saw exactly the committed writes"
         );
-        c.store.shutdown();
-        c.search.shutdown();
+        c.shutdown();
     }
 }

@@ -1,0 +1,433 @@
+//! What every record table shares, written once: a row decoded into a record,
+//! a record read by id within its namespace (or a `NotFound` that says where
+//! ids come from), many read in the order asked, deletes answered as
+//! (deleted, not found) with their changes logged, tags kept as rows beside
+//! their record, and statements narrowed clause by clause (`Query`).
+//!
+//! Each layer declares its tables once (a `Table`, a `Tags`) and keeps the SQL
+//! particular to it (its columns, filters, rules such as supersession) in its
+//! own file. Must not: know any one layer's columns or rules.
+
+use rusqlite::types::{FromSql, Value as SqlValue};
+use rusqlite::{Connection, Row, params_from_iter};
+use serde::de::DeserializeOwned;
+
+use super::writer::WriteTxn;
+use super::{Searchable, Store, StoreError};
+use crate::model::Micros;
+
+/// Decodes one row of a table's declared columns into a record.
+pub(super) type Decode<T> = fn(&Row<'_>) -> Result<T, StoreError>;
+/// Writes a whole record (row, tags) and logs its change.
+pub(super) type Save<T> = fn(&mut WriteTxn<'_>, &str, &T) -> Result<(), StoreError>;
+/// Deletes one record (by id or name) of a namespace and logs it; false when
+/// there was none.
+pub(super) type DeleteOne = fn(&mut WriteTxn<'_>, &str, &str) -> Result<bool, StoreError>;
+
+/// How one kind of record is stored: its table, columns and search documents.
+pub(super) struct Table<T> {
+    /// The table, and the alias `columns` and filters write its columns with.
+    pub(super) name: &'static str,
+    pub(super) alias: &'static str,
+    /// The columns `decode` reads, in order.
+    pub(super) columns: &'static str,
+    pub(super) decode: Decode<T>,
+    /// Its search documents, which also name its record kind.
+    pub(super) search: &'static Searchable,
+    /// The tools that return ids of this kind: where a `NotFound` sends the agent.
+    pub(super) listed_by: &'static str,
+}
+
+impl<T> Table<T> {
+    /// `SELECT` of the declared columns of one namespace's rows, to narrow.
+    pub(super) fn select(&self, namespace: &str) -> Query {
+        self.select_of(self.columns, namespace)
+    }
+
+    /// `SELECT {what}` (`count(*)`, `e.id`) of one namespace's rows, to narrow.
+    pub(super) fn select_of(&self, what: &str, namespace: &str) -> Query {
+        let (name, alias) = (self.name, self.alias);
+        Query::new(
+            format!("SELECT {what} FROM {name} {alias} WHERE {alias}.namespace = ?"),
+            [namespace.to_string().into()],
+        )
+    }
+
+    /// The record of the namespace whose `column` is `value`, if any.
+    pub(super) fn find(
+        &self,
+        conn: &Connection,
+        namespace: &str,
+        column: &str,
+        value: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let mut q = self.select(namespace);
+        q.and(&format!("{}.{column} = ?", self.alias), value.to_string());
+        q.first(conn, self.decode)
+    }
+
+    pub(super) fn get(
+        &self,
+        conn: &Connection,
+        namespace: &str,
+        id: &str,
+    ) -> Result<Option<T>, StoreError> {
+        self.find(conn, namespace, "id", id)
+    }
+
+    /// Record `id` of the namespace, or `NotFound` saying where ids come from.
+    pub(super) fn must_get(
+        &self,
+        conn: &Connection,
+        namespace: &str,
+        id: &str,
+    ) -> Result<T, StoreError> {
+        self.get(conn, namespace, id)?.ok_or_else(|| {
+            StoreError::NotFound(format!(
+                "no {} with id {id:?} in namespace {namespace:?}: check the id ({} return ids)",
+                self.search.kind.as_str(),
+                self.listed_by
+            ))
+        })
+    }
+
+    /// The records with these ids that exist in the namespace, in the order asked.
+    pub(super) fn get_many(
+        &self,
+        conn: &Connection,
+        namespace: &str,
+        ids: &[String],
+    ) -> Result<Vec<T>, StoreError> {
+        ids.iter()
+            .filter_map(|id| self.get(conn, namespace, id).transpose())
+            .collect()
+    }
+
+    /// Deletes record `id` of the namespace and logs it; false when there was none.
+    pub(super) fn delete(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        namespace: &str,
+        id: &str,
+    ) -> Result<bool, StoreError> {
+        let sql = format!("DELETE FROM {} WHERE namespace = ?1 AND id = ?2", self.name);
+        let deleted = txn.conn.prepare_cached(&sql)?.execute([namespace, id])? == 1;
+        if deleted {
+            txn.log_change(namespace, self.search.kind, id, None)?;
+        }
+        Ok(deleted)
+    }
+
+    /// Logs that record `id` was written, with its search document read back as
+    /// stored: the document a replay of the change log would read too.
+    pub(super) fn log_saved(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        namespace: &str,
+        id: &str,
+    ) -> Result<(), StoreError> {
+        let doc = self.search.by_id(txn.conn, id)?;
+        txn.log_change(namespace, self.search.kind, id, doc)
+    }
+}
+
+/// A record's tags kept as rows beside it (`event_tags`, `fact_tags`): what
+/// tag filters and tag counts read.
+pub(super) struct Tags {
+    /// `DELETE` of one record's tag rows; ?1 is the record's id.
+    pub(super) clear: &'static str,
+    /// `INSERT OR IGNORE` of one tag row: ?1 the record's id, ?2 its
+    /// namespace, ?3 the tag, then the row's other columns, if any.
+    pub(super) add: &'static str,
+    /// An `EXISTS` clause: the outer record carries the tag bound to its `?`.
+    pub(super) has: &'static str,
+}
+
+impl Tags {
+    /// Replaces the tag rows of record `id`; `more` fills each row's columns
+    /// after the tag.
+    pub(super) fn replace(
+        &self,
+        conn: &Connection,
+        id: &str,
+        namespace: &str,
+        tags: &[String],
+        more: &[SqlValue],
+    ) -> Result<(), StoreError> {
+        conn.prepare_cached(self.clear)?.execute([id])?;
+        let mut add = conn.prepare_cached(self.add)?;
+        for tag in tags {
+            let head = [id, namespace, tag].map(|s| SqlValue::Text(s.to_string()));
+            add.execute(params_from_iter(head.iter().chain(more)))?;
+        }
+        Ok(())
+    }
+}
+
+/// Which way a keyset page runs: oldest first (`Asc`) or newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    Asc,
+    Desc,
+}
+
+/// A statement built clause by clause, its parameters in the order of its `?`s.
+pub(super) struct Query {
+    text: String,
+    params: Vec<SqlValue>,
+}
+
+impl Query {
+    pub(super) fn new(text: impl Into<String>, params: impl IntoIterator<Item = SqlValue>) -> Self {
+        Query {
+            text: text.into(),
+            params: params.into_iter().collect(),
+        }
+    }
+
+    /// Appends `text`, its `?`s bound to `params`.
+    pub(super) fn push(
+        &mut self,
+        text: &str,
+        params: impl IntoIterator<Item = SqlValue>,
+    ) -> &mut Self {
+        self.text.push_str(text);
+        self.params.extend(params);
+        self
+    }
+
+    /// ` AND {cond}`, its one `?` bound to `value`.
+    pub(super) fn and(&mut self, cond: &str, value: impl Into<SqlValue>) -> &mut Self {
+        self.push(&format!(" AND {cond}"), [value.into()])
+    }
+
+    /// ` AND {cond}` when there is a `value` for its `?`; nothing otherwise.
+    pub(super) fn and_some(&mut self, cond: &str, value: Option<impl Into<SqlValue>>) -> &mut Self {
+        match value {
+            Some(v) => self.and(cond, v),
+            None => self,
+        }
+    }
+
+    /// ` AND {cond}` once per value: it must hold for every one (a tag each).
+    pub(super) fn and_each(&mut self, cond: &str, values: &[String]) -> &mut Self {
+        for v in values {
+            self.and(cond, v.clone());
+        }
+        self
+    }
+
+    /// ` AND {column} IN (...)`; nothing when `values` is empty (any value).
+    pub(super) fn and_in(&mut self, column: &str, values: Vec<String>) -> &mut Self {
+        if values.is_empty() {
+            return self;
+        }
+        let marks = vec!["?"; values.len()].join(",");
+        self.push(
+            &format!(" AND {column} IN ({marks})"),
+            values.into_iter().map(SqlValue::Text),
+        )
+    }
+
+    /// One keyset page sorted by `(key, id)` in `order`: the rows strictly
+    /// after `after` in that order, at most `limit`.
+    pub(super) fn page(
+        &mut self,
+        (key, id): (&str, &str),
+        order: Order,
+        after: Option<(Micros, String)>,
+        limit: usize,
+    ) -> &mut Self {
+        let (cmp, dir) = match order {
+            Order::Asc => (">", "ASC"),
+            Order::Desc => ("<", "DESC"),
+        };
+        if let Some((t, last)) = after {
+            self.push(
+                &format!(" AND ({key}, {id}) {cmp} (?, ?)"),
+                [t.into(), last.into()],
+            );
+        }
+        self.push(&format!(" ORDER BY {key} {dir}, {id} {dir}"), [])
+            .limit(limit)
+    }
+
+    /// ` LIMIT ?`: the last clause.
+    pub(super) fn limit(&mut self, limit: usize) -> &mut Self {
+        self.push(" LIMIT ?", [SqlValue::Integer(limit as i64)])
+    }
+
+    /// Every row, decoded.
+    pub(super) fn rows<T>(
+        &self,
+        conn: &Connection,
+        mut decode: impl FnMut(&Row<'_>) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut stmt = conn.prepare_cached(&self.text)?;
+        let mut rows = stmt.query(params_from_iter(&self.params))?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            out.push(decode(r)?);
+        }
+        Ok(out)
+    }
+
+    /// The first row, decoded, if there is one.
+    pub(super) fn first<T>(
+        &self,
+        conn: &Connection,
+        decode: Decode<T>,
+    ) -> Result<Option<T>, StoreError> {
+        let mut stmt = conn.prepare_cached(&self.text)?;
+        let mut rows = stmt.query(params_from_iter(&self.params))?;
+        rows.next()?.map(decode).transpose()
+    }
+
+    /// The first column of every row.
+    pub(super) fn column<T: FromSql>(&self, conn: &Connection) -> Result<Vec<T>, StoreError> {
+        self.rows(conn, |r| Ok(r.get(0)?))
+    }
+
+    /// The count a `SELECT count(*) ...` answers.
+    pub(super) fn count(&self, conn: &Connection) -> Result<u64, StoreError> {
+        let mut stmt = conn.prepare_cached(&self.text)?;
+        let n: i64 = stmt.query_row(params_from_iter(&self.params), |r| r.get(0))?;
+        Ok(n as u64)
+    }
+}
+
+/// A patch's field: replaced when the patch gives it, left as it is otherwise.
+pub(super) fn set<T>(field: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *field = v;
+    }
+}
+
+/// A row of (something, count): what a `GROUP BY` with `count(*)` answers.
+pub(super) fn counted<K: FromSql>(r: &Row<'_>) -> Result<(K, u64), StoreError> {
+    Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+}
+
+/// Column `i`, JSON text (tags, metadata), decoded.
+pub(super) fn json<T: DeserializeOwned>(r: &Row<'_>, i: usize) -> Result<T, StoreError> {
+    from_json(&r.get::<_, String>(i)?)
+}
+
+/// Stored JSON text decoded; text that does not decode is corrupt.
+pub(super) fn from_json<T: DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub(super) fn to_json(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).expect("tags and metadata always serialize")
+}
+
+/// What writes and reads of whole records share, for any table.
+impl Store {
+    /// Record `id` of the namespace, or `NotFound`.
+    pub(super) async fn get_record<T: Send + 'static>(
+        &self,
+        table: &'static Table<T>,
+        namespace: &str,
+        id: &str,
+    ) -> Result<T, StoreError> {
+        let id = id.to_string();
+        self.read_in(namespace, move |conn, ns| table.must_get(conn, ns, &id))
+            .await
+    }
+
+    /// The records with these ids that exist in the namespace, in the order asked.
+    pub(super) async fn get_records<T: Send + 'static>(
+        &self,
+        table: &'static Table<T>,
+        namespace: &str,
+        ids: Vec<String>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.read_in(namespace, move |conn, ns| table.get_many(conn, ns, &ids))
+            .await
+    }
+
+    /// The rows `query` selects, decoded.
+    pub(super) async fn read_rows<T: Send + 'static>(
+        &self,
+        query: Query,
+        decode: Decode<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.readers
+            .read(move |conn| query.rows(conn, decode))
+            .await
+    }
+
+    pub(super) async fn read_count(&self, query: Query) -> Result<u64, StoreError> {
+        self.readers.read(move |conn| query.count(conn)).await
+    }
+
+    /// Builds and saves new records in one transaction (all or none); returns
+    /// them as stored.
+    pub(super) async fn insert_records<N, T>(
+        &self,
+        namespace: &str,
+        session_id: &str,
+        news: Vec<N>,
+        build: fn(N, &str, Micros) -> T,
+        save: Save<T>,
+    ) -> Result<Vec<T>, StoreError>
+    where
+        N: Send + 'static,
+        T: Send + 'static,
+    {
+        let session_id = session_id.to_string();
+        self.write_in(namespace, move |txn, ns| {
+            let mut out = Vec::with_capacity(news.len());
+            for new in news {
+                let record = build(new, &session_id, txn.now);
+                save(txn, ns, &record)?;
+                out.push(record);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Reads record `id` (or `NotFound`), lets `change` alter it (given the
+    /// write's time) and saves it, in one write; returns it as stored.
+    pub(super) async fn update_record<T: Send + 'static>(
+        &self,
+        table: &'static Table<T>,
+        save: Save<T>,
+        namespace: &str,
+        id: &str,
+        change: impl FnOnce(&mut T, Micros) + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let id = id.to_string();
+        self.write_in(namespace, move |txn, ns| {
+            let mut record = table.must_get(txn.conn, ns, &id)?;
+            change(&mut record, txn.now);
+            save(txn, ns, &record)?;
+            Ok(record)
+        })
+        .await
+    }
+
+    /// Deletes each of `keys` with `delete_one`, in one write; returns
+    /// (deleted, not found), each in the order given.
+    pub(super) async fn delete_each(
+        &self,
+        namespace: &str,
+        keys: Vec<String>,
+        delete_one: DeleteOne,
+    ) -> Result<(Vec<String>, Vec<String>), StoreError> {
+        self.write_in(namespace, move |txn, namespace| {
+            let (mut deleted, mut missing) = (Vec::new(), Vec::new());
+            for key in keys {
+                if delete_one(txn, namespace, &key)? {
+                    deleted.push(key);
+                } else {
+                    missing.push(key);
+                }
+            }
+            Ok((deleted, missing))
+        })
+        .await
+    }
+}
