@@ -410,3 +410,36 @@ async fn search_nodes_ranks_whole_word_matches_then_substrings() {
     assert_eq!(r["hits"][0]["layer"], "graph");
     assert_eq!(r["hits"][0]["id"], "Postgres");
 }
+
+#[tokio::test]
+async fn merging_several_sources_keeps_every_sources_properties() {
+    let h = Mem::new().await;
+    let entities: Vec<Value> = ["svc", "svc-a", "svc-b"]
+        .iter()
+        .map(|n| json!({ "name": n, "entityType": "service", "observations": [] }))
+        .collect();
+    h.ok("create_entities", json!({ "entities": entities }))
+        .await;
+    for (name, props) in [
+        ("svc", json!({ "owner": "core" })),
+        ("svc-a", json!({ "port": 80, "owner": "edge" })),
+        ("svc-b", json!({ "region": "eu" })),
+    ] {
+        h.ok(
+            "graph_update_entity",
+            json!({ "name": name, "properties": props }),
+        )
+        .await;
+    }
+    let merged = h
+        .ok(
+            "graph_merge_entities",
+            json!({ "target": "svc", "sources": ["svc-a", "svc-b"] }),
+        )
+        .await;
+    // The target's own values win; each source adds what the target lacks.
+    assert_eq!(
+        merged["entity"]["properties"],
+        json!({ "owner": "core", "port": 80, "region": "eu" })
+    );
+}

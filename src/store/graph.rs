@@ -874,8 +874,10 @@ impl Store {
     ) -> Result<EntityRecord, StoreError> {
         let target = target.to_string();
         self.write_in(ns, move |txn, ns| {
-            let t = must_find(txn.conn, ns, &target)?;
+            must_find(txn.conn, ns, &target)?;
             for source in sources.iter().filter(|s| **s != target) {
+                // Read the target again each time: the previous merge changed it.
+                let t = must_find(txn.conn, ns, &target)?;
                 let s = must_find(txn.conn, ns, source)?;
                 merge_into(txn, ns, &t, &s)?;
             }
