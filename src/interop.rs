@@ -21,16 +21,15 @@ use crate::app::AppState;
 use crate::config::Limits;
 use crate::error::OpError;
 use crate::model::Relation;
+// An import accepts exactly the names and types `create_entities` and
+// `create_relations` would.
+use crate::ops::graph::{MAX_NAME_BYTES, MAX_TYPE_BYTES};
 use crate::store::{NewEntity, Store, StoreError};
 
 /// Lines stored per write (each one savepoint of the import's one transaction).
 const IMPORT_BATCH: usize = 1000;
 /// Records read from the store per page while exporting.
 const EXPORT_PAGE: usize = 5000;
-/// The graph tools' bounds on names and types (`ops/graph.rs`): an import
-/// accepts exactly what `create_entities` and `create_relations` would.
-const MAX_NAME_BYTES: usize = 512;
-const MAX_TYPE_BYTES: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InteropError {

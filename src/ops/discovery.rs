@@ -187,7 +187,10 @@ pub struct EnableToolsetOutput {
 
 operation!(EnableToolset = "enable_toolset", EnableToolsetInput => EnableToolsetOutput, enable_toolset);
 
-async fn enable_toolset(cx: OpCtx, input: EnableToolsetInput) -> Result<EnableToolsetOutput, OpError> {
+async fn enable_toolset(
+    cx: OpCtx,
+    input: EnableToolsetInput,
+) -> Result<EnableToolsetOutput, OpError> {
     let cat = catalog();
     if cat.layer(&input.layer).is_none() {
         return Err(unknown_layer(&input.layer));
@@ -226,7 +229,10 @@ pub struct CallOperationOutput {
 
 operation!(CallOperation = "call_operation", CallOperationInput => CallOperationOutput, call_operation);
 
-async fn call_operation(cx: OpCtx, input: CallOperationInput) -> Result<CallOperationOutput, OpError> {
+async fn call_operation(
+    cx: OpCtx,
+    input: CallOperationInput,
+) -> Result<CallOperationOutput, OpError> {
     if input.name == CallOperation::NAME {
         return Err(OpError::invalid(
             "call_operation cannot call itself: name the operation you want directly",

@@ -6,9 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::listing::{Keyset, Offsets, Page, Window, check_batch, prepare_batch};
-use super::{
-    OpCtx, check_metadata, check_text, check_unit, normalize_tags, page_size,
-};
+use super::{OpCtx, check_metadata, check_text, check_unit, normalize_tags, page_size};
 use crate::error::OpError;
 use crate::model::{Event, RecordKind};
 use crate::search::{Matcher, SearchQuery};
@@ -126,7 +124,10 @@ pub struct RememberBatchOutput {
 
 operation!(RememberBatch = "episodic_remember_batch", RememberBatchInput => RememberBatchOutput, episodic_remember_batch);
 
-async fn episodic_remember_batch(cx: OpCtx, input: RememberBatchInput) -> Result<RememberBatchOutput, OpError> {
+async fn episodic_remember_batch(
+    cx: OpCtx,
+    input: RememberBatchInput,
+) -> Result<RememberBatchOutput, OpError> {
     let prepared = prepare_batch(&cx, "events", input.events, |item| item.prepare(&cx))?;
     let events = cx
         .app
@@ -192,12 +193,7 @@ async fn episodic_recall(cx: OpCtx, mut input: RecallInput) -> Result<RecallOutp
             tags: f.tags,
             min_weight: f.min_importance,
             offset: page.offset,
-            ..SearchQuery::new(
-                cx.namespace(),
-                vec![RecordKind::Event],
-                matcher,
-                page.limit,
-            )
+            ..SearchQuery::new(cx.namespace(), vec![RecordKind::Event], matcher, page.limit)
         })
         .await?;
     let ranked = searched.results.hits;
@@ -537,7 +533,10 @@ pub struct ForgetWhereOutput {
 
 operation!(ForgetWhere = "episodic_forget_where", ForgetWhereInput => ForgetWhereOutput, episodic_forget_where);
 
-async fn episodic_forget_where(cx: OpCtx, input: ForgetWhereInput) -> Result<ForgetWhereOutput, OpError> {
+async fn episodic_forget_where(
+    cx: OpCtx,
+    input: ForgetWhereInput,
+) -> Result<ForgetWhereOutput, OpError> {
     let mut f = filter(&cx, input.window, None)?;
     if let Some(m) = input.max_importance {
         check_unit("max_importance", m)?;

@@ -23,8 +23,10 @@ use crate::store::{NewEntity, NewRelation};
 use crate::timespec::TimeSpec;
 use serde_json::{Map, Value};
 
-const MAX_NAME_BYTES: usize = 512;
-const MAX_TYPE_BYTES: usize = 256;
+/// The longest entity name or relation end (bytes).
+pub(crate) const MAX_NAME_BYTES: usize = 512;
+/// The longest entity or relation type (bytes).
+pub(crate) const MAX_TYPE_BYTES: usize = 256;
 /// search_nodes returns this many entities unless asked for another `limit`.
 const DEFAULT_SEARCH_NODES: usize = 100;
 
@@ -166,7 +168,10 @@ pub struct RelationsOutput {
 
 operation!(CreateRelations = "create_relations", CreateRelationsInput => RelationsOutput, create_relations);
 
-async fn create_relations(cx: OpCtx, input: CreateRelationsInput) -> Result<RelationsOutput, OpError> {
+async fn create_relations(
+    cx: OpCtx,
+    input: CreateRelationsInput,
+) -> Result<RelationsOutput, OpError> {
     check_batch("relations", &input.relations, &cx)?;
     let mut relations = Vec::with_capacity(input.relations.len());
     for (i, r) in input.relations.into_iter().enumerate() {
@@ -235,7 +240,10 @@ pub struct ObservationsOutput {
 
 operation!(AddObservations = "add_observations", ObservationsInput => ObservationsOutput, add_observations);
 
-async fn add_observations(cx: OpCtx, input: ObservationsInput) -> Result<ObservationsOutput, OpError> {
+async fn add_observations(
+    cx: OpCtx,
+    input: ObservationsInput,
+) -> Result<ObservationsOutput, OpError> {
     check_batch("observations", &input.observations, &cx)?;
     let max = cx.limits().max_content_bytes;
     let mut additions = Vec::with_capacity(input.observations.len());
@@ -310,7 +318,10 @@ pub struct ObservationDeletion {
 
 operation!(DeleteObservations = "delete_observations", DeleteObservationsInput => DeletedOutput, delete_observations);
 
-async fn delete_observations(cx: OpCtx, input: DeleteObservationsInput) -> Result<DeletedOutput, OpError> {
+async fn delete_observations(
+    cx: OpCtx,
+    input: DeleteObservationsInput,
+) -> Result<DeletedOutput, OpError> {
     check_batch("deletions", &input.deletions, &cx)?;
     let deletions = input
         .deletions
@@ -436,7 +447,8 @@ async fn read_graph(cx: OpCtx, mut input: ReadGraphInput) -> Result<GraphOutput,
         // an imported file can have them), so the whole graph is read.
         relations.extend(store.dangling_relations(cx.namespace()).await?);
     }
-    let next_cursor = (more || cut).then(|| page.cursor_after(&cx, (seqs[kept - 1], String::new())));
+    let next_cursor =
+        (more || cut).then(|| page.cursor_after(&cx, (seqs[kept - 1], String::new())));
     let note = next_cursor.as_ref().map(|_| {
         format!(
             "The graph is larger than one answer ({kept} entities here). Call read_graph again with \
@@ -522,8 +534,7 @@ async fn search_nodes(cx: OpCtx, mut input: SearchNodesInput) -> Result<GraphOut
     relations.retain(|r| names.contains(&r.from) || names.contains(&r.to));
     let next_cursor = (more || kept < fetched).then(|| resumed.cursor_after(&cx, kept));
     let note = next_cursor.as_ref().map(|_| {
-        "More entities match: call search_nodes again with `cursor` set to next_cursor."
-            .to_string()
+        "More entities match: call search_nodes again with `cursor` set to next_cursor.".to_string()
     });
     Ok(GraphOutput {
         entities,

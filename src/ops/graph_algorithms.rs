@@ -12,6 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::graph::MAX_NAME_BYTES;
 use super::{OpCtx, check_text};
 use crate::error::OpError;
 use crate::graph::{Dir, EdgeFilter, PathBounds, Snapshot, deadline, groups};
@@ -68,7 +69,7 @@ fn node_out(s: &Snapshot, i: petgraph::graph::NodeIndex) -> NodeOut {
 }
 
 fn find(s: &Snapshot, field: &str, name: &str) -> Result<petgraph::graph::NodeIndex, OpError> {
-    check_text(field, name, 512)?;
+    check_text(field, name, MAX_NAME_BYTES)?;
     s.node(name).ok_or_else(|| {
         OpError::NotFound(format!(
             "there is no entity named {name:?} (`{field}`): names are case-sensitive; search_nodes finds existing ones"
@@ -490,7 +491,10 @@ pub struct CommunitiesOutput {
 
 operation!(Communities = "graph_communities", CommunitiesInput => CommunitiesOutput, graph_communities);
 
-async fn graph_communities(cx: OpCtx, input: CommunitiesInput) -> Result<CommunitiesOutput, OpError> {
+async fn graph_communities(
+    cx: OpCtx,
+    input: CommunitiesInput,
+) -> Result<CommunitiesOutput, OpError> {
     let min_size = bounded("min_size", input.min_size, 2, MAX_NODES)?;
     let limit = bounded("limit", input.limit, 20, 1000)?;
     let algorithm = input.algorithm;
@@ -545,8 +549,8 @@ pub struct RenameInput {
 operation!(RenameEntity = "graph_rename_entity", RenameInput => EntityOutput, graph_rename_entity);
 
 async fn graph_rename_entity(cx: OpCtx, input: RenameInput) -> Result<EntityOutput, OpError> {
-    check_text("name", &input.name, 512)?;
-    check_text("new_name", &input.new_name, 512)?;
+    check_text("name", &input.name, MAX_NAME_BYTES)?;
+    check_text("new_name", &input.new_name, MAX_NAME_BYTES)?;
     if input.name == input.new_name {
         return Err(OpError::invalid(
             "`new_name` is the current name: nothing to do",
@@ -572,14 +576,14 @@ pub struct MergeInput {
 operation!(MergeEntities = "graph_merge_entities", MergeInput => EntityOutput, graph_merge_entities);
 
 async fn graph_merge_entities(cx: OpCtx, input: MergeInput) -> Result<EntityOutput, OpError> {
-    check_text("target", &input.target, 512)?;
+    check_text("target", &input.target, MAX_NAME_BYTES)?;
     if input.sources.is_empty() {
         return Err(OpError::invalid(
             "`sources` is empty: name the entities to merge in",
         ));
     }
     for s in &input.sources {
-        check_text("sources[]", s, 512)?;
+        check_text("sources[]", s, MAX_NAME_BYTES)?;
     }
     let entity = cx
         .app
@@ -602,7 +606,7 @@ pub struct UpdateEntityInput {
 operation!(UpdateEntity = "graph_update_entity", UpdateEntityInput => EntityOutput, graph_update_entity);
 
 async fn graph_update_entity(cx: OpCtx, input: UpdateEntityInput) -> Result<EntityOutput, OpError> {
-    check_text("name", &input.name, 512)?;
+    check_text("name", &input.name, MAX_NAME_BYTES)?;
     if let Some(t) = &input.entity_type {
         check_text("entityType", t, 256)?;
     }

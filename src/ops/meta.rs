@@ -8,7 +8,6 @@ use crate::app::Health;
 use crate::error::OpError;
 use crate::resilience::cache::CacheStats;
 
-
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct NoInput {}
 

@@ -1,12 +1,16 @@
 //! Operations: one typed handler per catalog entry, one file per layer.
 //!
-//! Each operation is a type implementing [`Operation`]: its name, input type,
-//! output type and `run`. The [`registry`] erases the types so the pipeline can
-//! call any operation by name with JSON. Adding an operation touches its layer
-//! file, its catalog entry and its generated schema: nothing else.
+//! Each operation is a type implementing [`Operation`] (its name, input type,
+//! output type and the fn that runs it), declared in one line with
+//! `operation!`. The table below lists them by layer module; the [`registry`]
+//! erases their types so the pipeline can call any operation by name with JSON.
+//! Adding an operation: its types and fn in its layer file, its catalog entry,
+//! its name in the table, and `schemas/` regenerated (ARCHITECTURE.md, "Adding
+//! an operation / a layer").
 //!
-//! Must not: import rmcp or know about JSON-RPC; talk to sqlite or tantivy other
-//! than through `Store` and `SearchIndex`.
+//! Must not: import rmcp or know about JSON-RPC; name the pipeline (a nested
+//! call goes through `OpCtx::dispatch`); talk to sqlite or tantivy other than
+//! through `Store` and `AppState`.
 
 /// Declares an operation: its type, its name as the catalog lists it, its
 /// input and output types, and the async fn that runs it (`degraded`: its

@@ -364,7 +364,10 @@ pub struct HybridInput {
 
 operation!(SearchHybrid = "semantic_search_hybrid", HybridInput => SearchOutput, semantic_search_hybrid, degraded);
 
-async fn semantic_search_hybrid(cx: OpCtx, mut input: HybridInput) -> Result<SearchOutput, OpError> {
+async fn semantic_search_hybrid(
+    cx: OpCtx,
+    mut input: HybridInput,
+) -> Result<SearchOutput, OpError> {
     let w = input.weights.unwrap_or_default();
     w.check()?;
     let page = Offsets::start(&cx, &mut input, |i| &mut i.search.page)?;
@@ -533,7 +536,10 @@ pub struct MemorySearchOutput {
 
 operation!(MemorySearch = "memory_search", MemorySearchInput => MemorySearchOutput, memory_search, degraded);
 
-async fn memory_search(cx: OpCtx, mut input: MemorySearchInput) -> Result<MemorySearchOutput, OpError> {
+async fn memory_search(
+    cx: OpCtx,
+    mut input: MemorySearchInput,
+) -> Result<MemorySearchOutput, OpError> {
     let page = Offsets::start(&cx, &mut input, |i| &mut i.page)?;
     check_text("query", &input.query, cx.limits().max_query_bytes)?;
     let layers = input.layers.unwrap_or_else(|| Layer::ALL.to_vec());

@@ -107,7 +107,10 @@ pub struct StoreBatchOutput {
 
 operation!(StoreBatch = "semantic_store_batch", StoreBatchInput => StoreBatchOutput, semantic_store_batch);
 
-async fn semantic_store_batch(cx: OpCtx, input: StoreBatchInput) -> Result<StoreBatchOutput, OpError> {
+async fn semantic_store_batch(
+    cx: OpCtx,
+    input: StoreBatchInput,
+) -> Result<StoreBatchOutput, OpError> {
     let prepared = prepare_batch(&cx, "facts", input.facts, |item| item.prepare(&cx))?;
     let facts = cx
         .app

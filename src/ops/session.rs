@@ -9,7 +9,6 @@ use super::OpCtx;
 use crate::catalog::catalog;
 use crate::error::OpError;
 
-
 /// Longest scratch key, in bytes.
 const MAX_SCRATCH_KEY_BYTES: usize = 256;
 
@@ -122,7 +121,10 @@ pub struct ScratchSetOutput {
 
 operation!(ScratchSet = "session_scratch_set", ScratchSetInput => ScratchSetOutput, session_scratch_set);
 
-async fn session_scratch_set(cx: OpCtx, input: ScratchSetInput) -> Result<ScratchSetOutput, OpError> {
+async fn session_scratch_set(
+    cx: OpCtx,
+    input: ScratchSetInput,
+) -> Result<ScratchSetOutput, OpError> {
     check_key(&input.key)?;
     let limits = cx.limits();
     let text = serde_json::to_string(&input.value)
@@ -178,7 +180,10 @@ pub struct ScratchGetOutput {
 
 operation!(ScratchGet = "session_scratch_get", ScratchGetInput => ScratchGetOutput, session_scratch_get);
 
-async fn session_scratch_get(cx: OpCtx, input: ScratchGetInput) -> Result<ScratchGetOutput, OpError> {
+async fn session_scratch_get(
+    cx: OpCtx,
+    input: ScratchGetInput,
+) -> Result<ScratchGetOutput, OpError> {
     check_key(&input.key)?;
     let value = cx
         .session
@@ -214,7 +219,10 @@ pub struct ScratchListOutput {
 
 operation!(ScratchList = "session_scratch_list", ScratchListInput => ScratchListOutput, session_scratch_list);
 
-async fn session_scratch_list(cx: OpCtx, input: ScratchListInput) -> Result<ScratchListOutput, OpError> {
+async fn session_scratch_list(
+    cx: OpCtx,
+    input: ScratchListInput,
+) -> Result<ScratchListOutput, OpError> {
     let prefix = input.prefix.unwrap_or_default();
     let entries = cx
         .session
@@ -246,7 +254,10 @@ pub struct ScratchClearOutput {
 
 operation!(ScratchClear = "session_scratch_clear", ScratchClearInput => ScratchClearOutput, session_scratch_clear);
 
-async fn session_scratch_clear(cx: OpCtx, input: ScratchClearInput) -> Result<ScratchClearOutput, OpError> {
+async fn session_scratch_clear(
+    cx: OpCtx,
+    input: ScratchClearInput,
+) -> Result<ScratchClearOutput, OpError> {
     let mut scratch = cx.session.scratch();
     let before = scratch.len();
     match (input.keys, input.prefix) {
