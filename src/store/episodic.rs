@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use super::table::{Order, Query, Table, Tags, counted, json, set, to_json};
 use super::writer::WriteTxn;
 use super::{Searchable, Store, StoreError, text_doc};
-use crate::model::{Event, Micros, RecordKind, micros_to_datetime, new_id};
+use crate::model::{Event, Micros, RecordKind, SearchDoc, micros_to_datetime, new_id};
 
 /// An event to store; defaults already applied and validated by the caller.
 #[derive(Debug, Clone)]
@@ -148,7 +148,19 @@ fn save(txn: &mut WriteTxn<'_>, namespace: &str, e: &Event) -> Result<(), StoreE
         e.session_id,
     ])?;
     TAGS.replace(txn.conn, &e.id, namespace, &e.tags, &[])?;
-    EVENTS.log_saved(txn, namespace, &e.id)
+    // The document from the event in hand, as `SEARCH` reads it from its row
+    // (`store::tests::live_changes_replay_and_rebuild_agree` keeps them equal).
+    let doc = SearchDoc {
+        kind: RecordKind::Event,
+        id: e.id.clone(),
+        namespace: namespace.to_string(),
+        text: e.content.clone(),
+        tags: e.tags.clone(),
+        time: e.occurred_at.timestamp_micros(),
+        weight: e.importance,
+        superseded: false,
+    };
+    txn.log_change(namespace, RecordKind::Event, &e.id, Some(doc))
 }
 
 impl Store {

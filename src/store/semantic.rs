@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::table::{Order, Query, Table, Tags, counted, json, set, to_json};
 use super::writer::WriteTxn;
 use super::{Searchable, Store, StoreError, text_doc};
-use crate::model::{Fact, Micros, RecordKind, micros_to_datetime, new_id};
+use crate::model::{Fact, Micros, RecordKind, SearchDoc, micros_to_datetime, new_id};
 
 /// A fact to store; defaults already applied and validated by the caller.
 #[derive(Debug, Clone)]
@@ -151,7 +151,19 @@ fn save(txn: &mut WriteTxn<'_>, namespace: &str, f: &Fact) -> Result<(), StoreEr
     ])?;
     let current = SqlValue::from(f.superseded_by.is_none());
     TAGS.replace(txn.conn, &f.id, namespace, &f.tags, &[current])?;
-    FACTS.log_saved(txn, namespace, &f.id)
+    // The document from the fact in hand, as `SEARCH` reads it from its row
+    // (`store::tests::live_changes_replay_and_rebuild_agree` keeps them equal).
+    let doc = SearchDoc {
+        kind: RecordKind::Fact,
+        id: f.id.clone(),
+        namespace: namespace.to_string(),
+        text: f.content.clone(),
+        tags: f.tags.clone(),
+        time: f.valid_from.timestamp_micros(),
+        weight: f.confidence,
+        superseded: f.superseded_by.is_some(),
+    };
+    txn.log_change(namespace, RecordKind::Fact, &f.id, Some(doc))
 }
 
 fn build(new: NewFact, session_id: &str, now: Micros) -> Fact {
