@@ -62,6 +62,9 @@ pub struct OperationSpec {
     /// records run behind the store's circuit breaker.
     #[serde(default)]
     pub writes: Vec<RecordKind>,
+    /// A read whose answer depends on the clock (what is due now): never cached.
+    #[serde(default)]
+    pub uncached: bool,
     pub annotations: Annotations,
     /// Profiles (`core`, `compat`) that include this operation.
     #[serde(default)]
@@ -99,7 +102,7 @@ impl OperationSpec {
 
     /// Whether answers may be served from the query cache.
     pub fn cacheable(&self) -> bool {
-        self.kind == Kind::Read && !self.reads.is_empty()
+        self.kind == Kind::Read && !self.reads.is_empty() && !self.uncached
     }
 }
 

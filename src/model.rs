@@ -111,6 +111,211 @@ pub struct Relation {
     pub relation_type: String,
 }
 
+/// A procedure: how to do something, step by step, and how well it has worked.
+/// Updating it writes a new version; older versions stay readable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Procedure {
+    /// Time-ordered unique id (UUIDv7).
+    pub id: String,
+    #[serde(flatten)]
+    pub current: ProcedureVersion,
+    /// When its first version was stored.
+    pub created_at: DateTime<Utc>,
+    /// How its runs went, over all versions.
+    pub track_record: TrackRecord,
+}
+
+/// One version of a procedure, as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ProcedureVersion {
+    /// 1 for the first version; each update adds one.
+    pub version: u32,
+    /// Unique within the namespace, e.g. "deploy-web".
+    pub name: String,
+    /// What it achieves and when to use it.
+    pub goal: String,
+    /// The steps, in order.
+    pub steps: Vec<String>,
+    /// What must hold before starting.
+    pub preconditions: Vec<String>,
+    /// Labels for filtering, lower-cased.
+    pub tags: Vec<String>,
+    /// Free-form JSON object supplied by the agent.
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// When this version was written.
+    pub updated_at: DateTime<Utc>,
+    /// The MCP session that wrote this version.
+    pub session_id: String,
+}
+
+/// A procedure's runs so far.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TrackRecord {
+    pub runs: u64,
+    pub successes: u64,
+    pub partials: u64,
+    pub failures: u64,
+    /// (successes + partials / 2) / runs; absent before the first run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub success_rate: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_run_at: Option<DateTime<Utc>>,
+}
+
+/// How one run of a procedure went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Success,
+    Partial,
+    Failure,
+}
+
+/// One recorded run of a procedure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Execution {
+    pub id: String,
+    pub procedure_id: String,
+    /// The version that was followed.
+    pub version: u32,
+    pub outcome: Outcome,
+    /// How long it took, in milliseconds, if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// What happened: why it failed, what was learned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    pub at: DateTime<Utc>,
+    /// The MCP session that ran it.
+    pub session_id: String,
+}
+
+/// A task or goal the agent must see to later. Sub-tasks name their parent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Task {
+    /// Time-ordered unique id (UUIDv7).
+    pub id: String,
+    pub title: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    pub status: TaskStatus,
+    pub priority: Priority,
+    /// When it is due (UTC), if it has a deadline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<DateTime<Utc>>,
+    /// Labels for filtering, lower-cased.
+    pub tags: Vec<String>,
+    /// The task or goal this one is part of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<String>,
+    /// Free-form JSON object supplied by the agent.
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// When it was completed or cancelled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<DateTime<Utc>>,
+    /// The MCP session that created it.
+    pub session_id: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    Open,
+    Done,
+    Cancelled,
+}
+
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    Low,
+    #[default]
+    Normal,
+    High,
+    Urgent,
+}
+
+/// A reminder: a message for the agent, fired once by the first write that
+/// matches its condition, or by its time passing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Trigger {
+    pub id: String,
+    /// What to remind the agent of.
+    pub message: String,
+    /// What fires it: exactly one of `query`, `tag`, `at`.
+    pub when: TriggerCondition,
+    /// The task it reminds of, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    pub status: TriggerStatus,
+    pub created_at: DateTime<Utc>,
+    /// When it fired.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fired_at: Option<DateTime<Utc>>,
+    /// The record whose write fired it (absent for a time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fired_by: Option<RecordRef>,
+    /// The MCP session that set it.
+    pub session_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TriggerCondition {
+    /// A stored record matching these words (as a search would).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// A stored record carrying this tag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// This time passing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at: Option<DateTime<Utc>>,
+    /// The kinds of record whose writes are watched (query and tag).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<RecordKind>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TriggerStatus {
+    /// Waiting for its condition.
+    Armed,
+    Fired,
+}
+
+/// A record named by kind and id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RecordRef {
+    pub kind: RecordKind,
+    pub id: String,
+}
+
+/// One audited write: who changed which records, when, with what operation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AuditEntry {
+    /// Increases with every audited write.
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    /// The operation (tool) that wrote, or the command ("engram import").
+    pub operation: String,
+    /// The MCP session that called it (empty for the command line).
+    pub session_id: String,
+    /// The records it stored, changed or deleted.
+    pub records: Vec<AuditedRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AuditedRecord {
+    pub kind: RecordKind,
+    pub id: String,
+    /// "upsert" (stored or changed) or "delete".
+    pub change: String,
+}
+
 /// Which kind of record a change or a search document is about. Every write
 /// logs a change of each record it touches; derived views (the search index,
 /// the query cache, graph snapshots, resource subscriptions) learn of writes
@@ -124,14 +329,23 @@ pub enum RecordKind {
     /// A graph edge. Not searched on its own: relations are read with their
     /// entities, so its changes only invalidate.
     Relation,
+    /// A procedure: how to do something, with its versions and track record.
+    Procedure,
+    /// A task or goal the agent must see to later.
+    Task,
+    /// A reminder waiting for a write or a time. Not searched.
+    Trigger,
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 4] = [
+    pub const ALL: [RecordKind; 7] = [
         RecordKind::Event,
         RecordKind::Fact,
         RecordKind::Entity,
         RecordKind::Relation,
+        RecordKind::Procedure,
+        RecordKind::Task,
+        RecordKind::Trigger,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -140,6 +354,9 @@ impl RecordKind {
             RecordKind::Fact => "fact",
             RecordKind::Entity => "entity",
             RecordKind::Relation => "relation",
+            RecordKind::Procedure => "procedure",
+            RecordKind::Task => "task",
+            RecordKind::Trigger => "trigger",
         }
     }
 
@@ -153,12 +370,23 @@ impl RecordKind {
             RecordKind::Event => "episodic",
             RecordKind::Fact => "semantic",
             RecordKind::Entity | RecordKind::Relation => "graph",
+            RecordKind::Procedure => "procedural",
+            RecordKind::Task | RecordKind::Trigger => "prospective",
         }
+    }
+
+    /// Whether reminders can watch writes of this kind: the records an agent
+    /// stores as memories (the graph tools keep the reference server's shapes).
+    pub fn watchable(self) -> bool {
+        matches!(
+            self,
+            RecordKind::Event | RecordKind::Fact | RecordKind::Procedure
+        )
     }
 
     /// Whether records of this kind have search documents.
     pub fn searchable(self) -> bool {
-        self != RecordKind::Relation
+        !matches!(self, RecordKind::Relation | RecordKind::Trigger)
     }
 
     /// The name of this kind's records in one namespace: what a change of

@@ -53,6 +53,9 @@ fn parse_unbounded(input: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Str
         "yesterday" => {
             return midnight(now.date_naive() - chrono::Days::new(1)).ok_or_else(|| bad(input));
         }
+        "tomorrow" => {
+            return midnight(now.date_naive() + chrono::Days::new(1)).ok_or_else(|| bad(input));
+        }
         _ => {}
     }
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
@@ -61,12 +64,19 @@ fn parse_unbounded(input: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Str
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         return midnight(d).ok_or_else(|| bad(input));
     }
-    let rel = lower
-        .strip_suffix("ago")
-        .map(str::trim)
-        .or_else(|| lower.strip_prefix('-'))
-        .unwrap_or(&lower)
-        .replace(' ', "");
+    // "in 2h" is ahead of now; "2h ago", "-2h" and a bare "2h" are before it.
+    let (ahead, rel) = match lower.strip_prefix("in ") {
+        Some(rest) => (true, rest),
+        None => (
+            false,
+            lower
+                .strip_suffix("ago")
+                .map(str::trim)
+                .or_else(|| lower.strip_prefix('-'))
+                .unwrap_or(&lower),
+        ),
+    };
+    let rel = rel.replace(' ', "");
     let split = rel.find(|c: char| !c.is_ascii_digit()).unwrap_or(rel.len());
     let (num, unit) = rel.split_at(split);
     let n: i64 = num.parse().map_err(|_| bad(input))?;
@@ -78,17 +88,20 @@ fn parse_unbounded(input: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Str
         "w" | "week" | "weeks" => 7 * 86_400,
         _ => return Err(bad(input)),
     };
-    n.checked_mul(secs)
-        .and_then(chrono::Duration::try_seconds)
-        .and_then(|d| now.checked_sub_signed(d))
-        .ok_or_else(|| bad(input))
+    let offset = n.checked_mul(secs).and_then(chrono::Duration::try_seconds);
+    let shift = if ahead {
+        DateTime::checked_add_signed
+    } else {
+        DateTime::checked_sub_signed
+    };
+    offset.and_then(|d| shift(now, d)).ok_or_else(|| bad(input))
 }
 
 fn bad(input: &str) -> String {
     let input = crate::error::truncate_chars(input, MAX_TIME_CHARS);
     format!(
         "cannot read time {input:?}: use RFC 3339 (2026-11-24T09:30:00Z), a date (2026-11-24), \
-         now, today, yesterday, or an offset such as '2h ago', '30m', '7d'"
+         now, today, yesterday, tomorrow, or an offset such as '2h ago', '30m', '7d', 'in 2h'"
     )
 }
 
@@ -114,7 +127,7 @@ impl JsonSchema for TimeSpec {
         json_schema!({
             "type": "string",
             "maxLength": MAX_TIME_CHARS,
-            "description": "A time: RFC 3339 ('2026-11-24T09:30:00Z'), a date ('2026-11-24'), 'now', 'today', 'yesterday', or an offset before now ('2h ago', '30m', '7d')."
+            "description": "A time: RFC 3339, a date (2026-11-24), 'now', 'today', 'yesterday', 'tomorrow', or an offset ('2h ago', '7d', 'in 2h')."
         })
     }
 }
@@ -141,6 +154,9 @@ mod tests {
         assert_eq!(t("-30m"), "2026-11-24T11:30:00+00:00");
         assert_eq!(t("7d"), "2026-11-17T12:00:00+00:00");
         assert_eq!(t("1 week ago"), "2026-11-17T12:00:00+00:00");
+        assert_eq!(t("tomorrow"), "2026-11-25T00:00:00+00:00");
+        assert_eq!(t("in 2h"), "2026-11-24T14:00:00+00:00");
+        assert_eq!(t("in 2 days"), "2026-11-26T12:00:00+00:00");
     }
 
     #[test]
@@ -160,6 +176,8 @@ mod tests {
             "-9223372036854775808s",
             "99999999999w ago",
             "5000000d",
+            "in 5000000d",
+            "in 9223372036854775807s",
             "+10000-01-01T00:00:00Z",
         ] {
             assert!(at(s).is_err(), "{s}");

@@ -382,6 +382,76 @@ async fn every_answer_matches_its_published_output_schema() {
     )
     .await;
 
+    // ---- procedural, prospective, meta: empty answers, then full ones ----
+    #[rustfmt::skip]
+    let steps = vec![
+        ("procedural_list", json!({})),
+        ("procedural_search", json!({"query": "deploy"})),
+        ("procedural_suggest", json!({"task": "deploy the api"})),
+        ("prospective_list", json!({})),
+        ("prospective_due", json!({})),
+        ("prospective_triggers", json!({})),
+        ("meta_audit", json!({"operation": "nothing_wrote_this"})),
+    ];
+    w.steps(steps).await;
+    let stored = w
+        .ok("procedural_store", json!({"name": "deploy-api", "goal": "Deploy the api", "steps": ["build", "ship"], "metadata": {"owner": "ops"}}))
+        .await;
+    w.keep("procedure", &stored["procedure"]["id"]);
+    let goal = w
+        .ok("prospective_create", json!({"title": "Ship v2", "due_at": "2020-01-01T00:00:00Z", "priority": "urgent", "tags": ["release"]}))
+        .await;
+    w.keep("goal", &goal["task"]["id"]);
+    let sub = w
+        .ok(
+            "prospective_create",
+            json!({"title": "Write notes", "parent_id": "$goal", "notes": "n"}),
+        )
+        .await;
+    w.keep("sub", &sub["task"]["id"]);
+    let trigger = w
+        .ok(
+            "prospective_trigger_set",
+            json!({"message": "deploys!", "query": "deploy api", "kinds": ["event", "procedure"]}),
+        )
+        .await;
+    w.keep("trigger", &trigger["trigger"]["id"]);
+    w.ok(
+        "prospective_trigger_set",
+        json!({"message": "later", "at": "in 1h", "task_id": "$goal"}),
+    )
+    .await;
+    #[rustfmt::skip]
+    let steps = vec![
+        ("procedural_update", json!({"id": "$procedure", "steps": ["build", "test", "ship"], "tags": ["api"]})),
+        ("procedural_record_execution", json!({"id": "$procedure", "outcome": "partial", "duration_ms": 30, "notes": "slow"})),
+        ("procedural_get", json!({"id": "$procedure", "version": 1})),
+        ("procedural_get", json!({"id": "deploy-api"})),
+        ("procedural_versions", json!({"id": "$procedure"})),
+        ("procedural_stats", json!({"id": "$procedure"})),
+        ("procedural_list", json!({"tags": ["api"], "limit": 1})),
+        ("procedural_search", json!({"query": "deploy", "max_chars": 500})),
+        ("procedural_suggest", json!({"task": "deploy the api", "limit": 3})),
+        ("prospective_get", json!({"id": "$goal"})),
+        ("prospective_update", json!({"id": "$sub", "notes": null, "due_at": "tomorrow", "priority": "low"})),
+        ("prospective_list", json!({"parent_id": "$goal"})),
+        ("prospective_due", json!({"before": "in 3 days", "limit": 1})),
+        ("episodic_remember", json!({"content": "deploy api finished"})),
+        ("prospective_triggers", json!({"status": "fired"})),
+        ("prospective_due", json!({})),
+        ("prospective_complete", json!({"id": "$sub", "note": "done"})),
+        ("prospective_cancel", json!({"id": "$goal", "note": "dropped"})),
+        ("prospective_delete", json!({"ids": ["$trigger", "0190f0f0-0000-7000-8000-000000000000"]})),
+        ("meta_stats", json!({})),
+        ("meta_stats", json!({"all_namespaces": true})),
+        ("meta_namespaces", json!({})),
+        ("meta_audit", json!({"limit": 2})),
+        ("meta_audit", json!({"record_id": "$procedure", "since": "1h ago"})),
+        ("meta_reindex", json!({})),
+        ("procedural_delete", json!({"ids": ["deploy-api", "ghost"]})),
+    ];
+    w.steps(steps).await;
+
     // ---- deletions with missing ids ----
     #[rustfmt::skip]
     let steps = vec![

@@ -245,6 +245,40 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// Rebuilds the search index from the store now, while engram keeps
+    /// answering (searches take the store scan meanwhile); returns the records
+    /// indexed. Refused while another rebuild runs.
+    pub async fn reindex(&self) -> Result<usize, OpError> {
+        let inner = &self.0;
+        if inner
+            .rebuilding
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(OpError::Conflict(
+                "the search index is being rebuilt already: wait for it (meta_health shows                  `rebuilding_index`), then search"
+                    .into(),
+            ));
+        }
+        tracing::info!("rebuilding the search index on request");
+        let outcome = inner.search.rebuild(&inner.store).await;
+        inner.rebuilding.store(false, Ordering::Release);
+        match outcome {
+            Ok(n) => {
+                inner.breakers.search.success();
+                Ok(n)
+            }
+            Err(e) => {
+                inner.rebuild_wanted.notify_one();
+                Err(OpError::Unavailable(format!(
+                    "the rebuild failed ({e}); engram retries it in the background"
+                )))
+            }
+        }
+    }
+}
+
 /// Rebuilds the search index from the store (the maintenance task calls this
 /// when the search breaker asks); searches take the store scan meanwhile. A
 /// failed rebuild is retried after the breaker's open time.

@@ -162,7 +162,8 @@ impl AppState {
         ));
         let written = tokio::sync::broadcast::channel(WRITTEN_BACKLOG).0;
         let listener = derived_views(search.change_listener(), cache.clone(), written.clone());
-        let store = Store::open(&config, listener)?;
+        let store =
+            Store::open(&config, listener)?.match_with(Arc::new(crate::search::matches_words));
         // An index ahead of the store (the store was restored from a backup) holds
         // records the store does not: rebuild it rather than replay.
         let head = store.last_change().await?;

@@ -62,7 +62,9 @@ layers! {
     search => [Search, SearchPhrase, SearchPrefix, SearchFuzzy, SearchBoolean, SearchHybrid, Similar, MemorySearch],
     graph => [CreateEntities, CreateRelations, AddObservations, DeleteEntities, DeleteObservations, DeleteRelations, ReadGraph, SearchNodes, OpenNodes],
     graph_algorithms => [Neighbors, ShortestPath, AllPaths, Subgraph, Centrality, Communities, RenameEntity, MergeEntities, UpdateEntity, Stats],
-    meta => [HealthOp, CacheStatsOp],
+    procedural => [StoreProcedure, Get, Update, Delete, List, Search, RecordExecution, Suggest, Versions, Stats],
+    prospective => [Create, Get, Update, Complete, Cancel, Delete, List, Due, TriggerSet, Triggers],
+    meta => [HealthOp, CacheStatsOp, Stats, Namespaces, Reindex, Audit],
     session => [Open, Info, ScratchSet, ScratchGet, ScratchList, ScratchClear],
 }
 

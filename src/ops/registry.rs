@@ -12,6 +12,7 @@ use serde_json::Value;
 use super::schema::{Checker, input_schema_of, output_schema_of, truncate_chars};
 use super::{Answer, OpCtx, Operation};
 use crate::error::OpError;
+use crate::store::attributed;
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -29,7 +30,7 @@ impl Entry {
         Entry {
             name: O::NAME,
             input_schema: input_schema_of::<O::Input>,
-            output_schema: output_schema_of::<O::Output>,
+            output_schema: output_schema::<O>,
             call: call::<O>,
             input_check: OnceLock::new(),
             output_check: OnceLock::new(),
@@ -124,12 +125,55 @@ pub fn registry() -> &'static Registry {
 fn call<O: Operation>(cx: OpCtx, args: Value) -> BoxFuture<Result<Answer, OpError>> {
     Box::pin(async move {
         let input = decode_args::<O::Input>(O::NAME, args)?;
-        let output = O::run(cx, input).await?;
+        let session_id = cx.session.id.clone();
+        let (output, fired) = attributed(O::NAME, &session_id, O::run(cx, input)).await;
+        let output = output?;
         let degraded = O::degraded(&output);
-        let value = serde_json::to_value(output)
-            .map_err(|e| OpError::Internal(format!("cannot encode the answer: {e}")))?;
+        let encode =
+            |e: serde_json::Error| OpError::Internal(format!("cannot encode the answer: {e}"));
+        let mut value = serde_json::to_value(output).map_err(encode)?;
+        if let (false, Value::Object(fields)) = (fired.is_empty(), &mut value) {
+            let reminders = serde_json::to_value(fired).map_err(encode)?;
+            fields.insert("reminders".into(), reminders);
+        }
         Ok(Answer { value, degraded })
     })
+}
+
+/// What a write's answer adds when it fired reminders. (Only the schema: the
+/// items are `Trigger`s, described once, in prospective_triggers' schema, to
+/// keep every write tool's listing short.)
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)]
+struct Reminders {
+    /// Reminders this write fired (set with prospective_trigger_set), shaped as
+    /// prospective_triggers lists them: act on them now.
+    #[schemars(default)]
+    reminders: Vec<serde_json::Map<String, Value>>,
+}
+
+/// The output schema of `O`: its output type's, and for an operation that
+/// writes records reminders watch, the `reminders` its answer may carry.
+fn output_schema<O: Operation>() -> Value {
+    let mut schema = output_schema_of::<O::Output>();
+    let writes = crate::catalog::catalog()
+        .get(O::NAME)
+        .is_some_and(|spec| spec.writes.iter().any(|k| k.watchable()));
+    if writes {
+        let extra = output_schema_of::<Reminders>();
+        for key in ["properties", "$defs"] {
+            if let Some(Value::Object(more)) = extra.get(key) {
+                let into = schema.as_object_mut().map(|s| {
+                    s.entry(key)
+                        .or_insert_with(|| Value::Object(Default::default()))
+                });
+                if let Some(Value::Object(into)) = into {
+                    into.extend(more.clone());
+                }
+            }
+        }
+    }
+    schema
 }
 
 /// Decodes arguments (already checked against the input schema), naming the

@@ -138,6 +138,45 @@ async fn search_facts(
     })
 }
 
+/// Records of one kind found by a ranked search, best first, with their scores.
+pub(super) struct Ranked<T> {
+    pub hits: Vec<(f32, T)>,
+    /// More hits exist past this page.
+    pub more: bool,
+    pub degraded: bool,
+}
+
+/// Runs `query` through the search breaker and loads the records behind its
+/// hits with `load` (a record deleted since it was indexed drops out).
+pub(super) async fn search_records<T, Fut>(
+    cx: &OpCtx,
+    query: SearchQuery,
+    load: impl FnOnce(Vec<String>) -> Fut,
+    id_of: fn(&T) -> &str,
+) -> Result<Ranked<T>, OpError>
+where
+    Fut: Future<Output = Result<Vec<T>, crate::store::StoreError>>,
+{
+    let searched = cx.app.search(query).await?;
+    let ids = searched.results.hits.iter().map(|h| h.id.clone()).collect();
+    let mut by_id: HashMap<String, T> = load(ids)
+        .await?
+        .into_iter()
+        .map(|r| (id_of(&r).to_string(), r))
+        .collect();
+    let hits = searched
+        .results
+        .hits
+        .into_iter()
+        .filter_map(|h| by_id.remove(&h.id).map(|r| (h.score, r)))
+        .collect();
+    Ok(Ranked {
+        hits,
+        more: searched.results.has_more,
+        degraded: searched.degraded,
+    })
+}
+
 /// The answer to one page of a fact search.
 fn answer(cx: &OpCtx, page: Offsets, found: Found) -> SearchOutput {
     let paged = page.finish(cx, found.hits, found.more);
@@ -479,10 +518,20 @@ pub enum Layer {
     Semantic,
     /// Knowledge-graph entities: their names, types and observations.
     Graph,
+    /// Procedures: names, goals and steps.
+    Procedural,
+    /// Tasks: titles and notes.
+    Prospective,
 }
 
 impl Layer {
-    const ALL: [Layer; 3] = [Layer::Episodic, Layer::Semantic, Layer::Graph];
+    const ALL: [Layer; 5] = [
+        Layer::Episodic,
+        Layer::Semantic,
+        Layer::Graph,
+        Layer::Procedural,
+        Layer::Prospective,
+    ];
 
     /// The searchable kind of record the layer holds.
     fn kind(self) -> RecordKind {
@@ -490,6 +539,8 @@ impl Layer {
             Layer::Episodic => RecordKind::Event,
             Layer::Semantic => RecordKind::Fact,
             Layer::Graph => RecordKind::Entity,
+            Layer::Procedural => RecordKind::Procedure,
+            Layer::Prospective => RecordKind::Task,
         }
     }
 }
@@ -516,9 +567,11 @@ pub struct MemoryHit {
     /// The matching part, matched words marked with **…**.
     pub snippet: String,
     pub tags: Vec<String>,
-    /// Events: when it happened. Facts: since when it holds.
+    /// Events: when it happened. Facts: since when it holds. Procedures: when
+    /// last written. Tasks: when due (else created).
     pub time: chrono::DateTime<chrono::Utc>,
-    /// Events: importance. Facts: confidence.
+    /// Events: importance. Facts: confidence. Procedures: smoothed success.
+    /// Tasks: priority (low 0 to urgent 1).
     pub weight: f64,
 }
 
@@ -642,6 +695,29 @@ async fn shown(
             weight: 0.5,
         };
         records.insert(id, shown);
+    }
+    for p in store.get_procedures(ns, ids_of(RecordKind::Procedure)).await? {
+        let v = p.current;
+        let shown = Shown {
+            layer: Layer::Procedural,
+            id: p.id.clone(),
+            text: format!("{}: {}\n{}", v.name, v.goal, v.steps.join("\n")),
+            tags: v.tags,
+            time: v.updated_at.timestamp_micros(),
+            weight: crate::store::smoothed_success(&p.track_record),
+        };
+        records.insert(p.id, shown);
+    }
+    for t in store.get_tasks(ns, ids_of(RecordKind::Task)).await? {
+        let shown = Shown {
+            layer: Layer::Prospective,
+            id: t.id.clone(),
+            text: format!("{}\n{}", t.title, t.notes.unwrap_or_default()),
+            tags: t.tags,
+            time: t.due_at.unwrap_or(t.created_at).timestamp_micros(),
+            weight: t.priority as u8 as f64 / crate::model::Priority::Urgent as u8 as f64,
+        };
+        records.insert(t.id, shown);
     }
     // Snippets read whole texts (up to 64 KB each): off the runtime's threads.
     off_runtime(move || {

@@ -340,6 +340,12 @@ impl SearchIndex {
         self.indexer.shutdown();
     }
 
+    /// Documents committed to the index (every namespace; the overlay's
+    /// uncommitted changes not counted).
+    pub fn committed_documents(&self) -> u64 {
+        self.shared.live().reader.searcher().num_docs()
+    }
+
     pub fn stats(&self) -> IndexStats {
         self.indexer.stats()
     }
@@ -426,6 +432,15 @@ pub fn search_scanned(q: &SearchQuery, docs: Vec<SearchDoc>) -> SearchResults {
         })
         .collect();
     page(&mut hits, q)
+}
+
+/// Whether `query` (natural words, as `Matcher::words` reads them) matches
+/// one document by the same rules a search uses: how reminders watch writes.
+pub fn matches_words(query: &str, doc: &SearchDoc) -> bool {
+    let Some(matcher) = Matcher::words(query) else {
+        return false;
+    };
+    query::matches(&matcher, &PreparedDoc::new(doc.clone()), &mut Vec::new())
 }
 
 /// Sorts by score (ties: newest id first) and cuts out the requested page.

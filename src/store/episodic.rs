@@ -71,7 +71,7 @@ impl EventPatch {
     }
 }
 
-static EVENTS: Table<Event> = Table {
+pub(super) static EVENTS: Table<Event> = Table {
     name: "events",
     alias: "e",
     columns: "e.id, e.content, e.tags, e.importance, e.occurred_at, e.created_at, \
@@ -125,7 +125,7 @@ fn build(new: NewEvent, session_id: &str, now: Micros) -> Event {
 
 /// Writes the whole event (a new one, or the changed fields of one stored),
 /// its tags, and the change.
-fn save(txn: &mut WriteTxn<'_>, namespace: &str, e: &Event) -> Result<(), StoreError> {
+pub(super) fn save(txn: &mut WriteTxn<'_>, namespace: &str, e: &Event) -> Result<(), StoreError> {
     let mut stmt = txn.conn.prepare_cached(
         "INSERT INTO events (id, namespace, content, tags, importance, occurred_at,
                              created_at, updated_at, metadata, session_id)

@@ -38,7 +38,7 @@ pub struct NewRelation {
 }
 
 /// An entity with everything engram keeps about it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct EntityRecord {
     pub id: String,
     pub name: String,
@@ -48,6 +48,20 @@ pub struct EntityRecord {
     pub properties: Map<String, Value>,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A relation with everything engram keeps about it (an export's record).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RelationRecord {
+    #[serde(flatten)]
+    pub relation: Relation,
+    #[serde(default)]
+    pub properties: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_from: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_to: Option<chrono::DateTime<chrono::Utc>>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// One edge of a graph snapshot.
@@ -356,6 +370,114 @@ fn record(conn: &Connection, e: EntityRow) -> Result<EntityRecord, StoreError> {
         name: e.name,
         entity_type: e.entity_type,
     })
+}
+
+/// Entities of the namespace after position `after`, whole, in the order
+/// stored, with their positions: an export's pages.
+pub(super) fn export_entities(
+    conn: &Connection,
+    ns: &str,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<(i64, EntityRecord)>, StoreError> {
+    let rows = entities_since(ns, after, Vec::new(), limit).rows(conn, entity_row)?;
+    rows.into_iter()
+        .map(|e| Ok((e.seq, record(conn, e)?)))
+        .collect()
+}
+
+/// Relations of the namespace after position `after`, whole, in the order stored.
+pub(super) fn export_relations(
+    conn: &Connection,
+    ns: &str,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<(i64, RelationRecord)>, StoreError> {
+    let mut q = Query::new(
+        "SELECT seq, from_name, to_name, relation_type, properties, valid_from, valid_to, created_at
+         FROM relations WHERE namespace = ?",
+        [ns.to_string().into()],
+    );
+    q.and("seq > ?", after)
+        .push(" ORDER BY seq", [])
+        .limit(limit);
+    q.rows(conn, |r| {
+        let (seq, relation) = relation_row(r)?;
+        let at = |i| {
+            r.get::<_, Option<i64>>(i)
+                .map(|t| t.map(micros_to_datetime))
+        };
+        Ok((
+            seq,
+            RelationRecord {
+                relation,
+                properties: from_json(&r.get::<_, String>(4)?)?,
+                valid_from: at(5)?,
+                valid_to: at(6)?,
+                created_at: micros_to_datetime(r.get(7)?),
+            },
+        ))
+    })
+}
+
+/// Stores an exported entity as it was (id, times, properties, observations)
+/// unless the namespace has one of that name; whether it did.
+pub(super) fn import_entity(
+    txn: &mut WriteTxn<'_>,
+    ns: &str,
+    e: &EntityRecord,
+) -> Result<bool, StoreError> {
+    if find(txn.conn, ns, &e.name)?.is_some() {
+        return Ok(false);
+    }
+    txn.conn
+        .prepare_cached(
+            "INSERT INTO entities (id, namespace, name, entity_type, properties, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(rusqlite::params![
+            e.id,
+            ns,
+            e.name,
+            e.entity_type,
+            to_json(&e.properties),
+            e.created_at.timestamp_micros(),
+            e.updated_at.timestamp_micros(),
+        ])?;
+    insert_observations(txn, &e.id, &e.observations)?;
+    ENTITIES.log_saved(txn, ns, &e.id)?;
+    Ok(true)
+}
+
+/// Stores an exported relation as it was unless the namespace has it; whether it did.
+pub(super) fn import_relation(
+    txn: &mut WriteTxn<'_>,
+    ns: &str,
+    r: &RelationRecord,
+) -> Result<bool, StoreError> {
+    let micros = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.timestamp_micros());
+    let created = txn
+        .conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO relations (namespace, from_name, to_name, relation_type,
+                                              properties, valid_from, valid_to, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(rusqlite::params![
+            ns,
+            r.relation.from,
+            r.relation.to,
+            r.relation.relation_type,
+            to_json(&r.properties),
+            micros(r.valid_from),
+            micros(r.valid_to),
+            r.created_at.timestamp_micros(),
+        ])?
+        == 1;
+    if created {
+        relations_changed(txn, ns, [r.relation.from.as_str()])?;
+    }
+    Ok(created)
 }
 
 fn set_properties(

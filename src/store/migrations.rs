@@ -115,6 +115,98 @@ CREATE TABLE relations (
 CREATE INDEX relations_by_to ON relations (namespace, to_name);
 "#,
     ),
+    (
+        4,
+        "procedural and prospective memory, audit",
+        r#"
+CREATE TABLE procedures (
+    id            TEXT    PRIMARY KEY,
+    namespace     TEXT    NOT NULL,
+    name          TEXT    NOT NULL,
+    version       INTEGER NOT NULL,
+    body          TEXT    NOT NULL,
+    tags          TEXT    NOT NULL DEFAULT '[]',
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL,
+    runs          INTEGER NOT NULL DEFAULT 0,
+    successes     INTEGER NOT NULL DEFAULT 0,
+    partials      INTEGER NOT NULL DEFAULT 0,
+    failures      INTEGER NOT NULL DEFAULT 0,
+    last_run_at   INTEGER,
+    UNIQUE (namespace, name)
+);
+CREATE INDEX procedures_by_updated ON procedures (namespace, updated_at, id);
+CREATE TABLE procedure_tags (
+    procedure_id TEXT NOT NULL REFERENCES procedures (id) ON DELETE CASCADE,
+    namespace    TEXT NOT NULL,
+    tag          TEXT NOT NULL,
+    PRIMARY KEY (procedure_id, tag)
+);
+CREATE INDEX procedure_tags_by_tag ON procedure_tags (namespace, tag, procedure_id);
+CREATE TABLE procedure_versions (
+    procedure_id TEXT    NOT NULL REFERENCES procedures (id) ON DELETE CASCADE,
+    version      INTEGER NOT NULL,
+    body         TEXT    NOT NULL,
+    PRIMARY KEY (procedure_id, version)
+);
+CREATE TABLE procedure_runs (
+    id           TEXT    PRIMARY KEY,
+    procedure_id TEXT    NOT NULL REFERENCES procedures (id) ON DELETE CASCADE,
+    namespace    TEXT    NOT NULL,
+    version      INTEGER NOT NULL,
+    outcome      TEXT    NOT NULL,
+    duration_ms  INTEGER,
+    notes        TEXT,
+    at           INTEGER NOT NULL,
+    session_id   TEXT    NOT NULL
+);
+CREATE INDEX procedure_runs_in_order ON procedure_runs (procedure_id, at, id);
+CREATE TABLE tasks (
+    id          TEXT    PRIMARY KEY,
+    namespace   TEXT    NOT NULL,
+    title       TEXT    NOT NULL,
+    notes       TEXT,
+    status      TEXT    NOT NULL,
+    priority    INTEGER NOT NULL,
+    due_at      INTEGER,
+    tags        TEXT    NOT NULL DEFAULT '[]',
+    parent_id   TEXT,
+    metadata    TEXT    NOT NULL DEFAULT '{}',
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    closed_at   INTEGER,
+    session_id  TEXT    NOT NULL
+);
+CREATE INDEX tasks_by_created ON tasks (namespace, created_at, id);
+CREATE INDEX tasks_by_due ON tasks (namespace, status, due_at);
+CREATE INDEX tasks_by_parent ON tasks (parent_id);
+CREATE TABLE task_tags (
+    task_id   TEXT NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+    namespace TEXT NOT NULL,
+    tag       TEXT NOT NULL,
+    PRIMARY KEY (task_id, tag)
+);
+CREATE INDEX task_tags_by_tag ON task_tags (namespace, tag, task_id);
+CREATE TABLE triggers (
+    id          TEXT    PRIMARY KEY,
+    namespace   TEXT    NOT NULL,
+    body        TEXT    NOT NULL,
+    watching    INTEGER NOT NULL,
+    at          INTEGER,
+    created_at  INTEGER NOT NULL
+);
+CREATE INDEX triggers_watching ON triggers (namespace, watching);
+CREATE TABLE audit (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    namespace  TEXT    NOT NULL,
+    at         INTEGER NOT NULL,
+    operation  TEXT    NOT NULL,
+    session_id TEXT    NOT NULL,
+    records    TEXT    NOT NULL
+);
+CREATE INDEX audit_by_namespace ON audit (namespace, seq);
+"#,
+    ),
 ];
 
 fn checksum(sql: &str) -> String {

@@ -12,9 +12,14 @@
 //! writes only through the change listener, called with each committed batch's
 //! changes before any caller of that batch is answered.
 
+mod audit;
 mod episodic;
+mod export;
 mod graph;
+mod meta;
 mod migrations;
+mod procedural;
+mod prospective;
 mod reader;
 mod semantic;
 mod table;
@@ -30,8 +35,17 @@ use crate::config::{Config, Durability};
 use crate::model::{Change, RecordKind, SearchDoc};
 use writer::WriteTxn;
 
+pub use audit::{AuditFilter, attributed};
 pub use episodic::{EventFilter, EventPatch, NewEvent};
-pub use graph::{EdgeRow, EntityRecord, GraphCounts, GraphRows, NewEntity, NewRelation};
+pub use export::{EXPORT_ORDER, ExportPosition, Exported, Imported, ProcedureRecord};
+pub use graph::{
+    EdgeRow, EntityRecord, GraphCounts, GraphRows, NewEntity, NewRelation, RelationRecord,
+};
+pub use meta::KindCount;
+pub use procedural::{
+    NewExecution, NewProcedure, ProcedureFilter, ProcedurePatch, RunSummary, smoothed_success,
+};
+pub use prospective::{NewTask, TaskFilter, TaskPatch};
 pub use semantic::{FactFilter, FactPatch, NewFact};
 pub use table::Order;
 pub use writer::ChangeListener;
@@ -61,11 +75,16 @@ pub enum StoreError {
     Closed,
 }
 
+/// Whether a reminder's query (the agent's words) matches a stored record's
+/// search document, as a search would.
+pub type DocMatcher = Arc<dyn Fn(&str, &SearchDoc) -> bool + Send + Sync>;
+
 /// Cheap handle to the store; clone freely.
 #[derive(Clone)]
 pub struct Store {
     writer: writer::WriterHandle,
     readers: Arc<reader::ReadPool>,
+    matcher: DocMatcher,
 }
 
 impl Store {
@@ -78,7 +97,17 @@ impl Store {
         migrations::run(&mut conn)?;
         let writer = writer::WriterHandle::start(conn, listener, config.max_group_commit)?;
         let readers = Arc::new(reader::ReadPool::new(path, config.max_read_connections));
-        Ok(Store { writer, readers })
+        Ok(Store {
+            writer,
+            readers,
+            matcher: Arc::new(every_word),
+        })
+    }
+
+    /// The store with reminders' queries matched by `matcher` (the search
+    /// index's own evaluator) instead of plain word containment.
+    pub fn match_with(self, matcher: DocMatcher) -> Store {
+        Store { matcher, ..self }
     }
 
     /// Runs `f` on a read-only connection, with the namespace every statement
@@ -100,7 +129,17 @@ impl Store {
         F: FnOnce(&mut WriteTxn<'_>, &str) -> Result<T, StoreError> + Send + 'static,
     {
         let namespace = namespace.to_string();
-        self.writer.write(move |txn| f(txn, &namespace)).await
+        let (actor, matcher) = (audit::actor(), self.matcher.clone());
+        let (value, fired) = self
+            .writer
+            .write(move |txn| {
+                let value = f(txn, &namespace)?;
+                let fired = audit::after_write(txn, &namespace, &actor, &matcher)?;
+                Ok((value, fired))
+            })
+            .await?;
+        audit::fired(fired);
+        Ok(value)
     }
 
     /// Stops the writer after every write queued before this call has committed.
@@ -212,8 +251,23 @@ pub(super) struct Searchable {
 }
 
 /// Every kind that has search documents, in the order a rebuild scans them.
-/// `RecordKind::Relation` has none: its changes only invalidate.
-const SEARCHABLE: [&Searchable; 3] = [&episodic::SEARCH, &semantic::SEARCH, &graph::SEARCH];
+/// Relations and reminders have none: their changes only invalidate.
+const SEARCHABLE: [&Searchable; 5] = [
+    &episodic::SEARCH,
+    &semantic::SEARCH,
+    &graph::SEARCH,
+    &procedural::SEARCH,
+    &prospective::SEARCH,
+];
+
+/// The matcher a store opens with: every word of the query is in the text
+/// (case aside).
+fn every_word(query: &str, doc: &SearchDoc) -> bool {
+    let text = doc.text.to_lowercase();
+    query
+        .split_whitespace()
+        .all(|w| text.contains(&w.to_lowercase()))
+}
 
 impl Searchable {
     fn of(kind: RecordKind) -> Option<&'static Searchable> {

@@ -70,7 +70,7 @@ impl FactPatch {
     }
 }
 
-static FACTS: Table<Fact> = Table {
+pub(super) static FACTS: Table<Fact> = Table {
     name: "facts",
     alias: "f",
     columns: "f.id, f.content, f.tags, f.confidence, f.source, f.valid_from, f.valid_to, \
@@ -117,7 +117,7 @@ fn fact_from_row(r: &Row<'_>) -> Result<Fact, StoreError> {
 }
 
 /// Writes the whole row (insert or replace), its tags, and the change.
-fn save(txn: &mut WriteTxn<'_>, namespace: &str, f: &Fact) -> Result<(), StoreError> {
+pub(super) fn save(txn: &mut WriteTxn<'_>, namespace: &str, f: &Fact) -> Result<(), StoreError> {
     let mut stmt = txn.conn.prepare_cached(
         "INSERT INTO facts (id, namespace, content, tags, confidence, source, valid_from, valid_to,
                             created_at, updated_at, access_count, last_accessed_at, supersedes,

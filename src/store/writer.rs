@@ -39,6 +39,8 @@ pub(crate) struct WriteTxn<'c> {
     pub(crate) conn: &'c Connection,
     pub(crate) now: i64,
     changes: Vec<Change>,
+    /// Whether each of `changes` is a delete.
+    deletes: Vec<bool>,
 }
 
 impl WriteTxn<'_> {
@@ -52,6 +54,34 @@ impl WriteTxn<'_> {
         doc: Option<SearchDoc>,
     ) -> Result<(), StoreError> {
         let op = if doc.is_some() { "upsert" } else { "delete" };
+        self.log(namespace, kind, id, op, doc)
+    }
+
+    /// Records that a record of a kind without search documents was stored
+    /// or changed.
+    pub(crate) fn log_write(
+        &mut self,
+        namespace: &str,
+        kind: RecordKind,
+        id: &str,
+    ) -> Result<(), StoreError> {
+        debug_assert!(!kind.searchable(), "{kind:?} changes carry their document");
+        self.log(namespace, kind, id, "upsert", None)
+    }
+
+    /// The changes this write has logged so far, with whether each was a delete.
+    pub(crate) fn logged(&self) -> impl Iterator<Item = (&Change, bool)> {
+        self.changes.iter().zip(&self.deletes).map(|(c, d)| (c, *d))
+    }
+
+    fn log(
+        &mut self,
+        namespace: &str,
+        kind: RecordKind,
+        id: &str,
+        op: &str,
+        doc: Option<SearchDoc>,
+    ) -> Result<(), StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "INSERT INTO changes (namespace, kind, record_id, op, at) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
@@ -62,6 +92,7 @@ impl WriteTxn<'_> {
             op,
             self.now
         ])?;
+        self.deletes.push(op == "delete");
         self.changes.push(Change {
             seq: self.conn.last_insert_rowid(),
             kind,
@@ -192,6 +223,7 @@ impl super::Store {
                 thread: Arc::new(Mutex::new(None)),
             },
             readers: self.readers.clone(),
+            matcher: self.matcher.clone(),
         };
         match body(scoped).await {
             Ok(value) => {
@@ -347,6 +379,7 @@ fn run_job(conn: &Connection, txn: &mut Txn, job: Job) -> Ran {
         conn,
         now: txn.now,
         changes: Vec::new(),
+        deletes: Vec::new(),
     };
     let ran = catch_unwind(AssertUnwindSafe(|| job(Some(&mut w))));
     let changes = std::mem::take(&mut w.changes);
@@ -578,7 +611,11 @@ mod tests {
         Cramped {
             _dir: dir,
             path,
-            store: Store { writer, readers },
+            store: Store {
+                writer,
+                readers,
+                matcher: Arc::new(super::super::every_word),
+            },
             search,
             seen,
         }

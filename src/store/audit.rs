@@ -1,0 +1,175 @@
+//! What every write does besides its own work, in its own transaction: fire
+//! the reminders it matches, and leave an audit row saying who changed which
+//! records with which operation.
+//!
+//! Who is writing comes from the caller's task ([`attributed`]): the registry
+//! runs each operation inside one, naming the operation and session, and
+//! collects the reminders its writes fired for its answer. A write outside any
+//! (maintenance, tests) is audited as `"engram"`.
+
+use std::future::Future;
+use std::sync::Mutex;
+
+use super::table::{Query, from_json, to_json};
+use super::writer::WriteTxn;
+use super::{DocMatcher, Store, StoreError, prospective};
+use crate::model::{AuditEntry, AuditedRecord, Change, Micros, Trigger, micros_to_datetime};
+
+/// Who writes: the operation (or command) and the session.
+#[derive(Debug, Clone)]
+pub(super) struct Actor {
+    operation: String,
+    session_id: String,
+}
+
+struct Attribution {
+    actor: Actor,
+    /// Reminders fired by the writes of the attributed work.
+    fired: Mutex<Vec<Trigger>>,
+}
+
+tokio::task_local! {
+    static ATTRIBUTION: Attribution;
+}
+
+/// Runs `work` with its writes attributed to `operation` in `session_id`;
+/// returns its output and the reminders its writes fired, in order.
+pub async fn attributed<T>(
+    operation: &str,
+    session_id: &str,
+    work: impl Future<Output = T>,
+) -> (T, Vec<Trigger>) {
+    let attribution = Attribution {
+        actor: Actor {
+            operation: operation.to_string(),
+            session_id: session_id.to_string(),
+        },
+        fired: Mutex::new(Vec::new()),
+    };
+    ATTRIBUTION
+        .scope(attribution, async {
+            let out = work.await;
+            let fired = ATTRIBUTION.with(|a| std::mem::take(&mut *lock(&a.fired)));
+            (out, fired)
+        })
+        .await
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Who the current task writes as.
+pub(super) fn actor() -> Actor {
+    ATTRIBUTION
+        .try_with(|a| a.actor.clone())
+        .unwrap_or_else(|_| Actor {
+            operation: "engram".into(),
+            session_id: String::new(),
+        })
+}
+
+/// Hands reminders fired by a committed write to the attributed work.
+pub(super) fn fired(triggers: Vec<Trigger>) {
+    if triggers.is_empty() {
+        return;
+    }
+    let _ = ATTRIBUTION.try_with(|a| lock(&a.fired).extend(triggers));
+}
+
+/// After a write's own work, in its savepoint: fires the reminders its
+/// changes match and writes its audit row. Returns the reminders fired.
+pub(super) fn after_write(
+    txn: &mut WriteTxn<'_>,
+    namespace: &str,
+    actor: &Actor,
+    matcher: &DocMatcher,
+) -> Result<Vec<Trigger>, StoreError> {
+    let stored = txn.logged().any(|(c, _)| c.doc.is_some());
+    let fired = if stored && watching(txn, namespace)? {
+        let changes: Vec<Change> = txn.logged().map(|(c, _)| c.clone()).collect();
+        prospective::fire_triggers(txn, namespace, &changes, matcher)?
+    } else {
+        Vec::new()
+    };
+    let records: Vec<AuditedRecord> = txn
+        .logged()
+        .map(|(c, deleted)| AuditedRecord {
+            kind: c.kind,
+            id: c.id.clone(),
+            change: if deleted { "delete" } else { "upsert" }.into(),
+        })
+        .collect();
+    if !records.is_empty() {
+        txn.conn
+            .prepare_cached(
+                "INSERT INTO audit (namespace, at, operation, session_id, records)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(rusqlite::params![
+                namespace,
+                txn.now,
+                actor.operation,
+                actor.session_id,
+                to_json(&records),
+            ])?;
+    }
+    Ok(fired)
+}
+
+/// Whether the namespace has reminders waiting for a write.
+fn watching(txn: &WriteTxn<'_>, namespace: &str) -> Result<bool, StoreError> {
+    let mut stmt = txn.conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM triggers WHERE namespace = ?1 AND watching = 1)",
+    )?;
+    Ok(stmt.query_row([namespace], |r| r.get(0))?)
+}
+
+/// Which audit rows a read covers.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub operation: Option<String>,
+    pub session_id: Option<String>,
+    /// Rows naming this record id.
+    pub record_id: Option<String>,
+    pub since: Option<Micros>,
+    pub until: Option<Micros>,
+}
+
+impl Store {
+    /// Audit rows of the namespace matching `filter`, newest first, with a
+    /// sequence number below `before` (the previous page's last).
+    pub async fn audit(
+        &self,
+        namespace: &str,
+        filter: AuditFilter,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut q = Query::new(
+            "SELECT seq, at, operation, session_id, records FROM audit a WHERE a.namespace = ?",
+            [namespace.to_string().into()],
+        );
+        q.and_some("a.seq < ?", before.map(|s| s as i64))
+            .and_some("a.operation = ?", filter.operation)
+            .and_some("a.session_id = ?", filter.session_id)
+            .and_some("a.at >= ?", filter.since)
+            .and_some("a.at < ?", filter.until)
+            .and_some(
+                "EXISTS (SELECT 1 FROM json_each(a.records) r WHERE json_extract(r.value, '$.id') = ?)",
+                filter.record_id,
+            )
+            .push(" ORDER BY a.seq DESC", [])
+            .limit(limit);
+        self.read_rows(q, |r| {
+            Ok(AuditEntry {
+                seq: r.get::<_, i64>(0)? as u64,
+                at: micros_to_datetime(r.get(1)?),
+                operation: r.get(2)?,
+                session_id: r.get(3)?,
+                records: from_json(&r.get::<_, String>(4)?)?,
+            })
+        })
+        .await
+    }
+}

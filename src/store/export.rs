@@ -1,0 +1,347 @@
+//! A namespace as a stream of whole records, and back: what `meta_export`,
+//! `meta_import` and `engram export/import --format engram` move.
+//!
+//! An export runs through the kinds in `EXPORT_ORDER` (what others refer to
+//! first), each in the order stored, and resumes from an `ExportPosition`.
+//! An import stores every record it is given in one write (all or none) as it
+//! was: ids, times, versions, runs and track records. It is idempotent by id:
+//! a record whose id the namespace already holds is left as it is. Ids are
+//! global in the store, so a record whose id another namespace holds (an
+//! export imported into a second namespace) gets an id derived from the
+//! namespace and its old id (UUIDv5), the same at every import; references to
+//! it (superseded facts, parent tasks, a reminder's task, a run's procedure)
+//! follow.
+
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+
+use super::graph::{self, EntityRecord, RelationRecord};
+use super::table::Table;
+use super::writer::WriteTxn;
+use super::{Store, StoreError, episodic, procedural, prospective, semantic};
+use crate::model::{
+    Event, Execution, Fact, Procedure, ProcedureVersion, RecordKind, RecordRef, Task, Trigger,
+};
+
+/// One record of an export: one line of the JSONL format,
+/// `{"kind": "event", "record": {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "record", rename_all = "lowercase")]
+pub enum Exported {
+    Entity(EntityRecord),
+    Relation(RelationRecord),
+    Event(Event),
+    Fact(Fact),
+    Procedure(ProcedureRecord),
+    Task(Task),
+    Trigger(Trigger),
+}
+
+impl Exported {
+    pub fn kind(&self) -> RecordKind {
+        match self {
+            Exported::Entity(_) => RecordKind::Entity,
+            Exported::Relation(_) => RecordKind::Relation,
+            Exported::Event(_) => RecordKind::Event,
+            Exported::Fact(_) => RecordKind::Fact,
+            Exported::Procedure(_) => RecordKind::Procedure,
+            Exported::Task(_) => RecordKind::Task,
+            Exported::Trigger(_) => RecordKind::Trigger,
+        }
+    }
+}
+
+/// A procedure with every version and every run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcedureRecord {
+    #[serde(flatten)]
+    pub procedure: Procedure,
+    pub versions: Vec<ProcedureVersion>,
+    pub runs: Vec<Execution>,
+}
+
+/// The order an export runs through the kinds.
+pub const EXPORT_ORDER: [RecordKind; 7] = [
+    RecordKind::Entity,
+    RecordKind::Relation,
+    RecordKind::Event,
+    RecordKind::Fact,
+    RecordKind::Procedure,
+    RecordKind::Task,
+    RecordKind::Trigger,
+];
+
+/// Where an export resumes: a kind (its index in `EXPORT_ORDER`) and the
+/// last position read in it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportPosition {
+    pub kind: usize,
+    pub after: i64,
+}
+
+/// Per kind, the records an import stored and those it left (already there).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Imported {
+    pub created: Vec<(RecordKind, u64)>,
+    pub unchanged: Vec<(RecordKind, u64)>,
+}
+
+impl Imported {
+    fn count(list: &mut Vec<(RecordKind, u64)>, kind: RecordKind) {
+        match list.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += 1,
+            None => list.push((kind, 1)),
+        }
+    }
+}
+
+/// Rows of a table's namespace after rowid `after`, decoded, with their rowids.
+fn rows_after<T>(
+    conn: &Connection,
+    table: &Table<T>,
+    ns: &str,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<(i64, T)>, StoreError> {
+    let alias = table.alias;
+    let width = table.columns.split(',').count();
+    let mut q = table.select_of(&format!("{}, {alias}.rowid", table.columns), ns);
+    q.and(&format!("{alias}.rowid > ?"), after)
+        .push(&format!(" ORDER BY {alias}.rowid"), [])
+        .limit(limit);
+    q.rows(conn, |r| Ok((r.get(width)?, (table.decode)(r)?)))
+}
+
+/// Up to `limit` records of one kind after `after`, with their positions.
+fn page_of(
+    conn: &Connection,
+    ns: &str,
+    kind: RecordKind,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<(i64, Exported)>, StoreError> {
+    fn wrap<T>(rows: Vec<(i64, T)>, f: fn(T) -> Exported) -> Vec<(i64, Exported)> {
+        rows.into_iter().map(|(at, r)| (at, f(r))).collect()
+    }
+    Ok(match kind {
+        RecordKind::Entity => wrap(
+            graph::export_entities(conn, ns, after, limit)?,
+            Exported::Entity,
+        ),
+        RecordKind::Relation => wrap(
+            graph::export_relations(conn, ns, after, limit)?,
+            Exported::Relation,
+        ),
+        RecordKind::Event => wrap(
+            rows_after(conn, &episodic::EVENTS, ns, after, limit)?,
+            Exported::Event,
+        ),
+        RecordKind::Fact => wrap(
+            rows_after(conn, &semantic::FACTS, ns, after, limit)?,
+            Exported::Fact,
+        ),
+        RecordKind::Procedure => rows_after(conn, &procedural::PROCEDURES, ns, after, limit)?
+            .into_iter()
+            .map(|(at, procedure)| {
+                let (versions, runs) = procedural::history(conn, &procedure.id)?;
+                let record = ProcedureRecord {
+                    procedure,
+                    versions,
+                    runs,
+                };
+                Ok((at, Exported::Procedure(record)))
+            })
+            .collect::<Result<_, StoreError>>()?,
+        RecordKind::Task => wrap(
+            rows_after(conn, &prospective::TASKS, ns, after, limit)?,
+            Exported::Task,
+        ),
+        RecordKind::Trigger => wrap(
+            prospective::triggers_after(conn, ns, after, limit)?,
+            Exported::Trigger,
+        ),
+    })
+}
+
+/// What an id becomes in namespace `ns`: itself, unless another namespace
+/// holds it in `table`; then an id derived from `ns` and it.
+fn map_id(txn: &WriteTxn<'_>, table: &str, ns: &str, id: &str) -> Result<String, StoreError> {
+    let held: Option<String> = txn
+        .conn
+        .prepare_cached(&format!("SELECT namespace FROM {table} WHERE id = ?1"))?
+        .query_row([id], |r| r.get(0))
+        .map(Some)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })?;
+    Ok(match held {
+        Some(other) if other != ns => {
+            uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("{ns}\0{id}").as_bytes())
+                .to_string()
+        }
+        _ => id.to_string(),
+    })
+}
+
+fn exists(txn: &WriteTxn<'_>, table: &str, ns: &str, id: &str) -> Result<bool, StoreError> {
+    let sql = format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE namespace = ?1 AND id = ?2)");
+    Ok(txn
+        .conn
+        .prepare_cached(&sql)?
+        .query_row([ns, id], |r| r.get(0))?)
+}
+
+fn table_of(kind: RecordKind) -> Option<&'static str> {
+    match kind {
+        RecordKind::Event => Some("events"),
+        RecordKind::Fact => Some("facts"),
+        RecordKind::Entity => Some("entities"),
+        RecordKind::Procedure => Some("procedures"),
+        RecordKind::Task => Some("tasks"),
+        RecordKind::Trigger => Some("triggers"),
+        RecordKind::Relation => None,
+    }
+}
+
+/// `id` of `kind` as this import maps it; `None` stays `None`.
+fn mapped(
+    txn: &WriteTxn<'_>,
+    kind: RecordKind,
+    ns: &str,
+    id: Option<&String>,
+) -> Result<Option<String>, StoreError> {
+    match (id, table_of(kind)) {
+        (Some(id), Some(table)) => map_id(txn, table, ns, id).map(Some),
+        (id, _) => Ok(id.cloned()),
+    }
+}
+
+/// Stores one exported record unless the namespace holds it; whether it did.
+fn import_one(txn: &mut WriteTxn<'_>, ns: &str, record: Exported) -> Result<bool, StoreError> {
+    let kind = record.kind();
+    let table = table_of(kind);
+    let fresh = |txn: &WriteTxn<'_>, id: &str| -> Result<Option<String>, StoreError> {
+        let Some(table) = table else {
+            return Ok(Some(id.to_string()));
+        };
+        let id = map_id(txn, table, ns, id)?;
+        Ok((!exists(txn, table, ns, &id)?).then_some(id))
+    };
+    match record {
+        Exported::Entity(mut e) => {
+            let Some(id) = fresh(txn, &e.id)? else {
+                return Ok(false);
+            };
+            e.id = id;
+            graph::import_entity(txn, ns, &e)
+        }
+        Exported::Relation(r) => graph::import_relation(txn, ns, &r),
+        Exported::Event(mut e) => {
+            let Some(id) = fresh(txn, &e.id)? else {
+                return Ok(false);
+            };
+            e.id = id;
+            episodic::save(txn, ns, &e).map(|_| true)
+        }
+        Exported::Fact(mut f) => {
+            let Some(id) = fresh(txn, &f.id)? else {
+                return Ok(false);
+            };
+            f.id = id;
+            f.supersedes = mapped(txn, kind, ns, f.supersedes.as_ref())?;
+            f.superseded_by = mapped(txn, kind, ns, f.superseded_by.as_ref())?;
+            semantic::save(txn, ns, &f).map(|_| true)
+        }
+        Exported::Procedure(mut p) => {
+            let Some(id) = fresh(txn, &p.procedure.id)? else {
+                return Ok(false);
+            };
+            p.procedure.id = id;
+            for run in &mut p.runs {
+                run.id = map_id(txn, "procedure_runs", ns, &run.id)?;
+                run.procedure_id = p.procedure.id.clone();
+            }
+            procedural::import(txn, ns, &p.procedure, &p.versions, &p.runs).map(|_| true)
+        }
+        Exported::Task(mut t) => {
+            let Some(id) = fresh(txn, &t.id)? else {
+                return Ok(false);
+            };
+            t.id = id;
+            t.parent_id = mapped(txn, kind, ns, t.parent_id.as_ref())?;
+            prospective::save(txn, ns, &t).map(|_| true)
+        }
+        Exported::Trigger(mut t) => {
+            let Some(id) = fresh(txn, &t.id)? else {
+                return Ok(false);
+            };
+            t.id = id;
+            t.task_id = mapped(txn, RecordKind::Task, ns, t.task_id.as_ref())?;
+            if let Some(by) = &t.fired_by {
+                let id = mapped(txn, by.kind, ns, Some(&by.id))?.unwrap_or_default();
+                t.fired_by = Some(RecordRef { kind: by.kind, id });
+            }
+            prospective::save_trigger(txn, ns, &t).map(|_| true)
+        }
+    }
+}
+
+impl Store {
+    /// Up to `limit` records of the namespace from `from` on, in export order,
+    /// and where the next page starts (`None`: this was the last).
+    pub async fn export_page(
+        &self,
+        namespace: &str,
+        from: ExportPosition,
+        limit: usize,
+    ) -> Result<(Vec<Exported>, Option<ExportPosition>), StoreError> {
+        self.read_in(namespace, move |conn, ns| {
+            let mut out = Vec::new();
+            let mut at = from;
+            while at.kind < EXPORT_ORDER.len() {
+                let room = limit - out.len();
+                let page = page_of(conn, ns, EXPORT_ORDER[at.kind], at.after, room + 1)?;
+                let more = page.len() > room;
+                for (pos, record) in page.into_iter().take(room) {
+                    at.after = pos;
+                    out.push(record);
+                }
+                if more {
+                    return Ok((out, Some(at)));
+                }
+                at = ExportPosition {
+                    kind: at.kind + 1,
+                    after: 0,
+                };
+                if out.len() == limit {
+                    let done = at.kind == EXPORT_ORDER.len();
+                    return Ok((out, (!done).then_some(at)));
+                }
+            }
+            Ok((out, None))
+        })
+        .await
+    }
+
+    /// Stores exported records in the namespace in one write: all or none.
+    pub async fn import_records(
+        &self,
+        namespace: &str,
+        records: Vec<Exported>,
+    ) -> Result<Imported, StoreError> {
+        self.write_in(namespace, move |txn, ns| {
+            let mut counts = Imported::default();
+            for record in records {
+                let kind = record.kind();
+                if import_one(txn, ns, record)? {
+                    Imported::count(&mut counts.created, kind);
+                } else {
+                    Imported::count(&mut counts.unchanged, kind);
+                }
+            }
+            Ok(counts)
+        })
+        .await
+    }
+}

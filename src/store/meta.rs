@@ -1,0 +1,130 @@
+//! What the store holds, counted: records, bytes and growth per kind and
+//! namespace (meta_stats, meta_namespaces).
+
+use super::table::Query;
+use super::{Store, StoreError};
+use crate::model::{Micros, RecordKind};
+
+/// How one kind's records are counted: its table, the bytes a record holds
+/// (its texts and JSON, versions and observations included) and when it was
+/// stored.
+struct Counted {
+    kind: RecordKind,
+    table: &'static str,
+    bytes: &'static str,
+}
+
+const COUNTED: [Counted; 7] = [
+    Counted {
+        kind: RecordKind::Event,
+        table: "events",
+        bytes: "length(x.content) + length(x.tags) + length(x.metadata)",
+    },
+    Counted {
+        kind: RecordKind::Fact,
+        table: "facts",
+        bytes: "length(x.content) + length(x.tags) + length(x.metadata) + coalesce(length(x.source), 0)",
+    },
+    Counted {
+        kind: RecordKind::Entity,
+        table: "entities",
+        bytes: "length(x.name) + length(x.entity_type) + length(x.properties) + \
+                (SELECT coalesce(sum(length(o.content)), 0) FROM observations o WHERE o.entity_id = x.id)",
+    },
+    Counted {
+        kind: RecordKind::Relation,
+        table: "relations",
+        bytes: "length(x.from_name) + length(x.to_name) + length(x.relation_type) + length(x.properties)",
+    },
+    Counted {
+        kind: RecordKind::Procedure,
+        table: "procedures",
+        bytes: "(SELECT coalesce(sum(length(v.body)), 0) FROM procedure_versions v WHERE v.procedure_id = x.id) + \
+                (SELECT coalesce(sum(coalesce(length(r.notes), 0) + 40), 0) FROM procedure_runs r WHERE r.procedure_id = x.id)",
+    },
+    Counted {
+        kind: RecordKind::Task,
+        table: "tasks",
+        bytes: "length(x.title) + coalesce(length(x.notes), 0) + length(x.tags) + length(x.metadata)",
+    },
+    Counted {
+        kind: RecordKind::Trigger,
+        table: "triggers",
+        bytes: "length(x.body)",
+    },
+];
+
+/// One kind's records in one namespace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KindCount {
+    pub namespace: String,
+    pub kind: RecordKind,
+    pub records: u64,
+    /// Bytes of text and JSON the records hold (not counting indexes).
+    pub bytes: u64,
+    /// Stored since each of the `since` times asked for, in that order.
+    pub added: Vec<u64>,
+}
+
+impl Store {
+    /// Records, bytes and growth of every kind, per namespace (only
+    /// `namespace` when given): one entry per kind and namespace that has
+    /// records. `added` counts records stored since each of `since`.
+    pub async fn kind_counts(
+        &self,
+        namespace: Option<String>,
+        since: Vec<Micros>,
+    ) -> Result<Vec<KindCount>, StoreError> {
+        self.readers
+            .read(move |conn| {
+                let mut out = Vec::new();
+                for c in &COUNTED {
+                    let added: String = since
+                        .iter()
+                        .map(|_| ", coalesce(sum(x.created_at >= ?), 0)")
+                        .collect();
+                    let mut q = Query::new(
+                        format!(
+                            "SELECT x.namespace, count(*), coalesce(sum({}), 0){added} FROM {} x WHERE 1",
+                            c.bytes, c.table
+                        ),
+                        since.iter().map(|&t| t.into()),
+                    );
+                    q.and_some("x.namespace = ?", namespace.clone())
+                        .push(" GROUP BY x.namespace ORDER BY x.namespace", []);
+                    out.extend(q.rows(conn, |r| {
+                        let n = |i| r.get::<_, i64>(i).map(|n| n.max(0) as u64);
+                        Ok(KindCount {
+                            namespace: r.get(0)?,
+                            kind: c.kind,
+                            records: n(1)?,
+                            bytes: n(2)?,
+                            added: (0..since.len()).map(|i| n(3 + i)).collect::<Result<_, _>>()?,
+                        })
+                    })?);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    /// When each namespace was last written (its newest audit row).
+    pub async fn last_writes(&self) -> Result<Vec<(String, Micros)>, StoreError> {
+        let q = Query::new(
+            "SELECT namespace, max(at) FROM audit GROUP BY namespace ORDER BY namespace",
+            [],
+        );
+        self.read_rows(q, |r| Ok((r.get(0)?, r.get(1)?))).await
+    }
+
+    /// The database's size on disk: its pages, in bytes.
+    pub async fn database_bytes(&self) -> Result<u64, StoreError> {
+        self.readers
+            .read(|conn| {
+                let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+                let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+                Ok((pages * size).max(0) as u64)
+            })
+            .await
+    }
+}
