@@ -166,11 +166,13 @@ enum Command {
     },
 }
 
-/// Formats of other memory tools.
+/// Formats memory moves in.
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum FormatArg {
     /// The reference MCP memory server's JSON Lines file (@modelcontextprotocol/server-memory).
     ServerMemory,
+    /// engram's own JSON Lines, every layer (meta_export's format); a file ending in .zst is zstd-compressed.
+    Engram,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -347,7 +349,9 @@ fn call(global: &GlobalArgs, operation: &str, arguments: &str) -> anyhow::Result
 /// `engram import`: reads another tool's file into the namespace and says
 /// what it added.
 fn import(global: &GlobalArgs, format: FormatArg, file: &Path) -> anyhow::Result<ExitCode> {
-    let FormatArg::ServerMemory = format;
+    if let FormatArg::Engram = format {
+        return import_engram(global, file);
+    }
     let config = config(global)?;
     let namespace = fixed_namespace(&config);
     let reader = std::io::BufReader::new(
@@ -376,7 +380,9 @@ fn import(global: &GlobalArgs, format: FormatArg, file: &Path) -> anyhow::Result
 /// `engram export`: writes the namespace's memory in another tool's format,
 /// to `out` or standard output.
 fn export(global: &GlobalArgs, format: FormatArg, out: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let FormatArg::ServerMemory = format;
+    if let FormatArg::Engram = format {
+        return export_engram(global, out);
+    }
     let config = config(global)?;
     let namespace = fixed_namespace(&config);
     runtime()?.block_on(async move {
@@ -395,6 +401,57 @@ fn export(global: &GlobalArgs, format: FormatArg, out: Option<&Path>) -> anyhow:
             }
         }
         eprintln!("exported {lines} lines from namespace {namespace:?}");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `engram import --format engram`: a whole export into the namespace, in
+/// one transaction.
+fn import_engram(global: &GlobalArgs, file: &Path) -> anyhow::Result<ExitCode> {
+    let config = config(global)?;
+    let namespace = fixed_namespace(&config);
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    runtime()?.block_on(async move {
+        let result = with_engine(config, async |app: &Engine| {
+            let limits = &app.app().config().limits;
+            engram::interop::engram::import_all(app.app().store(), &namespace, &bytes, limits).await
+        })
+        .await?;
+        let (records, imported) = result
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("importing {}", file.display()))?;
+        let created = engram::interop::engram::created(&imported);
+        eprintln!(
+            "imported {} into namespace {namespace:?}: {records} records read, {created} stored, \
+             {} already present",
+            file.display(),
+            records as u64 - created
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `engram export --format engram`: the whole namespace, every layer, to `out`
+/// (zstd-compressed when its name ends in `.zst`) or standard output.
+fn export_engram(global: &GlobalArgs, out: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let config = config(global)?;
+    let namespace = fixed_namespace(&config);
+    let compress = out.is_some_and(|p| p.extension().is_some_and(|e| e == "zst"));
+    runtime()?.block_on(async move {
+        let result = with_engine(config, async |app: &Engine| {
+            engram::interop::engram::export_all(app.app().store(), &namespace, compress).await
+        })
+        .await?;
+        let (bytes, records) = result?;
+        match out {
+            Some(path) => std::fs::write(path, &bytes)
+                .with_context(|| format!("cannot write {}", path.display()))?,
+            None => {
+                use std::io::Write;
+                std::io::stdout().write_all(&bytes)?;
+            }
+        }
+        eprintln!("exported {records} records from namespace {namespace:?}");
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -57,6 +57,24 @@ fn every_scenario_runs_and_reports_in_quick_mode() {
         assert!(rung["calls"].as_u64().unwrap() > 0);
     }
 
+    // Every step of every workflow succeeded.
+    let workflows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("quick/workflows.json")).unwrap())
+            .unwrap();
+    for w in [
+        "learn_from_experience",
+        "knowledge_discovery",
+        "task_management",
+        "health_checks",
+    ] {
+        let res = &workflows["results"][w];
+        assert_eq!(res["failed"], 0, "{w}: {res}");
+        assert!(
+            res["operations"].as_object().is_some_and(|o| !o.is_empty()),
+            "{w}: {res}"
+        );
+    }
+
     let report = dir.path().join("REPORT.md");
     let plots = dir.path().join("plots");
     engram_bench::report::render(&out, &report, &plots).expect("render the report");

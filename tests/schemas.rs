@@ -448,9 +448,20 @@ async fn every_answer_matches_its_published_output_schema() {
         ("meta_audit", json!({"limit": 2})),
         ("meta_audit", json!({"record_id": "$procedure", "since": "1h ago"})),
         ("meta_reindex", json!({})),
-        ("procedural_delete", json!({"ids": ["deploy-api", "ghost"]})),
+        ("meta_export", json!({"limit": 2})),
+        ("meta_consolidate", json!({"dry_run": true, "as_of": "in 400d", "min_repeats": 2})),
+        ("meta_consolidate", json!({"half_life_days": 0, "archive_below": 0})),
     ];
     w.steps(steps).await;
+    let page = w.ok("meta_export", json!({"compress": true})).await;
+    w.keep("export", &page["data"]);
+    w.ok(
+        "meta_import",
+        json!({"data": "$export", "encoding": "zstd+base64"}),
+    )
+    .await;
+    w.ok("procedural_delete", json!({"ids": ["deploy-api", "ghost"]}))
+        .await;
 
     // ---- deletions with missing ids ----
     #[rustfmt::skip]

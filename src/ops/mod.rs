@@ -64,7 +64,7 @@ layers! {
     graph_algorithms => [Neighbors, ShortestPath, AllPaths, Subgraph, Centrality, Communities, RenameEntity, MergeEntities, UpdateEntity, Stats],
     procedural => [StoreProcedure, Get, Update, Delete, List, Search, RecordExecution, Suggest, Versions, Stats],
     prospective => [Create, Get, Update, Complete, Cancel, Delete, List, Due, TriggerSet, Triggers],
-    meta => [HealthOp, CacheStatsOp, Stats, Namespaces, Reindex, Audit],
+    meta => [HealthOp, CacheStatsOp, Stats, Namespaces, Consolidate, Export, Import, Reindex, Audit],
     session => [Open, Info, ScratchSet, ScratchGet, ScratchList, ScratchClear],
 }
 

@@ -16,11 +16,12 @@ use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
 use super::graph::{self, EntityRecord, RelationRecord};
-use super::table::Table;
+use super::table::{Query, Table, json, to_json};
 use super::writer::WriteTxn;
 use super::{Store, StoreError, episodic, procedural, prospective, semantic};
 use crate::model::{
     Event, Execution, Fact, Procedure, ProcedureVersion, RecordKind, RecordRef, Task, Trigger,
+    micros_to_datetime,
 };
 
 /// One record of an export: one line of the JSONL format,
@@ -35,20 +36,33 @@ pub enum Exported {
     Procedure(ProcedureRecord),
     Task(Task),
     Trigger(Trigger),
+    /// An event consolidation archived.
+    #[serde(rename = "archived_event")]
+    ArchivedEvent(ArchivedEvent),
 }
 
 impl Exported {
-    pub fn kind(&self) -> RecordKind {
+    /// The `kind` its line names.
+    pub fn kind(&self) -> &'static str {
         match self {
-            Exported::Entity(_) => RecordKind::Entity,
-            Exported::Relation(_) => RecordKind::Relation,
-            Exported::Event(_) => RecordKind::Event,
-            Exported::Fact(_) => RecordKind::Fact,
-            Exported::Procedure(_) => RecordKind::Procedure,
-            Exported::Task(_) => RecordKind::Task,
-            Exported::Trigger(_) => RecordKind::Trigger,
+            Exported::Entity(_) => "entity",
+            Exported::Relation(_) => "relation",
+            Exported::Event(_) => "event",
+            Exported::Fact(_) => "fact",
+            Exported::Procedure(_) => "procedure",
+            Exported::Task(_) => "task",
+            Exported::Trigger(_) => "trigger",
+            Exported::ArchivedEvent(_) => "archived_event",
         }
     }
+}
+
+/// An archived event and when it was archived.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArchivedEvent {
+    #[serde(flatten)]
+    pub event: Event,
+    pub archived_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// A procedure with every version and every run.
@@ -60,15 +74,16 @@ pub struct ProcedureRecord {
     pub runs: Vec<Execution>,
 }
 
-/// The order an export runs through the kinds.
-pub const EXPORT_ORDER: [RecordKind; 7] = [
-    RecordKind::Entity,
-    RecordKind::Relation,
-    RecordKind::Event,
-    RecordKind::Fact,
-    RecordKind::Procedure,
-    RecordKind::Task,
-    RecordKind::Trigger,
+/// The order an export runs through the kinds (the `kind` of their lines).
+pub const EXPORT_ORDER: [&str; 8] = [
+    "entity",
+    "relation",
+    "event",
+    "fact",
+    "procedure",
+    "task",
+    "trigger",
+    "archived_event",
 ];
 
 /// Where an export resumes: a kind (its index in `EXPORT_ORDER`) and the
@@ -82,12 +97,12 @@ pub struct ExportPosition {
 /// Per kind, the records an import stored and those it left (already there).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Imported {
-    pub created: Vec<(RecordKind, u64)>,
-    pub unchanged: Vec<(RecordKind, u64)>,
+    pub created: Vec<(&'static str, u64)>,
+    pub unchanged: Vec<(&'static str, u64)>,
 }
 
 impl Imported {
-    fn count(list: &mut Vec<(RecordKind, u64)>, kind: RecordKind) {
+    fn count(list: &mut Vec<(&'static str, u64)>, kind: &'static str) {
         match list.iter_mut().find(|(k, _)| *k == kind) {
             Some((_, n)) => *n += 1,
             None => list.push((kind, 1)),
@@ -116,7 +131,7 @@ fn rows_after<T>(
 fn page_of(
     conn: &Connection,
     ns: &str,
-    kind: RecordKind,
+    kind: &str,
     after: i64,
     limit: usize,
 ) -> Result<Vec<(i64, Exported)>, StoreError> {
@@ -124,23 +139,23 @@ fn page_of(
         rows.into_iter().map(|(at, r)| (at, f(r))).collect()
     }
     Ok(match kind {
-        RecordKind::Entity => wrap(
+        "entity" => wrap(
             graph::export_entities(conn, ns, after, limit)?,
             Exported::Entity,
         ),
-        RecordKind::Relation => wrap(
+        "relation" => wrap(
             graph::export_relations(conn, ns, after, limit)?,
             Exported::Relation,
         ),
-        RecordKind::Event => wrap(
+        "event" => wrap(
             rows_after(conn, &episodic::EVENTS, ns, after, limit)?,
             Exported::Event,
         ),
-        RecordKind::Fact => wrap(
+        "fact" => wrap(
             rows_after(conn, &semantic::FACTS, ns, after, limit)?,
             Exported::Fact,
         ),
-        RecordKind::Procedure => rows_after(conn, &procedural::PROCEDURES, ns, after, limit)?
+        "procedure" => rows_after(conn, &procedural::PROCEDURES, ns, after, limit)?
             .into_iter()
             .map(|(at, procedure)| {
                 let (versions, runs) = procedural::history(conn, &procedure.id)?;
@@ -152,14 +167,40 @@ fn page_of(
                 Ok((at, Exported::Procedure(record)))
             })
             .collect::<Result<_, StoreError>>()?,
-        RecordKind::Task => wrap(
+        "task" => wrap(
             rows_after(conn, &prospective::TASKS, ns, after, limit)?,
             Exported::Task,
         ),
-        RecordKind::Trigger => wrap(
+        "trigger" => wrap(
             prospective::triggers_after(conn, ns, after, limit)?,
             Exported::Trigger,
         ),
+        _ => wrap(
+            archived_after(conn, ns, after, limit)?,
+            Exported::ArchivedEvent,
+        ),
+    })
+}
+
+fn archived_after(
+    conn: &Connection,
+    ns: &str,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<(i64, ArchivedEvent)>, StoreError> {
+    let mut q = Query::new(
+        "SELECT body, archived_at, rowid FROM archived_events WHERE namespace = ?",
+        [ns.to_string().into()],
+    );
+    q.and("rowid > ?", after)
+        .push(" ORDER BY rowid", [])
+        .limit(limit);
+    q.rows(conn, |r| {
+        let archived = ArchivedEvent {
+            event: json(r, 0)?,
+            archived_at: micros_to_datetime(r.get(1)?),
+        };
+        Ok((r.get(2)?, archived))
     })
 }
 
@@ -219,8 +260,10 @@ fn mapped(
 
 /// Stores one exported record unless the namespace holds it; whether it did.
 fn import_one(txn: &mut WriteTxn<'_>, ns: &str, record: Exported) -> Result<bool, StoreError> {
-    let kind = record.kind();
-    let table = table_of(kind);
+    let table = match &record {
+        Exported::ArchivedEvent(_) => Some("archived_events"),
+        other => table_of(kind_of(other)),
+    };
     let fresh = |txn: &WriteTxn<'_>, id: &str| -> Result<Option<String>, StoreError> {
         let Some(table) = table else {
             return Ok(Some(id.to_string()));
@@ -249,8 +292,8 @@ fn import_one(txn: &mut WriteTxn<'_>, ns: &str, record: Exported) -> Result<bool
                 return Ok(false);
             };
             f.id = id;
-            f.supersedes = mapped(txn, kind, ns, f.supersedes.as_ref())?;
-            f.superseded_by = mapped(txn, kind, ns, f.superseded_by.as_ref())?;
+            f.supersedes = mapped(txn, RecordKind::Fact, ns, f.supersedes.as_ref())?;
+            f.superseded_by = mapped(txn, RecordKind::Fact, ns, f.superseded_by.as_ref())?;
             semantic::save(txn, ns, &f).map(|_| true)
         }
         Exported::Procedure(mut p) => {
@@ -269,7 +312,7 @@ fn import_one(txn: &mut WriteTxn<'_>, ns: &str, record: Exported) -> Result<bool
                 return Ok(false);
             };
             t.id = id;
-            t.parent_id = mapped(txn, kind, ns, t.parent_id.as_ref())?;
+            t.parent_id = mapped(txn, RecordKind::Task, ns, t.parent_id.as_ref())?;
             prospective::save(txn, ns, &t).map(|_| true)
         }
         Exported::Trigger(mut t) => {
@@ -284,6 +327,36 @@ fn import_one(txn: &mut WriteTxn<'_>, ns: &str, record: Exported) -> Result<bool
             }
             prospective::save_trigger(txn, ns, &t).map(|_| true)
         }
+        Exported::ArchivedEvent(mut a) => {
+            let Some(id) = fresh(txn, &a.event.id)? else {
+                return Ok(false);
+            };
+            a.event.id = id;
+            txn.conn
+                .prepare_cached(
+                    "INSERT INTO archived_events (id, namespace, body, archived_at) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(rusqlite::params![
+                    a.event.id,
+                    ns,
+                    to_json(&a.event),
+                    a.archived_at.timestamp_micros()
+                ])?;
+            Ok(true)
+        }
+    }
+}
+
+/// The kind of record a line holds (an archived event counts as an event).
+fn kind_of(record: &Exported) -> RecordKind {
+    match record {
+        Exported::Entity(_) => RecordKind::Entity,
+        Exported::Relation(_) => RecordKind::Relation,
+        Exported::Event(_) | Exported::ArchivedEvent(_) => RecordKind::Event,
+        Exported::Fact(_) => RecordKind::Fact,
+        Exported::Procedure(_) => RecordKind::Procedure,
+        Exported::Task(_) => RecordKind::Task,
+        Exported::Trigger(_) => RecordKind::Trigger,
     }
 }
 

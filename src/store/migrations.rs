@@ -207,6 +207,20 @@ CREATE TABLE audit (
 CREATE INDEX audit_by_namespace ON audit (namespace, seq);
 "#,
     ),
+    (
+        5,
+        "consolidation: decay bookkeeping, the event archive",
+        r#"
+ALTER TABLE events ADD COLUMN decayed_at INTEGER;
+CREATE TABLE archived_events (
+    id          TEXT    PRIMARY KEY,
+    namespace   TEXT    NOT NULL,
+    body        TEXT    NOT NULL,
+    archived_at INTEGER NOT NULL
+);
+CREATE INDEX archived_events_by_namespace ON archived_events (namespace, archived_at);
+"#,
+    ),
 ];
 
 fn checksum(sql: &str) -> String {

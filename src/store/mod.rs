@@ -13,6 +13,7 @@
 //! changes before any caller of that batch is answered.
 
 mod audit;
+mod consolidate;
 mod episodic;
 mod export;
 mod graph;
@@ -36,8 +37,11 @@ use crate::model::{Change, RecordKind, SearchDoc};
 use writer::WriteTxn;
 
 pub use audit::{AuditFilter, attributed};
+pub use consolidate::{Decay, Merge, Plan, Policy, Promotion};
 pub use episodic::{EventFilter, EventPatch, NewEvent};
-pub use export::{EXPORT_ORDER, ExportPosition, Exported, Imported, ProcedureRecord};
+pub use export::{
+    ArchivedEvent, EXPORT_ORDER, ExportPosition, Exported, Imported, ProcedureRecord,
+};
 pub use graph::{
     EdgeRow, EntityRecord, GraphCounts, GraphRows, NewEntity, NewRelation, RelationRecord,
 };

@@ -128,6 +128,7 @@ pub(super) fn workflows(page: &mut Page) {
     for (w, total) in [
         ("learn_from_experience", "learn_from_experience"),
         ("knowledge_discovery", "knowledge_discovery"),
+        ("task_management", "task_management"),
         ("health_checks", ""),
     ] {
         for (op, h) in res[w]["operations"].as_object().into_iter().flatten() {

@@ -12,6 +12,8 @@
 //! any other write (change log, search index), in one transaction of their own
 //! (`Store::atomically`): a file imports whole or not at all.
 
+pub mod engram;
+
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 
