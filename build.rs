@@ -6,7 +6,10 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 fn main() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("operations");
+    // Read when the script runs, not when it was compiled: a target dir copied
+    // from another checkout must still read this checkout's catalog.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let dir = Path::new(&manifest).join("operations");
     println!("cargo:rerun-if-changed={}", dir.display());
     let mut layers = Vec::new();
     for entry in std::fs::read_dir(&dir).expect("operations/ exists") {

@@ -6,7 +6,7 @@
 //!   for each size n: load n events (one in twenty repeated three times, for
 //!   consolidation to promote), n facts (one in fifty with a near-duplicate),
 //!   n procedures (a few runs each), n tasks (one in five a sub-task) and 100
-//!   armed reminders; then
+//!   armed reminders (procedures and tasks 32 calls at a time); then
 //!   - latency: p50/p95/p99 of each new operation (and episodic_remember with the
 //!     reminders armed), `--samples` calls each;
 //!   - export: the whole namespace in pages of 10,000, as JSON Lines and
@@ -31,6 +31,8 @@ use serde_json::{Value, json};
 /// Records per export page.
 const EXPORT_PAGE: usize = 10_000;
 const ARMED_REMINDERS: usize = 100;
+/// Calls in flight at once while loading procedures and tasks.
+const CONCURRENT: usize = 32;
 
 struct Bench {
     app: Engine,
@@ -70,8 +72,31 @@ impl Bench {
         self.call_as(&self.session, op, args).await
     }
 
+    /// Runs the calls, `CONCURRENT` at a time; their answers in order.
+    async fn concurrently(&self, calls: Vec<(String, Value)>) -> Vec<Value> {
+        use futures::StreamExt;
+        futures::stream::iter(calls)
+            .map(|(op, args)| async move { self.call(&op, args).await })
+            .buffered(CONCURRENT)
+            .collect()
+            .await
+    }
+
     async fn load(&self, rng: &mut Rng, n: usize) -> Duration {
         let started = Instant::now();
+        self.load_texts(rng, n).await;
+        self.load_plans(rng, n).await;
+        for i in 0..ARMED_REMINDERS {
+            let args = json!({ "message": format!("reminder {i}"), "query": format!("zzunmatched{i} {}", rng.words(1)) });
+            self.call("prospective_trigger_set", args).await;
+        }
+        self.app.app().search_index().flush().await.expect("flush");
+        started.elapsed()
+    }
+
+    /// `n` events (one in twenty repeated three times) and `n` facts (one in
+    /// fifty with a near-duplicate), in batches.
+    async fn load_texts(&self, rng: &mut Rng, n: usize) {
         for start in (0..n).step_by(LOAD_BATCH) {
             let k = LOAD_BATCH.min(n - start);
             let events: Vec<Value> = (start..start + k)
@@ -102,57 +127,87 @@ impl Bench {
             self.call("semantic_store_batch", json!({ "facts": facts }))
                 .await;
         }
-        for i in 0..n {
-            let args = json!({
-                "name": format!("procedure-{i}"),
-                "goal": rng.words(6),
-                "steps": [rng.words(5), rng.words(5), rng.words(5)],
-                "tags": [format!("t{}", i % 10)],
-            });
-            self.call("procedural_store", args).await;
-            if i % 10 == 0 {
-                for outcome in ["success", "success", "failure"] {
-                    let args = json!({ "id": format!("procedure-{i}"), "outcome": outcome, "duration_ms": 100 + rng.below(900) });
-                    self.call("procedural_record_execution", args).await;
-                }
-            }
-        }
-        let mut parents = Vec::new();
-        for i in 0..n {
+    }
+
+    /// `n` procedures (one in ten with three runs) and `n` tasks (one in five a
+    /// sub-task).
+    async fn load_plans(&self, rng: &mut Rng, n: usize) {
+        // Procedures and tasks have no batch operation: calls run CONCURRENT at
+        // a time, as many agents would make them (the writer commits them in groups).
+        let procedures: Vec<(String, Value)> = (0..n)
+            .map(|i| {
+                let args = json!({
+                    "name": format!("procedure-{i}"),
+                    "goal": rng.words(6),
+                    "steps": [rng.words(5), rng.words(5), rng.words(5)],
+                    "tags": [format!("t{}", i % 10)],
+                });
+                ("procedural_store".to_string(), args)
+            })
+            .collect();
+        self.concurrently(procedures).await;
+        let runs: Vec<(String, Value)> = (0..n)
+            .step_by(10)
+            .flat_map(|i| ["success", "success", "failure"].map(|o| (i, o)))
+            .map(|(i, outcome)| {
+                let args = json!({ "id": format!("procedure-{i}"), "outcome": outcome, "duration_ms": 100 + rng.below(900) });
+                ("procedural_record_execution".to_string(), args)
+            })
+            .collect();
+        self.concurrently(runs).await;
+        // Goals first, then their sub-tasks (every fifth task).
+        let task = |rng: &mut Rng, i: usize| {
+            let due = if i.is_multiple_of(2) {
+                format!("in {}h", rng.below(24 * 60))
+            } else {
+                format!("{}h ago", rng.below(24 * 60))
+            };
             let priority = ["low", "normal", "high", "urgent"][i % 4];
-            let mut args = json!({
-                "title": format!("task {i}: {}", rng.words(5)),
-                "due_at": format!("{}h ago", rng.below(24 * 60)),
-                "priority": priority,
-            });
-            if i % 5 == 4
-                && let Some(parent) = parents.last()
-            {
-                args["parent_id"] = json!(parent);
-            }
-            if i % 2 == 0 {
-                args["due_at"] = json!(format!("in {}h", rng.below(24 * 60)));
-            }
-            let task = self.call("prospective_create", args).await;
-            if i % 5 == 0 {
-                parents.push(task["task"]["id"].as_str().unwrap().to_string());
-            }
-        }
-        for i in 0..ARMED_REMINDERS {
-            let args = json!({ "message": format!("reminder {i}"), "query": format!("zzunmatched{i} {}", rng.words(1)) });
-            self.call("prospective_trigger_set", args).await;
-        }
-        self.app.app().search_index().flush().await.expect("flush");
-        started.elapsed()
+            json!({ "title": format!("task {i}: {}", rng.words(5)), "due_at": due, "priority": priority })
+        };
+        let goals: Vec<(String, Value)> = (0..n)
+            .filter(|i| i % 5 != 4)
+            .map(|i| ("prospective_create".to_string(), task(rng, i)))
+            .collect();
+        let made = self.concurrently(goals).await;
+        let subtasks: Vec<(String, Value)> = (0..n)
+            .filter(|i| i % 5 == 4)
+            .zip(made.iter().step_by(4))
+            .map(|(i, parent)| {
+                let mut args = task(rng, i);
+                args["parent_id"] = parent["task"]["id"].clone();
+                ("prospective_create".to_string(), args)
+            })
+            .collect();
+        self.concurrently(subtasks).await;
     }
 }
 
 type Args = Box<dyn FnMut(&mut Rng, usize) -> Value>;
+/// A call's arguments for a task id.
+type ById = fn(&str) -> Value;
 
-/// p50/p95/p99 of each operation, `samples` calls each.
-async fn latencies(b: &Bench, rng: &mut Rng, n: usize, samples: usize) -> Value {
+/// Calls `op` with each of `calls`' arguments; prints and returns its latency summary.
+async fn measure(b: &Bench, op: &str, calls: Vec<Value>) -> Value {
+    let mut h = histogram();
+    for args in calls {
+        let started = Instant::now();
+        b.call(op, args).await;
+        record_since(&mut h, started);
+    }
+    eprintln!(
+        "  {op:<28} p50 {:>8.3} ms  p95 {:>8.3} ms  p99 {:>8.3} ms",
+        h.value_at_quantile(0.5) as f64 / 1000.0,
+        h.value_at_quantile(0.95) as f64 / 1000.0,
+        h.value_at_quantile(0.99) as f64 / 1000.0,
+    );
+    summary(&h)
+}
+
+/// The operations measured with generated arguments (`n`: procedures loaded).
+fn operations(n: usize) -> Vec<(&'static str, Args)> {
     let name = move |rng: &mut Rng| format!("procedure-{}", rng.below(n));
-    let ops: Vec<(&str, Args)> = vec![
+    vec![
         (
             "procedural_get",
             Box::new(move |r, _| json!({ "id": name(r) })),
@@ -211,60 +266,45 @@ async fn latencies(b: &Bench, rng: &mut Rng, n: usize, samples: usize) -> Value 
         ("meta_stats", Box::new(|_, _| json!({}))),
         ("meta_namespaces", Box::new(|_, _| json!({}))),
         ("meta_audit", Box::new(|_, _| json!({ "limit": 20 }))),
-    ];
+    ]
+}
+
+/// p50/p95/p99 of each operation, `samples` calls each (the namespace-wide
+/// meta reads 30).
+async fn latencies(b: &Bench, rng: &mut Rng, n: usize, samples: usize) -> Value {
     let mut out = serde_json::Map::new();
-    for (op, mut args) in ops {
+    for (op, mut args) in operations(n) {
         let calls = if op.starts_with("meta_stats") || op.starts_with("meta_namespaces") {
             samples.min(30)
         } else {
             samples
         };
-        let mut h = histogram();
-        for i in 0..calls {
-            let a = args(rng, i);
-            let started = Instant::now();
-            b.call(op, a).await;
-            record_since(&mut h, started);
-        }
-        eprintln!(
-            "  {op:<28} p50 {:>8.3} ms  p95 {:>8.3} ms  p99 {:>8.3} ms",
-            h.value_at_quantile(0.5) as f64 / 1000.0,
-            h.value_at_quantile(0.95) as f64 / 1000.0,
-            h.value_at_quantile(0.99) as f64 / 1000.0,
-        );
-        out.insert(op.to_string(), summary(&h));
+        let calls: Vec<Value> = (0..calls).map(|i| args(rng, i)).collect();
+        out.insert(op.to_string(), measure(b, op, calls).await);
     }
-    // Task reads by id, on tasks this run created.
+    // Task reads and writes by id, on tasks this run created.
     let listed = b.call("prospective_list", json!({ "limit": 100 })).await;
-    let ids: Vec<String> = listed["tasks"]
+    let ids: Vec<&str> = listed["tasks"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| t["id"].as_str().unwrap().to_string())
+        .map(|t| t["id"].as_str().unwrap())
+        .take(samples)
         .collect();
-    for op in [
-        "prospective_get",
-        "prospective_update",
-        "prospective_complete",
-    ] {
-        let mut h = histogram();
-        for (i, id) in ids.iter().enumerate().take(samples.min(ids.len())) {
-            let args = match op {
-                "prospective_update" => json!({ "id": id, "notes": format!("note {i}") }),
-                "prospective_complete" => json!({ "id": id, "with_subtasks": true }),
-                _ => json!({ "id": id }),
-            };
-            let started = Instant::now();
-            b.call(op, args).await;
-            record_since(&mut h, started);
-        }
-        eprintln!(
-            "  {op:<28} p50 {:>8.3} ms  p95 {:>8.3} ms  p99 {:>8.3} ms",
-            h.value_at_quantile(0.5) as f64 / 1000.0,
-            h.value_at_quantile(0.95) as f64 / 1000.0,
-            h.value_at_quantile(0.99) as f64 / 1000.0,
-        );
-        out.insert(op.to_string(), summary(&h));
+    let by_id = |args: ById| ids.iter().map(|id| args(id)).collect::<Vec<_>>();
+    let task_ops: [(&str, ById); 3] = [
+        ("prospective_get", |id| json!({ "id": id })),
+        (
+            "prospective_update",
+            |id| json!({ "id": id, "notes": "a note" }),
+        ),
+        (
+            "prospective_complete",
+            |id| json!({ "id": id, "with_subtasks": true }),
+        ),
+    ];
+    for (op, args) in task_ops {
+        out.insert(op.to_string(), measure(b, op, by_id(args)).await);
     }
     Value::Object(out)
 }

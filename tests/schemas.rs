@@ -462,6 +462,12 @@ async fn every_answer_matches_its_published_output_schema() {
     .await;
     w.ok("procedural_delete", json!({"ids": ["deploy-api", "ghost"]}))
         .await;
+    #[rustfmt::skip]
+    let steps = vec![
+        ("procedural_store", json!({"name": "restore-db", "goal": "Restore postgres from a backup", "steps": ["fetch the backup", "load it"]})),
+        ("prospective_create", json!({"title": "Test the postgres restore"})),
+    ];
+    w.steps(steps).await;
 
     // ---- deletions with missing ids ----
     #[rustfmt::skip]
@@ -519,11 +525,66 @@ async fn every_answer_matches_its_published_output_schema() {
     let r = w.ok("memory_search", json!({"query": "postgres"})).await;
     assert_eq!(r["degraded"], true, "{r}");
     w.ok("semantic_similar", json!({"id": "$fact_new"})).await;
+    for op in ["procedural_search", "procedural_suggest"] {
+        let arg = if op == "procedural_search" {
+            "query"
+        } else {
+            "task"
+        };
+        let r = w.ok(op, json!({ arg: "postgres backup" })).await;
+        assert_eq!(r["degraded"], true, "{op}: {r}");
+    }
+    let r = w
+        .ok(
+            "memory_search",
+            json!({"query": "postgres restore", "layers": ["procedural", "prospective"]}),
+        )
+        .await;
+    assert_eq!(r["degraded"], true, "{r}");
+    let mut layers: Vec<&str> = r["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["layer"].as_str().unwrap())
+        .collect();
+    layers.sort();
+    assert_eq!(
+        layers,
+        ["procedural", "prospective"],
+        "the store scan finds both kinds: {r}"
+    );
     w.ok("search_nodes", json!({"query": "payments"})).await;
     w.ok("meta_health", json!({})).await;
 
     // Bad input still gets tool errors, never answers outside the schema.
     w.err("episodic_get", json!({"id": "not-an-id"})).await;
+
+    // Every write the walk made that changed a record left an audit row naming it.
+    let audited: BTreeSet<String> = w
+        .mem
+        .pages("meta_audit", json!({"limit": 100}))
+        .await
+        .iter()
+        .flat_map(|p| p["entries"].as_array().unwrap().clone())
+        .map(|e| e["operation"].as_str().unwrap().to_string())
+        .collect();
+    // Writes the walk only makes with nothing to change: a filter nothing
+    // matches, a consolidation with decay and archiving off and nothing
+    // repeated, an import of records the namespace holds.
+    const CHANGED_NOTHING: &[&str] = &["episodic_forget_where", "meta_consolidate", "meta_import"];
+    let unaudited: Vec<&String> = w
+        .answered
+        .iter()
+        .filter(|op| {
+            let spec = engram::catalog::catalog().get(op).unwrap();
+            spec.kind == engram::catalog::Kind::Write && !spec.writes.is_empty()
+        })
+        .filter(|op| !audited.contains(*op) && !CHANGED_NOTHING.contains(&op.as_str()))
+        .collect();
+    assert!(
+        unaudited.is_empty(),
+        "writes without an audit row: {unaudited:?}"
+    );
 
     let missing: Vec<&str> = registry()
         .entries()

@@ -182,6 +182,17 @@ pub fn created(imported: &Imported) -> u64 {
     imported.created.iter().map(|(_, n)| n).sum()
 }
 
+/// A procedure's versions hold its current one.
+fn check_versions(p: &crate::store::ProcedureRecord) -> Result<(), String> {
+    let current = p.procedure.current.version;
+    if p.versions.iter().any(|v| v.version == current) {
+        return Ok(());
+    }
+    Err(format!(
+        "the procedure's versions do not hold its current version {current}"
+    ))
+}
+
 /// Checks one record against the limits the tools apply to what they store.
 fn check(record: &Exported, limits: &Limits) -> Result<(), String> {
     let text = |field: &str, value: &str, max: usize| -> Result<(), String> {
@@ -241,13 +252,7 @@ fn check(record: &Exported, limits: &Limits) -> Result<(), String> {
             tags(&v.tags)?;
             text("goal", &v.goal, content)?;
             v.steps.iter().try_for_each(|s| text("steps", s, content))?;
-            if !p.versions.iter().any(|old| old.version == v.version) {
-                return Err(format!(
-                    "the procedure's versions do not hold its current version {}",
-                    v.version
-                ));
-            }
-            Ok(())
+            check_versions(p)
         }
         Exported::Task(t) => {
             id(&t.id)?;

@@ -653,6 +653,30 @@ async fn shown(
     ranked: Vec<SearchHit>,
     matcher: Matcher,
 ) -> Result<Vec<MemoryHit>, OpError> {
+    let mut records = loaded(cx, &ranked).await?;
+    // Snippets read whole texts (up to 64 KB each): off the runtime's threads.
+    off_runtime(move || {
+        ranked
+            .iter()
+            .filter_map(|h| {
+                let r = records.remove(&h.id)?;
+                Some(MemoryHit {
+                    layer: r.layer,
+                    snippet: snippet(&r.text, &matcher, SNIPPET_CHARS),
+                    id: r.id,
+                    score: h.score,
+                    tags: r.tags,
+                    time: micros_to_datetime(r.time),
+                    weight: r.weight,
+                })
+            })
+            .collect()
+    })
+    .await
+}
+
+/// The records behind ranked hits, by id, as a hit shows them.
+async fn loaded(cx: &OpCtx, ranked: &[SearchHit]) -> Result<HashMap<String, Shown>, OpError> {
     let ids_of = |kind: RecordKind| -> Vec<String> {
         ranked
             .iter()
@@ -719,23 +743,5 @@ async fn shown(
         };
         records.insert(t.id, shown);
     }
-    // Snippets read whole texts (up to 64 KB each): off the runtime's threads.
-    off_runtime(move || {
-        ranked
-            .iter()
-            .filter_map(|h| {
-                let r = records.remove(&h.id)?;
-                Some(MemoryHit {
-                    layer: r.layer,
-                    snippet: snippet(&r.text, &matcher, SNIPPET_CHARS),
-                    id: r.id,
-                    score: h.score,
-                    tags: r.tags,
-                    time: micros_to_datetime(r.time),
-                    weight: r.weight,
-                })
-            })
-            .collect()
-    })
-    .await
+    Ok(records)
 }

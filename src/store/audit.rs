@@ -85,7 +85,10 @@ pub(super) fn after_write(
     actor: &Actor,
     matcher: &DocMatcher,
 ) -> Result<Vec<Trigger>, StoreError> {
-    let stored = txn.logged().any(|(c, _)| c.doc.is_some());
+    // Only records reminders can watch need the armed reminders read.
+    let stored = txn
+        .logged()
+        .any(|(c, _)| c.doc.is_some() && c.kind.watchable());
     let fired = if stored && watching(txn, namespace)? {
         let changes: Vec<Change> = txn.logged().map(|(c, _)| c.clone()).collect();
         prospective::fire_triggers(txn, namespace, &changes, matcher)?
@@ -171,5 +174,120 @@ impl Store {
             })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::{Config, Durability};
+    use crate::model::{TriggerCondition, TriggerStatus, micros_to_datetime, now_micros};
+    use crate::store::NewEvent;
+
+    fn open(dir: &std::path::Path) -> Store {
+        let mut config = Config::new(dir);
+        config.durability = Durability::Normal;
+        Store::open(&config, Arc::new(|_| {})).unwrap()
+    }
+
+    fn reminder(tag: &str) -> Trigger {
+        Trigger {
+            id: crate::model::new_id(),
+            message: format!("saw {tag}"),
+            when: TriggerCondition {
+                tag: Some(tag.into()),
+                kinds: vec![crate::model::RecordKind::Event],
+                ..TriggerCondition::default()
+            },
+            task_id: None,
+            status: TriggerStatus::Armed,
+            created_at: micros_to_datetime(now_micros()),
+            fired_at: None,
+            fired_by: None,
+            session_id: "s".into(),
+        }
+    }
+
+    fn event(tag: &str) -> NewEvent {
+        NewEvent {
+            content: "something happened".into(),
+            tags: vec![tag.into()],
+            importance: 0.5,
+            occurred_at: None,
+            metadata: Default::default(),
+        }
+    }
+
+    /// A write that fails after storing a matching record fires nothing and
+    /// leaves no audit row: both are in its transaction. The next matching
+    /// write fires the reminder, once, and its caller hears of it.
+    #[tokio::test]
+    async fn reminders_and_audit_rows_commit_or_roll_back_with_their_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let set = store
+            .insert_trigger("ns", reminder("deploy"))
+            .await
+            .unwrap();
+
+        let failing = store.write_in("ns", |txn, ns| {
+            let e = crate::model::Event {
+                id: crate::model::new_id(),
+                content: "deploy started".into(),
+                tags: vec!["deploy".into()],
+                importance: 0.5,
+                occurred_at: micros_to_datetime(txn.now),
+                created_at: micros_to_datetime(txn.now),
+                updated_at: micros_to_datetime(txn.now),
+                metadata: Default::default(),
+                session_id: "s".into(),
+            };
+            super::super::episodic::save(txn, ns, &e)?;
+            Err::<(), _>(StoreError::Conflict("the write fails after storing".into()))
+        });
+        let (result, fired) = attributed("failing_op", "s", failing).await;
+        assert!(result.is_err());
+        assert!(fired.is_empty(), "a rolled-back write fires nothing");
+        let audit = store
+            .audit("ns", AuditFilter::default(), None, 10)
+            .await
+            .unwrap();
+        assert_eq!(audit.len(), 1, "only the reminder's own write: {audit:?}");
+        assert_eq!(audit[0].operation, "engram");
+        let listed = store.list_triggers("ns", None, None, 10).await.unwrap();
+        assert_eq!(listed[0].status, TriggerStatus::Armed);
+
+        let write = store.insert_events("ns", "s", vec![event("deploy"), event("deploy")]);
+        let (stored, fired) = attributed("episodic_remember_batch", "s", write).await;
+        let stored = stored.unwrap();
+        assert_eq!(
+            fired.len(),
+            1,
+            "two matching records, one reminder, fired once"
+        );
+        assert_eq!(fired[0].id, set.id);
+        assert_eq!(fired[0].fired_by.as_ref().unwrap().id, stored[0].id);
+        let again = store.insert_events("ns", "s", vec![event("deploy")]);
+        let (_, fired) = attributed("episodic_remember", "s", again).await;
+        assert!(fired.is_empty(), "it fired already");
+
+        let audit = store
+            .audit("ns", AuditFilter::default(), None, 10)
+            .await
+            .unwrap();
+        let ops: Vec<&str> = audit.iter().map(|a| a.operation.as_str()).collect();
+        assert_eq!(
+            ops,
+            ["episodic_remember", "episodic_remember_batch", "engram"]
+        );
+        let kinds: Vec<&str> = audit[1].records.iter().map(|r| r.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            ["event", "event", "trigger"],
+            "the firing is audited with the write"
+        );
+        store.shutdown();
     }
 }

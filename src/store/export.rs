@@ -320,31 +320,40 @@ fn import_one(txn: &mut WriteTxn<'_>, ns: &str, record: Exported) -> Result<bool
                 return Ok(false);
             };
             t.id = id;
-            t.task_id = mapped(txn, RecordKind::Task, ns, t.task_id.as_ref())?;
-            if let Some(by) = &t.fired_by {
-                let id = mapped(txn, by.kind, ns, Some(&by.id))?.unwrap_or_default();
-                t.fired_by = Some(RecordRef { kind: by.kind, id });
-            }
-            prospective::save_trigger(txn, ns, &t).map(|_| true)
+            import_trigger(txn, ns, t).map(|_| true)
         }
         Exported::ArchivedEvent(mut a) => {
             let Some(id) = fresh(txn, &a.event.id)? else {
                 return Ok(false);
             };
             a.event.id = id;
-            txn.conn
-                .prepare_cached(
-                    "INSERT INTO archived_events (id, namespace, body, archived_at) VALUES (?1, ?2, ?3, ?4)",
-                )?
-                .execute(rusqlite::params![
-                    a.event.id,
-                    ns,
-                    to_json(&a.event),
-                    a.archived_at.timestamp_micros()
-                ])?;
-            Ok(true)
+            import_archived(txn, ns, &a).map(|_| true)
         }
     }
+}
+
+/// Stores a reminder (its id mapped already), the task and record it names mapped.
+fn import_trigger(txn: &mut WriteTxn<'_>, ns: &str, mut t: Trigger) -> Result<(), StoreError> {
+    t.task_id = mapped(txn, RecordKind::Task, ns, t.task_id.as_ref())?;
+    if let Some(by) = &t.fired_by {
+        let id = mapped(txn, by.kind, ns, Some(&by.id))?.unwrap_or_default();
+        t.fired_by = Some(RecordRef { kind: by.kind, id });
+    }
+    prospective::save_trigger(txn, ns, &t)
+}
+
+fn import_archived(txn: &WriteTxn<'_>, ns: &str, a: &ArchivedEvent) -> Result<(), StoreError> {
+    txn.conn
+        .prepare_cached(
+            "INSERT INTO archived_events (id, namespace, body, archived_at) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(rusqlite::params![
+            a.event.id,
+            ns,
+            to_json(&a.event),
+            a.archived_at.timestamp_micros()
+        ])?;
+    Ok(())
 }
 
 /// The kind of record a line holds (an archived event counts as an event).

@@ -5,13 +5,17 @@ use super::table::Query;
 use super::{Store, StoreError};
 use crate::model::{Micros, RecordKind};
 
-/// How one kind's records are counted: its table, the bytes a record holds
-/// (its texts and JSON, versions and observations included) and when it was
-/// stored.
+/// How one kind's records are counted: its table, the bytes a row holds (its
+/// texts and JSON) and, for kinds that keep parts in other tables
+/// (observations, versions, runs), aggregates of those parts' bytes per
+/// namespace: `SELECT namespace, bytes ... GROUP BY namespace`, filtered by `?`
+/// when one namespace is asked for. One pass over each table, no per-row
+/// subqueries.
 struct Counted {
     kind: RecordKind,
     table: &'static str,
     bytes: &'static str,
+    parts: &'static [&'static str],
 }
 
 const COUNTED: [Counted; 7] = [
@@ -19,38 +23,53 @@ const COUNTED: [Counted; 7] = [
         kind: RecordKind::Event,
         table: "events",
         bytes: "length(x.content) + length(x.tags) + length(x.metadata)",
+        parts: &[],
     },
     Counted {
         kind: RecordKind::Fact,
         table: "facts",
         bytes: "length(x.content) + length(x.tags) + length(x.metadata) + coalesce(length(x.source), 0)",
+        parts: &[],
     },
     Counted {
         kind: RecordKind::Entity,
         table: "entities",
-        bytes: "length(x.name) + length(x.entity_type) + length(x.properties) + \
-                (SELECT coalesce(sum(length(o.content)), 0) FROM observations o WHERE o.entity_id = x.id)",
+        bytes: "length(x.name) + length(x.entity_type) + length(x.properties)",
+        parts: &[
+            "SELECT e.namespace, sum(length(o.content)) FROM observations o \
+                  JOIN entities e ON e.id = o.entity_id WHERE e.namespace = coalesce(?1, e.namespace) \
+                  GROUP BY e.namespace",
+        ],
     },
     Counted {
         kind: RecordKind::Relation,
         table: "relations",
         bytes: "length(x.from_name) + length(x.to_name) + length(x.relation_type) + length(x.properties)",
+        parts: &[],
     },
     Counted {
         kind: RecordKind::Procedure,
         table: "procedures",
-        bytes: "(SELECT coalesce(sum(length(v.body)), 0) FROM procedure_versions v WHERE v.procedure_id = x.id) + \
-                (SELECT coalesce(sum(coalesce(length(r.notes), 0) + 40), 0) FROM procedure_runs r WHERE r.procedure_id = x.id)",
+        bytes: "0",
+        parts: &[
+            "SELECT p.namespace, sum(length(v.body)) FROM procedure_versions v \
+             JOIN procedures p ON p.id = v.procedure_id WHERE p.namespace = coalesce(?1, p.namespace) \
+             GROUP BY p.namespace",
+            "SELECT r.namespace, sum(coalesce(length(r.notes), 0) + 40) FROM procedure_runs r \
+             WHERE r.namespace = coalesce(?1, r.namespace) GROUP BY r.namespace",
+        ],
     },
     Counted {
         kind: RecordKind::Task,
         table: "tasks",
         bytes: "length(x.title) + coalesce(length(x.notes), 0) + length(x.tags) + length(x.metadata)",
+        parts: &[],
     },
     Counted {
         kind: RecordKind::Trigger,
         table: "triggers",
         bytes: "length(x.body)",
+        parts: &[],
     },
 ];
 
@@ -92,7 +111,7 @@ impl Store {
                     );
                     q.and_some("x.namespace = ?", namespace.clone())
                         .push(" GROUP BY x.namespace ORDER BY x.namespace", []);
-                    out.extend(q.rows(conn, |r| {
+                    let mut counts = q.rows(conn, |r| {
                         let n = |i| r.get::<_, i64>(i).map(|n| n.max(0) as u64);
                         Ok(KindCount {
                             namespace: r.get(0)?,
@@ -101,7 +120,18 @@ impl Store {
                             bytes: n(2)?,
                             added: (0..since.len()).map(|i| n(3 + i)).collect::<Result<_, _>>()?,
                         })
-                    })?);
+                    })?;
+                    for sql in c.parts {
+                        let part = Query::new(*sql, [namespace.clone().into()]);
+                        for (ns, bytes) in part.rows(conn, |r| {
+                            Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?.unwrap_or(0)))
+                        })? {
+                            if let Some(k) = counts.iter_mut().find(|k| k.namespace == ns) {
+                                k.bytes += bytes.max(0) as u64;
+                            }
+                        }
+                    }
+                    out.extend(counts);
                 }
                 Ok(out)
             })

@@ -209,7 +209,7 @@ CREATE INDEX audit_by_namespace ON audit (namespace, seq);
     ),
     (
         5,
-        "consolidation: decay bookkeeping, the event archive",
+        "consolidation: decay bookkeeping, the event archive; task indexes for sub-tasks and urgency",
         r#"
 ALTER TABLE events ADD COLUMN decayed_at INTEGER;
 CREATE TABLE archived_events (
@@ -219,6 +219,9 @@ CREATE TABLE archived_events (
     archived_at INTEGER NOT NULL
 );
 CREATE INDEX archived_events_by_namespace ON archived_events (namespace, archived_at);
+DROP INDEX tasks_by_parent;
+CREATE INDEX tasks_by_parent ON tasks (parent_id, created_at, id);
+CREATE INDEX tasks_by_urgency ON tasks (namespace, status, priority DESC, due_at, id);
 "#,
     ),
 ];

@@ -434,6 +434,53 @@ mod tests {
         store
             .delete_entities("ns", vec!["b2".into(), "nobody".into()])
             .await?;
+        write_plans(store).await
+    }
+
+    /// Writes of procedures (versions, runs) and tasks (a goal closed with its
+    /// sub-task, the sub-task deleted).
+    async fn write_plans(store: &Store) -> Result<(), StoreError> {
+        let procedure = |name: &str| NewProcedure {
+            name: name.into(),
+            goal: format!("{name} the service"),
+            steps: vec!["stop it".into(), "start it".into()],
+            preconditions: vec![],
+            tags: vec!["ops".into()],
+            metadata: Default::default(),
+        };
+        let p = store
+            .insert_procedure("ns", "s", procedure("restart"))
+            .await?;
+        let patch = ProcedurePatch {
+            goal: Some("restart it gently".into()),
+            ..Default::default()
+        };
+        store.update_procedure("ns", "s", &p.id, patch).await?;
+        let run = NewExecution {
+            outcome: crate::model::Outcome::Partial,
+            duration_ms: Some(5),
+            notes: None,
+        };
+        store.record_execution("ns", "s", "restart", run).await?;
+        let gone = store.insert_procedure("ns", "s", procedure("drop")).await?;
+        store.delete_procedures("ns", vec![gone.id]).await?;
+        let task = |title: &str, parent: Option<String>| NewTask {
+            title: title.into(),
+            notes: Some("soon".into()),
+            priority: crate::model::Priority::High,
+            due_at: Some(1_000),
+            tags: vec!["t".into()],
+            parent_id: parent,
+            metadata: Default::default(),
+        };
+        let goal = store.insert_task("ns", "s", task("goal", None)).await?;
+        let sub = store
+            .insert_task("ns", "s", task("sub", Some(goal.id.clone())))
+            .await?;
+        store
+            .close_task("ns", &goal.id, crate::model::TaskStatus::Done, true, None)
+            .await?;
+        store.delete_prospective("ns", vec![sub.id]).await?;
         Ok(())
     }
 
@@ -480,8 +527,9 @@ mod tests {
         let mut current = last_docs(&live);
         current.retain(|_, doc| doc.is_some());
         assert_eq!(current, rebuilt);
-        let left = "2 facts, 1 event and 1 entity (c merged into a, b2 deleted) remain";
-        assert_eq!(current.len(), 4, "{left}: {current:?}");
+        let left = "2 facts, 1 event, 1 entity (c merged into a, b2 deleted), 1 procedure \
+                    and 1 task remain";
+        assert_eq!(current.len(), 6, "{left}: {current:?}");
         store.shutdown();
     }
 }

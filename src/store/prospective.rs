@@ -524,7 +524,11 @@ impl Store {
 
     /// Open tasks due before `before`, most urgent first: overdue ones (due
     /// before `now`) by priority, then by deadline; then the rest by deadline,
-    /// then priority. Skips the first `offset`.
+    /// then priority. Skips the first `offset`; at most `limit`.
+    ///
+    /// Two index walks, not one sort: the overdue part in (priority desc,
+    /// deadline) order (`tasks_by_urgency`), then the upcoming part in deadline
+    /// order (`tasks_by_due`); each reads only the rows the page needs.
     pub async fn due_tasks(
         &self,
         namespace: &str,
@@ -534,18 +538,45 @@ impl Store {
         offset: usize,
         limit: usize,
     ) -> Result<Vec<Task>, StoreError> {
-        let mut q = TASKS.select(namespace);
-        q.push(" AND k.status = 'open'", [])
-            .and("k.due_at < ?", before)
-            .and_each(TAGS.has, &tags)
-            .push(
-                " ORDER BY k.due_at >= ? , CASE WHEN k.due_at < ? THEN -k.priority ELSE 0 END, \
-                 k.due_at, -k.priority, k.id",
-                [now.into(), now.into()],
-            )
-            .limit(limit)
-            .push(" OFFSET ?", [(offset as i64).into()]);
-        self.read_rows(q, TASKS.decode).await
+        self.read_in(namespace, move |conn, ns| {
+            // `due`: the deadline term; `+k.due_at` keeps sqlite from taking
+            // the deadline index (and sorting every overdue task) over the
+            // urgency index, which is already in the order wanted.
+            let open = |due: &str, until: Micros| {
+                let mut q = TASKS.select(ns);
+                q.push(" AND k.status = 'open'", [])
+                    .and(due, until)
+                    .and_each(TAGS.has, &tags);
+                q
+            };
+            let overdue_until = now.min(before);
+            let mut overdue = open("+k.due_at < ?", overdue_until);
+            overdue
+                .push(" ORDER BY k.priority DESC, k.due_at, k.id", [])
+                .limit(limit)
+                .push(" OFFSET ?", [(offset as i64).into()]);
+            let mut tasks = overdue.rows(conn, task_from_row)?;
+            if tasks.len() == limit || before <= now {
+                return Ok(tasks);
+            }
+            // The page runs past the overdue tasks: count them to know where
+            // in the upcoming ones it resumes.
+            let mut counted = TASKS.select_of("count(*)", ns);
+            counted
+                .push(" AND k.status = 'open'", [])
+                .and("k.due_at < ?", overdue_until)
+                .and_each(TAGS.has, &tags);
+            let skip = offset.saturating_sub(counted.count(conn)? as usize);
+            let mut upcoming = open("k.due_at < ?", before);
+            upcoming
+                .and("k.due_at >= ?", now)
+                .push(" ORDER BY k.due_at, k.priority DESC, k.id", [])
+                .limit(limit - tasks.len())
+                .push(" OFFSET ?", [(skip as i64).into()]);
+            tasks.extend(upcoming.rows(conn, task_from_row)?);
+            Ok(tasks)
+        })
+        .await
     }
 
     /// Stores a reminder; the task it names, if any, must exist here.

@@ -40,6 +40,7 @@ pub fn render(results: &Path, out_path: &Path, plots: &Path) -> anyhow::Result<(
     sections::cache(&mut page);
     sections::reference(&mut page)?;
     sections::semantic(&mut page)?;
+    sections::layers(&mut page);
     sections::reproduce(&mut page);
     std::fs::write(out_path, page.out)
         .with_context(|| format!("cannot write {}", out_path.display()))?;
@@ -75,15 +76,27 @@ impl Results {
         .get("memory")
     }
 
-    /// The newest `semantic-*.json` written by `cargo bench --bench semantic`.
+    /// The runs of `cargo bench --bench semantic` (`semantic-*.json`).
     fn semantic(&self) -> Option<Value> {
+        self.bench_runs("semantic-", "facts")
+    }
+
+    /// The runs of `cargo bench --bench memory` (`memory-*.json`).
+    fn layers(&self) -> Option<Value> {
+        self.bench_runs("memory-", "records")
+    }
+
+    /// Every run of the in-process bench whose files start with `prefix`, one
+    /// per size (`size` names it; a later file's run of a size replaces an
+    /// earlier one), smallest first, with the commands that produced them.
+    fn bench_runs(&self, prefix: &str, size: &str) -> Option<Value> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
             .ok()?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
                 p.file_name()
                     .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("semantic-") && n.ends_with(".json"))
+                    .is_some_and(|n| n.starts_with(prefix) && n.ends_with(".json"))
             })
             .collect();
         files.sort();
@@ -93,12 +106,11 @@ impl Results {
             let v: Value = serde_json::from_str(&std::fs::read_to_string(&f).ok()?).ok()?;
             command.push(v["command"].as_str().unwrap_or("").to_string());
             for r in v["runs"].as_array().into_iter().flatten() {
-                // A later run of the same size replaces an earlier one.
-                runs.retain(|x: &Value| x["facts"] != r["facts"]);
+                runs.retain(|x: &Value| x[size] != r[size]);
                 runs.push(r.clone());
             }
         }
-        runs.sort_by_key(|r| r["facts"].as_u64());
+        runs.sort_by_key(|r| r[size].as_u64());
         (!runs.is_empty()).then(|| serde_json::json!({ "runs": runs, "commands": command }))
     }
 }

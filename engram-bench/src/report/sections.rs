@@ -454,8 +454,110 @@ pub(super) fn semantic(page: &mut Page) -> anyhow::Result<()> {
     page.plot("latency-vs-size.svg", "latency vs data size", svg)
 }
 
+/// `cargo bench --bench memory`'s figures: the procedural, prospective and meta
+/// operations, exports and imports, consolidation, in process.
+pub(super) fn layers(page: &mut Page) {
+    page.line("## Procedural, prospective and meta memory in process\n");
+    let Some(res) = page.results.layers() else {
+        page.line("Not run (`cargo bench --bench memory -- --records 10000,100000`).\n");
+        return;
+    };
+    let commands: Vec<&str> = res["commands"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.as_str())
+        .collect();
+    page.line(format_args!(
+        "Through the pipeline in process (`Engine::call`), cache off, durability full. Each size loads that many events, facts, procedures and tasks, with 100 armed reminders (`benches/memory.rs`).\n\n```\n{}\n```\n",
+        commands.join("\n")
+    ));
+    let runs = res["runs"].as_array().cloned().unwrap_or_default();
+    let sizes: Vec<String> = runs.iter().map(|r| r["records"].to_string()).collect();
+    let mut columns = vec!["operation".to_string()];
+    columns.extend(
+        sizes
+            .iter()
+            .map(|n| format!("{n} records: p50 / p95 / p99")),
+    );
+    page.header(&columns.iter().map(String::as_str).collect::<Vec<_>>());
+    let ops: Vec<String> = runs
+        .first()
+        .and_then(|r| r["latency"].as_object())
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    for op in &ops {
+        let mut cells = vec![op.clone()];
+        for run in &runs {
+            let x = &run["latency"][op];
+            cells.push(format!(
+                "{} / {} / {}",
+                ms(&x["p50_ms"]),
+                ms(&x["p95_ms"]),
+                ms(&x["p99_ms"])
+            ));
+        }
+        page.row(&cells);
+    }
+    layers_transfer(page, &runs);
+}
+
+/// The memory bench's export/import and consolidation tables.
+fn layers_transfer(page: &mut Page, runs: &[Value]) {
+    page.line("\nExport (meta_export, pages of 10,000 records) and import (meta_import of those pages into an empty namespace), and consolidation (meta_consolidate a year on: promote, merge, decay, archive):\n");
+    page.header(&[
+        "records",
+        "encoding",
+        "export records/s",
+        "export MB/s",
+        "JSONL MB",
+        "sent MB",
+        "ratio",
+        "import records/s",
+    ]);
+    for run in runs {
+        for t in run["export_import"].as_array().into_iter().flatten() {
+            let mb = |v: &Value| f(v).map_or("-".into(), |x| format!("{:.1}", x / 1e6));
+            page.row(&[
+                t["records"].to_string(),
+                if t["compress"] == true {
+                    "zstd"
+                } else {
+                    "jsonl"
+                }
+                .to_string(),
+                n0(&t["export_records_per_second"]),
+                format!("{:.1}", f(&t["export_mb_per_second"]).unwrap_or(0.0)),
+                mb(&t["jsonl_bytes"]),
+                mb(&t["sent_bytes"]),
+                format!("{:.2}", f(&t["compression_ratio"]).unwrap_or(0.0)),
+                n0(&t["import_records_per_second"]),
+            ]);
+        }
+    }
+    page.line("");
+    page.header(&[
+        "records", "run", "seconds", "promoted", "merged", "decayed", "archived",
+    ]);
+    for run in runs {
+        for key in ["dry_run", "real_run"] {
+            let c = &run["consolidation"][key];
+            page.row(&[
+                run["records"].to_string(),
+                key.replace('_', " "),
+                ms(&c["seconds"]),
+                c["promoted"].to_string(),
+                c["merged"].to_string(),
+                c["decayed"].to_string(),
+                c["archived"].to_string(),
+            ]);
+        }
+    }
+    page.line("");
+}
+
 pub(super) fn reproduce(page: &mut Page) {
     page.line(
-        "## Reproduce\n\n```\ncargo build --release                                # the server under test\ncargo run --release -p engram-bench -- run all       # every scenario at full size\ncargo run --release -p engram-bench -- run ladder --sessions 10,100,1000,5000 --seconds 10\ncargo bench --bench semantic -- --facts 10000,100000,1000000\ncargo run --release -p engram-bench -- report\n```\n\n`engram-bench run all --quick` runs every scenario in seconds (the CI smoke test; its figures are not representative).",
+        "## Reproduce\n\n```\ncargo build --release                                # the server under test\ncargo run --release -p engram-bench -- run all       # every scenario at full size\ncargo run --release -p engram-bench -- run ladder --sessions 10,100,1000,5000 --seconds 10\ncargo bench --bench semantic -- --facts 10000,100000,1000000\ncargo bench --bench memory -- --records 10000,100000\ncargo run --release -p engram-bench -- report\n```\n\n`engram-bench run all --quick` runs every scenario in seconds (the CI smoke test; its figures are not representative).",
     );
 }
