@@ -162,6 +162,25 @@ pub struct TrackRecord {
     pub last_run_at: Option<DateTime<Utc>>,
 }
 
+impl TrackRecord {
+    /// (successes + partials / 2) / runs; `None` before the first run.
+    pub fn rate(successes: u64, partials: u64, runs: u64) -> Option<f64> {
+        (runs > 0).then(|| (successes as f64 + partials as f64 / 2.0) / runs as f64)
+    }
+
+    /// Counts one more run with this outcome, at `at`.
+    pub fn count(&mut self, outcome: Outcome, at: DateTime<Utc>) {
+        self.runs += 1;
+        match outcome {
+            Outcome::Success => self.successes += 1,
+            Outcome::Partial => self.partials += 1,
+            Outcome::Failure => self.failures += 1,
+        }
+        self.success_rate = Self::rate(self.successes, self.partials, self.runs);
+        self.last_run_at = Some(at);
+    }
+}
+
 /// How one run of a procedure went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]

@@ -397,6 +397,12 @@ async fn bad_input_is_a_clear_error_and_writes_nothing() {
         ("prospective_triggers", json!({"status": "sleeping"}), "status"),
         ("meta_audit", json!({"since": "2030-01-02", "until": "2030-01-01"}), "not before"),
         ("meta_audit", json!({"cursor": "x"}), "`cursor` is not valid"),
+        ("meta_audit", json!({"limit": 0}), "at least 1"),
+        ("meta_stats", json!({"all_namespaces": "yes"}), "all_namespaces"),
+        ("meta_namespaces", json!({"namespace": "x"}), "unknown field"),
+        ("meta_reindex", json!({"now": true}), "unknown field"),
+        ("meta_export", json!({"limit": 10001}), "give 1 to 10000"),
+        ("meta_import", json!({}), "missing field `data`"),
     ];
     for (op, args, expected) in cases {
         let e = h.err(op, args).await;

@@ -5,8 +5,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::listing::{Keyset, Offsets, Page, Window, check_batch, prepare_batch};
-use super::{OpCtx, check_metadata, check_text, check_unit, normalize_tags, page_size};
+use super::listing::{Deleted, Keyset, Offsets, Page, Window, check_batch, prepare_batch};
+use super::{OpCtx, check_metadata, check_text, check_unit, normalize_tags, page_size, some_change};
 use crate::error::OpError;
 use crate::model::{Event, RecordKind};
 use crate::search::{Matcher, SearchQuery};
@@ -449,16 +449,7 @@ operation!(Update = "episodic_update", UpdateInput => EventOutput, episodic_upda
 async fn episodic_update(cx: OpCtx, input: UpdateInput) -> Result<EventOutput, OpError> {
     check_id(&input.id)?;
     let limits = cx.limits();
-    if input.content.is_none()
-        && input.tags.is_none()
-        && input.importance.is_none()
-        && input.occurred_at.is_none()
-        && input.metadata.is_none()
-    {
-        return Err(OpError::invalid(
-            "nothing to change: pass at least one of content, tags, importance, occurred_at, metadata",
-        ));
-    }
+    some_change(&[("content", input.content.is_some()), ("tags", input.tags.is_some()), ("importance", input.importance.is_some()), ("occurred_at", input.occurred_at.is_some()), ("metadata", input.metadata.is_some())])?;
     if let Some(c) = &input.content {
         check_text("content", c, limits.max_content_bytes)?;
     }
@@ -491,21 +482,14 @@ pub struct ForgetInput {
     pub ids: Vec<String>,
 }
 
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct ForgetOutput {
-    pub deleted: Vec<String>,
-    /// Ids that matched no event in this namespace (nothing was done for them).
-    pub not_found: Vec<String>,
-}
+operation!(Forget = "episodic_forget", ForgetInput => Deleted, episodic_forget);
 
-operation!(Forget = "episodic_forget", ForgetInput => ForgetOutput, episodic_forget);
-
-async fn episodic_forget(cx: OpCtx, input: ForgetInput) -> Result<ForgetOutput, OpError> {
+async fn episodic_forget(cx: OpCtx, input: ForgetInput) -> Result<Deleted, OpError> {
     check_batch("ids", &input.ids, &cx)?;
     let mut ids = input.ids;
     ids.dedup();
     let (deleted, not_found) = cx.app.store().delete_events(cx.namespace(), ids).await?;
-    Ok(ForgetOutput { deleted, not_found })
+    Ok(Deleted { deleted, not_found })
 }
 
 // ---------- episodic_forget_where ----------

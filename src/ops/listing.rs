@@ -191,6 +191,42 @@ pub struct PageOf<T> {
     pub next_cursor: Option<String>,
 }
 
+/// One page of ranked hits, as the searches answer it.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Hits<T> {
+    pub hits: Vec<T>,
+    /// True when the search index was unavailable and the answer came from a
+    /// slower scan of the store (same matches; scores may differ slightly).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub degraded: bool,
+    /// True when `max_chars` cut this page short; `next_cursor` continues it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+    /// Pass as `cursor` with the same arguments for more hits. Absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Hits<T> {
+    /// The answer to a page of hits, `degraded` when they came from the store scan.
+    pub fn of(page: PageOf<T>, degraded: bool) -> Hits<T> {
+        Hits {
+            hits: page.hits,
+            degraded,
+            truncated: page.truncated,
+            next_cursor: page.next_cursor,
+        }
+    }
+}
+
+/// What a delete by ids did.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Deleted {
+    pub deleted: Vec<String>,
+    /// Ids that matched nothing in this namespace (nothing was done for them).
+    pub not_found: Vec<String>,
+}
+
 impl Offsets {
     /// Checks the page size and budget, takes the cursor out of `input` and
     /// resumes it: a cursor only continues a call with the same arguments.

@@ -185,6 +185,18 @@ pub(crate) fn normalize_tags(tags: Vec<String>, limits: &Limits) -> Result<Vec<S
     Ok(out)
 }
 
+/// Refuses an update that gives none of the fields it could change, naming them.
+pub(crate) fn some_change(fields: &[(&str, bool)]) -> Result<(), OpError> {
+    if fields.iter().any(|(_, given)| *given) {
+        return Ok(());
+    }
+    let names: Vec<&str> = fields.iter().map(|(name, _)| *name).collect();
+    Err(OpError::invalid(format!(
+        "nothing to change: pass at least one of {}",
+        names.join(", ")
+    )))
+}
+
 pub(crate) fn check_unit(field: &str, v: f64) -> Result<(), OpError> {
     if !(0.0..=1.0).contains(&v) {
         return Err(OpError::invalid(format!(

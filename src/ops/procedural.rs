@@ -5,11 +5,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::listing::{HitPage, Keyset, Offsets, Page, Window, check_batch};
+use super::listing::{Deleted, HitPage, Hits, Keyset, Offsets, Page, Window, check_batch};
 use super::search::search_records;
-use super::{OpCtx, check_metadata, check_text, normalize_tags, page_size};
+use super::{OpCtx, check_metadata, check_text, normalize_tags, page_size, some_change};
 use crate::error::OpError;
-use crate::model::{Execution, Outcome, Procedure, ProcedureVersion, RecordKind};
+use crate::model::{Execution, Outcome, Procedure, ProcedureVersion, RecordKind, TrackRecord};
 use crate::search::{Matcher, SearchQuery};
 use crate::store::{
     NewExecution, NewProcedure, Order, ProcedureFilter, ProcedurePatch, smoothed_success,
@@ -171,17 +171,7 @@ operation!(Update = "procedural_update", UpdateInput => ProcedureOutput, procedu
 async fn procedural_update(cx: OpCtx, input: UpdateInput) -> Result<ProcedureOutput, OpError> {
     check_key(&input.id)?;
     let limits = cx.limits();
-    if input.name.is_none()
-        && input.goal.is_none()
-        && input.steps.is_none()
-        && input.preconditions.is_none()
-        && input.tags.is_none()
-        && input.metadata.is_none()
-    {
-        return Err(OpError::invalid(
-            "nothing to change: pass at least one of name, goal, steps, preconditions, tags, metadata",
-        ));
-    }
+    some_change(&[("name", input.name.is_some()), ("goal", input.goal.is_some()), ("steps", input.steps.is_some()), ("preconditions", input.preconditions.is_some()), ("tags", input.tags.is_some()), ("metadata", input.metadata.is_some())])?;
     if let Some(name) = &input.name {
         check_name(name)?;
     }
@@ -221,16 +211,9 @@ pub struct DeleteInput {
     pub ids: Vec<String>,
 }
 
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct DeleteOutput {
-    pub deleted: Vec<String>,
-    /// Ids or names that matched no procedure here (nothing was done for them).
-    pub not_found: Vec<String>,
-}
+operation!(Delete = "procedural_delete", DeleteInput => Deleted, procedural_delete);
 
-operation!(Delete = "procedural_delete", DeleteInput => DeleteOutput, procedural_delete);
-
-async fn procedural_delete(cx: OpCtx, input: DeleteInput) -> Result<DeleteOutput, OpError> {
+async fn procedural_delete(cx: OpCtx, input: DeleteInput) -> Result<Deleted, OpError> {
     check_batch("ids", &input.ids, &cx)?;
     let mut ids = input.ids;
     ids.dedup();
@@ -239,7 +222,7 @@ async fn procedural_delete(cx: OpCtx, input: DeleteInput) -> Result<DeleteOutput
         .store()
         .delete_procedures(cx.namespace(), ids)
         .await?;
-    Ok(DeleteOutput { deleted, not_found })
+    Ok(Deleted { deleted, not_found })
 }
 
 // ---------- procedural_list ----------
@@ -304,17 +287,7 @@ pub struct SearchHit {
     pub procedure: Procedure,
 }
 
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct SearchOutput {
-    pub hits: Vec<SearchHit>,
-    /// True when the answer came from a slower scan of the store (index down).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub degraded: bool,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub truncated: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
-}
+pub type SearchOutput = Hits<SearchHit>;
 
 operation!(Search = "procedural_search", SearchInput => SearchOutput, procedural_search, degraded);
 
@@ -346,13 +319,7 @@ async fn procedural_search(cx: OpCtx, mut input: SearchInput) -> Result<SearchOu
         .into_iter()
         .map(|(score, procedure)| SearchHit { score, procedure })
         .collect();
-    let paged = page.finish(&cx, hits, found.more);
-    Ok(SearchOutput {
-        hits: paged.hits,
-        degraded: found.degraded,
-        truncated: paged.truncated,
-        next_cursor: paged.next_cursor,
-    })
+    Ok(Hits::of(page.finish(&cx, hits, found.more), found.degraded))
 }
 
 // ---------- procedural_record_execution ----------
@@ -605,7 +572,7 @@ async fn procedural_stats(cx: OpCtx, input: StatsInput) -> Result<StatsOutput, O
             .map(|(version, runs, successes, partials)| VersionRecord {
                 version,
                 runs,
-                success_rate: (successes as f64 + partials as f64 / 2.0) / runs.max(1) as f64,
+                success_rate: TrackRecord::rate(successes, partials, runs).unwrap_or(0.0),
             })
             .collect(),
     })

@@ -6,7 +6,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 use super::listing::{Keyset, Offsets, Page, check_batch};
-use super::{OpCtx, check_metadata, check_text, normalize_tags};
+use super::{OpCtx, check_metadata, check_text, normalize_tags, some_change};
 use crate::error::OpError;
 use crate::model::{
     Priority, RecordKind, Task, TaskStatus, Trigger, TriggerCondition, TriggerStatus,
@@ -149,17 +149,7 @@ operation!(Update = "prospective_update", UpdateInput => TaskOutput, prospective
 async fn prospective_update(cx: OpCtx, input: UpdateInput) -> Result<TaskOutput, OpError> {
     check_id(&input.id)?;
     let limits = cx.limits();
-    if input.title.is_none()
-        && input.notes.is_none()
-        && input.due_at.is_none()
-        && input.priority.is_none()
-        && input.tags.is_none()
-        && input.metadata.is_none()
-    {
-        return Err(OpError::invalid(
-            "nothing to change: pass at least one of title, notes, due_at, priority, tags, metadata",
-        ));
-    }
+    some_change(&[("title", input.title.is_some()), ("notes", input.notes.is_some()), ("due_at", input.due_at.is_some()), ("priority", input.priority.is_some()), ("tags", input.tags.is_some()), ("metadata", input.metadata.is_some())])?;
     if let Some(t) = &input.title {
         check_text("title", t, MAX_TITLE_BYTES)?;
     }

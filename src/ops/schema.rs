@@ -124,13 +124,13 @@ impl Checker {
             .validator
             .iter_errors(value)
             .take(MAX_REPORTED)
-            .map(|e| describe(&e))
+            .map(|e| describe(&e, value))
             .collect();
         (!problems.is_empty()).then(|| problems.join("; "))
     }
 }
 
-fn describe(e: &jsonschema::ValidationError<'_>) -> String {
+fn describe(e: &jsonschema::ValidationError<'_>, args: &Value) -> String {
     use jsonschema::error::ValidationErrorKind as K;
     let at = field_path(&e.instance_path().to_string());
     let inside = |m: String| {
@@ -154,6 +154,27 @@ fn describe(e: &jsonschema::ValidationError<'_>) -> String {
                 .collect();
             return inside(format!(
                 "unknown field {}: only the fields in the input schema are accepted",
+                names.join(", ")
+            ));
+        }
+        // `additionalProperties: false` on an object with no properties (a tool
+        // that takes no arguments): the validator names neither the object's
+        // path nor the field, so name the fields the object has.
+        K::FalseSchema
+            if e.schema_path()
+                .to_string()
+                .ends_with("additionalProperties") =>
+        {
+            let object = args.pointer(&e.instance_path().to_string());
+            let names: Vec<String> = object
+                .and_then(Value::as_object)
+                .into_iter()
+                .flat_map(|o| o.keys())
+                .take(MAX_REPORTED)
+                .map(|n| format!("`{}`", truncate_chars(n, 64)))
+                .collect();
+            return inside(format!(
+                "unknown field {}: it takes no arguments here",
                 names.join(", ")
             ));
         }

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::listing::{HitPage, Offsets, Span, Window, off_runtime};
+use super::listing::{HitPage, Hits, Offsets, Span, Window, off_runtime};
 use super::semantic::check_id;
 use super::{OpCtx, Operation, check_text, check_unit, normalize_tags};
 use crate::error::OpError;
@@ -62,20 +62,8 @@ pub struct FactHit {
     pub components: Option<HybridComponents>,
 }
 
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct SearchOutput {
-    pub hits: Vec<FactHit>,
-    /// True when the search index was unavailable and the answer came from a
-    /// slower scan of the store (same matches; scores may differ slightly).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub degraded: bool,
-    /// True when `max_chars` cut this page short; `next_cursor` continues it.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub truncated: bool,
-    /// Pass as `cursor` with the same arguments for more hits. Absent on the last page.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
-}
+/// A fact search's answer.
+pub type SearchOutput = Hits<FactHit>;
 
 /// A fact search's matched facts, before paging.
 struct Found {
@@ -179,13 +167,7 @@ where
 
 /// The answer to one page of a fact search.
 fn answer(cx: &OpCtx, page: Offsets, found: Found) -> SearchOutput {
-    let paged = page.finish(cx, found.hits, found.more);
-    SearchOutput {
-        hits: paged.hits,
-        degraded: found.degraded,
-        truncated: paged.truncated,
-        next_cursor: paged.next_cursor,
-    }
+    Hits::of(page.finish(cx, found.hits, found.more), found.degraded)
 }
 
 /// The checked arguments of a fact search by a query.
@@ -575,17 +557,8 @@ pub struct MemoryHit {
     pub weight: f64,
 }
 
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct MemorySearchOutput {
-    pub hits: Vec<MemoryHit>,
-    /// True when the answer came from a slower scan of the store (index down).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub degraded: bool,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub truncated: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
-}
+/// memory_search's answer.
+pub type MemorySearchOutput = Hits<MemoryHit>;
 
 operation!(MemorySearch = "memory_search", MemorySearchInput => MemorySearchOutput, memory_search, degraded);
 
@@ -627,12 +600,7 @@ async fn memory_search(
             .map(|h| h.id.clone()),
     );
     let paged = page.finish(&cx, hits, searched.results.has_more);
-    Ok(MemorySearchOutput {
-        hits: paged.hits,
-        degraded: searched.degraded,
-        truncated: paged.truncated,
-        next_cursor: paged.next_cursor,
-    })
+    Ok(Hits::of(paged, searched.degraded))
 }
 
 /// What a hit of any layer shows: its layer, id, text to snippet, tags, time

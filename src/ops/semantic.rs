@@ -5,9 +5,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::listing::{Keyset, Page, Window, check_batch, prepare_batch};
+use super::listing::{Deleted, Keyset, Page, Window, check_batch, prepare_batch};
 use super::search::FactScope;
-use super::{OpCtx, check_metadata, check_text, check_unit, normalize_tags};
+use super::{OpCtx, check_metadata, check_text, check_unit, normalize_tags, some_change};
 use crate::error::OpError;
 use crate::model::Fact;
 use crate::store::{FactFilter, FactPatch, NewFact};
@@ -182,17 +182,7 @@ async fn semantic_update(cx: OpCtx, input: UpdateInput) -> Result<FactOutput, Op
         valid_from: input.valid_from.map(TimeSpec::micros),
         metadata: input.metadata,
     };
-    if patch.content.is_none()
-        && patch.tags.is_none()
-        && patch.confidence.is_none()
-        && patch.source.is_none()
-        && patch.valid_from.is_none()
-        && patch.metadata.is_none()
-    {
-        return Err(OpError::invalid(
-            "nothing to change: pass at least one of content, tags, confidence, source, valid_from, metadata",
-        ));
-    }
+    some_change(&[("content", patch.content.is_some()), ("tags", patch.tags.is_some()), ("confidence", patch.confidence.is_some()), ("source", patch.source.is_some()), ("valid_from", patch.valid_from.is_some()), ("metadata", patch.metadata.is_some())])?;
     let fact = cx
         .app
         .store()
@@ -209,16 +199,9 @@ pub struct DeleteInput {
     pub ids: Vec<String>,
 }
 
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct DeleteOutput {
-    pub deleted: Vec<String>,
-    /// Ids that did not exist in this namespace (nothing was done for them).
-    pub not_found: Vec<String>,
-}
+operation!(Delete = "semantic_delete", DeleteInput => Deleted, semantic_delete);
 
-operation!(Delete = "semantic_delete", DeleteInput => DeleteOutput, semantic_delete);
-
-async fn semantic_delete(cx: OpCtx, input: DeleteInput) -> Result<DeleteOutput, OpError> {
+async fn semantic_delete(cx: OpCtx, input: DeleteInput) -> Result<Deleted, OpError> {
     check_batch("ids", &input.ids, &cx)?;
     for id in &input.ids {
         check_id("ids[]", id)?;
@@ -228,7 +211,7 @@ async fn semantic_delete(cx: OpCtx, input: DeleteInput) -> Result<DeleteOutput, 
         .store()
         .delete_facts(cx.namespace(), input.ids)
         .await?;
-    Ok(DeleteOutput { deleted, not_found })
+    Ok(Deleted { deleted, not_found })
 }
 
 // ---------- semantic_list ----------

@@ -25,11 +25,12 @@ use rusqlite::Connection;
 use serde_json::Value;
 
 use super::episodic::{self, EVENTS};
+use super::semantic::NewFact;
 use super::semantic::{self, FACTS};
 use super::table::{Query, to_json};
 use super::writer::WriteTxn;
 use super::{Store, StoreError};
-use crate::model::{Event, Fact, Micros, micros_to_datetime, new_id};
+use crate::model::{Event, Fact, Micros, micros_to_datetime};
 
 const DAY_MICROS: f64 = 86_400_000_000.0;
 /// Importance changes smaller than this are not written.
@@ -266,23 +267,15 @@ fn apply(
     for p in &mut plan.promotions {
         let mut metadata = serde_json::Map::new();
         metadata.insert("consolidated_from".into(), Value::from(p.event_ids.clone()));
-        let fact = Fact {
-            id: new_id(),
+        let new = NewFact {
             content: p.content.clone(),
             tags: p.tags.clone(),
             confidence: p.confidence,
             source: Some("consolidation".into()),
-            valid_from: at,
-            valid_to: None,
-            created_at: at,
-            updated_at: at,
-            access_count: 0,
-            last_accessed_at: None,
-            supersedes: None,
-            superseded_by: None,
+            valid_from: None,
             metadata,
-            session_id: String::new(),
         };
+        let fact = semantic::build(new, "", txn.now);
         semantic::save(txn, ns, &fact)?;
         p.fact_id = Some(fact.id);
     }

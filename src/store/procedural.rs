@@ -110,8 +110,7 @@ fn procedure_from_row(r: &Row<'_>) -> Result<Procedure, StoreError> {
             successes,
             partials,
             failures: count(6)?,
-            success_rate: (runs > 0)
-                .then(|| (successes as f64 + partials as f64 / 2.0) / runs as f64),
+            success_rate: TrackRecord::rate(successes, partials, runs),
             last_run_at: r.get::<_, Option<i64>>(7)?.map(micros_to_datetime),
         },
     })
@@ -449,15 +448,7 @@ impl Store {
                     execution.session_id,
                     ns,
                 ])?;
-            let t = &mut p.track_record;
-            t.runs += 1;
-            match run.outcome {
-                Outcome::Success => t.successes += 1,
-                Outcome::Partial => t.partials += 1,
-                Outcome::Failure => t.failures += 1,
-            }
-            t.success_rate = Some((t.successes as f64 + t.partials as f64 / 2.0) / t.runs as f64);
-            t.last_run_at = Some(execution.at);
+            p.track_record.count(run.outcome, execution.at);
             save(txn, ns, &p)?;
             Ok((execution, p))
         })

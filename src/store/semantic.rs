@@ -166,7 +166,7 @@ pub(super) fn save(txn: &mut WriteTxn<'_>, namespace: &str, f: &Fact) -> Result<
     txn.log_change(namespace, RecordKind::Fact, &f.id, Some(doc))
 }
 
-fn build(new: NewFact, session_id: &str, now: Micros) -> Fact {
+pub(super) fn build(new: NewFact, session_id: &str, now: Micros) -> Fact {
     let at = micros_to_datetime(now);
     Fact {
         id: new_id(),
