@@ -189,6 +189,16 @@ async fn a_reminder_fires_once_in_the_answer_of_the_write_that_matches_it() {
         .ok("episodic_remember", json!({"content": "lunch was good"}))
         .await;
     assert!(unrelated.get("reminders").is_none(), "{unrelated}");
+    let half = h
+        .ok(
+            "episodic_remember",
+            json!({"content": "The database backup finished"}),
+        )
+        .await;
+    assert!(
+        half.get("reminders").is_none(),
+        "one of the two words: {half}"
+    );
     let task = h
         .ok(
             "prospective_create",

@@ -382,7 +382,7 @@ async fn prospective_due(cx: OpCtx, mut input: DueInput) -> Result<DueOutput, Op
 pub struct TriggerSetInput {
     /// What to remind of when it fires.
     pub message: String,
-    /// Fire when a record matching these words is stored or changed.
+    /// Fire when a record holding all these words (any word forms) is stored or changed.
     pub query: Option<String>,
     /// Fire when a record with this tag is stored or changed.
     pub tag: Option<String>,

@@ -434,13 +434,16 @@ pub fn search_scanned(q: &SearchQuery, docs: Vec<SearchDoc>) -> SearchResults {
     page(&mut hits, q)
 }
 
-/// Whether `query` (natural words, as `Matcher::words` reads them) matches
-/// one document by the same rules a search uses: how reminders watch writes.
+/// Whether one document holds every word of `query` (analyzed as a search
+/// analyzes them: case, word forms and stop words aside): how reminders watch
+/// writes. A search ranks records holding any of the words; a reminder waits
+/// for all of them.
 pub fn matches_words(query: &str, doc: &SearchDoc) -> bool {
-    let Some(matcher) = Matcher::words(query) else {
+    let Some(Matcher::Any(terms)) = Matcher::words(query) else {
         return false;
     };
-    query::matches(&matcher, &PreparedDoc::new(doc.clone()), &mut Vec::new())
+    let every = Matcher::All(terms);
+    query::matches(&every, &PreparedDoc::new(doc.clone()), &mut Vec::new())
 }
 
 /// Sorts by score (ties: newest id first) and cuts out the requested page.

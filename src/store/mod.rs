@@ -79,8 +79,8 @@ pub enum StoreError {
     Closed,
 }
 
-/// Whether a reminder's query (the agent's words) matches a stored record's
-/// search document, as a search would.
+/// Whether a stored record's search document holds every word of a
+/// reminder's query (the agent's words), read as a search reads them.
 pub type DocMatcher = Arc<dyn Fn(&str, &SearchDoc) -> bool + Send + Sync>;
 
 /// Cheap handle to the store; clone freely.
