@@ -423,43 +423,6 @@ async fn run(n: usize, samples: usize) -> Value {
     })
 }
 
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let sizes: Vec<usize> = arg(&args, "--records")
-        .unwrap_or_else(|| "10000".into())
-        .split(',')
-        .map(|s| s.trim().parse().expect("--records takes numbers"))
-        .collect();
-    let samples: usize = arg(&args, "--samples").map_or(300, |s| s.parse().expect("--samples"));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let runs: Vec<Value> = sizes
-        .iter()
-        .map(|&n| {
-            eprintln!("memory bench: {n} records per kind");
-            rt.block_on(run(n, samples))
-        })
-        .collect();
-    let out = json!({
-        "bench": "memory",
-        "command": args.join(" "),
-        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "runs": runs,
-    });
-    std::fs::create_dir_all("bench-results").ok();
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let path = format!("bench-results/memory-{secs}.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&out).expect("json"))
-        .expect("write results");
-    eprintln!("results: {path}");
+    engram_bench::inprocess::main("memory", "--records", "10000", 300, run);
 }

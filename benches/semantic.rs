@@ -195,45 +195,8 @@ async fn mixed(b: &Bench, fixture: &mut Fixture, calls: usize) -> Value {
     })
 }
 
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let sizes: Vec<usize> = arg(&args, "--facts")
-        .unwrap_or_else(|| "10000".into())
-        .split(',')
-        .map(|s| s.trim().parse().expect("--facts takes numbers"))
-        .collect();
-    let samples: usize = arg(&args, "--samples").map_or(500, |s| s.parse().expect("--samples"));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let runs: Vec<Value> = sizes
-        .iter()
-        .map(|&n| {
-            eprintln!("semantic bench: {n} facts");
-            rt.block_on(run(n, samples))
-        })
-        .collect();
-    let out = json!({
-        "bench": "semantic",
-        "command": args.join(" "),
-        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "runs": runs,
-    });
-    std::fs::create_dir_all("bench-results").ok();
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let path = format!("bench-results/semantic-{secs}.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&out).expect("json"))
-        .expect("write results");
-    eprintln!("results: {path}");
+    engram_bench::inprocess::main("semantic", "--facts", "10000", 500, run);
 }
 
 /// One size: search latencies and the repeated query with the cache off, then

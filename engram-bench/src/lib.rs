@@ -12,6 +12,7 @@
 
 mod cli;
 pub mod driver;
+pub mod inprocess;
 mod plot;
 pub mod recorder;
 pub mod report;

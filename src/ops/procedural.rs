@@ -517,12 +517,8 @@ pub struct StatsOutput {
     pub name: String,
     /// The current version.
     pub version: u32,
-    pub runs: u64,
-    pub successes: u64,
-    pub partials: u64,
-    pub failures: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub success_rate: Option<f64>,
+    #[serde(flatten)]
+    pub track_record: TrackRecord,
     /// What procedural_suggest ranks by (see its `why`).
     pub smoothed_success: f64,
     /// Median duration of the runs that recorded one (ms).
@@ -558,11 +554,7 @@ async fn procedural_stats(cx: OpCtx, input: StatsInput) -> Result<StatsOutput, O
         procedure_id: p.id.clone(),
         name: p.current.name.clone(),
         version: p.current.version,
-        runs: t.runs,
-        successes: t.successes,
-        partials: t.partials,
-        failures: t.failures,
-        success_rate: t.success_rate,
+        track_record: t.clone(),
         median_duration_ms,
         last_failure: runs.last_failure,
         recent: runs.recent,

@@ -399,6 +399,17 @@ pub(super) fn reference(page: &mut Page) -> anyhow::Result<()> {
     page.plot("engram-vs-reference.svg", "engram vs reference", svg)
 }
 
+/// The commands that produced an in-process bench's result files, a line each.
+fn commands(res: &Value) -> String {
+    let lines: Vec<&str> = res["commands"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.as_str())
+        .collect();
+    lines.join("\n")
+}
+
 /// `cargo bench --bench semantic`'s figures, in process through the pipeline.
 pub(super) fn semantic(page: &mut Page) -> anyhow::Result<()> {
     page.line("## Semantic search in process: latency vs data size\n");
@@ -406,15 +417,9 @@ pub(super) fn semantic(page: &mut Page) -> anyhow::Result<()> {
         page.line("Not run (`cargo bench --bench semantic -- --facts 10000,100000,1000000`).\n");
         return Ok(());
     };
-    let commands: Vec<&str> = sem["commands"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c.as_str())
-        .collect();
     page.line(format_args!(
         "Through the pipeline in process (`Engine::call`), cache off, random 2-word queries over generated facts (`benches/semantic.rs`).\n\n```\n{}\n```\n",
-        commands.join("\n")
+        commands(&sem)
     ));
     let runs = sem["runs"].as_array().cloned().unwrap_or_default();
     let styles: Vec<String> = runs
@@ -462,15 +467,9 @@ pub(super) fn layers(page: &mut Page) {
         page.line("Not run (`cargo bench --bench memory -- --records 10000,100000`).\n");
         return;
     };
-    let commands: Vec<&str> = res["commands"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c.as_str())
-        .collect();
     page.line(format_args!(
         "Through the pipeline in process (`Engine::call`), cache off, durability full. Each size loads that many events, facts, procedures and tasks, with 100 armed reminders (`benches/memory.rs`).\n\n```\n{}\n```\n",
-        commands.join("\n")
+        commands(&res)
     ));
     let runs = res["runs"].as_array().cloned().unwrap_or_default();
     let sizes: Vec<String> = runs.iter().map(|r| r["records"].to_string()).collect();
