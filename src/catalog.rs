@@ -65,6 +65,10 @@ pub struct OperationSpec {
     /// A read whose answer depends on the clock (what is due now): never cached.
     #[serde(default)]
     pub uncached: bool,
+    /// The token scope a caller needs (`read`, `write`, `admin`) when it is not
+    /// the one the kind implies (read, write, admin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<crate::auth::Scope>,
     pub annotations: Annotations,
     /// Profiles (`core`, `compat`) that include this operation.
     #[serde(default)]

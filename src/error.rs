@@ -34,6 +34,10 @@ pub enum OpError {
     /// No such operation.
     #[error("{0}")]
     UnknownOperation(String),
+    /// The caller's token does not allow this call (its scope, or another
+    /// namespace). Nothing was changed.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// A backend failed; the write (if any) did not happen.
     #[error("storage error: {0}")]
     Storage(String),
@@ -48,6 +52,24 @@ pub enum OpError {
 }
 
 impl OpError {
+    /// The error's kind as metrics and logs name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            OpError::InvalidInput(_) => "invalid_input",
+            OpError::NotFound(_) => "not_found",
+            OpError::Conflict(_) => "conflict",
+            OpError::RateLimited(_) => "rate_limited",
+            OpError::Unavailable(_) => "unavailable",
+            OpError::Timeout(_) => "timeout",
+            OpError::NotEnabled(_) => "not_enabled",
+            OpError::UnknownOperation(_) => "unknown_operation",
+            OpError::Forbidden(_) => "forbidden",
+            OpError::Storage(_) => "storage",
+            OpError::Search(_) => "search",
+            OpError::Internal(_) => "internal",
+        }
+    }
+
     pub fn invalid(msg: impl Into<String>) -> Self {
         OpError::InvalidInput(msg.into())
     }

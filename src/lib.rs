@@ -5,11 +5,13 @@
 //! search) and the MCP surface. See ARCHITECTURE.md for the invariants.
 
 pub mod app;
+pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod graph;
 pub mod interop;
+pub mod metrics;
 pub mod model;
 pub mod ops;
 pub mod pipeline;

@@ -13,7 +13,14 @@ use engram::config::{Config, Durability, NamespaceMode, defaults, validate_names
 use engram::ops::discovery::Detail;
 use engram::ops::registry::{REGENERATE_SCHEMAS, registry, schema_document};
 use engram::pipeline::Engine;
+use engram::server::auth::AuthMode;
 use engram::server::http::HttpOptions;
+
+/// Commands that manage a data dir beside the server: tokens, audit, health.
+mod cli {
+    pub mod admin;
+}
+use cli::admin;
 
 #[derive(Parser)]
 #[command(
@@ -125,6 +132,48 @@ enum Command {
         /// An HTTP session idle this many seconds is closed.
         #[arg(long, env = "ENGRAM_SESSION_IDLE_SECS", default_value_t = engram::server::http::DEFAULT_SESSION_IDLE_SECS)]
         session_idle_secs: u64,
+        /// When HTTP requests need `Authorization: Bearer <token>`: auto (once any token
+        /// exists) or required (always).
+        #[arg(long, env = "ENGRAM_AUTH", value_enum, default_value = "auto")]
+        auth: AuthArg,
+        /// Serve HTTP without tokens, even on a non-loopback address: anyone who reaches
+        /// it reads and writes every namespace.
+        #[arg(long)]
+        insecure_no_auth: bool,
+        /// Also count calls per namespace in /metrics (reading it then needs an admin token).
+        #[arg(long, env = "ENGRAM_METRICS_NAMESPACES")]
+        metrics_namespaces: bool,
+    },
+    /// Make, list and revoke the access tokens HTTP clients present.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Print the audit trail: who wrote what, newest first (the namespace's, or every one's).
+    Audit {
+        /// Most entries printed.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Only writes by this operation.
+        #[arg(long)]
+        operation: Option<String>,
+        /// Only writes made with the token of this label.
+        #[arg(long)]
+        token: Option<String>,
+        /// Only writes since this time (RFC 3339, 2026-11-24, "2h ago").
+        #[arg(long)]
+        since: Option<String>,
+        /// Every namespace's writes, not only --namespace's.
+        #[arg(long)]
+        all_namespaces: bool,
+        /// One JSON object a line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a running HTTP server: exits 0 when its /health answers (for container health checks).
+    Health {
+        #[arg(long, default_value = "http://127.0.0.1:8765/health")]
+        url: String,
     },
     /// Run one operation against the data dir and print its JSON answer.
     Call {
@@ -164,6 +213,44 @@ enum Command {
         #[arg(long, default_value = "schemas")]
         dir: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a token for one namespace and print it (once: only its hash is kept).
+    Create {
+        /// What the token may do: read (read operations), write (reads and writes),
+        /// admin (also maintenance and other namespaces).
+        #[arg(long, value_enum)]
+        scope: ScopeArg,
+        /// A name for the token in lists and the audit trail [default: <namespace>-<scope>-<id>].
+        #[arg(long)]
+        label: Option<String>,
+        /// The token stops working after this long (30d, 12h, 2w) or at this time (RFC 3339).
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
+    },
+    /// List the tokens (never the tokens themselves).
+    List {
+        /// One JSON object a line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by label or id: its next request is refused.
+    Revoke { label_or_id: String },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ScopeArg {
+    Read,
+    Write,
+    Admin,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum AuthArg {
+    Auto,
+    Required,
 }
 
 /// Formats memory moves in.
@@ -255,6 +342,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         allowed_origins: Vec::new(),
         max_sessions: engram::server::http::DEFAULT_MAX_SESSIONS,
         session_idle_secs: engram::server::http::DEFAULT_SESSION_IDLE_SECS,
+        auth: AuthArg::Auto,
+        insecure_no_auth: false,
+        metrics_namespaces: false,
     });
     let global = &cli.global;
     match command {
@@ -264,15 +354,44 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             allowed_origins,
             max_sessions,
             session_idle_secs,
+            auth,
+            insecure_no_auth,
+            metrics_namespaces,
         } => {
             let opts = HttpOptions {
                 allowed_hosts,
                 allowed_origins,
                 max_sessions,
                 session_idle: std::time::Duration::from_secs(session_idle_secs),
+                auth: match (insecure_no_auth, auth) {
+                    (true, _) => AuthMode::Off,
+                    (false, AuthArg::Auto) => AuthMode::Auto,
+                    (false, AuthArg::Required) => AuthMode::Required,
+                },
+                metrics_namespaces,
             };
             serve(global, http, opts)
         }
+        Command::Token { command } => admin::token(global, command),
+        Command::Audit {
+            limit,
+            operation,
+            token,
+            since,
+            all_namespaces,
+            json,
+        } => {
+            let filter = admin::AuditArgs {
+                limit,
+                operation,
+                token,
+                since,
+                all_namespaces,
+                json,
+            };
+            admin::audit(global, filter)
+        }
+        Command::Health { url } => admin::health(&url),
         Command::Call {
             operation,
             arguments,

@@ -323,6 +323,10 @@ pub struct AuditEntry {
     pub operation: String,
     /// The MCP session that called it (empty for the command line).
     pub session_id: String,
+    /// The label of the access token the call came with (HTTP with tokens);
+    /// never the token itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
     /// The records it stored, changed or deleted.
     pub records: Vec<AuditedRecord>,
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 
+use crate::auth::Grant;
 use crate::catalog::{Catalog, OperationSpec};
 use crate::config::DEFAULT_NAMESPACE;
 use crate::model::{Micros, new_id, now_micros};
@@ -84,6 +85,9 @@ pub struct Session {
     /// session lives for one call, so session state needs a handle.
     stateless: AtomicBool,
     namespace: OnceLock<String>,
+    /// What the token this session was opened with allows; none for the data
+    /// dir's owner (stdio, the command line).
+    grant: OnceLock<Grant>,
     tools: Mutex<ToolSelection>,
     /// Working memory: key → the value's JSON text (its size is its length, and
     /// text costs far less memory than a parsed value).
@@ -94,12 +98,14 @@ pub struct Session {
 
 impl Session {
     pub fn new(tools: ToolSelection, limiter: Arc<SessionLimiter>) -> Self {
+        crate::metrics::metrics().session_opened();
         Session {
             id: new_id(),
             created_at: now_micros(),
             handle: OnceLock::new(),
             stateless: AtomicBool::new(false),
             namespace: OnceLock::new(),
+            grant: OnceLock::new(),
             tools: Mutex::new(tools),
             scratch: Mutex::new(BTreeMap::new()),
             limiter,
@@ -109,6 +115,24 @@ impl Session {
     /// Fixes the namespace; a session's namespace never changes once set.
     pub fn set_namespace(&self, ns: String) {
         let _ = self.namespace.set(ns);
+    }
+
+    /// Binds the session to the token it was opened with. Every later request
+    /// of the session must come with the same token.
+    pub fn bind_grant(&self, grant: Grant) -> Result<(), String> {
+        let bound = self.grant.get_or_init(|| grant.clone());
+        if bound.token_id != grant.token_id {
+            return Err(format!(
+                "this MCP session was opened with another token ({:?}); a session keeps the \
+                 token it started with: open a new session with this one",
+                bound.label
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn grant(&self) -> Option<&Grant> {
+        self.grant.get()
     }
 
     /// Marks this session as one stateless request's (it ends with the call).
@@ -148,6 +172,12 @@ impl Session {
 
     pub fn scratch(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
         self.scratch.lock().expect("session poisoned")
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        crate::metrics::metrics().session_closed();
     }
 }
 

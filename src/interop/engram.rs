@@ -168,7 +168,7 @@ pub async fn import_all(
     let records = parse(&text, limits).map_err(|e| format!("{e}; nothing was imported"))?;
     let count = records.len();
     let work = store.import_records(namespace, records);
-    let (imported, _) = attributed("engram import", "", work).await;
+    let (imported, _) = attributed("engram import", "", None, work).await;
     imported.map(|i| (count, i)).map_err(|e| e.to_string())
 }
 

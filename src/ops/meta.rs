@@ -43,6 +43,8 @@ pub struct AuditInput {
     pub session_id: Option<String>,
     /// Only writes that touched this record id (an entity's id, not its name).
     pub record_id: Option<String>,
+    /// Only writes made with the access token of this label (HTTP with tokens).
+    pub token: Option<String>,
     /// Only writes from this time on (RFC 3339, "2h ago").
     pub since: Option<TimeSpec>,
     /// Only writes before this time.
@@ -73,6 +75,7 @@ async fn meta_audit(cx: OpCtx, mut input: AuditInput) -> Result<AuditOutput, OpE
         operation: input.operation,
         session_id: input.session_id,
         record_id: input.record_id,
+        token: input.token,
         since: span.since,
         until: span.until,
     };
@@ -133,6 +136,9 @@ operation!(Stats = "meta_stats", StatsInput => StatsOutput, meta_stats);
 async fn meta_stats(cx: OpCtx, input: StatsInput) -> Result<StatsOutput, OpError> {
     let now = now_micros();
     let store = cx.app.store();
+    if let (true, Some(grant)) = (input.all_namespaces, cx.session.grant()) {
+        grant.permit_admin("all_namespaces (every namespace's counts)")?;
+    }
     let namespace = (!input.all_namespaces).then(|| cx.namespace().to_string());
     let archived_events = store.archived_count(namespace.clone()).await?;
     let counts = store

@@ -125,8 +125,9 @@ pub fn registry() -> &'static Registry {
 fn call<O: Operation>(cx: OpCtx, args: Value) -> BoxFuture<Result<Answer, OpError>> {
     Box::pin(async move {
         let input = decode_args::<O::Input>(O::NAME, args)?;
-        let session_id = cx.session.id.clone();
-        let (output, fired) = attributed(O::NAME, &session_id, O::run(cx, input)).await;
+        let session = cx.session.clone();
+        let token = session.grant().map(|g| g.label.as_str());
+        let (output, fired) = attributed(O::NAME, &session.id, token, O::run(cx, input)).await;
         let output = output?;
         let degraded = O::degraded(&output);
         let encode =

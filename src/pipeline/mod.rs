@@ -20,6 +20,8 @@ use crate::app::{AppState, OpenError};
 use crate::catalog::{Kind, OperationSpec, catalog};
 use crate::config::Config;
 use crate::error::OpError;
+use crate::metrics::metrics;
+use crate::ops::registry::Entry;
 use crate::ops::{Answer, BoxFuture, OpCtx, registry};
 use crate::resilience::cache::QueryCache;
 use crate::session::{Session, ToolSelection};
@@ -85,9 +87,39 @@ async fn dispatch(
     let spec = catalog()
         .get(name)
         .expect("the registry test keeps catalog and handlers in step");
+    let started = Instant::now();
+    let result = run(app, session, entry, spec, args).await;
+    let took = started.elapsed();
+    let error = result.as_ref().err().map(OpError::kind);
+    metrics().call(
+        entry.name,
+        spec.kind.as_str(),
+        session.namespace(),
+        took,
+        error,
+    );
+    let micros = took.as_micros() as u64;
+    match &result {
+        Ok(_) => tracing::debug!(op = name, micros, "ok"),
+        Err(e) => tracing::debug!(op = name, micros, error = %e, "failed"),
+    }
+    result
+}
+
+/// One known operation's way through: the caller's token, the session it
+/// works on, the store's breaker, the cache, the handler.
+async fn run(
+    app: &AppState,
+    session: &Arc<Session>,
+    entry: &'static Entry,
+    spec: &'static OperationSpec,
+    args: Value,
+) -> Result<Value, OpError> {
+    if let Some(grant) = session.grant() {
+        grant.permit(spec)?;
+    }
     let session = session_for(app, session, spec, &args)?;
     let ns = session.namespace().to_string();
-    let started = Instant::now();
     let store_call = spec.uses_store().then(|| app.store_call()).transpose()?;
     let key = spec
         .cacheable()
@@ -106,7 +138,7 @@ async fn dispatch(
             Kind::Write | Kind::Admin => entry.call(cx, args).await,
             Kind::Read => tokio::time::timeout(read_timeout, entry.call(cx, args))
                 .await
-                .unwrap_or_else(|_| Err(timed_out(name, read_timeout))),
+                .unwrap_or_else(|_| Err(timed_out(entry.name, read_timeout))),
         }
     };
     let result = if let Some(key) = key {
@@ -116,11 +148,6 @@ async fn dispatch(
     };
     if let Some(call) = store_call {
         call.settle(&result);
-    }
-    let micros = started.elapsed().as_micros() as u64;
-    match &result {
-        Ok(_) => tracing::debug!(op = name, micros, "ok"),
-        Err(e) => tracing::debug!(op = name, micros, error = %e, "failed"),
     }
     result
 }

@@ -30,6 +30,7 @@ use serde_json::Value;
 
 use super::resources;
 use super::tools::ToolTable;
+use crate::auth::{Grant, Scope};
 use crate::config::{DEFAULT_NAMESPACE, NamespaceMode, namespace_from_folder, validate_namespace};
 use crate::error::OpError;
 use crate::pipeline::Engine;
@@ -99,7 +100,7 @@ impl EngramHandler {
     /// NAME`, else with `auto` the name of the client's first root folder, else
     /// `default`.
     async fn ensure_namespace(&self, ctx: &RequestContext<RoleServer>) -> Result<(), String> {
-        if self.session.namespace_is_set() {
+        if self.authorize(ctx)? || self.session.namespace_is_set() {
             return Ok(());
         }
         if let Some(ns) = header_namespace(ctx)? {
@@ -115,6 +116,29 @@ impl EngramHandler {
         };
         self.session.set_namespace(ns);
         Ok(())
+    }
+
+    /// Binds the session to the request's token, if it came with one (HTTP
+    /// with tokens), and fixes its namespace: the token's, or for an admin
+    /// token the one its header names. True when a token decided it.
+    fn authorize(&self, ctx: &RequestContext<RoleServer>) -> Result<bool, String> {
+        let Some(grant) = http_parts(ctx).and_then(|p| p.extensions.get::<Grant>()) else {
+            return Ok(false);
+        };
+        self.session.bind_grant(grant.clone())?;
+        let namespace = match (grant.scope, header_namespace(ctx)?) {
+            (Scope::Admin, Some(asked)) => asked,
+            _ => grant.namespace.clone(),
+        };
+        if self.session.namespace_is_set() && self.session.namespace() != namespace {
+            return Err(format!(
+                "this session works in namespace {:?} and the token is for {namespace:?}: \
+                 open a new session with the token",
+                self.session.namespace()
+            ));
+        }
+        self.session.set_namespace(namespace);
+        Ok(true)
     }
 
     #[allow(deprecated)] // roots: still what every current host sends
@@ -271,8 +295,12 @@ impl ServerHandler for EngramHandler {
         request: InitializeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<InitializeResult, McpError> {
-        if let Some(ns) =
-            header_namespace(&context).map_err(|m| McpError::invalid_params(m, None))?
+        let by_token = self
+            .authorize(&context)
+            .map_err(|m| McpError::invalid_params(m, None))?;
+        if !by_token
+            && let Some(ns) =
+                header_namespace(&context).map_err(|m| McpError::invalid_params(m, None))?
         {
             self.session.set_namespace(ns);
         }

@@ -9,8 +9,9 @@
 //! a connection that does not finish sending its request headers in time, or
 //! sits idle between requests, is closed.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Json;
@@ -26,8 +27,10 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use super::auth::{self, AuthMode, Gate};
 use super::jsonrpc::{self, Incoming};
 use super::{EngramHandler, shutdown_signal};
+use crate::auth::Grant;
 use crate::pipeline::Engine;
 
 /// Largest request body read (one JSON-RPC message), as on stdio.
@@ -48,6 +51,10 @@ pub struct HttpOptions {
     pub max_sessions: usize,
     /// A session with no request for this long is closed.
     pub session_idle: Duration,
+    /// When requests need a token.
+    pub auth: AuthMode,
+    /// Count calls per namespace in `/metrics` (needs an admin token to read).
+    pub metrics_namespaces: bool,
 }
 
 impl Default for HttpOptions {
@@ -57,6 +64,8 @@ impl Default for HttpOptions {
             allowed_origins: Vec::new(),
             max_sessions: DEFAULT_MAX_SESSIONS,
             session_idle: Duration::from_secs(DEFAULT_SESSION_IDLE_SECS),
+            auth: AuthMode::Auto,
+            metrics_namespaces: false,
         }
     }
 }
@@ -80,9 +89,15 @@ struct Edge {
     hosts: Arc<[String]>,
     sessions: Arc<LocalSessionManager>,
     max_sessions: usize,
+    gate: Gate,
+    /// Which token opened each MCP session: a session is used with that
+    /// token only.
+    owners: Arc<Mutex<HashMap<String, String>>>,
 }
 
 pub async fn serve(app: Engine, addr: SocketAddr, opts: HttpOptions) -> anyhow::Result<()> {
+    check_bind(&app, addr, opts.auth).await?;
+    crate::metrics::metrics().count_namespaces(opts.metrics_namespaces);
     let tcp = tokio::net::TcpListener::bind(addr).await?;
     // stdio hosts started on this data dir forward their sessions here.
     let listener = super::local::spawn_listener(app.clone())
@@ -118,9 +133,17 @@ pub async fn serve(app: Engine, addr: SocketAddr, opts: HttpOptions) -> anyhow::
         hosts: hosts.into(),
         sessions,
         max_sessions: opts.max_sessions,
+        gate: Gate::new(app.app().store().clone(), opts.auth),
+        owners: Arc::default(),
     };
     let router = axum::Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route(auth::METADATA_PATH, get(resource_metadata))
+        .route(
+            &format!("{}/mcp", auth::METADATA_PATH),
+            get(resource_metadata),
+        )
         .with_state(app.clone())
         .nest_service("/mcp", mcp)
         .layer(axum::middleware::from_fn_with_state(edge, guard));
@@ -191,7 +214,7 @@ async fn accept(listener: tokio::net::TcpListener, router: axum::Router, ct: Can
 
 /// The checks in front of every route, in order: the `Host`, then for a POST
 /// to `/mcp` the body's size, the message, and the session cap.
-async fn guard(State(edge): State<Edge>, request: Request, next: Next) -> Response {
+async fn guard(State(edge): State<Edge>, mut request: Request, next: Next) -> Response {
     if !host_allowed(request.headers(), &edge.hosts) {
         return (
             StatusCode::FORBIDDEN,
@@ -199,16 +222,145 @@ async fn guard(State(edge): State<Edge>, request: Request, next: Next) -> Respon
         )
             .into_response();
     }
+    let path = request.uri().path();
+    let mcp = path.starts_with("/mcp");
+    if mcp || path == "/metrics" {
+        let grant = match edge.gate.check(request.headers()).await {
+            Ok(grant) => grant,
+            Err(refusal) => return refusal.into_response(request.headers()),
+        };
+        if !edge.owns_session(request.headers(), grant.as_ref()) {
+            return (
+                StatusCode::FORBIDDEN,
+                "Forbidden: this MCP session was opened with another token; open a session \
+                 with yours",
+            )
+                .into_response();
+        }
+        if let Some(grant) = grant {
+            request.extensions_mut().insert(grant);
+        }
+    }
     if request.method() == axum::http::Method::DELETE {
         return close_session(request, next).await;
     }
-    if request.method() != axum::http::Method::POST || !request.uri().path().starts_with("/mcp") {
+    if request.method() != axum::http::Method::POST || !mcp {
         return next.run(request).await;
     }
-    match check_message(&edge, request).await {
+    let grant = request.extensions().get::<Grant>().cloned();
+    let response = match check_message(&edge, request).await {
         Ok(request) => next.run(request).await,
-        Err(refused) => refused,
+        Err(refused) => return refused,
+    };
+    edge.note_owner(&response, grant.as_ref());
+    response
+}
+
+impl Edge {
+    /// Whether a request may use the MCP session it names: not one another
+    /// token opened.
+    fn owns_session(&self, headers: &HeaderMap, grant: Option<&Grant>) -> bool {
+        let Some(session) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
+            return true;
+        };
+        let owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        match (owners.get(session), grant) {
+            (Some(owner), Some(grant)) => *owner == grant.token_id,
+            (owner, _) => owner.is_none(),
+        }
     }
+
+    /// Remembers which token opened the session an `initialize` answer names.
+    fn note_owner(&self, response: &Response, grant: Option<&Grant>) {
+        let (Some(grant), Some(session)) = (
+            grant,
+            response
+                .headers()
+                .get(SESSION_HEADER)
+                .and_then(|v| v.to_str().ok()),
+        ) else {
+            return;
+        };
+        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        owners.insert(session.to_string(), grant.token_id.clone());
+        if owners.len() > 2 * self.max_sessions {
+            // Forget sessions that have ended.
+            if let Ok(live) = self.sessions.sessions.try_read() {
+                owners.retain(|id, _| live.keys().any(|k| k.as_ref() == id));
+            }
+        }
+    }
+}
+
+const SESSION_HEADER: &str = "mcp-session-id";
+
+/// Refuses to serve a non-loopback address no token protects.
+async fn check_bind(app: &Engine, addr: SocketAddr, mode: AuthMode) -> anyhow::Result<()> {
+    if addr.ip().is_loopback() {
+        return Ok(());
+    }
+    if mode == AuthMode::Off {
+        tracing::warn!(%addr, "serving without authentication (--insecure-no-auth): anyone who reaches this address reads and writes every namespace");
+        return Ok(());
+    }
+    let tokens = app
+        .app()
+        .store()
+        .tokens_in_use(crate::model::now_micros())
+        .await?;
+    if tokens {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "refusing to serve {addr} without tokens: anyone who reaches it could read, change or \
+         delete every namespace. Create a token first (engram token create --namespace NAME \
+         --scope write), bind a loopback address (127.0.0.1), or pass --insecure-no-auth to \
+         insist"
+    )
+}
+
+/// `/metrics`: any valid token when tokens are on; an admin one when calls
+/// are counted per namespace.
+async fn metrics(State(app): State<Engine>, request: Request) -> Response {
+    let grant = request.extensions().get::<Grant>();
+    if let Some(grant) = grant
+        && crate::metrics::metrics().counts_namespaces()
+        && grant.scope != crate::auth::Scope::Admin
+    {
+        return (
+            StatusCode::FORBIDDEN,
+            "Forbidden: with --metrics-namespaces, /metrics needs an admin token",
+        )
+            .into_response();
+    }
+    let app = app.app();
+    let health = app.health();
+    let (database, index_dir) = (
+        app.config().data_dir.join(crate::store::DB_FILE_NAME),
+        app.config().data_dir.join(crate::search::INDEX_DIR_NAME),
+    );
+    let state = crate::metrics::EngineState {
+        cache: app.cache_stats(),
+        breakers: health.breakers,
+        handles_open: app.handles().open_count(),
+        index_pending: health.search_index.overlay_records,
+        index_commits: health.search_index.commits,
+        database: &database,
+        index_dir: &index_dir,
+    };
+    let text = crate::metrics::metrics().render(state);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn resource_metadata(headers: HeaderMap) -> Json<Value> {
+    Json(auth::resource_metadata(&headers))
 }
 
 /// Closing a session: rmcp answers 202, which clients (the Python SDK) read as

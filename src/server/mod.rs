@@ -6,6 +6,7 @@
 //! process forwards its stdio session to the owner, and takes over if the owner
 //! exits. Operations never see any of it.
 
+pub mod auth;
 pub mod forward;
 pub mod handler;
 pub mod http;

@@ -20,6 +20,8 @@ use crate::model::{AuditEntry, AuditedRecord, Change, Micros, Trigger, micros_to
 pub(super) struct Actor {
     operation: String,
     session_id: String,
+    /// The label of the caller's access token, if it came with one.
+    token: Option<String>,
 }
 
 struct Attribution {
@@ -32,17 +34,20 @@ tokio::task_local! {
     static ATTRIBUTION: Attribution;
 }
 
-/// Runs `work` with its writes attributed to `operation` in `session_id`;
-/// returns its output and the reminders its writes fired, in order.
+/// Runs `work` with its writes attributed to `operation` in `session_id`,
+/// called with the token labelled `token`; returns its output and the
+/// reminders its writes fired, in order.
 pub async fn attributed<T>(
     operation: &str,
     session_id: &str,
+    token: Option<&str>,
     work: impl Future<Output = T>,
 ) -> (T, Vec<Trigger>) {
     let attribution = Attribution {
         actor: Actor {
             operation: operation.to_string(),
             session_id: session_id.to_string(),
+            token: token.map(str::to_string),
         },
         fired: Mutex::new(Vec::new()),
     };
@@ -66,6 +71,7 @@ pub(super) fn actor() -> Actor {
         .unwrap_or_else(|_| Actor {
             operation: "engram".into(),
             session_id: String::new(),
+            token: None,
         })
 }
 
@@ -106,14 +112,15 @@ pub(super) fn after_write(
     if !records.is_empty() {
         txn.conn
             .prepare_cached(
-                "INSERT INTO audit (namespace, at, operation, session_id, records)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO audit (namespace, at, operation, session_id, token, records)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
             .execute(rusqlite::params![
                 namespace,
                 txn.now,
                 actor.operation,
                 actor.session_id,
+                actor.token,
                 to_json(&records),
             ])?;
     }
@@ -135,6 +142,8 @@ pub struct AuditFilter {
     pub session_id: Option<String>,
     /// Rows naming this record id.
     pub record_id: Option<String>,
+    /// Rows written with the token of this label.
+    pub token: Option<String>,
     pub since: Option<Micros>,
     pub until: Option<Micros>,
 }
@@ -149,32 +158,48 @@ impl Store {
         before: Option<u64>,
         limit: usize,
     ) -> Result<Vec<AuditEntry>, StoreError> {
-        let mut q = Query::new(
-            "SELECT seq, at, operation, session_id, records FROM audit a WHERE a.namespace = ?",
-            [namespace.to_string().into()],
-        );
-        q.and_some("a.seq < ?", before.map(|s| s as i64))
-            .and_some("a.operation = ?", filter.operation)
-            .and_some("a.session_id = ?", filter.session_id)
-            .and_some("a.at >= ?", filter.since)
-            .and_some("a.at < ?", filter.until)
-            .and_some(
-                "EXISTS (SELECT 1 FROM json_each(a.records) r WHERE json_extract(r.value, '$.id') = ?)",
-                filter.record_id,
-            )
-            .push(" ORDER BY a.seq DESC", [])
-            .limit(limit);
-        self.read_rows(q, |r| {
-            Ok(AuditEntry {
-                seq: r.get::<_, i64>(0)? as u64,
-                at: micros_to_datetime(r.get(1)?),
-                operation: r.get(2)?,
-                session_id: r.get(3)?,
-                records: from_json(&r.get::<_, String>(4)?)?,
-            })
-        })
-        .await
+        let q = audit_query(Some(namespace), filter, before, limit);
+        self.read_rows(q, audit_row).await
     }
+}
+
+/// Audit rows of `namespace` (every namespace's with `None`) matching
+/// `filter`, newest first, below sequence number `before`.
+pub(super) fn audit_query(
+    namespace: Option<&str>,
+    filter: AuditFilter,
+    before: Option<u64>,
+    limit: usize,
+) -> Query {
+    let mut q = Query::new(
+        "SELECT seq, at, operation, session_id, token, records, namespace FROM audit a WHERE 1 = 1",
+        [],
+    );
+    q.and_some("a.namespace = ?", namespace.map(str::to_string))
+        .and_some("a.seq < ?", before.map(|s| s as i64))
+        .and_some("a.operation = ?", filter.operation)
+        .and_some("a.session_id = ?", filter.session_id)
+        .and_some("a.token = ?", filter.token)
+        .and_some("a.at >= ?", filter.since)
+        .and_some("a.at < ?", filter.until)
+        .and_some(
+            "EXISTS (SELECT 1 FROM json_each(a.records) r WHERE json_extract(r.value, '$.id') = ?)",
+            filter.record_id,
+        )
+        .push(" ORDER BY a.seq DESC", [])
+        .limit(limit);
+    q
+}
+
+pub(super) fn audit_row(r: &rusqlite::Row<'_>) -> Result<AuditEntry, StoreError> {
+    Ok(AuditEntry {
+        seq: r.get::<_, i64>(0)? as u64,
+        at: micros_to_datetime(r.get(1)?),
+        operation: r.get(2)?,
+        session_id: r.get(3)?,
+        token: r.get(4)?,
+        records: from_json(&r.get::<_, String>(5)?)?,
+    })
 }
 
 #[cfg(test)]
@@ -247,7 +272,7 @@ mod tests {
             super::super::episodic::save(txn, ns, &e)?;
             Err::<(), _>(StoreError::Conflict("the write fails after storing".into()))
         });
-        let (result, fired) = attributed("failing_op", "s", failing).await;
+        let (result, fired) = attributed("failing_op", "s", None, failing).await;
         assert!(result.is_err());
         assert!(fired.is_empty(), "a rolled-back write fires nothing");
         let audit = store
@@ -260,7 +285,7 @@ mod tests {
         assert_eq!(listed[0].status, TriggerStatus::Armed);
 
         let write = store.insert_events("ns", "s", vec![event("deploy"), event("deploy")]);
-        let (stored, fired) = attributed("episodic_remember_batch", "s", write).await;
+        let (stored, fired) = attributed("episodic_remember_batch", "s", None, write).await;
         let stored = stored.unwrap();
         assert_eq!(
             fired.len(),
@@ -270,7 +295,7 @@ mod tests {
         assert_eq!(fired[0].id, set.id);
         assert_eq!(fired[0].fired_by.as_ref().unwrap().id, stored[0].id);
         let again = store.insert_events("ns", "s", vec![event("deploy")]);
-        let (_, fired) = attributed("episodic_remember", "s", again).await;
+        let (_, fired) = attributed("episodic_remember", "s", None, again).await;
         assert!(fired.is_empty(), "it fired already");
 
         let audit = store

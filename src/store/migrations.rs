@@ -224,6 +224,24 @@ CREATE INDEX tasks_by_parent ON tasks (parent_id, created_at, id);
 CREATE INDEX tasks_by_urgency ON tasks (namespace, status, priority DESC, due_at, id);
 "#,
     ),
+    (
+        6,
+        "access tokens; the token each audited write came with",
+        r#"
+CREATE TABLE tokens (
+    id           TEXT    PRIMARY KEY,
+    label        TEXT    NOT NULL UNIQUE,
+    namespace    TEXT    NOT NULL,
+    scope        TEXT    NOT NULL CHECK (scope IN ('read', 'write', 'admin')),
+    secret_hash  BLOB    NOT NULL,
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER,
+    revoked_at   INTEGER,
+    last_used_at INTEGER
+);
+ALTER TABLE audit ADD COLUMN token TEXT;
+"#,
+    ),
 ];
 
 fn checksum(sql: &str) -> String {

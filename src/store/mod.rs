@@ -24,6 +24,7 @@ mod prospective;
 mod reader;
 mod semantic;
 mod table;
+mod tokens;
 mod writer;
 
 use std::path::Path;
@@ -52,6 +53,7 @@ pub use procedural::{
 pub use prospective::{NewTask, TaskFilter, TaskPatch};
 pub use semantic::{FactFilter, FactPatch, NewFact};
 pub use table::Order;
+pub use tokens::{Direct, NewToken, TokenRecord};
 pub use writer::ChangeListener;
 
 /// sqlite's own statement cache holds 16 by default; 70+ operations need more.

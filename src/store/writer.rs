@@ -331,7 +331,10 @@ impl Txn {
     }
 
     fn commit(self, conn: &Connection, listener: &ChangeListener) {
-        match conn.execute_batch("COMMIT") {
+        let started = std::time::Instant::now();
+        let committed = conn.execute_batch("COMMIT");
+        crate::metrics::metrics().group_commit(self.completions.len(), started.elapsed());
+        match committed {
             Ok(()) => {
                 if !self.changes.is_empty() {
                     listener(self.changes);

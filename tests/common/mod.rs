@@ -330,6 +330,16 @@ impl HttpServer {
         &self,
         namespace: Option<&str>,
     ) -> Result<Client, rmcp::service::ClientInitializeError> {
+        self.try_client_as(None, namespace).await
+    }
+
+    /// A new MCP session that sends `Authorization: Bearer <token>` with every
+    /// request, or why the server refused it.
+    pub async fn try_client_as(
+        &self,
+        token: Option<&str>,
+        namespace: Option<&str>,
+    ) -> Result<Client, rmcp::service::ClientInitializeError> {
         use rmcp::transport::StreamableHttpClientTransport;
         use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
         let mut headers = std::collections::HashMap::new();
@@ -339,8 +349,11 @@ impl HttpServer {
                 http::HeaderValue::from_str(ns).unwrap(),
             );
         }
-        let config =
+        let mut config =
             StreamableHttpClientTransportConfig::with_uri(self.url.clone()).custom_headers(headers);
+        if let Some(token) = token {
+            config = config.auth_header(token);
+        }
         let transport = StreamableHttpClientTransport::from_config(config);
         TestClient::default().serve(transport).await
     }

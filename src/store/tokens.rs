@@ -1,0 +1,263 @@
+//! Access tokens as stored: id, label, namespace, scope, the SHA-256 of the
+//! secret (never the secret), times. Every process on the data dir reads the
+//! same table, so a token made or revoked by the command line counts at the
+//! server's next request.
+//!
+//! [`Direct`] is the command line's way in: a connection of its own to the
+//! data dir's database, beside the server that may own the dir (sqlite's WAL
+//! lets them share the file; writes wait for each other).
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::Serialize;
+
+use super::audit::{AuditFilter, audit_query, audit_row};
+use super::{DB_FILE_NAME, Store, StoreError, migrations, open_connection};
+use crate::auth::Scope;
+use crate::config::Durability;
+use crate::model::{AuditEntry, Micros, micros_to_datetime};
+
+/// A token as `engram token list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenRecord {
+    pub id: String,
+    pub label: String,
+    pub namespace: String,
+    pub scope: Scope,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub last_used_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl TokenRecord {
+    /// Why the token may not be used at `now`, if it may not.
+    pub fn unusable(&self, now: Micros) -> Option<&'static str> {
+        if self.revoked_at.is_some() {
+            Some("revoked")
+        } else if self.expires_at.is_some_and(|e| e.timestamp_micros() <= now) {
+            Some("expired")
+        } else {
+            None
+        }
+    }
+}
+
+/// A token to store.
+pub struct NewToken {
+    pub id: String,
+    pub label: String,
+    pub namespace: String,
+    pub scope: Scope,
+    pub secret_hash: [u8; 32],
+    pub expires_at: Option<Micros>,
+}
+
+const COLUMNS: &str =
+    "id, label, namespace, scope, created_at, expires_at, revoked_at, last_used_at, secret_hash";
+
+fn token_row(r: &Row<'_>) -> rusqlite::Result<(TokenRecord, Vec<u8>)> {
+    let time = |i: usize| -> rusqlite::Result<Option<_>> {
+        Ok(r.get::<_, Option<i64>>(i)?.map(micros_to_datetime))
+    };
+    let scope: String = r.get(3)?;
+    Ok((
+        TokenRecord {
+            id: r.get(0)?,
+            label: r.get(1)?,
+            namespace: r.get(2)?,
+            // The table's CHECK admits only the three.
+            scope: Scope::parse(&scope).unwrap_or(Scope::Read),
+            created_at: micros_to_datetime(r.get(4)?),
+            expires_at: time(5)?,
+            revoked_at: time(6)?,
+            last_used_at: time(7)?,
+        },
+        r.get(8)?,
+    ))
+}
+
+/// The token with this id and its secret's hash.
+fn find(conn: &Connection, id: &str) -> Result<Option<(TokenRecord, Vec<u8>)>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM tokens WHERE id = ?1");
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([id], token_row)
+        .optional()?)
+}
+
+/// Whether any token is neither revoked nor expired at `now`.
+fn any_usable(conn: &Connection, now: Micros) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM tokens WHERE revoked_at IS NULL
+                 AND (expires_at IS NULL OR expires_at > ?1))",
+        )?
+        .query_row([now], |r| r.get(0))?)
+}
+
+impl Store {
+    /// The token with this id, and the hash its secret must match.
+    pub async fn token(&self, id: &str) -> Result<Option<(TokenRecord, Vec<u8>)>, StoreError> {
+        let id = id.to_string();
+        self.readers.read(move |conn| find(conn, &id)).await
+    }
+
+    /// Whether any token could be used now: then HTTP requests need one.
+    pub async fn tokens_in_use(&self, now: Micros) -> Result<bool, StoreError> {
+        self.readers.read(move |conn| any_usable(conn, now)).await
+    }
+
+    /// Notes that the token was used at `at`.
+    pub async fn touch_token(&self, id: &str, at: Micros) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.writer
+            .write(move |txn| {
+                txn.conn
+                    .prepare_cached("UPDATE tokens SET last_used_at = ?2 WHERE id = ?1")?
+                    .execute(params![id, at])?;
+                Ok(())
+            })
+            .await
+    }
+}
+
+/// The data dir's database, opened by the command line for itself.
+pub struct Direct {
+    conn: Connection,
+}
+
+impl Direct {
+    /// Opens (creating and migrating if needed) the database in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Direct, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::Migration(format!("cannot create {}: {e}", data_dir.display()))
+        })?;
+        let mut conn = open_connection(&data_dir.join(DB_FILE_NAME), Durability::Full, false)?;
+        migrations::run(&mut conn)?;
+        Ok(Direct { conn })
+    }
+
+    /// Stores a new token; refused if its label is taken.
+    pub fn create_token(&self, token: NewToken, now: Micros) -> Result<TokenRecord, StoreError> {
+        let taken: bool = self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM tokens WHERE label = ?1)",
+            [&token.label],
+            |r| r.get(0),
+        )?;
+        if taken {
+            return Err(StoreError::Conflict(format!(
+                "a token labelled {:?} exists already: choose another --label, or revoke it first",
+                token.label
+            )));
+        }
+        self.conn.execute(
+            "INSERT INTO tokens (id, label, namespace, scope, secret_hash, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                token.id,
+                token.label,
+                token.namespace,
+                token.scope.as_str(),
+                token.secret_hash.as_slice(),
+                now,
+                token.expires_at
+            ],
+        )?;
+        find(&self.conn, &token.id)?
+            .map(|(record, _)| record)
+            .ok_or_else(|| StoreError::Corrupt("a token just stored is missing".into()))
+    }
+
+    /// Every token, oldest first.
+    pub fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM tokens ORDER BY created_at, rowid");
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map([], token_row)?;
+        Ok(rows.map(|r| r.map(|(t, _)| t)).collect::<Result<_, _>>()?)
+    }
+
+    /// Revokes the token with this label or id; says which it was. Revoking a
+    /// revoked token changes nothing.
+    pub fn revoke_token(&self, label_or_id: &str, now: Micros) -> Result<TokenRecord, StoreError> {
+        let id: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT id FROM tokens WHERE label = ?1 OR id = ?1",
+                [label_or_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(id) = id else {
+            return Err(StoreError::NotFound(format!(
+                "no token has the label or id {label_or_id:?}: engram token list shows them"
+            )));
+        };
+        self.conn.execute(
+            "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            params![id, now],
+        )?;
+        find(&self.conn, &id)?
+            .map(|(record, _)| record)
+            .ok_or_else(|| StoreError::Corrupt("a token just revoked is missing".into()))
+    }
+
+    /// Audit rows, newest first, with the namespace each belongs to.
+    pub fn audit(
+        &self,
+        namespace: Option<&str>,
+        filter: AuditFilter,
+        limit: usize,
+    ) -> Result<Vec<(String, AuditEntry)>, StoreError> {
+        audit_query(namespace, filter, None, limit)
+            .rows(&self.conn, |r| Ok((r.get::<_, String>(6)?, audit_row(r)?)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::now_micros;
+
+    fn token(label: &str, expires_at: Option<Micros>) -> NewToken {
+        let minted = crate::auth::mint().unwrap();
+        NewToken {
+            id: minted.id,
+            label: label.into(),
+            namespace: "ns".into(),
+            scope: Scope::Write,
+            secret_hash: minted.secret_hash,
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn tokens_are_created_listed_and_revoked_by_label_or_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Direct::open(dir.path()).unwrap();
+        let now = now_micros();
+        assert!(!any_usable(&db.conn, now).unwrap());
+        let a = db.create_token(token("a", None), now).unwrap();
+        let b = db.create_token(token("b", Some(now - 1)), now).unwrap();
+        assert!(matches!(
+            db.create_token(token("a", None), now),
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(b.unusable(now), Some("expired"));
+        assert!(any_usable(&db.conn, now).unwrap());
+        let listed: Vec<String> = db.tokens().unwrap().into_iter().map(|t| t.label).collect();
+        assert_eq!(listed, ["a", "b"]);
+
+        let revoked = db.revoke_token(&a.id, now).unwrap();
+        assert_eq!(revoked.unusable(now), Some("revoked"));
+        assert!(!any_usable(&db.conn, now).unwrap(), "b expired, a revoked");
+        assert!(matches!(
+            db.revoke_token("nobody", now),
+            Err(StoreError::NotFound(_))
+        ));
+        let (stored, hash) = find(&db.conn, &a.id).unwrap().unwrap();
+        assert_eq!(stored.label, "a");
+        assert_eq!(hash.len(), 32);
+    }
+}
