@@ -234,6 +234,31 @@ enum Protocol {
     Current,
 }
 
+/// A new admin token in `data_dir` (`engram token create`).
+fn admin_token(data_dir: &Path) -> String {
+    let out = common::engram_std(
+        data_dir,
+        &[
+            "--namespace",
+            "ops",
+            "token",
+            "create",
+            "--scope",
+            "admin",
+            "--label",
+            "sdk-host",
+        ],
+    )
+    .output()
+    .expect("engram token create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 fn run(sdk: Sdk, transport: Transport, mode: Mode, protocol: Protocol) {
     let scripts = repo().join("tests/clients");
     let mut cmd = match sdk {
@@ -283,6 +308,13 @@ fn run(sdk: Sdk, transport: Transport, mode: Mode, protocol: Protocol) {
                 let server = HttpServer::start_blocking(&["--tools", p]);
                 cmd.arg(format!("{p}={}", server.url));
                 servers.push(server);
+            }
+            // Hosts reach shared servers with a token: these runs go through
+            // authentication (an admin token, which may name each run's
+            // namespace), the profile runs without.
+            if mode != Mode::Profile {
+                let dir = servers[0].data_dir().expect("a data dir of its own");
+                cmd.env("ENGRAM_TOKEN", admin_token(dir));
             }
         }
     }

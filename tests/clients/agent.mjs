@@ -477,10 +477,13 @@ async function main() {
       // A namespace of its own, so runs sharing one server never see each other's memories.
       const namespace = `agent-node-${randomUUID().replace(/-/g, '').slice(0, 12)}`;
       console.log(`  (namespace ${namespace})`);
+      const headers = { 'X-Engram-Namespace': namespace };
+      // A server with tokens: an admin token may name any namespace.
+      if (process.env.ENGRAM_TOKEN) headers.Authorization = `Bearer ${process.env.ENGRAM_TOKEN}`;
       await runSession(
         () =>
           new StreamableHTTPClientTransport(new URL(urls[profile]), {
-            requestInit: { headers: { 'X-Engram-Namespace': namespace } },
+            requestInit: { headers },
           }),
         profile,
         steps,

@@ -509,7 +509,11 @@ async def main_async(ns: argparse.Namespace) -> int:
             # A namespace of its own, so runs sharing one server never see each other's memories.
             namespace = f"agent-py-{uuid.uuid4().hex[:12]}"
             print(f"  (namespace {namespace})", flush=True)
-            async with create_mcp_http_client(headers={NAMESPACE_HEADER: namespace}) as http:
+            headers = {NAMESPACE_HEADER: namespace}
+            # A server with tokens: an admin token may name any namespace.
+            if os.environ.get("ENGRAM_TOKEN"):
+                headers["Authorization"] = f"Bearer {os.environ['ENGRAM_TOKEN']}"
+            async with create_mcp_http_client(headers=headers) as http:
                 target = streamable_http_client(urls[profile], http_client=http)
                 await run_session(target, profile, steps, ns, namespace, report)
         if ns.mode == "every-tool":

@@ -303,6 +303,11 @@ impl HttpServer {
         }
     }
 
+    /// The data dir, when the server has one of its own.
+    pub fn data_dir(&self) -> Option<&Path> {
+        self._dir.as_ref().map(|d| d.path())
+    }
+
     pub fn base(&self) -> String {
         self.url.trim_end_matches("/mcp").to_string()
     }
