@@ -138,7 +138,7 @@ enum Command {
         auth: AuthArg,
         /// Serve HTTP without tokens, even on a non-loopback address: anyone who reaches
         /// it reads and writes every namespace.
-        #[arg(long)]
+        #[arg(long, env = "ENGRAM_INSECURE_NO_AUTH")]
         insecure_no_auth: bool,
         /// Also count calls per namespace in /metrics (reading it then needs an admin token).
         #[arg(long, env = "ENGRAM_METRICS_NAMESPACES")]

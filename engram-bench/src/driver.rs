@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow};
 use rmcp::model::CallToolRequestParams;
 use rmcp::service::RunningService;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::{Value, json};
@@ -124,6 +125,8 @@ pub struct HttpServer {
     child: tokio::process::Child,
     pub url: String,
     pub pid: u32,
+    /// The bearer token sessions present, when the server has tokens.
+    token: Option<String>,
 }
 
 impl HttpServer {
@@ -142,24 +145,58 @@ impl HttpServer {
             .with_context(|| format!("cannot run {}", engram.display()))?;
         let pid = child.id().ok_or_else(|| anyhow!("server exited at once"))?;
         let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("piped")).lines();
+        let mut said = Vec::new();
         let url = loop {
-            let line = lines
-                .next_line()
-                .await?
-                .ok_or_else(|| anyhow!("engram exited before listening"))?;
+            let Some(line) = lines.next_line().await? else {
+                anyhow::bail!("engram exited before listening: {}", said.join("\n"));
+            };
             if let Some(u) = line.split("listening on ").nth(1) {
                 break u.trim().to_string();
             }
+            said.push(line);
         };
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(HttpServer { child, url, pid })
+        Ok(HttpServer {
+            child,
+            url,
+            pid,
+            token: None,
+        })
+    }
+
+    /// A server whose data dir has a write token, which every session
+    /// presents: each request is authenticated.
+    pub async fn start_with_token(engram: &Path, data_dir: &Path) -> anyhow::Result<Self> {
+        let out = tokio::process::Command::new(engram)
+            .args(["--log", "warn", "--namespace", "bench", "--data-dir"])
+            .arg(data_dir)
+            .args(["token", "create", "--scope", "write", "--label", "bench"])
+            .output()
+            .await?;
+        anyhow::ensure!(
+            out.status.success(),
+            "engram token create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut server = HttpServer::start(engram, data_dir, &[]).await?;
+        server.token = Some(String::from_utf8(out.stdout)?.trim().to_string());
+        Ok(server)
+    }
+
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    fn transport(&self) -> StreamableHttpClientTransport<reqwest::Client> {
+        let mut config = StreamableHttpClientTransportConfig::with_uri(self.url.clone());
+        if let Some(token) = &self.token {
+            config = config.auth_header(token.clone());
+        }
+        StreamableHttpClientTransport::from_config(config)
     }
 
     pub async fn session(&self) -> anyhow::Result<Client> {
-        Ok(
-            ().serve(StreamableHttpClientTransport::from_uri(self.url.clone()))
-                .await?,
-        )
+        Ok(().serve(self.transport()).await?)
     }
 
     /// Opens `n` sessions, at most `MAX_OPENING_SESSIONS` handshakes at a time.
@@ -167,12 +204,10 @@ impl HttpServer {
         let gate = Arc::new(tokio::sync::Semaphore::new(MAX_OPENING_SESSIONS));
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..n {
-            let (url, gate) = (self.url.clone(), gate.clone());
+            let (transport, gate) = (self.transport(), gate.clone());
             tasks.spawn(async move {
                 let _permit = gate.acquire_owned().await.ok()?;
-                ().serve(StreamableHttpClientTransport::from_uri(url))
-                    .await
-                    .ok()
+                ().serve(transport).await.ok()
             });
         }
         let opened: Vec<Arc<Client>> = tasks

@@ -1,7 +1,10 @@
 //! MCP over Streamable HTTP at `/mcp`, one session per `initialize`, plus
-//! `/health`.
+//! `/health`, `/metrics` and the RFC 9728 resource metadata.
 //!
-//! Edges: binds loopback by default; every route checks `Host` (DNS rebinding)
+//! Edges: binds loopback by default, and a non-loopback address only once a
+//! token exists (or with `--insecure-no-auth`); `/mcp` and `/metrics` check
+//! the bearer token (`auth.rs`) and that a session is used with the token that
+//! opened it; every route checks `Host` (DNS rebinding)
 //! and browsers' `Origin` (loopback origins only unless `--allowed-origin`);
 //! bodies are bounded and read before rmcp sees them, so a message rmcp cannot
 //! parse gets its JSON-RPC error (`jsonrpc.rs`) instead of a bare 415; sessions

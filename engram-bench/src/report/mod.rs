@@ -32,6 +32,7 @@ pub fn render(results: &Path, out_path: &Path, plots: &Path) -> anyhow::Result<(
     sections::intro(&mut page);
     targets::section(&mut page);
     sections::ladder(&mut page)?;
+    sections::edge(&mut page);
     sections::workflows(&mut page);
     sections::discovery(&mut page);
     sections::writes(&mut page);

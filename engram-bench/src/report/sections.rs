@@ -105,6 +105,86 @@ pub(super) fn ladder(page: &mut Page) -> anyhow::Result<()> {
     page.plot("latency-vs-concurrency.svg", "latency vs concurrency", svg)
 }
 
+const EDGE_COLUMNS: [&str; 8] = [
+    "server",
+    "round",
+    "calls",
+    "calls/s",
+    "failure rate",
+    "read p50 / p95 / p99.9",
+    "write p50 / p95 / p99.9",
+    "complex p50 / p95 / p99.9",
+];
+
+/// Authentication and metrics: the first rung with and without them.
+pub(super) fn edge(page: &mut Page) {
+    let about = |res: &Value| {
+        let mix = &res["mix"];
+        Some(format!(
+            "What tokens and metrics cost: {} Streamable HTTP sessions, mixed workload {}/{}/{} \
+             read/write/complex %, {} s per round, {} records preloaded, closed loop, against \
+             two servers in turn: one without tokens, and one where every request carries a \
+             bearer token it looks up and checks while `/metrics` is scraped every second \
+             ({} scrapes, {} failed). Rounds alternate so drift falls on both.\n",
+            res["sessions"],
+            mix["read"],
+            mix["write"],
+            mix["complex"],
+            res["seconds_per_rung"],
+            res["records"],
+            res["scrapes"],
+            res["scrape_failures"],
+        ))
+    };
+    let Some(res) = page.section(
+        "Authentication and metrics overhead",
+        "edge",
+        about,
+        &EDGE_COLUMNS,
+    ) else {
+        return;
+    };
+    let mut medians = Vec::new();
+    for (key, server) in [("without", "no tokens"), ("with", "token + /metrics")] {
+        let rounds = res[key].as_array().cloned().unwrap_or_default();
+        for (i, rg) in rounds.iter().enumerate() {
+            let [read, write, complex] = CLASSES.map(|c| p50_p95_p999(&rg["classes"][c]));
+            page.row(&[
+                server.to_string(),
+                (i + 1).to_string(),
+                rg["calls"].to_string(),
+                n0(&rg["throughput_per_s"]),
+                pct(&rg["failure_rate"]),
+                read,
+                write,
+                complex,
+            ]);
+        }
+        let median = |pick: &dyn Fn(&Value) -> Option<f64>| {
+            let mut xs: Vec<f64> = rounds.iter().filter_map(pick).collect();
+            xs.sort_by(f64::total_cmp);
+            xs.get(xs.len() / 2).copied()
+        };
+        medians.push((
+            server,
+            median(&|rg| f(&rg["throughput_per_s"])),
+            median(&|rg| f(&rg["classes"]["read"]["p95_ms"])),
+        ));
+    }
+    if let [
+        (_, Some(calls0), Some(p95_0)),
+        (_, Some(calls1), Some(p95_1)),
+    ] = medians[..]
+    {
+        page.line(format_args!(
+            "\nMedian of the rounds: {calls0:.0} → {calls1:.0} calls/s ({:+.1} %), read p95 \
+             {p95_0:.3} → {p95_1:.3} ms ({:+.1} %).",
+            (calls1 / calls0 - 1.0) * 100.0,
+            (p95_1 / p95_0 - 1.0) * 100.0
+        ));
+    }
+}
+
 const WORKFLOW_COLUMNS: [&str; 7] = [
     "workflow / step",
     "calls",
@@ -557,6 +637,6 @@ fn layers_transfer(page: &mut Page, runs: &[Value]) {
 
 pub(super) fn reproduce(page: &mut Page) {
     page.line(
-        "## Reproduce\n\n```\ncargo build --release                                # the server under test\ncargo run --release -p engram-bench -- run all       # every scenario at full size\ncargo run --release -p engram-bench -- run ladder --sessions 10,100,1000,5000 --seconds 10\ncargo bench --bench semantic -- --facts 10000,100000,1000000\ncargo bench --bench memory -- --records 10000,100000\ncargo run --release -p engram-bench -- report\n```\n\n`engram-bench run all --quick` runs every scenario in seconds (the CI smoke test; its figures are not representative).",
+        "## Reproduce\n\n```\ncargo build --release                                # the server under test\ncargo run --release -p engram-bench -- run all       # every scenario at full size\ncargo run --release -p engram-bench -- run ladder --sessions 10,100,1000,5000 --seconds 10\ncargo run --release -p engram-bench -- run edge             # tokens and /metrics: with and without\ncargo bench --bench semantic -- --facts 10000,100000,1000000\ncargo bench --bench memory -- --records 10000,100000\ncargo run --release -p engram-bench -- report\n```\n\n`engram-bench run all --quick` runs every scenario in seconds (the CI smoke test; its figures are not representative).",
     );
 }

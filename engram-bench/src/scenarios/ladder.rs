@@ -35,7 +35,7 @@ pub async fn run(cx: &Ctx) -> anyhow::Result<Value> {
 }
 
 /// `n` sessions for `seconds` (or `--ops` calls in all).
-async fn rung(cx: &Ctx, server: &HttpServer, n: usize, seconds: f64, mix: Mix) -> Value {
+pub(super) async fn rung(cx: &Ctx, server: &HttpServer, n: usize, seconds: f64, mix: Mix) -> Value {
     progress(format!("ladder: {n} sessions, {seconds} s"));
     let sessions = server.sessions(n).await;
     let until = Instant::now() + Duration::from_secs_f64(seconds);

@@ -6,6 +6,7 @@
 mod cache;
 mod crashloop;
 mod discovery;
+mod edge;
 mod ladder;
 mod memory;
 mod recovery;
@@ -45,7 +46,7 @@ macro_rules! scenarios {
 
 /// Every scenario, in the order `run all` takes them.
 pub const ALL: &[Scenario] = scenarios![
-    ladder, workflows, discovery, writes, recovery, memory, cache, reference, crashloop,
+    ladder, edge, workflows, discovery, writes, recovery, memory, cache, reference, crashloop,
 ];
 
 /// The names of every scenario, in `ALL`'s order.
