@@ -467,7 +467,8 @@ async fn read_graph(cx: OpCtx, mut input: ReadGraphInput) -> Result<GraphOutput,
 pub struct SearchNodesInput {
     /// The search query to match against entity names, types, and observation
     /// content. Entities holding every word rank first (by relevance); entities
-    /// containing the query as written (case-insensitive) follow.
+    /// containing the query as written (case-insensitive) follow; then entities
+    /// holding some of the words, ranked, while they score at least half the best.
     pub query: String,
     /// Most entities to return (default 100).
     pub limit: Option<usize>,
@@ -496,27 +497,28 @@ async fn search_nodes(cx: OpCtx, mut input: SearchNodesInput) -> Result<GraphOut
     let terms = crate::search::SearchIndex::query_terms(&input.query);
     if !terms.is_empty() {
         let matcher = Matcher::All(terms.into_iter().map(Matcher::Term).collect());
-        let mut q = SearchQuery::new(cx.namespace(), vec![RecordKind::Entity], matcher, wanted);
-        if types.len() == 1 {
-            q.tags = vec![types[0].to_lowercase()];
-        }
-        let hits = cx.app.search(q).await?.results.hits;
-        let mut ranked: Vec<String> = hits.into_iter().map(|h| h.id).collect();
-        if !types.is_empty() {
-            let of = cx
-                .app
-                .store()
-                .entity_types_of(cx.namespace(), ranked.clone())
-                .await?;
-            ranked.retain(|id| of.get(id).is_some_and(|t| types.contains(t)));
-        }
-        ids.extend(ranked);
+        let ranked = ranked_entities(&cx, matcher, &types, wanted).await?;
+        ids.extend(ranked.into_iter().map(|(id, _)| id));
     }
     // Then the reference's rule, so nothing it finds is missed: entities
     // containing the query as written, case-insensitively.
-    let seen: HashSet<String> = ids.iter().cloned().collect();
+    let mut seen: HashSet<String> = ids.iter().cloned().collect();
     let substring = substring_matches(&cx, &input.query, &types, wanted).await?;
-    ids.extend(substring.into_iter().filter(|id| !seen.contains(id)));
+    ids.extend(substring.into_iter().filter(|id| seen.insert(id.clone())));
+    // Then entities holding some of the words (a question rarely uses every
+    // word of the entity it is about), ranked, down to a share of the best.
+    if ids.len() < wanted
+        && let Some(matcher) = Matcher::words(&input.query)
+    {
+        let related = ranked_entities(&cx, matcher, &types, wanted).await?;
+        let best = related.first().map_or(0.0, |(_, score)| *score);
+        ids.extend(
+            related
+                .into_iter()
+                .take_while(|(_, score)| *score >= best * RELATED_SHARE)
+                .filter_map(|(id, _)| seen.insert(id.clone()).then_some(id)),
+        );
+    }
     let more = ids.len() > offset + limit;
     let page: Vec<String> = ids.into_iter().skip(offset).take(limit).collect();
     let (mut entities, mut relations) = cx
@@ -542,6 +544,32 @@ async fn search_nodes(cx: OpCtx, mut input: SearchNodesInput) -> Result<GraphOut
         next_cursor,
         note,
     })
+}
+
+/// A search_nodes hit holding only some of the query's words is kept when it
+/// scores at least this share of the best such hit.
+const RELATED_SHARE: f32 = 0.5;
+
+/// Up to `wanted` entities matching `matcher` (of `types`, if any), best
+/// first, with their scores.
+async fn ranked_entities(
+    cx: &OpCtx,
+    matcher: Matcher,
+    types: &[String],
+    wanted: usize,
+) -> Result<Vec<(String, f32)>, OpError> {
+    let mut q = SearchQuery::new(cx.namespace(), vec![RecordKind::Entity], matcher, wanted);
+    if types.len() == 1 {
+        q.tags = vec![types[0].to_lowercase()];
+    }
+    let hits = cx.app.search(q).await?.results.hits;
+    let mut ranked: Vec<(String, f32)> = hits.into_iter().map(|h| (h.id, h.score)).collect();
+    if !types.is_empty() {
+        let ids = ranked.iter().map(|(id, _)| id.clone()).collect();
+        let of = cx.app.store().entity_types_of(cx.namespace(), ids).await?;
+        ranked.retain(|(id, _)| of.get(id).is_some_and(|t| types.contains(t)));
+    }
+    Ok(ranked)
 }
 
 /// Ids of up to `wanted` entities whose name, type or an observation contains

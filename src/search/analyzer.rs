@@ -99,6 +99,83 @@ pub(crate) fn raw_tokens(text: &str) -> Vec<(usize, usize, String)> {
     out
 }
 
+/// Words that shape a question rather than say what it is about: question
+/// words, auxiliaries, pronouns and the phrasing of asking ("tell me", "do you
+/// remember"). Stemming leaves them as they are, so they are not stop words:
+/// a document may be about "what we did".
+const QUESTION_WORDS: &[&str] = &[
+    "what",
+    "when",
+    "where",
+    "which",
+    "who",
+    "whom",
+    "whose",
+    "why",
+    "how",
+    "do",
+    "does",
+    "did",
+    "done",
+    "doing",
+    "have",
+    "has",
+    "had",
+    "having",
+    "am",
+    "were",
+    "been",
+    "being",
+    "can",
+    "could",
+    "would",
+    "should",
+    "shall",
+    "may",
+    "might",
+    "must",
+    "i",
+    "me",
+    "my",
+    "mine",
+    "you",
+    "your",
+    "yours",
+    "he",
+    "him",
+    "his",
+    "she",
+    "her",
+    "hers",
+    "we",
+    "us",
+    "our",
+    "ours",
+    "them",
+    "its",
+    "s",
+    "ever",
+    "tell",
+    "know",
+    "remember",
+    "recall",
+    "anything",
+    "something",
+    "any",
+    "some",
+    "about",
+    "from",
+    "up",
+    "out",
+    "so",
+    "just",
+];
+
+/// Whether a word (lower-cased, as written) only shapes a question.
+pub(crate) fn is_question_word(word: &str) -> bool {
+    QUESTION_WORDS.contains(&word)
+}
+
 /// The analyzed term of one word: `None` for a stop word.
 pub(crate) fn stem(word: &str) -> Option<String> {
     terms_with_repeats(word).into_iter().next()

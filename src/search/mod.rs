@@ -588,19 +588,22 @@ fn search_blocking(shared: &Shared, q: &SearchQuery) -> Result<SearchResults, Se
         });
     }
     // One consistent view: the searcher and the overlay taken under one lock.
-    let (searcher, pending) = {
+    let mut terms = Vec::new();
+    query::scored_terms(&q.matcher, &mut terms);
+    let (searcher, pending, overlay_stats) = {
         let overlay = shared.overlay.read().expect("overlay poisoned");
         (
             shared.live().reader.searcher(),
             overlay.snapshot(&q.namespace, &q.kinds),
+            overlay.stats_for(&terms),
         )
     };
 
     let mut clauses = filter_query(f, q);
     clauses.push((Occur::Must, query::compile(&q.matcher, f, &searcher)?));
     let query = BooleanQuery::new(clauses);
-    let mut hits = committed_hits(&searcher, &query, f, &pending, q)?;
-    let mut stats = query::IndexStats::new(&searcher, f)?;
+    let mut stats = query::IndexStats::new(&searcher, f, overlay_stats)?;
+    let mut hits = committed_hits(&searcher, &query, &stats, f, &pending, q)?;
     hits.extend(overlay_hits(&pending, q, &mut stats));
     Ok(page(&mut hits, q))
 }
@@ -610,6 +613,7 @@ fn search_blocking(shared: &Shared, q: &SearchQuery) -> Result<SearchResults, Se
 fn committed_hits(
     searcher: &Searcher,
     query: &BooleanQuery,
+    stats: &query::IndexStats<'_>,
     f: &Fields,
     pending: &Pending,
     q: &SearchQuery,
@@ -624,7 +628,11 @@ fn committed_hits(
         .saturating_add(1);
     let mut fetch = wanted.min(most);
     loop {
-        let top = searcher.search(query, &TopDocs::with_limit(fetch).order_by_score())?;
+        let top = searcher.search_with_statistics_provider(
+            query,
+            &TopDocs::with_limit(fetch).order_by_score(),
+            stats,
+        )?;
         let exhausted = top.len() < fetch;
         let mut kept = Vec::with_capacity(top.len());
         for (score, addr) in top {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::SearchQuery;
-use super::query::PreparedDoc;
+use super::query::{PreparedDoc, Which};
 use crate::model::{Change, RecordKind, SearchDoc};
 
 /// A pending document with its analyzed forms, computed once when it arrives
@@ -23,32 +23,111 @@ struct Pending {
 #[derive(Default)]
 pub(crate) struct Overlay {
     entries: HashMap<String, Pending>,
+    counts: Counts,
+}
+
+/// What BM25 needs to know of the overlay's documents, kept as they come and
+/// go: ranking adds it to the committed index's statistics, so a record just
+/// stored is weighed against everything stored, not only what was committed
+/// (after a bulk load into a fresh store, nothing was).
+#[derive(Default)]
+struct Counts {
+    docs: u64,
+    /// Tokens per field (`Which` as index).
+    tokens: [u64; 2],
+    /// Documents holding each term.
+    df: HashMap<(Which, String), u64>,
+}
+
+impl Counts {
+    fn add(&mut self, d: &PreparedDoc) {
+        self.docs += 1;
+        self.tokens[Which::Stemmed as usize] += d.stems.len() as u64;
+        self.tokens[Which::Raw as usize] += d.raw.len() as u64;
+        for key in distinct_terms(d) {
+            *self.df.entry(key).or_insert(0) += 1;
+        }
+    }
+
+    fn remove(&mut self, d: &PreparedDoc) {
+        self.docs = self.docs.saturating_sub(1);
+        self.tokens[Which::Stemmed as usize] -= d.stems.len() as u64;
+        self.tokens[Which::Raw as usize] -= d.raw.len() as u64;
+        for key in distinct_terms(d) {
+            if let Some(n) = self.df.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    self.df.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+fn distinct_terms(d: &PreparedDoc) -> std::collections::HashSet<(Which, String)> {
+    let stems = d.stems.iter().map(|(_, t)| (Which::Stemmed, t.clone()));
+    let raw = d.raw.iter().map(|w| (Which::Raw, w.clone()));
+    stems.chain(raw).collect()
+}
+
+/// The overlay's share of the corpus statistics for one query's terms.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct OverlayStats {
+    pub docs: u64,
+    pub tokens: [u64; 2],
+    pub df: HashMap<(Which, String), u64>,
 }
 
 impl Overlay {
     pub(crate) fn apply(&mut self, changes: &[Change]) {
         for c in changes.iter().filter(|c| c.kind.searchable()) {
             let newer = self.entries.get(&c.id).is_none_or(|p| p.seq <= c.seq);
-            if newer {
-                self.entries.insert(
-                    c.id.clone(),
-                    Pending {
-                        seq: c.seq,
-                        namespace: c.namespace.clone(),
-                        kind: c.kind,
-                        doc: c
-                            .doc
-                            .as_ref()
-                            .map(|d| Arc::new(PreparedDoc::new(d.clone()))),
-                    },
-                );
+            if !newer {
+                continue;
+            }
+            let doc = c
+                .doc
+                .as_ref()
+                .map(|d| Arc::new(PreparedDoc::new(d.clone())));
+            if let Some(d) = &doc {
+                self.counts.add(d);
+            }
+            let pending = Pending {
+                seq: c.seq,
+                namespace: c.namespace.clone(),
+                kind: c.kind,
+                doc,
+            };
+            if let Some(old) = self.entries.insert(c.id.clone(), pending)
+                && let Some(d) = old.doc
+            {
+                self.counts.remove(&d);
             }
         }
     }
 
     /// Forgets every change numbered `upto` or lower: the index now holds them.
     pub(crate) fn prune(&mut self, upto: i64) {
-        self.entries.retain(|_, p| p.seq > upto);
+        let counts = &mut self.counts;
+        self.entries.retain(|_, p| {
+            let keep = p.seq > upto;
+            if let (false, Some(d)) = (keep, &p.doc) {
+                counts.remove(d);
+            }
+            keep
+        });
+    }
+
+    /// The overlay's statistics for these terms.
+    pub(crate) fn stats_for(&self, terms: &[(Which, String)]) -> OverlayStats {
+        OverlayStats {
+            docs: self.counts.docs,
+            tokens: self.counts.tokens,
+            df: terms
+                .iter()
+                .filter_map(|k| self.counts.df.get(k).map(|n| (k.clone(), *n)))
+                .collect(),
+        }
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -17,6 +17,7 @@ use tantivy::query::{
 use tantivy::schema::{Field, IndexRecordOption};
 use tantivy::{Searcher, Term};
 
+use super::overlay::OverlayStats;
 use super::{Fields, SearchError, analyzer};
 use crate::model::{RecordKind, SearchDoc};
 
@@ -27,6 +28,10 @@ const MAX_EXPANSION_CANDIDATES: usize = 4096;
 /// Words at least this long get two edits of typo tolerance; shorter ones one;
 /// words of two letters or fewer none.
 const TWO_EDITS_FROM_LEN: usize = 6;
+
+/// What a question word ("when", "did", "you") weighs in a natural-language
+/// query, relative to the words that carry its content.
+pub const QUESTION_WORD_WEIGHT: f32 = 0.1;
 
 pub(crate) const BM25_K1: f32 = 1.2;
 pub(crate) const BM25_B: f32 = 0.75;
@@ -53,14 +58,32 @@ pub enum Matcher {
     Any(Vec<Matcher>),
     /// The child does not match.
     Not(Box<Matcher>),
+    /// The child, its score multiplied by the factor (below 1: a weak term).
+    Boost(Box<Matcher>, f32),
 }
 
 impl Matcher {
-    /// Natural words: any analyzed term may match, BM25 ranks. `None` when only
-    /// stop words remain.
+    /// Natural words: any analyzed term may match, BM25 ranks. Words that
+    /// only shape a question ("when did you", "what does she") count for little
+    /// ([`QUESTION_WORD_WEIGHT`]), so a turn made of them cannot outrank the
+    /// one holding the answer. `None` when only stop words remain.
     pub fn words(text: &str) -> Option<Matcher> {
-        let terms = analyzer::terms(text);
-        (!terms.is_empty()).then(|| Matcher::Any(terms.into_iter().map(Matcher::Term).collect()))
+        let mut seen = std::collections::HashSet::new();
+        let mut clauses = Vec::new();
+        for word in analyzer::raw_words(text) {
+            let Some(term) = analyzer::stem(&word) else {
+                continue;
+            };
+            if !seen.insert(term.clone()) {
+                continue;
+            }
+            clauses.push(if analyzer::is_question_word(&word) {
+                Matcher::Boost(Box::new(Matcher::Term(term)), QUESTION_WORD_WEIGHT)
+            } else {
+                Matcher::Term(term)
+            });
+        }
+        (!clauses.is_empty()).then_some(Matcher::Any(clauses))
     }
 
     /// The exact sequence of words (stop words in between may differ).
@@ -135,6 +158,7 @@ impl Matcher {
             | Matcher::Substring(_) => true,
             Matcher::Tag(_) | Matcher::Not(_) => false,
             Matcher::All(c) | Matcher::Any(c) => c.iter().any(Matcher::has_text),
+            Matcher::Boost(inner, _) => inner.has_text(),
         }
     }
 
@@ -151,6 +175,7 @@ impl Matcher {
             Matcher::Substring(s) => raw_word.contains(s.as_str()),
             Matcher::Tag(_) | Matcher::Not(_) => false,
             Matcher::All(c) | Matcher::Any(c) => c.iter().any(|m| m.highlights(raw_word, stem)),
+            Matcher::Boost(inner, _) => inner.highlights(raw_word, stem),
         }
     }
 }
@@ -428,6 +453,9 @@ pub(crate) fn compile(
             (Occur::Must, match_all()),
             (Occur::MustNot, compile(inner, f, searcher)?),
         ])),
+        Matcher::Boost(inner, factor) => {
+            Box::new(BoostQuery::new(compile(inner, f, searcher)?, *factor))
+        }
     })
 }
 
@@ -691,6 +719,14 @@ pub(crate) fn matches(m: &Matcher, d: &PreparedDoc, hits: &mut Vec<TermHit>) -> 
             any
         }
         Matcher::Not(inner) => !matches(inner, d, &mut Vec::new()),
+        Matcher::Boost(inner, factor) => {
+            let mark = hits.len();
+            let matched = matches(inner, d, hits);
+            for h in &mut hits[mark..] {
+                h.boost *= factor;
+            }
+            matched
+        }
     }
 }
 
@@ -760,33 +796,80 @@ pub(crate) fn score(d: &PreparedDoc, hits: &[TermHit], stats: &mut impl Bm25Sour
     total
 }
 
-/// Statistics from the committed index (for overlay documents).
+/// The terms whose statistics scoring `m` reads (the stemmed field's; the
+/// words prefix and fuzzy leaves reach are known only once expanded).
+pub(crate) fn scored_terms(m: &Matcher, out: &mut Vec<(Which, String)>) {
+    match m {
+        Matcher::Term(t) => out.push((Which::Stemmed, t.clone())),
+        Matcher::Phrase(ts) => out.extend(ts.iter().map(|(_, t)| (Which::Stemmed, t.clone()))),
+        Matcher::All(c) | Matcher::Any(c) => c.iter().for_each(|m| scored_terms(m, out)),
+        Matcher::Boost(inner, _) => scored_terms(inner, out),
+        Matcher::Prefix(_)
+        | Matcher::Fuzzy { .. }
+        | Matcher::Substring(_)
+        | Matcher::Tag(_)
+        | Matcher::Not(_) => {}
+    }
+}
+
+/// Corpus statistics of the committed index and the overlay together: what
+/// both committed and overlay documents are ranked with, so a record ranks
+/// the same whether or not the index has committed it yet.
 pub(crate) struct IndexStats<'a> {
     searcher: &'a Searcher,
     fields: &'a Fields,
+    overlay: OverlayStats,
     docs: u64,
     avg: [f32; 2],
     cache: HashMap<(Which, String), f32>,
 }
 
 impl<'a> IndexStats<'a> {
-    pub(crate) fn new(searcher: &'a Searcher, fields: &'a Fields) -> Result<Self, SearchError> {
-        let docs = searcher.total_num_docs()?;
-        let avg = |field| -> Result<f32, SearchError> {
-            let tokens = searcher.total_num_tokens(field)?;
+    pub(crate) fn new(
+        searcher: &'a Searcher,
+        fields: &'a Fields,
+        overlay: OverlayStats,
+    ) -> Result<Self, SearchError> {
+        let docs = searcher.total_num_docs()? + overlay.docs;
+        let avg = |field, which: Which| -> Result<f32, SearchError> {
+            let tokens = searcher.total_num_tokens(field)? + overlay.tokens[which as usize];
             Ok(if docs == 0 {
                 0.0
             } else {
                 tokens as f32 / docs as f32
             })
         };
+        let avg = [
+            avg(fields.text, Which::Stemmed)?,
+            avg(fields.text_raw, Which::Raw)?,
+        ];
         Ok(IndexStats {
             searcher,
             fields,
+            overlay,
             docs,
-            avg: [avg(fields.text)?, avg(fields.text_raw)?],
+            avg,
             cache: HashMap::new(),
         })
+    }
+
+    /// The field's statistics side, if it is one of the two text fields.
+    fn which(&self, field: Field) -> Option<Which> {
+        if field == self.fields.text {
+            Some(Which::Stemmed)
+        } else if field == self.fields.text_raw {
+            Some(Which::Raw)
+        } else {
+            None
+        }
+    }
+
+    fn overlay_df(&self, which: Which, term: &str) -> u64 {
+        self.overlay
+            .df
+            .get(&(which, term.to_string()))
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -796,20 +879,42 @@ impl Bm25Source for IndexStats<'_> {
             Which::Stemmed => self.fields.text,
             Which::Raw => self.fields.text_raw,
         };
-        let (searcher, docs) = (self.searcher, self.docs);
-        *self
-            .cache
-            .entry((which, term.to_string()))
-            .or_insert_with(|| {
-                let df = searcher
-                    .doc_freq(&Term::from_field_text(field, term))
-                    .unwrap_or(0);
-                idf(docs, df)
-            })
+        let key = (which, term.to_string());
+        if let Some(idf) = self.cache.get(&key) {
+            return *idf;
+        }
+        let df = self
+            .searcher
+            .doc_freq(&Term::from_field_text(field, term))
+            .unwrap_or(0)
+            + self.overlay_df(which, term);
+        *self.cache.entry(key).or_insert(idf(self.docs, df))
     }
 
     fn avg_len(&self, which: Which) -> f32 {
         self.avg[which as usize]
+    }
+}
+
+/// The same statistics for tantivy, which ranks the committed documents.
+impl Bm25StatisticsProvider for IndexStats<'_> {
+    fn total_num_tokens(&self, field: Field) -> tantivy::Result<u64> {
+        let overlay = self
+            .which(field)
+            .map_or(0, |w| self.overlay.tokens[w as usize]);
+        Ok(self.searcher.total_num_tokens(field)? + overlay)
+    }
+
+    fn total_num_docs(&self) -> tantivy::Result<u64> {
+        Ok(self.docs)
+    }
+
+    fn doc_freq(&self, term: &Term) -> tantivy::Result<u64> {
+        let overlay = match (self.which(term.field()), term.value().as_str()) {
+            (Some(which), Some(text)) => self.overlay_df(which, text),
+            _ => 0,
+        };
+        Ok(self.searcher.doc_freq(term)? + overlay)
     }
 }
 

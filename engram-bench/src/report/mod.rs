@@ -39,6 +39,7 @@ pub fn render(results: &Path, out_path: &Path, plots: &Path) -> anyhow::Result<(
     sections::recovery(&mut page);
     sections::memory(&mut page);
     sections::cache(&mut page);
+    sections::recall(&mut page);
     sections::reference(&mut page)?;
     sections::semantic(&mut page)?;
     sections::layers(&mut page);

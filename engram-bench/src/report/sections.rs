@@ -185,6 +185,86 @@ pub(super) fn edge(page: &mut Page) {
     }
 }
 
+const RECALL_COLUMNS: [&str; 8] = [
+    "question kind",
+    "questions",
+    "R@5",
+    "R@10",
+    "MRR",
+    "R@5 just stored",
+    "MRR just stored",
+    "hits / question",
+];
+
+/// Recall quality on the project's fixture: per kind of question, with the
+/// index committed and just after the load.
+pub(super) fn recall(page: &mut Page) {
+    let about = |res: &Value| {
+        Some(format!(
+            "How often the memory that answers a question comes back: {} memories (one per \
+             turn of multi-session conversations, and developer-project notes) and {} \
+             questions of six kinds from `engram-bench/fixtures/recall.json`, asked with \
+             `episodic_recall` (first {} hits) once the index committed the memories, and \
+             again just after storing them (still in the overlay). R@k: the share of a \
+             question's answering memories among the first k hits; MRR: 1 / rank of the first. \
+             Negative questions have no answer; the table counts how many came back empty.\n",
+            res["memories"], res["questions"], res["depth"],
+        ))
+    };
+    let Some(res) = page.section("Recall quality", "recall", about, &RECALL_COLUMNS) else {
+        return;
+    };
+    let three = |v: &Value| f(v).map_or("-".into(), |x| format!("{x:.3}"));
+    let kinds = res["committed"].as_object().cloned().unwrap_or_default();
+    for (kind, k) in &kinds {
+        let fresh = &res["fresh"][kind];
+        let negative = kind == "negative";
+        let or_empty = |v: &Value| {
+            if negative {
+                format!("{} empty", k["empty_answers"])
+            } else {
+                three(v)
+            }
+        };
+        page.row(&[
+            kind.clone(),
+            k["questions"].to_string(),
+            or_empty(&k["recall_at_5"]),
+            if negative {
+                "-".into()
+            } else {
+                three(&k["recall_at_10"])
+            },
+            if negative {
+                "-".into()
+            } else {
+                three(&k["mrr"])
+            },
+            if negative {
+                "-".into()
+            } else {
+                three(&fresh["recall_at_5"])
+            },
+            if negative {
+                "-".into()
+            } else {
+                three(&fresh["mrr"])
+            },
+            format!("{:.1}", f(&k["hits_per_question"]).unwrap_or(0.0)),
+        ]);
+    }
+    let g = &res["graph"]["search_nodes"];
+    page.line(format_args!(
+        "\n`search_nodes` on the fixture's graph: {} questions, R@5 {}, R@10 {}, MRR {}, {:.1} \
+         entities returned per question.",
+        g["questions"],
+        three(&g["recall_at_5"]),
+        three(&g["recall_at_10"]),
+        three(&g["mrr"]),
+        f(&g["hits_per_question"]).unwrap_or(0.0)
+    ));
+}
+
 const WORKFLOW_COLUMNS: [&str; 7] = [
     "workflow / step",
     "calls",

@@ -9,6 +9,7 @@ mod discovery;
 mod edge;
 mod ladder;
 mod memory;
+mod recall;
 mod recovery;
 mod reference;
 mod workflows;
@@ -46,7 +47,8 @@ macro_rules! scenarios {
 
 /// Every scenario, in the order `run all` takes them.
 pub const ALL: &[Scenario] = scenarios![
-    ladder, edge, workflows, discovery, writes, recovery, memory, cache, reference, crashloop,
+    ladder, edge, workflows, discovery, writes, recovery, memory, cache, recall, reference,
+    crashloop,
 ];
 
 /// The names of every scenario, in `ALL`'s order.
