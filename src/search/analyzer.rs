@@ -1,18 +1,23 @@
 //! The text analyzers, used for indexing and for queries alike.
 //!
-//! - `engram_en` (the `text` field): split on non-alphanumerics, drop absurdly
-//!   long tokens, lower-case, drop English stop words (so "the" never blocks a
-//!   match), stem ("deploys" finds "deployed"). Ranked, phrase and boolean search.
+//! - `engram_en2` (the `text` field): split on non-alphanumerics, also keeping
+//!   each hyphenated word whole ("de-stress" is "de", "stress" and "destress",
+//!   so it finds "destress" and back), irregular verbs as their base form
+//!   ("went" is "go"), drop absurdly long tokens, lower-case, drop English stop
+//!   words (so "the" never blocks a match), stem ("deploys" finds "deployed").
+//!   Ranked, phrase and boolean search. (Renamed from `engram_en` when it
+//!   learned compounds and verbs: an index made with the old one no longer
+//!   matches the schema and is rebuilt from the store.)
 //! - `engram_raw` (the `text_raw` field): the same words lower-cased but neither
 //!   stemmed nor filtered, for prefix (as-you-type) and fuzzy (typo) matching,
 //!   which must compare what the user typed with the words as written.
 
 use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
-    TokenStream,
+    Token, TokenStream, Tokenizer,
 };
 
-pub(crate) const NAME: &str = "engram_en";
+pub(crate) const NAME: &str = "engram_en2";
 pub(crate) const RAW_NAME: &str = "engram_raw";
 pub(crate) const NGRAM_NAME: &str = "engram_trigram";
 /// Substring search looks for every 3-character piece of the query.
@@ -21,7 +26,7 @@ pub(crate) const NGRAM: usize = 3;
 const MAX_TOKEN_BYTES: usize = 40;
 
 pub(crate) fn analyzer() -> TextAnalyzer {
-    TextAnalyzer::builder(SimpleTokenizer::default())
+    TextAnalyzer::builder(WordTokenizer)
         .filter(RemoveLongFilter::limit(MAX_TOKEN_BYTES))
         .filter(LowerCaser)
         .filter(
@@ -29,6 +34,215 @@ pub(crate) fn analyzer() -> TextAnalyzer {
         )
         .filter(Stemmer::new(Language::English))
         .build()
+}
+
+/// Words as `SimpleTokenizer` splits them (runs of alphanumerics), plus each
+/// hyphenated word joined (at the position of its last part), with irregular
+/// verb forms replaced by their base form.
+#[derive(Clone)]
+struct WordTokenizer;
+
+impl Tokenizer for WordTokenizer {
+    type TokenStream<'a> = Words;
+
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> Words {
+        Words {
+            tokens: words(text),
+            next: 0,
+        }
+    }
+}
+
+struct Words {
+    tokens: Vec<Token>,
+    next: usize,
+}
+
+impl TokenStream for Words {
+    fn advance(&mut self) -> bool {
+        self.next += 1;
+        self.next <= self.tokens.len()
+    }
+
+    fn token(&self) -> &Token {
+        &self.tokens[self.next - 1]
+    }
+
+    fn token_mut(&mut self) -> &mut Token {
+        &mut self.tokens[self.next - 1]
+    }
+}
+
+fn words(text: &str) -> Vec<Token> {
+    let mut out: Vec<Token> = Vec::new();
+    // The hyphenated word being read: where it starts and its parts so far.
+    let mut compound: Option<(usize, String, usize)> = None;
+    let mut chars = text.char_indices().peekable();
+    while let Some((from, c)) = chars.next() {
+        if !c.is_alphanumeric() {
+            continue;
+        }
+        let mut to = from + c.len_utf8();
+        while let Some(&(i, c)) = chars.peek() {
+            if !c.is_alphanumeric() {
+                break;
+            }
+            to = i + c.len_utf8();
+            chars.next();
+        }
+        let word = &text[from..to];
+        let position = out.len();
+        out.push(Token {
+            offset_from: from,
+            offset_to: to,
+            position,
+            text: base_form(word).unwrap_or(word).to_string(),
+            position_length: 1,
+        });
+        let (start, mut joined, parts) = compound.take().unwrap_or((from, String::new(), 0));
+        joined.push_str(word);
+        let hyphen_next = text[to..].starts_with('-')
+            && text[to + 1..].starts_with(|c: char| c.is_alphanumeric());
+        if hyphen_next {
+            compound = Some((start, joined, parts + 1));
+        } else if parts > 0 {
+            out.push(Token {
+                offset_from: start,
+                offset_to: to,
+                position,
+                text: joined,
+                position_length: 1,
+            });
+        }
+    }
+    // Compounds share their last part's position: renumber the rest densely.
+    let mut position = 0;
+    for i in 0..out.len() {
+        if i > 0 && out[i].offset_from < out[i - 1].offset_to {
+            out[i].position = out[i - 1].position;
+        } else {
+            out[i].position = position;
+            position += 1;
+        }
+    }
+    out
+}
+
+/// Irregular past forms of common verbs and their base form: "went" finds
+/// "go". Forms that are mostly other words ("left", "saw", "fell", "won")
+/// are left alone.
+const IRREGULAR: &[(&str, &str)] = &[
+    ("went", "go"),
+    ("gone", "go"),
+    ("ran", "run"),
+    ("seen", "see"),
+    ("ate", "eat"),
+    ("eaten", "eat"),
+    ("took", "take"),
+    ("taken", "take"),
+    ("gave", "give"),
+    ("given", "give"),
+    ("came", "come"),
+    ("made", "make"),
+    ("got", "get"),
+    ("gotten", "get"),
+    ("bought", "buy"),
+    ("brought", "bring"),
+    ("thought", "think"),
+    ("told", "tell"),
+    ("said", "say"),
+    ("found", "find"),
+    ("felt", "feel"),
+    ("kept", "keep"),
+    ("met", "meet"),
+    ("paid", "pay"),
+    ("sent", "send"),
+    ("spent", "spend"),
+    ("built", "build"),
+    ("taught", "teach"),
+    ("caught", "catch"),
+    ("wrote", "write"),
+    ("written", "write"),
+    ("drove", "drive"),
+    ("driven", "drive"),
+    ("rode", "ride"),
+    ("ridden", "ride"),
+    ("swam", "swim"),
+    ("swum", "swim"),
+    ("began", "begin"),
+    ("begun", "begin"),
+    ("sang", "sing"),
+    ("sung", "sing"),
+    ("drank", "drink"),
+    ("flew", "fly"),
+    ("flown", "fly"),
+    ("knew", "know"),
+    ("known", "know"),
+    ("grew", "grow"),
+    ("grown", "grow"),
+    ("threw", "throw"),
+    ("thrown", "throw"),
+    ("broke", "break"),
+    ("broken", "break"),
+    ("spoke", "speak"),
+    ("spoken", "speak"),
+    ("chose", "choose"),
+    ("chosen", "choose"),
+    ("forgot", "forget"),
+    ("forgotten", "forget"),
+    ("held", "hold"),
+    ("led", "lead"),
+    ("lost", "lose"),
+    ("sold", "sell"),
+    ("stood", "stand"),
+    ("understood", "understand"),
+    ("woke", "wake"),
+    ("woken", "wake"),
+    ("wore", "wear"),
+    ("worn", "wear"),
+    ("slept", "sleep"),
+    ("heard", "hear"),
+    ("read", "read"),
+    ("shot", "shoot"),
+    ("fought", "fight"),
+    ("sought", "seek"),
+    ("hung", "hang"),
+    ("hid", "hide"),
+    ("hidden", "hide"),
+    ("bit", "bite"),
+    ("bitten", "bite"),
+    ("shook", "shake"),
+    ("shaken", "shake"),
+    ("froze", "freeze"),
+    ("frozen", "freeze"),
+    ("stole", "steal"),
+    ("stolen", "steal"),
+    ("dug", "dig"),
+    ("fed", "feed"),
+    ("fled", "flee"),
+    ("lent", "lend"),
+    ("meant", "mean"),
+    ("dealt", "deal"),
+    ("bent", "bend"),
+    ("sat", "sit"),
+    ("slid", "slide"),
+    ("spun", "spin"),
+    ("struck", "strike"),
+    ("swore", "swear"),
+    ("tore", "tear"),
+    ("torn", "tear"),
+];
+
+/// The base form of an irregular verb form (as written, any case).
+fn base_form(word: &str) -> Option<&'static str> {
+    if word.len() > 10 || !word.is_ascii() {
+        return None;
+    }
+    let lower = word.to_ascii_lowercase();
+    IRREGULAR
+        .iter()
+        .find(|(form, _)| *form == lower)
+        .map(|(_, base)| *base)
 }
 
 pub(crate) fn raw_analyzer() -> TextAnalyzer {
@@ -200,6 +414,24 @@ mod tests {
             vec!["deploy", "stage", "server"]
         );
         assert!(terms("the of and").is_empty());
+    }
+
+    #[test]
+    fn hyphenated_words_are_also_whole_and_irregular_verbs_are_their_base() {
+        assert_eq!(terms("to de-stress"), vec!["de", "stress", "destress"]);
+        assert_eq!(terms("I destress"), vec!["i", "destress"]);
+        assert_eq!(
+            positioned_terms("a state-of-the-art tool"),
+            vec![
+                (1, "state".to_string()),
+                (4, "art".to_string()),
+                (4, "stateoftheart".to_string()),
+                (5, "tool".to_string())
+            ]
+        );
+        assert_eq!(terms("we went hiking"), terms("we go hiking"));
+        assert_eq!(terms("Went"), vec!["go"]);
+        assert_eq!(terms("a trailing- hyphen"), vec!["trail", "hyphen"]);
     }
 
     #[test]

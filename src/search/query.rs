@@ -754,14 +754,16 @@ fn phrase_count(phrase: &[(usize, String)], stems: &[(usize, String)]) -> u32 {
     let Some((_, first)) = phrase.first() else {
         return 0;
     };
-    let at: HashMap<usize, &str> = stems.iter().map(|(p, t)| (*p, t.as_str())).collect();
+    // A hyphenated word's whole form shares its last part's position.
+    let at: std::collections::HashSet<(usize, &str)> =
+        stems.iter().map(|(p, t)| (*p, t.as_str())).collect();
     stems
         .iter()
         .filter(|(start, t)| {
             t == first
                 && phrase
                     .iter()
-                    .all(|(off, want)| at.get(&(start + off)) == Some(&want.as_str()))
+                    .all(|(off, want)| at.contains(&(start + off, want.as_str())))
         })
         .count() as u32
 }
