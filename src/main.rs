@@ -133,7 +133,7 @@ enum Command {
         #[arg(long, env = "ENGRAM_SESSION_IDLE_SECS", default_value_t = engram::server::http::DEFAULT_SESSION_IDLE_SECS)]
         session_idle_secs: u64,
         /// When HTTP requests need `Authorization: Bearer <token>`: auto (once any token
-        /// exists) or required (always).
+        /// was made, and always off loopback) or required (always).
         #[arg(long, env = "ENGRAM_AUTH", value_enum, default_value = "auto")]
         auth: AuthArg,
         /// Serve HTTP without tokens, even on a non-loopback address: anyone who reaches

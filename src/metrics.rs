@@ -74,6 +74,9 @@ struct Build {
     version: &'static str,
 }
 
+/// Most namespaces `--metrics-namespaces` labels one by one.
+const MAX_NAMESPACE_LABELS: usize = 500;
+
 fn latency_histogram() -> Histogram {
     // 50 µs to ~6.5 s.
     Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
@@ -87,6 +90,8 @@ pub struct Metrics {
     namespace_calls: Family<InNamespace, Counter>,
     /// Whether calls are also counted per namespace (`--metrics-namespaces`).
     by_namespace: AtomicBool,
+    /// The namespaces given a label of their own, at most `MAX_NAMESPACE_LABELS`.
+    labelled: std::sync::Mutex<std::collections::HashSet<String>>,
     auth_failures: Family<Reason, Counter>,
     commit_batch: Histogram,
     commit_seconds: Histogram,
@@ -123,6 +128,7 @@ impl Metrics {
             latency: Family::new_with_constructor(latency_histogram),
             namespace_calls: Family::default(),
             by_namespace: AtomicBool::new(false),
+            labelled: Default::default(),
             auth_failures: Family::default(),
             commit_batch: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             commit_seconds: latency_histogram(),
@@ -306,11 +312,26 @@ impl Metrics {
         if self.by_namespace.load(Ordering::Relaxed) {
             self.namespace_calls
                 .get_or_create(&InNamespace {
-                    namespace: namespace.to_string(),
+                    namespace: self.namespace_label(namespace),
                     kind,
                 })
                 .inc();
         }
+    }
+
+    /// The namespace's own label, or `other` once `MAX_NAMESPACE_LABELS`
+    /// namespaces have theirs (callers choose namespaces: the label must stay
+    /// bounded).
+    fn namespace_label(&self, namespace: &str) -> String {
+        let mut labelled = self.labelled.lock().unwrap_or_else(|p| p.into_inner());
+        if labelled.contains(namespace) {
+            return namespace.to_string();
+        }
+        if labelled.len() < MAX_NAMESPACE_LABELS {
+            labelled.insert(namespace.to_string());
+            return namespace.to_string();
+        }
+        "other".to_string()
     }
 
     pub fn auth_failure(&self, reason: &'static str) {

@@ -600,3 +600,62 @@ async fn stdio_is_the_owner_whatever_tokens_exist() {
     call(&client, "meta_namespaces", json!({})).await.unwrap();
     client.cancel().await.unwrap();
 }
+
+/// Revoking or outliving every token does not open the server again: once a
+/// token was made, requests need one.
+#[tokio::test]
+async fn revoking_the_last_token_does_not_open_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let only = token(dir.path(), "alpha", "write", "only", &[]);
+    let server = HttpServer::start(dir.path(), &[]).await;
+    Caller::new(&server, Some(&only), None)
+        .ok("episodic_recall", json!({"query": "x"}))
+        .await;
+    engram_ok(dir.path(), &["token", "revoke", "only"]);
+    let anonymous = Caller::new(&server, None, None);
+    assert_challenge(
+        &anonymous
+            .send("episodic_recall", json!({"query": "x"}))
+            .await,
+        None,
+    );
+}
+
+/// Nested calls and session handles keep the caller's token: a read token
+/// cannot write through call_operation, and a handle opened with one token
+/// is refused to another of the same namespace.
+#[tokio::test]
+async fn nested_calls_and_session_handles_keep_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let reader = token(dir.path(), "alpha", "read", "reader", &[]);
+    let a = token(dir.path(), "alpha", "write", "writer-a", &[]);
+    let b = token(dir.path(), "alpha", "write", "writer-b", &[]);
+    let server = HttpServer::start(dir.path(), &[]).await;
+
+    let msg = Caller::new(&server, Some(&reader), None)
+        .refused(
+            "call_operation",
+            json!({"name": "episodic_remember", "arguments": {"content": "sneaky"}}),
+        )
+        .await;
+    assert!(msg.contains("scope read"), "{msg}");
+
+    let handle = Caller::new(&server, Some(&a), None)
+        .ok(
+            "call_operation",
+            json!({"name": "session_open", "arguments": {}}),
+        )
+        .await["result"]["session"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let scratch = json!({"name": "session_scratch_set",
+                         "arguments": {"session": handle, "key": "k", "value": 1}});
+    Caller::new(&server, Some(&a), None)
+        .ok("call_operation", scratch.clone())
+        .await;
+    let msg = Caller::new(&server, Some(&b), None)
+        .refused("call_operation", scratch)
+        .await;
+    assert!(msg.contains("another token"), "{msg}");
+}

@@ -23,6 +23,8 @@ pub struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run a scenario (or `all`) and write its results as JSON.

@@ -508,7 +508,7 @@ async fn search_nodes(cx: OpCtx, mut input: SearchNodesInput) -> Result<GraphOut
     // Then entities holding some of the words (a question rarely uses every
     // word of the entity it is about), ranked, down to a share of the best.
     if ids.len() < wanted
-        && let Some(matcher) = Matcher::words(&input.query)
+        && let Some(matcher) = Matcher::words(&input.query).filter(Matcher::has_content_words)
     {
         let related = ranked_entities(&cx, matcher, &types, wanted).await?;
         let best = related.first().map_or(0.0, |(_, score)| *score);

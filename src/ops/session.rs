@@ -38,6 +38,12 @@ operation!(Open = "session_open", OpenInput => OpenOutput, session_open);
 async fn session_open(cx: OpCtx, _: OpenInput) -> Result<OpenOutput, OpError> {
     let session = cx.app.new_session_with_tools(cx.session.tools());
     session.set_namespace(cx.namespace().to_string());
+    // The handle works with the token that opened it only.
+    if let Some(grant) = cx.session.grant() {
+        session
+            .bind_grant(grant.clone())
+            .map_err(OpError::Internal)?;
+    }
     let handle = cx
         .app
         .handles()

@@ -207,10 +207,11 @@ fn session_for(
                 .handles()
                 .resolve(handle)
                 .map_err(|e| OpError::NotFound(e.to_string()))?;
-            if held.namespace() != caller.namespace() {
+            let token = |s: &Session| s.grant().map(|g| g.token_id.clone());
+            if held.namespace() != caller.namespace() || token(&held) != token(caller) {
                 return Err(OpError::NotFound(format!(
-                    "this session handle belongs to another namespace than this request's ({}): \
-                     open one here with {OPEN_SESSION}",
+                    "this session handle belongs to another namespace than this request's ({}), \
+                     or was opened with another token: open one here with {OPEN_SESSION}",
                     caller.namespace()
                 )));
             }

@@ -106,12 +106,13 @@ fn words(text: &str) -> Vec<Token> {
         if hyphen_next {
             compound = Some((start, joined, parts + 1));
         } else if parts > 0 {
+            // The whole word spans its parts: that marks it as the whole.
             out.push(Token {
                 offset_from: start,
                 offset_to: to,
                 position,
                 text: joined,
-                position_length: 1,
+                position_length: parts + 1,
             });
         }
     }
@@ -131,117 +132,41 @@ fn words(text: &str) -> Vec<Token> {
 /// Irregular past forms of common verbs and their base form: "went" finds
 /// "go". Forms that are mostly other words ("left", "saw", "fell", "won")
 /// are left alone.
+#[rustfmt::skip]
 const IRREGULAR: &[(&str, &str)] = &[
-    ("went", "go"),
-    ("gone", "go"),
-    ("ran", "run"),
-    ("seen", "see"),
-    ("ate", "eat"),
-    ("eaten", "eat"),
-    ("took", "take"),
-    ("taken", "take"),
-    ("gave", "give"),
-    ("given", "give"),
-    ("came", "come"),
-    ("made", "make"),
-    ("got", "get"),
-    ("gotten", "get"),
-    ("bought", "buy"),
-    ("brought", "bring"),
-    ("thought", "think"),
-    ("told", "tell"),
-    ("said", "say"),
-    ("found", "find"),
-    ("felt", "feel"),
-    ("kept", "keep"),
-    ("met", "meet"),
-    ("paid", "pay"),
-    ("sent", "send"),
-    ("spent", "spend"),
-    ("built", "build"),
-    ("taught", "teach"),
-    ("caught", "catch"),
-    ("wrote", "write"),
-    ("written", "write"),
-    ("drove", "drive"),
-    ("driven", "drive"),
-    ("rode", "ride"),
-    ("ridden", "ride"),
-    ("swam", "swim"),
-    ("swum", "swim"),
-    ("began", "begin"),
-    ("begun", "begin"),
-    ("sang", "sing"),
-    ("sung", "sing"),
-    ("drank", "drink"),
-    ("flew", "fly"),
-    ("flown", "fly"),
-    ("knew", "know"),
-    ("known", "know"),
-    ("grew", "grow"),
-    ("grown", "grow"),
-    ("threw", "throw"),
-    ("thrown", "throw"),
-    ("broke", "break"),
-    ("broken", "break"),
-    ("spoke", "speak"),
-    ("spoken", "speak"),
-    ("chose", "choose"),
-    ("chosen", "choose"),
-    ("forgot", "forget"),
-    ("forgotten", "forget"),
-    ("held", "hold"),
-    ("led", "lead"),
-    ("lost", "lose"),
-    ("sold", "sell"),
-    ("stood", "stand"),
-    ("understood", "understand"),
-    ("woke", "wake"),
-    ("woken", "wake"),
-    ("wore", "wear"),
-    ("worn", "wear"),
-    ("slept", "sleep"),
-    ("heard", "hear"),
-    ("read", "read"),
-    ("shot", "shoot"),
-    ("fought", "fight"),
-    ("sought", "seek"),
-    ("hung", "hang"),
-    ("hid", "hide"),
-    ("hidden", "hide"),
-    ("bit", "bite"),
-    ("bitten", "bite"),
-    ("shook", "shake"),
-    ("shaken", "shake"),
-    ("froze", "freeze"),
-    ("frozen", "freeze"),
-    ("stole", "steal"),
-    ("stolen", "steal"),
-    ("dug", "dig"),
-    ("fed", "feed"),
-    ("fled", "flee"),
-    ("lent", "lend"),
-    ("meant", "mean"),
-    ("dealt", "deal"),
-    ("bent", "bend"),
-    ("sat", "sit"),
-    ("slid", "slide"),
-    ("spun", "spin"),
-    ("struck", "strike"),
-    ("swore", "swear"),
-    ("tore", "tear"),
-    ("torn", "tear"),
+    ("went", "go"), ("gone", "go"), ("ran", "run"), ("seen", "see"), ("ate", "eat"),
+    ("eaten", "eat"), ("took", "take"), ("taken", "take"), ("gave", "give"), ("given", "give"),
+    ("came", "come"), ("made", "make"), ("got", "get"), ("gotten", "get"), ("bought", "buy"),
+    ("brought", "bring"), ("thought", "think"), ("told", "tell"), ("said", "say"),
+    ("found", "find"), ("felt", "feel"), ("kept", "keep"), ("met", "meet"), ("paid", "pay"),
+    ("sent", "send"), ("spent", "spend"), ("built", "build"), ("taught", "teach"),
+    ("caught", "catch"), ("wrote", "write"), ("written", "write"), ("drove", "drive"),
+    ("driven", "drive"), ("rode", "ride"), ("ridden", "ride"), ("swam", "swim"),
+    ("swum", "swim"), ("began", "begin"), ("begun", "begin"), ("sang", "sing"),
+    ("sung", "sing"), ("drank", "drink"), ("flew", "fly"), ("flown", "fly"), ("knew", "know"),
+    ("known", "know"), ("grew", "grow"), ("grown", "grow"), ("threw", "throw"),
+    ("thrown", "throw"), ("broke", "break"), ("broken", "break"), ("spoke", "speak"),
+    ("spoken", "speak"), ("chose", "choose"), ("chosen", "choose"), ("forgot", "forget"),
+    ("forgotten", "forget"), ("held", "hold"), ("led", "lead"), ("lost", "lose"),
+    ("sold", "sell"), ("stood", "stand"), ("understood", "understand"), ("woke", "wake"),
+    ("woken", "wake"), ("wore", "wear"), ("worn", "wear"), ("slept", "sleep"),
+    ("heard", "hear"), ("read", "read"), ("shot", "shoot"), ("fought", "fight"),
+    ("sought", "seek"), ("hung", "hang"), ("hid", "hide"), ("hidden", "hide"), ("bit", "bite"),
+    ("bitten", "bite"), ("shook", "shake"), ("shaken", "shake"), ("froze", "freeze"),
+    ("frozen", "freeze"), ("stole", "steal"), ("stolen", "steal"), ("dug", "dig"),
+    ("fed", "feed"), ("fled", "flee"), ("lent", "lend"), ("meant", "mean"), ("dealt", "deal"),
+    ("bent", "bend"), ("sat", "sit"), ("slid", "slide"), ("spun", "spin"),
+    ("struck", "strike"), ("swore", "swear"), ("tore", "tear"), ("torn", "tear"),
 ];
 
 /// The base form of an irregular verb form (as written, any case).
 fn base_form(word: &str) -> Option<&'static str> {
-    if word.len() > 10 || !word.is_ascii() {
+    if word.len() > 10 {
         return None;
     }
-    let lower = word.to_ascii_lowercase();
     IRREGULAR
         .iter()
-        .find(|(form, _)| *form == lower)
+        .find(|(form, _)| form.eq_ignore_ascii_case(word))
         .map(|(_, base)| *base)
 }
 
@@ -296,6 +221,38 @@ pub(crate) fn positioned_terms(text: &str) -> Vec<(usize, String)> {
     out
 }
 
+/// Analyzed terms of `text` with their positions, and whether each is the
+/// whole form of a hyphenated word.
+fn analyzed(text: &str) -> Vec<(usize, String, bool)> {
+    let mut a = analyzer();
+    let mut stream = a.token_stream(text);
+    let mut out = Vec::new();
+    while stream.advance() {
+        let t = stream.token();
+        out.push((t.position, t.text.clone(), t.position_length > 1));
+    }
+    out
+}
+
+/// Analyzed terms of `text` as a query names words: a hyphenated word's
+/// parts, without its whole form.
+pub(crate) fn query_positioned_terms(text: &str) -> Vec<(usize, String)> {
+    analyzed(text)
+        .into_iter()
+        .filter(|(_, _, whole)| !whole)
+        .map(|(p, t, _)| (p, t))
+        .collect()
+}
+
+/// The whole forms of the hyphenated words of `text`, analyzed.
+pub(crate) fn compounds(text: &str) -> Vec<String> {
+    analyzed(text)
+        .into_iter()
+        .filter(|(_, _, whole)| *whole)
+        .map(|(_, t, _)| t)
+        .collect()
+}
+
 /// Lower-cased words of `text` as written, in order, with repeats.
 pub(crate) fn raw_words(text: &str) -> Vec<String> {
     raw_tokens(text).into_iter().map(|(_, _, w)| w).collect()
@@ -317,77 +274,21 @@ pub(crate) fn raw_tokens(text: &str) -> Vec<(usize, usize, String)> {
 /// words, auxiliaries, pronouns and the phrasing of asking ("tell me", "do you
 /// remember"). Stemming leaves them as they are, so they are not stop words:
 /// a document may be about "what we did".
+#[rustfmt::skip]
 const QUESTION_WORDS: &[&str] = &[
-    "what",
-    "when",
-    "where",
-    "which",
-    "who",
-    "whom",
-    "whose",
-    "why",
-    "how",
-    "do",
-    "does",
-    "did",
-    "done",
-    "doing",
-    "have",
-    "has",
-    "had",
-    "having",
-    "am",
-    "were",
-    "been",
-    "being",
-    "can",
-    "could",
-    "would",
-    "should",
-    "shall",
-    "may",
-    "might",
-    "must",
-    "i",
-    "me",
-    "my",
-    "mine",
-    "you",
-    "your",
-    "yours",
-    "he",
-    "him",
-    "his",
-    "she",
-    "her",
-    "hers",
-    "we",
-    "us",
-    "our",
-    "ours",
-    "them",
-    "its",
-    "s",
-    "ever",
-    "tell",
-    "know",
-    "remember",
-    "recall",
-    "anything",
-    "something",
-    "any",
-    "some",
-    "about",
-    "from",
-    "up",
-    "out",
-    "so",
-    "just",
+    "what", "when", "where", "which", "who", "whom", "whose", "why", "how", "do", "does",
+    "did", "done", "doing", "have", "has", "had", "having", "am", "were", "been", "being",
+    "could", "would", "should", "shall", "might", "must", "i", "me", "my", "mine", "you",
+    "your", "yours", "he", "him", "his", "she", "her", "hers", "we", "our", "ours", "them",
+    "its", "s", "ever", "tell", "know", "remember", "recall", "anything", "something", "any",
+    "some", "about", "from", "up", "out", "so", "just",
 ];
 
-/// Whether a word (lower-cased, as written) only shapes a question.
-pub(crate) fn is_question_word(word: &str) -> bool {
-    QUESTION_WORDS.contains(&word)
+/// Whether an analyzed term is that of a word that only shapes a question.
+pub(crate) fn is_question_term(term: &str) -> bool {
+    static STEMS: std::sync::LazyLock<std::collections::HashSet<String>> =
+        std::sync::LazyLock::new(|| QUESTION_WORDS.iter().filter_map(|w| stem(w)).collect());
+    STEMS.contains(term)
 }
 
 /// The analyzed term of one word: `None` for a stop word.
@@ -430,6 +331,19 @@ mod tests {
             ]
         );
         assert_eq!(terms("we went hiking"), terms("we go hiking"));
+        assert_eq!(
+            query_positioned_terms("e-mail me"),
+            vec![
+                (0, "e".to_string()),
+                (1, "mail".to_string()),
+                (2, "me".to_string())
+            ]
+        );
+        assert_eq!(
+            compounds("an e-mail or a check-in"),
+            vec!["email", "checkin"]
+        );
+        assert!(is_question_term("doe") && is_question_term("when") && !is_question_term("may"));
         assert_eq!(terms("Went"), vec!["go"]);
         assert_eq!(terms("a trailing- hyphen"), vec!["trail", "hyphen"]);
     }

@@ -361,7 +361,12 @@ impl SearchIndex {
     /// The words a query reduces to after analysis (lower-cased, stemmed, stop
     /// words removed). Empty means nothing in the query can match.
     pub fn query_terms(text: &str) -> Vec<String> {
-        analyzer::terms(text)
+        let mut seen = std::collections::HashSet::new();
+        analyzer::query_positioned_terms(text)
+            .into_iter()
+            .map(|(_, t)| t)
+            .filter(|t| seen.insert(t.clone()))
+            .collect()
     }
 
     /// Analyzed terms with their counts, most frequent first, weighted by how

@@ -51,11 +51,15 @@ impl Counts {
 
     fn remove(&mut self, d: &PreparedDoc) {
         self.docs = self.docs.saturating_sub(1);
-        self.tokens[Which::Stemmed as usize] -= d.stems.len() as u64;
-        self.tokens[Which::Raw as usize] -= d.raw.len() as u64;
+        // Every removal matches an earlier add of the same document.
+        let stemmed = &mut self.tokens[Which::Stemmed as usize];
+        debug_assert!(*stemmed >= d.stems.len() as u64);
+        *stemmed = stemmed.saturating_sub(d.stems.len() as u64);
+        let raw = &mut self.tokens[Which::Raw as usize];
+        *raw = raw.saturating_sub(d.raw.len() as u64);
         for key in distinct_terms(d) {
             if let Some(n) = self.df.get_mut(&key) {
-                *n -= 1;
+                *n = n.saturating_sub(1);
                 if *n == 0 {
                     self.df.remove(&key);
                 }

@@ -68,27 +68,32 @@ impl Matcher {
     /// ([`QUESTION_WORD_WEIGHT`]), so a turn made of them cannot outrank the
     /// one holding the answer. `None` when only stop words remain.
     pub fn words(text: &str) -> Option<Matcher> {
-        let mut seen = std::collections::HashSet::new();
-        let mut clauses = Vec::new();
-        for word in analyzer::raw_words(text) {
-            let Some(term) = analyzer::stem(&word) else {
-                continue;
-            };
-            if !seen.insert(term.clone()) {
-                continue;
-            }
-            clauses.push(if analyzer::is_question_word(&word) {
-                Matcher::Boost(Box::new(Matcher::Term(term)), QUESTION_WORD_WEIGHT)
-            } else {
-                Matcher::Term(term)
-            });
-        }
+        let clauses: Vec<Matcher> = analyzer::terms(text)
+            .into_iter()
+            .map(|term| {
+                if analyzer::is_question_term(&term) {
+                    Matcher::Boost(Box::new(Matcher::Term(term)), QUESTION_WORD_WEIGHT)
+                } else {
+                    Matcher::Term(term)
+                }
+            })
+            .collect();
         (!clauses.is_empty()).then_some(Matcher::Any(clauses))
+    }
+
+    /// Whether the tree holds a text leaf at full weight (not only question
+    /// words).
+    pub fn has_content_words(&self) -> bool {
+        match self {
+            Matcher::Boost(inner, factor) => *factor >= 1.0 && inner.has_content_words(),
+            Matcher::All(c) | Matcher::Any(c) => c.iter().any(Matcher::has_content_words),
+            other => other.has_text(),
+        }
     }
 
     /// The exact sequence of words (stop words in between may differ).
     pub fn phrase(text: &str) -> Option<Matcher> {
-        let terms = analyzer::positioned_terms(text);
+        let terms = analyzer::query_positioned_terms(text);
         let first = terms.first()?.0;
         Some(Matcher::Phrase(
             terms.into_iter().map(|(p, t)| (p - first, t)).collect(),
@@ -385,13 +390,19 @@ impl Parser {
                 Ok(inner)
             }
             Tok::Word(w) => {
-                let terms = analyzer::positioned_terms(&w);
+                let terms = analyzer::query_positioned_terms(&w);
+                let whole = analyzer::compounds(&w);
                 match terms.len() {
                     0 => Err(format!(
                         "{w:?} is too common a word to search for (a stop word): drop it or quote a phrase around it"
                     )),
                     1 => Ok(Matcher::Term(terms.into_iter().next().expect("one").1)),
-                    // "e-mail" is two words that must be adjacent.
+                    // "e-mail": its two words adjacent, or written whole.
+                    _ if !whole.is_empty() => Ok(Matcher::Any(
+                        std::iter::once(Matcher::phrase(&w).expect("has terms"))
+                            .chain(whole.into_iter().map(Matcher::Term))
+                            .collect(),
+                    )),
                     _ => Ok(Matcher::phrase(&w).expect("has terms")),
                 }
             }

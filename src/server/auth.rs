@@ -29,7 +29,8 @@ use super::handler::NAMESPACE_HEADER;
 /// When HTTP requests need a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AuthMode {
-    /// Once any usable token exists (`engram token create`).
+    /// Once any token was made (`engram token create`), even after every
+    /// one is revoked or expired.
     #[default]
     Auto,
     /// Always: with no token made yet, every request is refused.
@@ -75,7 +76,7 @@ impl Gate {
             return Ok(None);
         }
         let Some(presented) = bearer(headers) else {
-            if self.mode == AuthMode::Auto && !self.tokens_in_use().await? {
+            if self.mode == AuthMode::Auto && !self.tokens_made().await? {
                 return Ok(None);
             }
             return Err(refuse(
@@ -109,11 +110,8 @@ impl Gate {
         Ok(Some(grant))
     }
 
-    async fn tokens_in_use(&self) -> Result<bool, Refusal> {
-        self.store
-            .tokens_in_use(now_micros())
-            .await
-            .map_err(|e| unavailable(&e))
+    async fn tokens_made(&self) -> Result<bool, Refusal> {
+        self.store.tokens_made().await.map_err(|e| unavailable(&e))
     }
 
     async fn grant_for(&self, presented: &str) -> Result<Grant, Refusal> {
@@ -198,25 +196,28 @@ impl Refusal {
     /// The answer, with the challenge that tells clients where to learn how to
     /// authenticate.
     pub fn into_response(self, headers: &HeaderMap) -> Response {
-        let mut challenge = format!(
+        let plain = format!(
             "Bearer realm=\"engram\", resource_metadata=\"{}\"",
             metadata_url(headers)
         );
-        if let Some(error) = self.error {
-            let description = self.message.replace(['"', '\\'], "'");
-            challenge.push_str(&format!(
-                ", error=\"{error}\", error_description=\"{description}\""
-            ));
-        }
+        let challenge = match self.error {
+            Some(error) => {
+                let description = self.message.replace(['"', '\\'], "'");
+                format!("{plain}, error=\"{error}\", error_description=\"{description}\"")
+            }
+            None => plain.clone(),
+        };
         let mut response = (
             self.status,
             Json(json!({ "error": self.error.unwrap_or("unauthorized"), "message": self.message })),
         )
             .into_response();
+        // A message a header cannot carry loses its description, not the challenge.
+        let value = HeaderValue::from_str(&challenge).or_else(|_| HeaderValue::from_str(&plain));
         if matches!(
             self.status,
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
-        ) && let Ok(value) = HeaderValue::from_str(&challenge)
+        ) && let Ok(value) = value
         {
             response
                 .headers_mut()
@@ -241,8 +242,10 @@ fn origin(headers: &HeaderMap) -> String {
     format!("{scheme}://{host}")
 }
 
+/// The metadata of the protected resource `/mcp` (RFC 9728 §3.1: the
+/// resource's path follows the well-known name).
 fn metadata_url(headers: &HeaderMap) -> String {
-    format!("{}{METADATA_PATH}", origin(headers))
+    format!("{}{METADATA_PATH}/mcp", origin(headers))
 }
 
 /// OAuth 2.0 Protected Resource Metadata (RFC 9728) for `/mcp`: tokens go in

@@ -100,6 +100,11 @@ struct Edge {
 
 pub async fn serve(app: Engine, addr: SocketAddr, opts: HttpOptions) -> anyhow::Result<()> {
     check_bind(&app, addr, opts.auth).await?;
+    // Off loopback, tokens are needed whatever the store holds.
+    let auth = match opts.auth {
+        AuthMode::Auto if !addr.ip().is_loopback() => AuthMode::Required,
+        mode => mode,
+    };
     crate::metrics::metrics().count_namespaces(opts.metrics_namespaces);
     let tcp = tokio::net::TcpListener::bind(addr).await?;
     // stdio hosts started on this data dir forward their sessions here.
@@ -136,7 +141,7 @@ pub async fn serve(app: Engine, addr: SocketAddr, opts: HttpOptions) -> anyhow::
         hosts: hosts.into(),
         sessions,
         max_sessions: opts.max_sessions,
-        gate: Gate::new(app.app().store().clone(), opts.auth),
+        gate: Gate::new(app.app().store().clone(), auth),
         owners: Arc::default(),
     };
     let router = axum::Router::new()

@@ -97,6 +97,13 @@ fn any_usable(conn: &Connection, now: Micros) -> Result<bool, StoreError> {
         .query_row([now], |r| r.get(0))?)
 }
 
+/// Whether any token was ever made (revoked and expired ones count).
+fn any_made(conn: &Connection) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM tokens)")?
+        .query_row([], |r| r.get(0))?)
+}
+
 impl Store {
     /// The token with this id, and the hash its secret must match.
     pub async fn token(&self, id: &str) -> Result<Option<(TokenRecord, Vec<u8>)>, StoreError> {
@@ -104,9 +111,15 @@ impl Store {
         self.readers.read(move |conn| find(conn, &id)).await
     }
 
-    /// Whether any token could be used now: then HTTP requests need one.
+    /// Whether any token could be used now (a public bind needs one).
     pub async fn tokens_in_use(&self, now: Micros) -> Result<bool, StoreError> {
         self.readers.read(move |conn| any_usable(conn, now)).await
+    }
+
+    /// Whether any token was ever made: from then on HTTP requests need one,
+    /// even once every token is revoked or expired.
+    pub async fn tokens_made(&self) -> Result<bool, StoreError> {
+        self.readers.read(any_made).await
     }
 
     /// Notes that the token was used at `at`.
@@ -139,8 +152,20 @@ impl Direct {
         Ok(Direct { conn })
     }
 
-    /// Stores a new token; refused if its label is taken.
+    /// Stores a new token; refused if its label is taken or is not 1 to 100 of
+    /// `A-Z a-z 0-9 . _ -` (labels travel in headers, logs and tables).
     pub fn create_token(&self, token: NewToken, now: Micros) -> Result<TokenRecord, StoreError> {
+        let label_ok = (1..=100).contains(&token.label.len())
+            && token
+                .label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !label_ok {
+            return Err(StoreError::Conflict(format!(
+                "the label {:?} is not 1 to 100 letters, digits, '.', '_' or '-'",
+                crate::error::truncate_chars(&token.label, 100)
+            )));
+        }
         let taken: bool = self.conn.query_row(
             "SELECT EXISTS (SELECT 1 FROM tokens WHERE label = ?1)",
             [&token.label],
@@ -181,10 +206,11 @@ impl Direct {
     /// Revokes the token with this label or id; says which it was. Revoking a
     /// revoked token changes nothing.
     pub fn revoke_token(&self, label_or_id: &str, now: Micros) -> Result<TokenRecord, StoreError> {
+        // A label first: labels are chosen, ids random.
         let id: Option<String> = self
             .conn
             .query_row(
-                "SELECT id FROM tokens WHERE label = ?1 OR id = ?1",
+                "SELECT id FROM tokens WHERE label = ?1 OR id = ?1 ORDER BY label = ?1 DESC",
                 [label_or_id],
                 |r| r.get(0),
             )
@@ -238,6 +264,7 @@ mod tests {
         let db = Direct::open(dir.path()).unwrap();
         let now = now_micros();
         assert!(!any_usable(&db.conn, now).unwrap());
+        assert!(!any_made(&db.conn).unwrap());
         let a = db.create_token(token("a", None), now).unwrap();
         let b = db.create_token(token("b", Some(now - 1)), now).unwrap();
         assert!(matches!(
@@ -252,6 +279,7 @@ mod tests {
         let revoked = db.revoke_token(&a.id, now).unwrap();
         assert_eq!(revoked.unusable(now), Some("revoked"));
         assert!(!any_usable(&db.conn, now).unwrap(), "b expired, a revoked");
+        assert!(any_made(&db.conn).unwrap(), "but tokens were made");
         assert!(matches!(
             db.revoke_token("nobody", now),
             Err(StoreError::NotFound(_))

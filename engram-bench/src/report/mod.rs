@@ -41,6 +41,7 @@ pub fn render(results: &Path, out_path: &Path, plots: &Path) -> anyhow::Result<(
     sections::cache(&mut page);
     sections::recall(&mut page);
     sections::reference(&mut page)?;
+    sections::peer(&mut page);
     sections::semantic(&mut page)?;
     sections::layers(&mut page);
     sections::reproduce(&mut page);

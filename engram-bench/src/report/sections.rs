@@ -506,6 +506,62 @@ const REFERENCE_COLUMNS: [&str; 7] = [
     "reference / engram (p50)",
 ];
 
+const PEER_COLUMNS: [&str; 6] = [
+    "tool",
+    "engram p50",
+    "engram p95",
+    "peer p50",
+    "peer p95",
+    "engram / peer (p50)",
+];
+
+/// engram and memory-mcp-rs, interleaved.
+pub(super) fn peer(page: &mut Page) {
+    let about = |res: &Value| {
+        if let Some(why) = res["skipped"].as_str() {
+            return Some(format!("Not measured: {why}.\n"));
+        }
+        Some(format!(
+            "engram (`serve --tools compat`) and `{}` over stdio through the same client, the \
+             same graph of {} entities (3 observations each, one relation each) loaded into \
+             both, then {} samples of each tool, every sample calling both servers in \
+             alternating order.\n",
+            res["peer"].as_str().unwrap_or("?"),
+            res["entities"],
+            res["samples"],
+        ))
+    };
+    let title = "engram and the Rust peer (memory-mcp-rs)";
+    let Some(res) = page.section(title, "peer", about, &PEER_COLUMNS) else {
+        return;
+    };
+    for (op, e) in res["engram"]["operations"]
+        .as_object()
+        .into_iter()
+        .flatten()
+    {
+        let t = &res["peer_results"]["operations"][op];
+        let ratio = match (f(&e["p50_ms"]), f(&t["p50_ms"])) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+            _ => "-".into(),
+        };
+        page.row(&[
+            op.clone(),
+            ms(&e["p50_ms"]),
+            ms(&e["p95_ms"]),
+            ms(&t["p50_ms"]),
+            ms(&t["p95_ms"]),
+            ratio,
+        ]);
+    }
+    if res["engram"].is_object() {
+        page.line(format_args!(
+            "\nFailed calls: engram {}, peer {}.",
+            res["engram"]["failed"], res["peer_results"]["failed"]
+        ));
+    }
+}
+
 pub(super) fn reference(page: &mut Page) -> anyhow::Result<()> {
     let about = |res: &Value| {
         Some(format!(

@@ -9,6 +9,7 @@ mod discovery;
 mod edge;
 mod ladder;
 mod memory;
+mod peer;
 mod recall;
 mod recovery;
 mod reference;
@@ -47,7 +48,7 @@ macro_rules! scenarios {
 
 /// Every scenario, in the order `run all` takes them.
 pub const ALL: &[Scenario] = scenarios![
-    ladder, edge, workflows, discovery, writes, recovery, memory, cache, recall, reference,
+    ladder, edge, workflows, discovery, writes, recovery, memory, cache, recall, reference, peer,
     crashloop,
 ];
 
@@ -96,6 +97,9 @@ pub struct Opts {
     /// The reference server's dist/index.js [default: npm install into the work dir].
     #[arg(long, value_name = "INDEX_JS")]
     reference: Option<PathBuf>,
+    /// The memory-mcp-rs binary (peer) [default: cargo install into the work dir].
+    #[arg(long, value_name = "BINARY")]
+    peer: Option<PathBuf>,
 }
 
 impl Ctx {

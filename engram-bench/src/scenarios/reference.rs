@@ -108,7 +108,7 @@ async fn reference_session(entry: &Path, file: &Path) -> anyhow::Result<(Client,
 }
 
 /// A word only entity `i` holds.
-fn marker(i: usize) -> String {
+pub(super) fn marker(i: usize) -> String {
     format!("q{i}z")
 }
 
@@ -136,7 +136,7 @@ async fn graph_workload(client: &Client, n: usize, samples: usize, seed: u64) ->
 }
 
 /// `n` entities, then one relation each, `BATCH` per call.
-async fn create_graph(rec: &mut Recorder, client: &Client, rng: &mut Rng, n: usize) {
+pub(super) async fn create_graph(rec: &mut Recorder, client: &Client, rng: &mut Rng, n: usize) {
     for start in (0..n).step_by(BATCH) {
         let entities: Vec<Value> = (start..(start + BATCH).min(n))
             .map(|i| {
