@@ -495,6 +495,8 @@ async fn search_nodes(cx: OpCtx, mut input: SearchNodesInput) -> Result<GraphOut
     let mut ids: Vec<String> = Vec::new();
     // Ranked: entities holding every word of the query.
     let terms = crate::search::SearchIndex::query_terms(&input.query);
+    // With one word, "some of the words" is every word: the first pass has them.
+    let partial_pass = terms.len() > 1;
     if !terms.is_empty() {
         let matcher = Matcher::All(terms.into_iter().map(Matcher::Term).collect());
         let ranked = ranked_entities(&cx, matcher, &types, wanted).await?;
@@ -507,7 +509,8 @@ async fn search_nodes(cx: OpCtx, mut input: SearchNodesInput) -> Result<GraphOut
     ids.extend(substring.into_iter().filter(|id| seen.insert(id.clone())));
     // Then entities holding some of the words (a question rarely uses every
     // word of the entity it is about), ranked, down to a share of the best.
-    if ids.len() < wanted
+    if partial_pass
+        && ids.len() < wanted
         && let Some(matcher) = Matcher::words(&input.query).filter(Matcher::has_content_words)
     {
         let related = ranked_entities(&cx, matcher, &types, wanted).await?;
