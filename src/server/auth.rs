@@ -230,9 +230,15 @@ impl Refusal {
 /// This server's origin as the client reached it (a TLS proxy in front says
 /// so with `X-Forwarded-Proto`).
 fn origin(headers: &HeaderMap) -> String {
+    // The edge checked the host's name, not its port: only a host:port shape
+    // goes into the URL (and from there into a quoted header parameter).
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+        })
         .unwrap_or("localhost");
     let scheme = headers
         .get("x-forwarded-proto")
@@ -263,6 +269,23 @@ pub fn resource_metadata(headers: &HeaderMap) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_metadata_url_takes_only_a_host_shaped_host() {
+        let with = |host: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, host.parse().unwrap());
+            metadata_url(&h)
+        };
+        assert_eq!(
+            with("127.0.0.1:8765"),
+            "http://127.0.0.1:8765/.well-known/oauth-protected-resource/mcp"
+        );
+        assert_eq!(
+            with("localhost:\"x, error=\"y"),
+            "http://localhost/.well-known/oauth-protected-resource/mcp"
+        );
+    }
 
     #[test]
     fn bearer_tokens_are_read_from_the_authorization_header() {
