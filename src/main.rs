@@ -151,24 +151,8 @@ enum Command {
     },
     /// Print the audit trail: who wrote what, newest first (the namespace's, or every one's).
     Audit {
-        /// Most entries printed.
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
-        /// Only writes by this operation.
-        #[arg(long)]
-        operation: Option<String>,
-        /// Only writes made with the token of this label.
-        #[arg(long)]
-        token: Option<String>,
-        /// Only writes since this time (RFC 3339, 2026-11-24, "2h ago").
-        #[arg(long)]
-        since: Option<String>,
-        /// Every namespace's writes, not only --namespace's.
-        #[arg(long)]
-        all_namespaces: bool,
-        /// One JSON object a line instead of a table.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        args: admin::AuditArgs,
     },
     /// Check a running HTTP server: exits 0 when its /health answers (for container health checks).
     Health {
@@ -373,24 +357,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             serve(global, http, opts)
         }
         Command::Token { command } => admin::token(global, command),
-        Command::Audit {
-            limit,
-            operation,
-            token,
-            since,
-            all_namespaces,
-            json,
-        } => {
-            let filter = admin::AuditArgs {
-                limit,
-                operation,
-                token,
-                since,
-                all_namespaces,
-                json,
-            };
-            admin::audit(global, filter)
-        }
+        Command::Audit { args } => admin::audit(global, args),
         Command::Health { url } => admin::health(&url),
         Command::Call {
             operation,

@@ -18,28 +18,7 @@ const V2026: &str = "2026-07-28";
 
 /// `engram token create`: the token it prints.
 fn token(dir: &Path, namespace: &str, scope: &str, label: &str, more: &[&str]) -> String {
-    let mut args = vec![
-        "--namespace",
-        namespace,
-        "token",
-        "create",
-        "--scope",
-        scope,
-        "--label",
-        label,
-    ];
-    args.extend_from_slice(more);
-    let out = engram_std(dir, &args)
-        .output()
-        .expect("engram token create");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert!(token.starts_with("engram_"), "{token}");
-    token
+    common::make_token(dir, namespace, scope, label, more)
 }
 
 fn engram_ok(dir: &Path, args: &[&str]) -> String {

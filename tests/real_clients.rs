@@ -236,27 +236,7 @@ enum Protocol {
 
 /// A new admin token in `data_dir` (`engram token create`).
 fn admin_token(data_dir: &Path) -> String {
-    let out = common::engram_std(
-        data_dir,
-        &[
-            "--namespace",
-            "ops",
-            "token",
-            "create",
-            "--scope",
-            "admin",
-            "--label",
-            "sdk-host",
-        ],
-    )
-    .output()
-    .expect("engram token create");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    common::make_token(data_dir, "ops", "admin", "sdk-host", &[])
 }
 
 fn run(sdk: Sdk, transport: Transport, mode: Mode, protocol: Protocol) {

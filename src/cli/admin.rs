@@ -126,13 +126,26 @@ fn print_tokens(tokens: &[TokenRecord], now: i64) {
 }
 
 /// What `engram audit` prints.
+#[derive(clap::Args)]
 pub struct AuditArgs {
-    pub limit: usize,
-    pub operation: Option<String>,
-    pub token: Option<String>,
-    pub since: Option<String>,
-    pub all_namespaces: bool,
-    pub json: bool,
+    /// Most entries printed.
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+    /// Only writes by this operation.
+    #[arg(long)]
+    operation: Option<String>,
+    /// Only writes made with the token of this label.
+    #[arg(long)]
+    token: Option<String>,
+    /// Only writes since this time (RFC 3339, 2026-11-24, "2h ago").
+    #[arg(long)]
+    since: Option<String>,
+    /// Every namespace's writes, not only --namespace's.
+    #[arg(long)]
+    all_namespaces: bool,
+    /// One JSON object a line instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// `engram audit`: the audit trail, newest first.

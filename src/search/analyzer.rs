@@ -211,14 +211,7 @@ pub(crate) fn terms_with_repeats(text: &str) -> Vec<String> {
 /// Analyzed terms of `text` with their word positions (stop words leave gaps,
 /// so a phrase query keeps the distance between the words it names).
 pub(crate) fn positioned_terms(text: &str) -> Vec<(usize, String)> {
-    let mut a = analyzer();
-    let mut stream = a.token_stream(text);
-    let mut out = Vec::new();
-    while stream.advance() {
-        let t = stream.token();
-        out.push((t.position, t.text.clone()));
-    }
-    out
+    analyzed(text).into_iter().map(|(p, t, _)| (p, t)).collect()
 }
 
 /// Analyzed terms of `text` with their positions, and whether each is the

@@ -35,8 +35,8 @@ struct Counts {
     docs: u64,
     /// Tokens per field (`Which` as index).
     tokens: [u64; 2],
-    /// Documents holding each term.
-    df: HashMap<(Which, String), u64>,
+    /// Documents holding each term, per field (`Which` as index).
+    df: [HashMap<String, u64>; 2],
 }
 
 impl Counts {
@@ -44,8 +44,14 @@ impl Counts {
         self.docs += 1;
         self.tokens[Which::Stemmed as usize] += d.stems.len() as u64;
         self.tokens[Which::Raw as usize] += d.raw.len() as u64;
-        for key in distinct_terms(d) {
-            *self.df.entry(key).or_insert(0) += 1;
+        for (which, term) in distinct_terms(d) {
+            // A term's string is copied only the first time the overlay sees it.
+            match self.df[which as usize].get_mut(term) {
+                Some(n) => *n += 1,
+                None => {
+                    self.df[which as usize].insert(term.to_string(), 1);
+                }
+            }
         }
     }
 
@@ -57,20 +63,22 @@ impl Counts {
         *stemmed = stemmed.saturating_sub(d.stems.len() as u64);
         let raw = &mut self.tokens[Which::Raw as usize];
         *raw = raw.saturating_sub(d.raw.len() as u64);
-        for key in distinct_terms(d) {
-            if let Some(n) = self.df.get_mut(&key) {
+        for (which, term) in distinct_terms(d) {
+            let df = &mut self.df[which as usize];
+            if let Some(n) = df.get_mut(term) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
-                    self.df.remove(&key);
+                    df.remove(term);
                 }
             }
         }
     }
 }
 
-fn distinct_terms(d: &PreparedDoc) -> std::collections::HashSet<(Which, String)> {
-    let stems = d.stems.iter().map(|(_, t)| (Which::Stemmed, t.clone()));
-    let raw = d.raw.iter().map(|w| (Which::Raw, w.clone()));
+/// The distinct terms of a document, per field, borrowed from it.
+fn distinct_terms(d: &PreparedDoc) -> std::collections::HashSet<(Which, &str)> {
+    let stems = d.stems.iter().map(|(_, t)| (Which::Stemmed, t.as_str()));
+    let raw = d.raw.iter().map(|w| (Which::Raw, w.as_str()));
     stems.chain(raw).collect()
 }
 
@@ -129,7 +137,10 @@ impl Overlay {
             tokens: self.counts.tokens,
             df: terms
                 .iter()
-                .filter_map(|k| self.counts.df.get(k).map(|n| (k.clone(), *n)))
+                .filter_map(|k| {
+                    let n = self.counts.df[k.0 as usize].get(&k.1)?;
+                    Some((k.clone(), *n))
+                })
                 .collect(),
         }
     }

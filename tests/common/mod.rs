@@ -83,6 +83,33 @@ pub fn engram_std(data_dir: &Path, args: &[&str]) -> std::process::Command {
     cmd
 }
 
+/// `engram --namespace NS token create --scope SCOPE --label LABEL MORE`: the
+/// token it prints.
+pub fn make_token(dir: &Path, namespace: &str, scope: &str, label: &str, more: &[&str]) -> String {
+    let mut args = vec![
+        "--namespace",
+        namespace,
+        "token",
+        "create",
+        "--scope",
+        scope,
+        "--label",
+        label,
+    ];
+    args.extend_from_slice(more);
+    let out = engram_std(dir, &args)
+        .output()
+        .expect("engram token create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(token.starts_with("engram_"), "{token}");
+    token
+}
+
 /// [`engram_std`] for async tests.
 pub fn engram(data_dir: &Path, args: &[&str]) -> Command {
     Command::from(engram_std(data_dir, args))
