@@ -152,124 +152,44 @@ impl Metrics {
     }
 
     fn register(mut self) -> Metrics {
-        let r = &mut self.registry;
-        r.register(
-            "engram_operation_calls",
-            "Operation calls, by operation and kind (read, write, admin)",
-            self.calls.clone(),
-        );
-        r.register(
-            "engram_operation_errors",
-            "Operation calls that failed, by operation and error kind",
-            self.errors.clone(),
-        );
-        r.register(
-            "engram_operation_duration_seconds",
-            "Time to answer an operation call, by operation",
-            self.latency.clone(),
-        );
-        r.register(
-            "engram_auth_failures",
-            "HTTP requests refused for their token: missing, invalid, expired, revoked, namespace",
-            self.auth_failures.clone(),
-        );
-        r.register(
-            "engram_commit_batch_size",
-            "Writes committed together in one group commit",
-            self.commit_batch.clone(),
-        );
-        r.register(
-            "engram_commit_fsync_seconds",
-            "Time of a group commit's COMMIT (the fsync with --durability full)",
-            self.commit_seconds.clone(),
-        );
-        r.register(
-            "engram_sessions_open",
-            "Sessions alive (stdio, HTTP, forwarded, and stateless requests in flight)",
-            self.sessions.clone(),
-        );
-        r.register(
-            "engram_cache_hits",
-            "Reads answered from the query cache",
-            self.cache_hits.clone(),
-        );
-        r.register(
-            "engram_cache_misses",
-            "Cacheable reads that ran",
-            self.cache_misses.clone(),
-        );
-        r.register(
-            "engram_cache_evictions",
-            "Cached answers pushed out to make room",
-            self.cache_evictions.clone(),
-        );
-        r.register(
-            "engram_cache_invalidations",
-            "Cache generations bumped by writes",
-            self.cache_invalidations.clone(),
-        );
-        r.register(
-            "engram_cache_entries",
-            "Answers in the query cache",
-            self.cache_entries.clone(),
-        );
-        r.register(
-            "engram_cache_bytes",
-            "Bytes of answers in the query cache",
-            self.cache_bytes.clone(),
-        );
-        r.register(
-            "engram_breaker_state",
-            "Circuit breaker per backend: 0 closed, 1 half-open, 2 open",
-            self.breaker_state.clone(),
-        );
-        r.register(
-            "engram_breaker_opened",
-            "Times a backend's breaker opened",
-            self.breaker_opened.clone(),
-        );
-        r.register(
-            "engram_session_handles_open",
-            "Session handles (session_open) held for stateless clients",
-            self.handles.clone(),
-        );
-        r.register(
-            "engram_index_pending_changes",
-            "Records changed in the store and not yet committed to the search index",
-            self.index_pending.clone(),
-        );
-        r.register(
-            "engram_index_commits",
-            "Search index commits",
-            self.index_commits.clone(),
-        );
-        r.register(
-            "engram_store_bytes",
-            "Size of the sqlite database and its write-ahead log",
-            self.store_bytes.clone(),
-        );
-        r.register(
-            "engram_index_bytes",
-            "Size of the search index on disk",
-            self.index_bytes.clone(),
-        );
-        r.register(
-            "engram_resident_memory_bytes",
-            "Resident memory of the engram process",
-            self.resident.clone(),
-        );
+        // (name, help => field): every family the registry serves.
+        macro_rules! families {
+            ($($name:literal, $help:literal => $field:ident;)*) => {
+                $(self.registry.register($name, $help, self.$field.clone());)*
+            };
+        }
+        families! {
+            "engram_operation_calls", "Operation calls, by operation and kind (read, write, admin)" => calls;
+            "engram_operation_errors", "Operation calls that failed, by operation and error kind" => errors;
+            "engram_operation_duration_seconds", "Time to answer an operation call, by operation" => latency;
+            "engram_auth_failures", "HTTP requests refused for their token: missing, invalid, expired, revoked, namespace" => auth_failures;
+            "engram_commit_batch_size", "Writes committed together in one group commit" => commit_batch;
+            "engram_commit_fsync_seconds", "Time of a group commit's COMMIT (the fsync with --durability full)" => commit_seconds;
+            "engram_sessions_open", "Sessions alive (stdio, HTTP, forwarded, and stateless requests in flight)" => sessions;
+            "engram_cache_hits", "Reads answered from the query cache" => cache_hits;
+            "engram_cache_misses", "Cacheable reads that ran" => cache_misses;
+            "engram_cache_evictions", "Cached answers pushed out to make room" => cache_evictions;
+            "engram_cache_invalidations", "Cache generations bumped by writes" => cache_invalidations;
+            "engram_cache_entries", "Answers in the query cache" => cache_entries;
+            "engram_cache_bytes", "Bytes of answers in the query cache" => cache_bytes;
+            "engram_breaker_state", "Circuit breaker per backend: 0 closed, 1 half-open, 2 open" => breaker_state;
+            "engram_breaker_opened", "Times a backend's breaker opened" => breaker_opened;
+            "engram_session_handles_open", "Session handles (session_open) held for stateless clients" => handles;
+            "engram_index_pending_changes", "Records changed in the store and not yet committed to the search index" => index_pending;
+            "engram_index_commits", "Search index commits" => index_commits;
+            "engram_store_bytes", "Size of the sqlite database and its write-ahead log" => store_bytes;
+            "engram_index_bytes", "Size of the search index on disk" => index_bytes;
+            "engram_resident_memory_bytes", "Resident memory of the engram process" => resident;
+            "engram_namespace_calls", "Operation calls per namespace and kind (only with --metrics-namespaces)" => namespace_calls;
+        }
         let build: Family<Build, Gauge> = Family::default();
         build
             .get_or_create(&Build {
                 version: env!("CARGO_PKG_VERSION"),
             })
             .set(1);
-        r.register("engram_build_info", "The running engram's version", build);
-        r.register(
-            "engram_namespace_calls",
-            "Operation calls per namespace and kind (only with --metrics-namespaces)",
-            self.namespace_calls.clone(),
-        );
+        self.registry
+            .register("engram_build_info", "The running engram's version", build);
         self
     }
 

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::listing::{Deleted, Keyset, Offsets, Page, Window, check_batch, prepare_batch};
-use super::{OpCtx, check_metadata, check_text, check_unit, normalize_tags, page_size, some_change};
+use super::{OpCtx, check_metadata, check_text, check_unit, normalize_tags, page_size, };
 use crate::error::OpError;
 use crate::model::{Event, RecordKind};
 use crate::search::{Matcher, SearchQuery};
@@ -97,9 +97,7 @@ operation!(Remember = "episodic_remember", RememberInput => EventOutput, episodi
 
 async fn episodic_remember(cx: OpCtx, input: RememberInput) -> Result<EventOutput, OpError> {
     let new = input.prepare(&cx)?;
-    let mut events = cx
-        .app
-        .store()
+    let mut events = cx.store()
         .insert_events(cx.namespace(), &cx.session.id, vec![new])
         .await?;
     Ok(EventOutput {
@@ -129,9 +127,7 @@ async fn episodic_remember_batch(
     input: RememberBatchInput,
 ) -> Result<RememberBatchOutput, OpError> {
     let prepared = prepare_batch(&cx, "events", input.events, |item| item.prepare(&cx))?;
-    let events = cx
-        .app
-        .store()
+    let events = cx.store()
         .insert_events(cx.namespace(), &cx.session.id, prepared)
         .await?;
     Ok(RememberBatchOutput {
@@ -198,7 +194,7 @@ async fn episodic_recall(cx: OpCtx, mut input: RecallInput) -> Result<RecallOutp
         .await?;
     let ranked = searched.results.hits;
     let ids = ranked.iter().map(|h| h.id.clone()).collect();
-    let events = cx.app.store().get_events(cx.namespace(), ids).await?;
+    let events = cx.store().events().get_many(cx.namespace(), ids).await?;
     let mut by_id: std::collections::HashMap<String, Event> =
         events.into_iter().map(|e| (e.id.clone(), e)).collect();
     let hits = ranked
@@ -230,7 +226,7 @@ operation!(Get = "episodic_get", GetInput => EventOutput, episodic_get);
 
 async fn episodic_get(cx: OpCtx, input: GetInput) -> Result<EventOutput, OpError> {
     check_id(&input.id)?;
-    let event = cx.app.store().get_event(cx.namespace(), &input.id).await?;
+    let event = cx.store().events().get(cx.namespace(), &input.id).await?;
     Ok(EventOutput { event })
 }
 
@@ -268,10 +264,8 @@ async fn episodic_list(cx: OpCtx, mut input: ListInput) -> Result<EventsOutput, 
         ListOrder::Desc => Order::Desc,
     };
     let f = filter(&cx, input.window, input.min_importance)?;
-    let mut events = cx
-        .app
-        .store()
-        .list_events(cx.namespace(), f, order, page.after.clone(), page.limit + 1)
+    let mut events = cx.store()
+        .events().list(cx.namespace(), f, order, page.after.clone(), page.limit + 1)
         .await?;
     let next_cursor = page.finish(&cx, &mut events, |e| {
         (e.occurred_at.timestamp_micros(), e.id.clone())
@@ -302,10 +296,8 @@ async fn episodic_recent(cx: OpCtx, input: RecentInput) -> Result<EventsOutput, 
         ..Window::default()
     };
     let f = filter(&cx, window, None)?;
-    let events = cx
-        .app
-        .store()
-        .list_events(cx.namespace(), f, Order::Desc, None, limit)
+    let events = cx.store()
+        .events().list(cx.namespace(), f, Order::Desc, None, limit)
         .await?;
     Ok(EventsOutput {
         events,
@@ -355,9 +347,7 @@ async fn episodic_timeline(cx: OpCtx, input: TimelineInput) -> Result<TimelineOu
         Bucket::Day => 86_400_000_000,
     };
     let f = filter(&cx, input.window, None)?;
-    let rows = cx
-        .app
-        .store()
+    let rows = cx.store()
         .event_timeline(cx.namespace(), f, width)
         .await?;
     if rows.len() > MAX_TIMELINE_BUCKETS {
@@ -414,9 +404,7 @@ async fn episodic_around(cx: OpCtx, input: AroundInput) -> Result<AroundOutput, 
             "`before` and `after` may be at most {max} each"
         )));
     }
-    let (event, before, after) = cx
-        .app
-        .store()
+    let (event, before, after) = cx.store()
         .events_around(cx.namespace(), &input.id, before, after)
         .await?;
     Ok(AroundOutput {
@@ -449,7 +437,7 @@ operation!(Update = "episodic_update", UpdateInput => EventOutput, episodic_upda
 async fn episodic_update(cx: OpCtx, input: UpdateInput) -> Result<EventOutput, OpError> {
     check_id(&input.id)?;
     let limits = cx.limits();
-    some_change(&[("content", input.content.is_some()), ("tags", input.tags.is_some()), ("importance", input.importance.is_some()), ("occurred_at", input.occurred_at.is_some()), ("metadata", input.metadata.is_some())])?;
+    some_change!(input, content, tags, importance, occurred_at, metadata)?;
     if let Some(c) = &input.content {
         check_text("content", c, limits.max_content_bytes)?;
     }
@@ -466,10 +454,8 @@ async fn episodic_update(cx: OpCtx, input: UpdateInput) -> Result<EventOutput, O
         occurred_at: input.occurred_at.map(TimeSpec::micros),
         metadata: input.metadata,
     };
-    let event = cx
-        .app
-        .store()
-        .update_event(cx.namespace(), &input.id, patch)
+    let event = cx.store()
+        .events().update(cx.namespace(), &input.id, patch)
         .await?;
     Ok(EventOutput { event })
 }
@@ -488,7 +474,7 @@ async fn episodic_forget(cx: OpCtx, input: ForgetInput) -> Result<Deleted, OpErr
     check_batch("ids", &input.ids, &cx)?;
     let mut ids = input.ids;
     ids.dedup();
-    let (deleted, not_found) = cx.app.store().delete_events(cx.namespace(), ids).await?;
+    let (deleted, not_found) = cx.store().delete_events(cx.namespace(), ids).await?;
     Ok(Deleted { deleted, not_found })
 }
 
@@ -532,9 +518,7 @@ async fn episodic_forget_where(
              (this never deletes everything by accident)",
         ));
     }
-    let (matched, sample_ids) = cx
-        .app
-        .store()
+    let (matched, sample_ids) = cx.store()
         .delete_events_where(cx.namespace(), f, input.dry_run, FORGET_SAMPLE_IDS)
         .await?;
     Ok(ForgetWhereOutput {
@@ -563,6 +547,6 @@ operation!(Count = "episodic_count", CountInput => CountOutput, episodic_count);
 
 async fn episodic_count(cx: OpCtx, input: CountInput) -> Result<CountOutput, OpError> {
     let f = filter(&cx, input.window, input.min_importance)?;
-    let count = cx.app.store().count_events(cx.namespace(), f).await?;
+    let count = cx.store().events().count(cx.namespace(), f).await?;
     Ok(CountOutput { count })
 }

@@ -91,7 +91,7 @@ async fn create_entities(cx: OpCtx, input: CreateEntitiesInput) -> Result<Entiti
             observations: e.observations,
         });
     }
-    let entities = cx.app.store().create_entities(cx.namespace(), new).await?;
+    let entities = cx.store().create_entities(cx.namespace(), new).await?;
     Ok(EntitiesOutput { entities })
 }
 
@@ -198,9 +198,7 @@ async fn create_relations(
             valid_to: r.valid_to.map(TimeSpec::micros),
         });
     }
-    let relations = cx
-        .app
-        .store()
+    let relations = cx.store()
         .create_relations_with(cx.namespace(), relations, true)
         .await?;
     Ok(RelationsOutput { relations })
@@ -254,9 +252,7 @@ async fn add_observations(
         }
         additions.push((o.entity_name, o.contents));
     }
-    let results = cx
-        .app
-        .store()
+    let results = cx.store()
         .add_observations(cx.namespace(), additions)
         .await?
         .into_iter()
@@ -290,9 +286,7 @@ operation!(DeleteEntities = "delete_entities", DeleteEntitiesInput => DeletedOut
 
 async fn delete_entities(cx: OpCtx, input: DeleteEntitiesInput) -> Result<DeletedOutput, OpError> {
     check_batch("entityNames", &input.entity_names, &cx)?;
-    let (_, not_found) = cx
-        .app
-        .store()
+    let (_, not_found) = cx.store()
         .delete_entities(cx.namespace(), input.entity_names)
         .await?;
     Ok(DeletedOutput {
@@ -328,8 +322,7 @@ async fn delete_observations(
         .into_iter()
         .map(|d| (d.entity_name, d.observations))
         .collect();
-    cx.app
-        .store()
+    cx.store()
         .delete_observations(cx.namespace(), deletions)
         .await?;
     Ok(DeletedOutput {
@@ -343,8 +336,7 @@ operation!(DeleteRelations = "delete_relations", RelationsInput => DeletedOutput
 
 async fn delete_relations(cx: OpCtx, input: RelationsInput) -> Result<DeletedOutput, OpError> {
     let relations = relations_of(&cx, input.relations)?;
-    cx.app
-        .store()
+    cx.store()
         .delete_relations(cx.namespace(), relations)
         .await?;
     Ok(DeletedOutput {
@@ -429,7 +421,7 @@ async fn read_graph(cx: OpCtx, mut input: ReadGraphInput) -> Result<GraphOutput,
     let page = Keyset::resume(&cx, cursor_arg, limit, cursor::fingerprint(&input))?;
     let after = page.after.as_ref().map_or(0, |(seq, _)| *seq);
     let types = entity_types(input.entity_types)?;
-    let store = cx.app.store();
+    let store = cx.store();
     let (mut entities, seqs, mut relations, more) = store
         .read_graph_page(
             cx.namespace(),
@@ -524,9 +516,7 @@ async fn search_nodes(cx: OpCtx, mut input: SearchNodesInput) -> Result<GraphOut
     }
     let more = ids.len() > offset + limit;
     let page: Vec<String> = ids.into_iter().skip(offset).take(limit).collect();
-    let (mut entities, mut relations) = cx
-        .app
-        .store()
+    let (mut entities, mut relations) = cx.store()
         .entities_by_ids(
             cx.namespace(),
             page,
@@ -569,7 +559,7 @@ async fn ranked_entities(
     let mut ranked: Vec<(String, f32)> = hits.into_iter().map(|h| (h.id, h.score)).collect();
     if !types.is_empty() {
         let ids = ranked.iter().map(|(id, _)| id.clone()).collect();
-        let of = cx.app.store().entity_types_of(cx.namespace(), ids).await?;
+        let of = cx.store().entity_types_of(cx.namespace(), ids).await?;
         ranked.retain(|(id, _)| of.get(id).is_some_and(|t| types.contains(t)));
     }
     Ok(ranked)
@@ -588,9 +578,7 @@ async fn substring_matches(
     /// Candidates fetched per round, before checking.
     const FIRST_FETCH: usize = 64;
     let Some(matcher) = Matcher::substring(needle) else {
-        return Ok(cx
-            .app
-            .store()
+        return Ok(cx.store()
             .entity_ids_containing(cx.namespace(), needle, types.to_vec(), wanted)
             .await?);
     };
@@ -606,9 +594,7 @@ async fn substring_matches(
         let searched = cx.app.search(q).await?.results;
         let exhausted = !searched.has_more;
         let candidates: Vec<String> = searched.hits.into_iter().map(|h| h.id).collect();
-        let found = cx
-            .app
-            .store()
+        let found = cx.store()
             .entities_keyed(cx.namespace(), candidates.clone())
             .await?;
         let contains = |s: &str| s.to_lowercase().contains(&lower);
@@ -648,9 +634,7 @@ async fn open_nodes(cx: OpCtx, input: OpenNodesInput) -> Result<GraphOutput, OpE
             cx.limits().max_batch_items
         )));
     }
-    let (entities, relations) = cx
-        .app
-        .store()
+    let (entities, relations) = cx.store()
         .open_nodes(
             cx.namespace(),
             input.names,

@@ -556,9 +556,7 @@ async fn graph_rename_entity(cx: OpCtx, input: RenameInput) -> Result<EntityOutp
             "`new_name` is the current name: nothing to do",
         ));
     }
-    let entity = cx
-        .app
-        .store()
+    let entity = cx.store()
         .rename_entity(cx.namespace(), &input.name, &input.new_name)
         .await?;
     Ok(EntityOutput { entity })
@@ -585,9 +583,7 @@ async fn graph_merge_entities(cx: OpCtx, input: MergeInput) -> Result<EntityOutp
     for s in &input.sources {
         check_text("sources[]", s, MAX_NAME_BYTES)?;
     }
-    let entity = cx
-        .app
-        .store()
+    let entity = cx.store()
         .merge_entities(cx.namespace(), &input.target, input.sources)
         .await?;
     Ok(EntityOutput { entity })
@@ -618,9 +614,7 @@ async fn graph_update_entity(cx: OpCtx, input: UpdateEntityInput) -> Result<Enti
             "nothing to change: pass `entityType`, `properties`, or both",
         ));
     }
-    let entity = cx
-        .app
-        .store()
+    let entity = cx.store()
         .update_entity(
             cx.namespace(),
             &input.name,
@@ -662,7 +656,7 @@ pub struct StatsOutput {
 operation!(Stats = "graph_stats", StatsInput => StatsOutput, graph_stats);
 
 async fn graph_stats(cx: OpCtx, _: StatsInput) -> Result<StatsOutput, OpError> {
-    let counts = cx.app.store().graph_counts(cx.namespace()).await?;
+    let counts = cx.store().graph_counts(cx.namespace()).await?;
     let (components, isolated) = on_snapshot(&cx, |s| {
         let f = EdgeFilter::default();
         let labels = s.components(&f);

@@ -80,9 +80,7 @@ async fn meta_audit(cx: OpCtx, mut input: AuditInput) -> Result<AuditOutput, OpE
         until: span.until,
     };
     let before = page.after.as_ref().map(|(seq, _)| *seq as u64);
-    let mut entries = cx
-        .app
-        .store()
+    let mut entries = cx.store()
         .audit(cx.namespace(), filter, before, page.limit + 1)
         .await?;
     let next_cursor = page.finish(&cx, &mut entries, |e| (e.seq as i64, String::new()));
@@ -135,7 +133,7 @@ operation!(Stats = "meta_stats", StatsInput => StatsOutput, meta_stats);
 
 async fn meta_stats(cx: OpCtx, input: StatsInput) -> Result<StatsOutput, OpError> {
     let now = now_micros();
-    let store = cx.app.store();
+    let store = cx.store();
     if let (true, Some(grant)) = (input.all_namespaces, cx.session.grant()) {
         grant.permit_admin("all_namespaces (every namespace's counts)")?;
     }
@@ -191,7 +189,7 @@ pub struct NamespacesOutput {
 operation!(Namespaces = "meta_namespaces", NoInput => NamespacesOutput, meta_namespaces);
 
 async fn meta_namespaces(cx: OpCtx, _: NoInput) -> Result<NamespacesOutput, OpError> {
-    let store = cx.app.store();
+    let store = cx.store();
     let mut by_name: BTreeMap<String, NamespaceSummary> = BTreeMap::new();
     for c in store.kind_counts(None, Vec::new()).await? {
         let entry = by_name
@@ -313,9 +311,7 @@ async fn meta_export(cx: OpCtx, mut input: ExportInput) -> Result<ExportOutput, 
             ExportPosition { kind: c.k, after: c.a }
         }
     };
-    let (records, next) = cx
-        .app
-        .store()
+    let (records, next) = cx.store()
         .export_page(cx.namespace(), from, limit)
         .await?;
     let count = records.len();
@@ -390,9 +386,7 @@ async fn meta_import(cx: OpCtx, input: ImportInput) -> Result<ImportOutput, OpEr
     .await?
     .map_err(OpError::invalid)?;
     let count = records.len();
-    let imported = cx
-        .app
-        .store()
+    let imported = cx.store()
         .import_records(cx.namespace(), records)
         .await?;
     Ok(ImportOutput {
@@ -513,9 +507,7 @@ async fn meta_consolidate(
 ) -> Result<ConsolidateOutput, OpError> {
     let policy = policy(&input)?;
     let as_of = micros_to_datetime(policy.as_of);
-    let plan = cx
-        .app
-        .store()
+    let plan = cx.store()
         .consolidate(cx.namespace(), policy, input.dry_run)
         .await?;
     Ok(ConsolidateOutput {

@@ -12,6 +12,14 @@
 //! call goes through `OpCtx::dispatch`); talk to sqlite or tantivy other than
 //! through `Store` and `AppState`.
 
+/// Refuses a patch that changes nothing: `some_change!(input, title, notes)`
+/// passes when any of those `Option` fields is given and otherwise names them.
+macro_rules! some_change {
+    ($patch:expr, $($field:ident),+ $(,)?) => {
+        $crate::ops::some_change(&[$((stringify!($field), $patch.$field.is_some())),+])
+    };
+}
+
 /// Declares an operation: its type, its name as the catalog lists it, its
 /// input and output types, and the async fn that runs it (`degraded`: its
 /// output has a `degraded` flag telling the pipeline not to cache it).
@@ -117,6 +125,11 @@ impl OpCtx {
 
     pub fn limits(&self) -> &Limits {
         &self.app.config().limits
+    }
+
+    /// The store, the source of truth.
+    pub fn store(&self) -> &crate::store::Store {
+        self.app.store()
     }
 }
 

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::listing::{Deleted, HitPage, Hits, Keyset, Offsets, Page, Window, check_batch};
 use super::search::search_records;
-use super::{OpCtx, check_metadata, check_text, normalize_tags, page_size, some_change};
+use super::{OpCtx, check_metadata, check_text, normalize_tags, page_size, };
 use crate::error::OpError;
 use crate::model::{Execution, Outcome, Procedure, ProcedureVersion, RecordKind, TrackRecord};
 use crate::search::{Matcher, SearchQuery};
@@ -100,9 +100,7 @@ async fn procedural_store(cx: OpCtx, input: StoreInput) -> Result<ProcedureOutpu
         tags: normalize_tags(input.tags, limits)?,
         metadata,
     };
-    let procedure = cx
-        .app
-        .store()
+    let procedure = cx.store()
         .insert_procedure(cx.namespace(), &cx.session.id, new)
         .await?;
     Ok(ProcedureOutput { procedure })
@@ -130,7 +128,7 @@ operation!(Get = "procedural_get", GetInput => GetOutput, procedural_get);
 
 async fn procedural_get(cx: OpCtx, input: GetInput) -> Result<GetOutput, OpError> {
     check_key(&input.id)?;
-    let store = cx.app.store();
+    let store = cx.store();
     let Some(wanted) = input.version else {
         let procedure = store.get_procedure(cx.namespace(), &input.id).await?;
         return Ok(GetOutput {
@@ -171,7 +169,7 @@ operation!(Update = "procedural_update", UpdateInput => ProcedureOutput, procedu
 async fn procedural_update(cx: OpCtx, input: UpdateInput) -> Result<ProcedureOutput, OpError> {
     check_key(&input.id)?;
     let limits = cx.limits();
-    some_change(&[("name", input.name.is_some()), ("goal", input.goal.is_some()), ("steps", input.steps.is_some()), ("preconditions", input.preconditions.is_some()), ("tags", input.tags.is_some()), ("metadata", input.metadata.is_some())])?;
+    some_change!(input, name, goal, steps, preconditions, tags, metadata)?;
     if let Some(name) = &input.name {
         check_name(name)?;
     }
@@ -195,9 +193,7 @@ async fn procedural_update(cx: OpCtx, input: UpdateInput) -> Result<ProcedureOut
         tags: input.tags.map(|t| normalize_tags(t, limits)).transpose()?,
         metadata: input.metadata,
     };
-    let procedure = cx
-        .app
-        .store()
+    let procedure = cx.store()
         .update_procedure(cx.namespace(), &cx.session.id, &input.id, patch)
         .await?;
     Ok(ProcedureOutput { procedure })
@@ -217,9 +213,7 @@ async fn procedural_delete(cx: OpCtx, input: DeleteInput) -> Result<Deleted, OpE
     check_batch("ids", &input.ids, &cx)?;
     let mut ids = input.ids;
     ids.dedup();
-    let (deleted, not_found) = cx
-        .app
-        .store()
+    let (deleted, not_found) = cx.store()
         .delete_procedures(cx.namespace(), ids)
         .await?;
     Ok(Deleted { deleted, not_found })
@@ -254,10 +248,8 @@ async fn procedural_list(cx: OpCtx, mut input: ListInput) -> Result<ListOutput, 
         since: span.since,
         until: span.until,
     };
-    let mut procedures = cx
-        .app
-        .store()
-        .list_procedures(cx.namespace(), filter, Order::Desc, page.after.clone(), page.limit + 1)
+    let mut procedures = cx.store()
+        .procedures().list(cx.namespace(), filter, Order::Desc, page.after.clone(), page.limit + 1)
         .await?;
     let next_cursor = page.finish(&cx, &mut procedures, |p| {
         (p.current.updated_at.timestamp_micros(), p.id.clone())
@@ -312,8 +304,8 @@ async fn procedural_search(cx: OpCtx, mut input: SearchInput) -> Result<SearchOu
         offset: page.offset,
         ..SearchQuery::new(cx.namespace(), vec![RecordKind::Procedure], matcher, page.limit)
     };
-    let (store, ns) = (cx.app.store(), cx.namespace());
-    let found = search_records(&cx, query, |ids| store.get_procedures(ns, ids), |p| &p.id).await?;
+    let (procedures, ns) = (cx.store().procedures(), cx.namespace());
+    let found = search_records(&cx, query, |ids| procedures.get_many(ns, ids), |p| &p.id).await?;
     let hits = found
         .hits
         .into_iter()
@@ -358,9 +350,7 @@ async fn procedural_record_execution(
         duration_ms: input.duration_ms,
         notes: input.notes,
     };
-    let (execution, procedure) = cx
-        .app
-        .store()
+    let (execution, procedure) = cx.store()
         .record_execution(cx.namespace(), &cx.session.id, &input.id, run)
         .await?;
     Ok(RecordOutput {
@@ -428,8 +418,8 @@ async fn procedural_suggest(cx: OpCtx, input: SuggestInput) -> Result<SuggestOut
             SUGGEST_CANDIDATES,
         )
     };
-    let (store, ns) = (cx.app.store(), cx.namespace());
-    let found = search_records(&cx, query, |ids| store.get_procedures(ns, ids), |p| &p.id).await?;
+    let (procedures, ns) = (cx.store().procedures(), cx.namespace());
+    let found = search_records(&cx, query, |ids| procedures.get_many(ns, ids), |p| &p.id).await?;
     let best = found
         .hits
         .iter()
@@ -484,9 +474,7 @@ operation!(Versions = "procedural_versions", VersionsInput => VersionsOutput, pr
 
 async fn procedural_versions(cx: OpCtx, input: VersionsInput) -> Result<VersionsOutput, OpError> {
     check_key(&input.id)?;
-    let (procedure, versions) = cx
-        .app
-        .store()
+    let (procedure, versions) = cx.store()
         .procedure_versions(cx.namespace(), &input.id)
         .await?;
     Ok(VersionsOutput {
@@ -537,9 +525,7 @@ operation!(Stats = "procedural_stats", StatsInput => StatsOutput, procedural_sta
 
 async fn procedural_stats(cx: OpCtx, input: StatsInput) -> Result<StatsOutput, OpError> {
     check_key(&input.id)?;
-    let (p, runs) = cx
-        .app
-        .store()
+    let (p, runs) = cx.store()
         .procedure_runs(cx.namespace(), &input.id, RECENT_RUNS)
         .await?;
     let d = &runs.durations_ms;

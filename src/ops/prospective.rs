@@ -6,7 +6,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 use super::listing::{Keyset, Offsets, Page, check_batch};
-use super::{OpCtx, check_metadata, check_text, normalize_tags, some_change};
+use super::{OpCtx, check_metadata, check_text, normalize_tags, };
 use crate::error::OpError;
 use crate::model::{
     Priority, RecordKind, Task, TaskStatus, Trigger, TriggerCondition, TriggerStatus,
@@ -90,9 +90,7 @@ async fn prospective_create(cx: OpCtx, input: CreateInput) -> Result<TaskOutput,
         parent_id: input.parent_id,
         metadata,
     };
-    let task = cx
-        .app
-        .store()
+    let task = cx.store()
         .insert_task(cx.namespace(), &cx.session.id, new)
         .await?;
     Ok(TaskOutput { task })
@@ -117,9 +115,7 @@ operation!(Get = "prospective_get", GetInput => GetOutput, prospective_get);
 
 async fn prospective_get(cx: OpCtx, input: GetInput) -> Result<GetOutput, OpError> {
     check_id(&input.id)?;
-    let (task, subtasks) = cx
-        .app
-        .store()
+    let (task, subtasks) = cx.store()
         .task_with_subtasks(cx.namespace(), &input.id)
         .await?;
     Ok(GetOutput { task, subtasks })
@@ -149,7 +145,7 @@ operation!(Update = "prospective_update", UpdateInput => TaskOutput, prospective
 async fn prospective_update(cx: OpCtx, input: UpdateInput) -> Result<TaskOutput, OpError> {
     check_id(&input.id)?;
     let limits = cx.limits();
-    some_change(&[("title", input.title.is_some()), ("notes", input.notes.is_some()), ("due_at", input.due_at.is_some()), ("priority", input.priority.is_some()), ("tags", input.tags.is_some()), ("metadata", input.metadata.is_some())])?;
+    some_change!(input, title, notes, due_at, priority, tags, metadata)?;
     if let Some(t) = &input.title {
         check_text("title", t, MAX_TITLE_BYTES)?;
     }
@@ -165,10 +161,8 @@ async fn prospective_update(cx: OpCtx, input: UpdateInput) -> Result<TaskOutput,
         tags: input.tags.map(|t| normalize_tags(t, limits)).transpose()?,
         metadata: input.metadata,
     };
-    let task = cx
-        .app
-        .store()
-        .update_task(cx.namespace(), &input.id, patch)
+    let task = cx.store()
+        .tasks().update(cx.namespace(), &input.id, patch)
         .await?;
     Ok(TaskOutput { task })
 }
@@ -198,9 +192,7 @@ async fn close(cx: OpCtx, input: CloseInput, status: TaskStatus) -> Result<Close
         OpError::InvalidInput(m) => OpError::invalid(m.replace("`notes`", "`note`")),
         other => other,
     })?;
-    let closed = cx
-        .app
-        .store()
+    let closed = cx.store()
         .close_task(cx.namespace(), &input.id, status, input.with_subtasks, input.note)
         .await?;
     Ok(CloseOutput { closed })
@@ -238,9 +230,7 @@ operation!(Delete = "prospective_delete", DeleteInput => DeleteOutput, prospecti
 
 async fn prospective_delete(cx: OpCtx, input: DeleteInput) -> Result<DeleteOutput, OpError> {
     check_batch("ids", &input.ids, &cx)?;
-    let (deleted, not_found) = cx
-        .app
-        .store()
+    let (deleted, not_found) = cx.store()
         .delete_prospective(cx.namespace(), input.ids)
         .await?;
     Ok(DeleteOutput { deleted, not_found })
@@ -304,10 +294,8 @@ async fn prospective_list(cx: OpCtx, mut input: ListInput) -> Result<ListOutput,
         due_after: input.due_after.map(TimeSpec::micros),
         due_before: input.due_before.map(TimeSpec::micros),
     };
-    let mut tasks = cx
-        .app
-        .store()
-        .list_tasks(cx.namespace(), filter, Order::Asc, page.after.clone(), page.limit + 1)
+    let mut tasks = cx.store()
+        .tasks().list(cx.namespace(), filter, Order::Asc, page.after.clone(), page.limit + 1)
         .await?;
     let next_cursor = page.finish(&cx, &mut tasks, |t| {
         (t.created_at.timestamp_micros(), t.id.clone())
@@ -354,7 +342,7 @@ async fn prospective_due(cx: OpCtx, mut input: DueInput) -> Result<DueOutput, Op
     let now = now_micros();
     let before = input.before.map_or(now, TimeSpec::micros);
     let tags = normalize_tags(input.tags, cx.limits())?;
-    let (store, ns) = (cx.app.store(), cx.namespace());
+    let (store, ns) = (cx.store(), cx.namespace());
     let mut tasks = store
         .due_tasks(ns, now, before, tags, page.offset, page.limit + 1)
         .await?;
@@ -457,9 +445,7 @@ async fn prospective_trigger_set(
         fired_by: None,
         session_id: cx.session.id.clone(),
     };
-    let trigger = cx
-        .app
-        .store()
+    let trigger = cx.store()
         .insert_trigger(cx.namespace(), trigger)
         .await?;
     Ok(TriggerOutput { trigger })
@@ -506,9 +492,7 @@ async fn prospective_triggers(
     mut input: TriggersInput,
 ) -> Result<TriggersOutput, OpError> {
     let page = Keyset::start(&cx, &mut input, |i| &mut i.page)?;
-    let mut triggers = cx
-        .app
-        .store()
+    let mut triggers = cx.store()
         .list_triggers(cx.namespace(), input.status, page.after.clone(), page.limit)
         .await?;
     let next_cursor = page.finish(&cx, &mut triggers, |t| {

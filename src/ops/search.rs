@@ -99,7 +99,7 @@ async fn search_facts(
         })
         .await?;
     let ids: Vec<String> = searched.results.hits.iter().map(|h| h.id.clone()).collect();
-    let facts = cx.app.store().get_facts(cx.namespace(), ids).await?;
+    let facts = cx.store().facts().get_many(cx.namespace(), ids).await?;
     let mut by_id: HashMap<String, Fact> = facts.into_iter().map(|f| (f.id.clone(), f)).collect();
     let ranked = searched.results.hits;
     // Snippets read whole texts (up to 64 KB each): off the runtime's threads.
@@ -465,7 +465,7 @@ operation!(Similar = "semantic_similar", SimilarInput => SearchOutput, semantic_
 async fn semantic_similar(cx: OpCtx, mut input: SimilarInput) -> Result<SearchOutput, OpError> {
     check_id("id", &input.id)?;
     let page = Offsets::start(&cx, &mut input, |i| &mut i.page)?;
-    let source = cx.app.store().get_fact(cx.namespace(), &input.id).await?;
+    let source = cx.store().facts().get(cx.namespace(), &input.id).await?;
     let terms = cx
         .app
         .search_index()
@@ -652,9 +652,9 @@ async fn loaded(cx: &OpCtx, ranked: &[SearchHit]) -> Result<HashMap<String, Show
             .map(|h| h.id.clone())
             .collect()
     };
-    let (store, ns) = (cx.app.store(), cx.namespace());
+    let (store, ns) = (cx.store(), cx.namespace());
     let mut records: HashMap<String, Shown> = HashMap::new();
-    for e in store.get_events(ns, ids_of(RecordKind::Event)).await? {
+    for e in store.events().get_many(ns, ids_of(RecordKind::Event)).await? {
         let shown = Shown {
             layer: Layer::Episodic,
             id: e.id.clone(),
@@ -665,7 +665,7 @@ async fn loaded(cx: &OpCtx, ranked: &[SearchHit]) -> Result<HashMap<String, Show
         };
         records.insert(e.id, shown);
     }
-    for f in store.get_facts(ns, ids_of(RecordKind::Fact)).await? {
+    for f in store.facts().get_many(ns, ids_of(RecordKind::Fact)).await? {
         let shown = Shown {
             layer: Layer::Semantic,
             id: f.id.clone(),
@@ -688,7 +688,7 @@ async fn loaded(cx: &OpCtx, ranked: &[SearchHit]) -> Result<HashMap<String, Show
         };
         records.insert(id, shown);
     }
-    for p in store.get_procedures(ns, ids_of(RecordKind::Procedure)).await? {
+    for p in store.procedures().get_many(ns, ids_of(RecordKind::Procedure)).await? {
         let v = p.current;
         let shown = Shown {
             layer: Layer::Procedural,
@@ -700,7 +700,7 @@ async fn loaded(cx: &OpCtx, ranked: &[SearchHit]) -> Result<HashMap<String, Show
         };
         records.insert(p.id, shown);
     }
-    for t in store.get_tasks(ns, ids_of(RecordKind::Task)).await? {
+    for t in store.tasks().get_many(ns, ids_of(RecordKind::Task)).await? {
         let shown = Shown {
             layer: Layer::Prospective,
             id: t.id.clone(),

@@ -7,10 +7,10 @@ use serde_json::{Map, Value};
 
 use super::listing::{Deleted, Keyset, Page, Window, check_batch, prepare_batch};
 use super::search::FactScope;
-use super::{OpCtx, check_metadata, check_text, check_unit, normalize_tags, some_change};
+use super::{OpCtx, check_metadata, check_text, check_unit, normalize_tags, };
 use crate::error::OpError;
 use crate::model::Fact;
-use crate::store::{FactFilter, FactPatch, NewFact};
+use crate::store::{FactFilter, FactPatch, NewFact, Order};
 use crate::timespec::TimeSpec;
 
 const DEFAULT_CONFIDENCE: f64 = 0.7;
@@ -82,9 +82,7 @@ operation!(StoreFact = "semantic_store", StoreInput => FactOutput, semantic_stor
 
 async fn semantic_store(cx: OpCtx, input: StoreInput) -> Result<FactOutput, OpError> {
     let new = input.prepare(&cx)?;
-    let mut facts = cx
-        .app
-        .store()
+    let mut facts = cx.store()
         .insert_facts(cx.namespace(), &cx.session.id, vec![new])
         .await?;
     Ok(FactOutput {
@@ -112,9 +110,7 @@ async fn semantic_store_batch(
     input: StoreBatchInput,
 ) -> Result<StoreBatchOutput, OpError> {
     let prepared = prepare_batch(&cx, "facts", input.facts, |item| item.prepare(&cx))?;
-    let facts = cx
-        .app
-        .store()
+    let facts = cx.store()
         .insert_facts(cx.namespace(), &cx.session.id, prepared)
         .await?;
     Ok(StoreBatchOutput {
@@ -135,7 +131,7 @@ operation!(Get = "semantic_get", IdInput => FactOutput, semantic_get);
 
 async fn semantic_get(cx: OpCtx, input: IdInput) -> Result<FactOutput, OpError> {
     check_id("id", &input.id)?;
-    let fact = cx.app.store().get_fact(cx.namespace(), &input.id).await?;
+    let fact = cx.store().facts().get(cx.namespace(), &input.id).await?;
     cx.app.record_fact_access(cx.namespace(), [fact.id.clone()]);
     Ok(FactOutput { fact })
 }
@@ -182,11 +178,9 @@ async fn semantic_update(cx: OpCtx, input: UpdateInput) -> Result<FactOutput, Op
         valid_from: input.valid_from.map(TimeSpec::micros),
         metadata: input.metadata,
     };
-    some_change(&[("content", patch.content.is_some()), ("tags", patch.tags.is_some()), ("confidence", patch.confidence.is_some()), ("source", patch.source.is_some()), ("valid_from", patch.valid_from.is_some()), ("metadata", patch.metadata.is_some())])?;
-    let fact = cx
-        .app
-        .store()
-        .update_fact(cx.namespace(), &input.id, patch)
+    some_change!(patch, content, tags, confidence, source, valid_from, metadata)?;
+    let fact = cx.store()
+        .facts().update(cx.namespace(), &input.id, patch)
         .await?;
     Ok(FactOutput { fact })
 }
@@ -206,9 +200,7 @@ async fn semantic_delete(cx: OpCtx, input: DeleteInput) -> Result<Deleted, OpErr
     for id in &input.ids {
         check_id("ids[]", id)?;
     }
-    let (deleted, not_found) = cx
-        .app
-        .store()
+    let (deleted, not_found) = cx.store()
         .delete_facts(cx.namespace(), input.ids)
         .await?;
     Ok(Deleted { deleted, not_found })
@@ -248,10 +240,9 @@ async fn semantic_list(cx: OpCtx, mut input: ListInput) -> Result<ListOutput, Op
         min_confidence: input.scope.min_confidence,
         include_superseded: input.scope.include_superseded,
     };
-    let mut facts = cx
-        .app
-        .store()
-        .list_facts(cx.namespace(), filter, page.after.clone(), page.limit + 1)
+    let mut facts = cx.store()
+        .facts()
+        .list(cx.namespace(), filter, Order::Desc, page.after.clone(), page.limit + 1)
         .await?;
     let next_cursor = page.finish(&cx, &mut facts, |f| {
         (f.created_at.timestamp_micros(), f.id.clone())
@@ -299,9 +290,7 @@ async fn semantic_tags(cx: OpCtx, input: TagsInput) -> Result<TagsOutput, OpErro
         .prefix
         .map(|p| p.trim().to_lowercase())
         .filter(|p| !p.is_empty());
-    let tags = cx
-        .app
-        .store()
+    let tags = cx.store()
         .fact_tags(cx.namespace(), input.include_superseded, prefix, limit)
         .await?
         .into_iter()
@@ -327,9 +316,7 @@ async fn semantic_reinforce(cx: OpCtx, input: ReinforceInput) -> Result<FactOutp
     check_id("id", &input.id)?;
     let boost = input.boost.unwrap_or(DEFAULT_REINFORCE_BOOST);
     check_unit("boost", boost)?;
-    let fact = cx
-        .app
-        .store()
+    let fact = cx.store()
         .reinforce_fact(cx.namespace(), &input.id, boost)
         .await?;
     Ok(FactOutput { fact })
@@ -361,9 +348,7 @@ async fn semantic_supersede(cx: OpCtx, input: SupersedeInput) -> Result<Supersed
         OpError::InvalidInput(m) => OpError::invalid(format!("new: {m}")),
         other => other,
     })?;
-    let (old, new) = cx
-        .app
-        .store()
+    let (old, new) = cx.store()
         .supersede_fact(cx.namespace(), &cx.session.id, &input.id, new)
         .await?;
     Ok(SupersedeOutput { old, new })
@@ -381,9 +366,7 @@ operation!(History = "semantic_history", IdInput => HistoryOutput, semantic_hist
 
 async fn semantic_history(cx: OpCtx, input: IdInput) -> Result<HistoryOutput, OpError> {
     check_id("id", &input.id)?;
-    let versions = cx
-        .app
-        .store()
+    let versions = cx.store()
         .fact_history(cx.namespace(), &input.id)
         .await?;
     Ok(HistoryOutput { versions })

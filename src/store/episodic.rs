@@ -4,7 +4,7 @@
 use rusqlite::Row;
 use serde_json::{Map, Value};
 
-use super::table::{Order, Query, Table, Tags, counted, json, set, to_json};
+use super::table::{Order, Query, Records, Table, Tags, counted, json, set, to_json};
 use super::writer::WriteTxn;
 use super::{Searchable, Store, StoreError, text_doc};
 use crate::model::{Event, Micros, RecordKind, SearchDoc, micros_to_datetime, new_id};
@@ -62,12 +62,13 @@ impl EventFilter {
 }
 
 impl EventPatch {
-    fn apply(self, e: &mut Event) {
+    fn apply(self, e: &mut Event, now: Micros) {
         set(&mut e.content, self.content);
         set(&mut e.tags, self.tags);
         set(&mut e.importance, self.importance);
         set(&mut e.occurred_at, self.occurred_at.map(micros_to_datetime));
         set(&mut e.metadata, self.metadata);
+        e.updated_at = micros_to_datetime(now);
     }
 }
 
@@ -175,44 +176,17 @@ impl Store {
             .await
     }
 
-    pub async fn get_event(&self, namespace: &str, id: &str) -> Result<Event, StoreError> {
-        self.get_record(&EVENTS, namespace, id).await
-    }
-
-    /// The events with these ids that exist in the namespace, in the order asked.
-    pub async fn get_events(
-        &self,
-        namespace: &str,
-        ids: Vec<String>,
-    ) -> Result<Vec<Event>, StoreError> {
-        self.get_records(&EVENTS, namespace, ids).await
-    }
-
-    /// Events matching `filter` in time order, strictly after the keyset `after`
-    /// (occurred_at, id) in that order; at most `limit`.
-    pub async fn list_events(
-        &self,
-        namespace: &str,
-        filter: EventFilter,
-        order: Order,
-        after: Option<(Micros, String)>,
-        limit: usize,
-    ) -> Result<Vec<Event>, StoreError> {
-        let mut q = EVENTS.select(namespace);
-        filter
-            .narrow(&mut q)
-            .page(("e.occurred_at", "e.id"), order, after, limit);
-        self.read_rows(q, EVENTS.decode).await
-    }
-
-    pub async fn count_events(
-        &self,
-        namespace: &str,
-        filter: EventFilter,
-    ) -> Result<u64, StoreError> {
-        let mut q = EVENTS.select_of("count(*)", namespace);
-        filter.narrow(&mut q);
-        self.read_count(q).await
+    /// Events by id, listed and counted in time order (occurred_at, id),
+    /// and updated.
+    pub fn events(&self) -> Records<'_, Event, EventFilter, EventPatch> {
+        Records {
+            store: self,
+            table: &EVENTS,
+            key: ("e.occurred_at", "e.id"),
+            narrow: EventFilter::narrow,
+            patch: EventPatch::apply,
+            save,
+        }
     }
 
     /// (bucket start, count) for each non-empty bucket of `bucket_micros`,
@@ -244,28 +218,16 @@ impl Store {
         before: usize,
         after: usize,
     ) -> Result<(Event, Vec<Event>, Vec<Event>), StoreError> {
-        let anchor = self.get_event(namespace, id).await?;
+        let events = self.events();
+        let anchor = events.get(namespace, id).await?;
         let key = (anchor.occurred_at.timestamp_micros(), anchor.id.clone());
         let around = |order, after, limit| {
-            self.list_events(namespace, EventFilter::default(), order, Some(after), limit)
+            events.list(namespace, EventFilter::default(), order, Some(after), limit)
         };
         let mut earlier = around(Order::Desc, key.clone(), before).await?;
         earlier.reverse();
         let later = around(Order::Asc, key, after).await?;
         Ok((anchor, earlier, later))
-    }
-
-    pub async fn update_event(
-        &self,
-        namespace: &str,
-        id: &str,
-        patch: EventPatch,
-    ) -> Result<Event, StoreError> {
-        self.update_record(&EVENTS, save, namespace, id, move |e, now| {
-            patch.apply(e);
-            e.updated_at = micros_to_datetime(now);
-        })
-        .await
     }
 
     /// Deletes the events with these ids; returns (deleted, not found).

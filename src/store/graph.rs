@@ -889,7 +889,9 @@ impl Store {
         ns: &str,
         ids: Vec<String>,
     ) -> Result<HashMap<String, String>, StoreError> {
-        let rows = self.get_records(&ENTITIES, ns, ids).await?;
+        let rows = self
+            .read_in(ns, move |conn, ns| ENTITIES.get_many(conn, ns, &ids))
+            .await?;
         Ok(rows.into_iter().map(|e| (e.id, e.entity_type)).collect())
     }
 

@@ -52,7 +52,7 @@ pub use procedural::{
 };
 pub use prospective::{NewTask, TaskFilter, TaskPatch};
 pub use semantic::{FactFilter, FactPatch, NewFact};
-pub use table::Order;
+pub use table::{Order, Records};
 pub use tokens::{Direct, NewToken, TokenRecord};
 pub use writer::ChangeListener;
 
@@ -403,7 +403,7 @@ mod tests {
             tags: Some(vec!["b".into()]),
             ..Default::default()
         };
-        store.update_event("ns", &ev[0].id, patch).await?;
+        store.events().update("ns", &ev[0].id, patch).await?;
         store
             .delete_events("ns", vec![ev[1].id.clone(), "nope".into()])
             .await?;

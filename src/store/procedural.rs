@@ -5,10 +5,12 @@
 //! transaction, and the procedure's search document (its weight is its
 //! smoothed success rate).
 
+use std::convert::Infallible;
+
 use rusqlite::{Connection, Row};
 use serde_json::{Map, Value};
 
-use super::table::{Order, Query, Table, Tags, from_json, json, set, to_json};
+use super::table::{Query, Records, Table, Tags, from_json, json, set, to_json};
 use super::writer::WriteTxn;
 use super::{Searchable, Store, StoreError};
 use crate::model::{
@@ -65,6 +67,15 @@ pub struct RunSummary {
     pub recent: Vec<Execution>,
     /// (version, runs, successes, partials) for each version that was run.
     pub by_version: Vec<(u32, u64, u64, u64)>,
+}
+
+impl ProcedureFilter {
+    /// Narrows a query of `procedures p` to this filter.
+    fn narrow(self, q: &mut Query) -> &mut Query {
+        q.and_some("p.updated_at >= ?", self.since)
+            .and_some("p.updated_at < ?", self.until)
+            .and_each(TAGS.has, &self.tags)
+    }
 }
 
 pub(super) static PROCEDURES: Table<Procedure> = Table {
@@ -322,12 +333,18 @@ impl Store {
             .await
     }
 
-    pub async fn get_procedures(
-        &self,
-        namespace: &str,
-        ids: Vec<String>,
-    ) -> Result<Vec<Procedure>, StoreError> {
-        self.get_records(&PROCEDURES, namespace, ids).await
+    /// Procedures by id, listed and counted by the time of their current
+    /// version (updated_at, id). An update writes a new version
+    /// (`update_procedure`), so this handle has no patch.
+    pub fn procedures(&self) -> Records<'_, Procedure, ProcedureFilter, Infallible> {
+        Records {
+            store: self,
+            table: &PROCEDURES,
+            key: ("p.updated_at", "p.id"),
+            narrow: ProcedureFilter::narrow,
+            patch: |never, _, _| match never {},
+            save,
+        }
     }
 
     /// Writes a new version of procedure `key` (id or name) from its current
@@ -375,23 +392,6 @@ impl Store {
             Ok((p, versions))
         })
         .await
-    }
-
-    /// Procedures matching `filter`, by the time of their current version.
-    pub async fn list_procedures(
-        &self,
-        namespace: &str,
-        filter: ProcedureFilter,
-        order: Order,
-        after: Option<(Micros, String)>,
-        limit: usize,
-    ) -> Result<Vec<Procedure>, StoreError> {
-        let mut q = PROCEDURES.select(namespace);
-        q.and_some("p.updated_at >= ?", filter.since)
-            .and_some("p.updated_at < ?", filter.until)
-            .and_each(TAGS.has, &filter.tags)
-            .page(("p.updated_at", "p.id"), order, after, limit);
-        self.read_rows(q, PROCEDURES.decode).await
     }
 
     /// Deletes procedures (by id or name) with their versions and runs;

@@ -11,7 +11,7 @@
 use rusqlite::Row;
 use serde_json::{Map, Value};
 
-use super::table::{Order, Query, Table, Tags, from_json, json, set, to_json};
+use super::table::{Order, Query, Records, Table, Tags, from_json, json, set, to_json};
 use super::writer::WriteTxn;
 use super::{Searchable, Store, StoreError};
 use crate::model::{
@@ -55,6 +55,37 @@ pub struct TaskFilter {
     pub due_after: Option<Micros>,
     /// due_at < due_before
     pub due_before: Option<Micros>,
+}
+
+impl TaskFilter {
+    /// Narrows a query of `tasks k` to this filter.
+    fn narrow(self, q: &mut Query) -> &mut Query {
+        let statuses = self.statuses.iter().map(|s| status_name(*s).to_string());
+        q.and_in("k.status", statuses.collect())
+            .and_some("k.due_at >= ?", self.due_after)
+            .and_some("k.due_at < ?", self.due_before)
+            .and_each(TAGS.has, &self.tags);
+        match self.parent {
+            Some(Some(parent)) => q.and("k.parent_id = ?", parent),
+            Some(None) => q.push(" AND k.parent_id IS NULL", []),
+            None => q,
+        }
+    }
+}
+
+impl TaskPatch {
+    fn apply(self, t: &mut Task, now: Micros) {
+        set(&mut t.title, self.title);
+        set(&mut t.notes, self.notes);
+        set(&mut t.priority, self.priority);
+        set(
+            &mut t.due_at,
+            self.due_at.map(|d| d.map(micros_to_datetime)),
+        );
+        set(&mut t.tags, self.tags);
+        set(&mut t.metadata, self.metadata);
+        t.updated_at = micros_to_datetime(now);
+    }
 }
 
 pub(super) static TASKS: Table<Task> = Table {
@@ -342,16 +373,17 @@ impl Store {
         .await
     }
 
-    pub async fn get_task(&self, namespace: &str, id: &str) -> Result<Task, StoreError> {
-        self.get_record(&TASKS, namespace, id).await
-    }
-
-    pub async fn get_tasks(
-        &self,
-        namespace: &str,
-        ids: Vec<String>,
-    ) -> Result<Vec<Task>, StoreError> {
-        self.get_records(&TASKS, namespace, ids).await
+    /// Tasks by id, listed and counted by creation time (created_at, id), and
+    /// updated (closing is `close_tasks`).
+    pub fn tasks(&self) -> Records<'_, Task, TaskFilter, TaskPatch> {
+        Records {
+            store: self,
+            table: &TASKS,
+            key: ("k.created_at", "k.id"),
+            narrow: TaskFilter::narrow,
+            patch: TaskPatch::apply,
+            save,
+        }
     }
 
     /// Task `id` and its direct sub-tasks (oldest first).
@@ -367,27 +399,6 @@ impl Store {
             q.and("k.parent_id = ?", id)
                 .push(" ORDER BY k.created_at, k.id", []);
             Ok((task, q.rows(conn, task_from_row)?))
-        })
-        .await
-    }
-
-    pub async fn update_task(
-        &self,
-        namespace: &str,
-        id: &str,
-        patch: TaskPatch,
-    ) -> Result<Task, StoreError> {
-        self.update_record(&TASKS, save, namespace, id, move |t, now| {
-            set(&mut t.title, patch.title);
-            set(&mut t.notes, patch.notes);
-            set(&mut t.priority, patch.priority);
-            set(
-                &mut t.due_at,
-                patch.due_at.map(|d| d.map(micros_to_datetime)),
-            );
-            set(&mut t.tags, patch.tags);
-            set(&mut t.metadata, patch.metadata);
-            t.updated_at = micros_to_datetime(now);
         })
         .await
     }
@@ -490,36 +501,6 @@ impl Store {
             Ok((deleted, missing))
         })
         .await
-    }
-
-    /// Tasks matching `filter`, by creation time.
-    pub async fn list_tasks(
-        &self,
-        namespace: &str,
-        filter: TaskFilter,
-        order: Order,
-        after: Option<(Micros, String)>,
-        limit: usize,
-    ) -> Result<Vec<Task>, StoreError> {
-        let mut q = TASKS.select(namespace);
-        q.and_in(
-            "k.status",
-            filter
-                .statuses
-                .iter()
-                .map(|s| status_name(*s).to_string())
-                .collect(),
-        )
-        .and_some("k.due_at >= ?", filter.due_after)
-        .and_some("k.due_at < ?", filter.due_before)
-        .and_each(TAGS.has, &filter.tags);
-        match filter.parent {
-            Some(Some(parent)) => q.and("k.parent_id = ?", parent),
-            Some(None) => q.push(" AND k.parent_id IS NULL", []),
-            None => &mut q,
-        }
-        .page(("k.created_at", "k.id"), order, after, limit);
-        self.read_rows(q, TASKS.decode).await
     }
 
     /// Open tasks due before `before`, most urgent first: overdue ones (due

@@ -6,7 +6,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, Row};
 use serde_json::{Map, Value};
 
-use super::table::{Order, Query, Table, Tags, counted, json, set, to_json};
+use super::table::{Query, Records, Table, Tags, counted, json, set, to_json};
 use super::writer::WriteTxn;
 use super::{Searchable, Store, StoreError, text_doc};
 use crate::model::{Fact, Micros, RecordKind, SearchDoc, micros_to_datetime, new_id};
@@ -60,13 +60,14 @@ impl FactFilter {
 }
 
 impl FactPatch {
-    fn apply(self, f: &mut Fact) {
+    fn apply(self, f: &mut Fact, now: Micros) {
         set(&mut f.content, self.content);
         set(&mut f.tags, self.tags);
         set(&mut f.confidence, self.confidence);
         set(&mut f.source, self.source.map(Some));
         set(&mut f.valid_from, self.valid_from.map(micros_to_datetime));
         set(&mut f.metadata, self.metadata);
+        f.updated_at = micros_to_datetime(now);
     }
 }
 
@@ -244,43 +245,17 @@ impl Store {
             .await
     }
 
-    pub async fn get_fact(&self, namespace: &str, id: &str) -> Result<Fact, StoreError> {
-        self.get_record(&FACTS, namespace, id).await
-    }
-
-    /// The facts with these ids that exist in the namespace, in the order asked.
-    pub async fn get_facts(
-        &self,
-        namespace: &str,
-        ids: Vec<String>,
-    ) -> Result<Vec<Fact>, StoreError> {
-        self.get_records(&FACTS, namespace, ids).await
-    }
-
-    /// Facts matching `filter`, newest first, strictly after the keyset `after`
-    /// (created_at, id); at most `limit`.
-    pub async fn list_facts(
-        &self,
-        namespace: &str,
-        filter: FactFilter,
-        after: Option<(Micros, String)>,
-        limit: usize,
-    ) -> Result<Vec<Fact>, StoreError> {
-        let mut q = FACTS.select(namespace);
-        filter
-            .narrow(&mut q)
-            .page(("f.created_at", "f.id"), Order::Desc, after, limit);
-        self.read_rows(q, FACTS.decode).await
-    }
-
-    pub async fn count_facts(
-        &self,
-        namespace: &str,
-        filter: FactFilter,
-    ) -> Result<u64, StoreError> {
-        let mut q = FACTS.select_of("count(*)", namespace);
-        filter.narrow(&mut q);
-        self.read_count(q).await
+    /// Facts by id, listed and counted by the time they were stored
+    /// (created_at, id), and updated.
+    pub fn facts(&self) -> Records<'_, Fact, FactFilter, FactPatch> {
+        Records {
+            store: self,
+            table: &FACTS,
+            key: ("f.created_at", "f.id"),
+            narrow: FactFilter::narrow,
+            patch: FactPatch::apply,
+            save,
+        }
     }
 
     /// Tags with the number of facts carrying each, most used first (ties by
@@ -308,19 +283,6 @@ impl Store {
         q.push(" GROUP BY tag ORDER BY n DESC, tag ASC", [])
             .limit(limit);
         self.read_rows(q, counted).await
-    }
-
-    pub async fn update_fact(
-        &self,
-        namespace: &str,
-        id: &str,
-        patch: FactPatch,
-    ) -> Result<Fact, StoreError> {
-        self.update_record(&FACTS, save, namespace, id, move |f, now| {
-            patch.apply(f);
-            f.updated_at = micros_to_datetime(now);
-        })
-        .await
     }
 
     /// Deletes facts; returns (deleted, not found). A fact whose successor is

@@ -324,29 +324,6 @@ pub(super) fn to_json(v: &impl serde::Serialize) -> String {
 
 /// What writes and reads of whole records share, for any table.
 impl Store {
-    /// Record `id` of the namespace, or `NotFound`.
-    pub(super) async fn get_record<T: Send + 'static>(
-        &self,
-        table: &'static Table<T>,
-        namespace: &str,
-        id: &str,
-    ) -> Result<T, StoreError> {
-        let id = id.to_string();
-        self.read_in(namespace, move |conn, ns| table.must_get(conn, ns, &id))
-            .await
-    }
-
-    /// The records with these ids that exist in the namespace, in the order asked.
-    pub(super) async fn get_records<T: Send + 'static>(
-        &self,
-        table: &'static Table<T>,
-        namespace: &str,
-        ids: Vec<String>,
-    ) -> Result<Vec<T>, StoreError> {
-        self.read_in(namespace, move |conn, ns| table.get_many(conn, ns, &ids))
-            .await
-    }
-
     /// The rows `query` selects, decoded.
     pub(super) async fn read_rows<T: Send + 'static>(
         &self,
@@ -429,5 +406,75 @@ impl Store {
             Ok((deleted, missing))
         })
         .await
+    }
+}
+
+/// One kind of record as the operations see it (`store.events()`,
+/// `store.facts()`, `store.tasks()`, `store.procedures()`): read by id, read
+/// many, list and count through the layer's filter, update through its patch,
+/// written once here. What is particular to a layer (supersession, versions,
+/// sub-tasks) stays in its own file.
+pub struct Records<'s, T: 'static, F, P> {
+    pub(super) store: &'s Store,
+    pub(super) table: &'static Table<T>,
+    /// The keyset a list pages by: (time column, id column).
+    pub(super) key: (&'static str, &'static str),
+    pub(super) narrow: fn(F, &mut Query) -> &mut Query,
+    pub(super) patch: fn(P, &mut T, Micros),
+    pub(super) save: Save<T>,
+}
+
+impl<T, F, P> Records<'_, T, F, P>
+where
+    T: Send + 'static,
+    F: Send + 'static,
+    P: Send + 'static,
+{
+    /// Record `id` of the namespace, or `NotFound` saying where ids come from.
+    pub async fn get(&self, namespace: &str, id: &str) -> Result<T, StoreError> {
+        let (table, id) = (self.table, id.to_string());
+        self.store
+            .read_in(namespace, move |conn, ns| table.must_get(conn, ns, &id))
+            .await
+    }
+
+    /// The records with these ids that exist in the namespace, in the order asked.
+    pub async fn get_many(&self, namespace: &str, ids: Vec<String>) -> Result<Vec<T>, StoreError> {
+        let table = self.table;
+        self.store
+            .read_in(namespace, move |conn, ns| table.get_many(conn, ns, &ids))
+            .await
+    }
+
+    /// Records matching `filter` in `order` of the table's keyset, strictly
+    /// after `after` in that order; at most `limit`.
+    pub async fn list(
+        &self,
+        namespace: &str,
+        filter: F,
+        order: Order,
+        after: Option<(Micros, String)>,
+        limit: usize,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut q = self.table.select(namespace);
+        (self.narrow)(filter, &mut q).page(self.key, order, after, limit);
+        self.store.read_rows(q, self.table.decode).await
+    }
+
+    pub async fn count(&self, namespace: &str, filter: F) -> Result<u64, StoreError> {
+        let mut q = self.table.select_of("count(*)", namespace);
+        (self.narrow)(filter, &mut q);
+        self.store.read_count(q).await
+    }
+
+    /// Applies `patch` to record `id` (or `NotFound`) in one write; returns it
+    /// as stored.
+    pub async fn update(&self, namespace: &str, id: &str, patch: P) -> Result<T, StoreError> {
+        let apply = self.patch;
+        self.store
+            .update_record(self.table, self.save, namespace, id, move |r, now| {
+                apply(patch, r, now)
+            })
+            .await
     }
 }
