@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -132,17 +132,31 @@ impl AppState {
     pub async fn search(&self, q: SearchQuery) -> Result<Searched, OpError> {
         let breaker = &self.0.breakers.search;
         if !self.0.rebuilding.load(Ordering::Acquire) && breaker.permit() == Permit::Call {
+            // The search runs here, to its end: a slow one is answered, and
+            // counts against the breaker so the next ones scan the store
+            // while the index recovers.
             let timeout = Duration::from_millis(self.0.config.search_timeout_ms);
-            let error = match tokio::time::timeout(timeout, self.0.search.search(q.clone())).await {
-                Ok(Ok(results)) => {
+            let started = Instant::now();
+            let error = match self.0.search.search(&q) {
+                Ok(results) if started.elapsed() <= timeout => {
                     breaker.success();
                     return Ok(Searched {
                         results,
                         degraded: false,
                     });
                 }
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => format!("search took longer than {} ms", timeout.as_millis()),
+                Ok(results) => {
+                    let error = format!("search took longer than {} ms", timeout.as_millis());
+                    tracing::warn!(error, "slow search; the next ones may scan the store");
+                    if breaker.failure(&error) {
+                        self.0.rebuild_wanted.notify_one();
+                    }
+                    return Ok(Searched {
+                        results,
+                        degraded: false,
+                    });
+                }
+                Err(e) => e.to_string(),
             };
             tracing::warn!(error, "search failed; answering from the store");
             if breaker.failure(&error) {

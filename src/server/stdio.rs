@@ -6,6 +6,7 @@
 //! for ever. Here every line gets an answer (see `jsonrpc.rs`), lines are
 //! bounded, and answers are written by one writer task in order.
 
+use std::io::{Cursor, Read, Write};
 use std::marker::PhantomData;
 
 use rmcp::RoleServer;
@@ -13,7 +14,8 @@ use rmcp::ServiceExt;
 use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
 use rmcp::transport::Transport;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::io::StreamReader;
 
 use super::jsonrpc::{self, Incoming};
 use super::{EngramHandler, shutdown_signal};
@@ -24,6 +26,8 @@ use crate::pipeline::Engine;
 pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 /// Answers waiting for the writer before senders wait.
 const OUTBOX: usize = 256;
+/// Chunks of stdin read ahead of the parser.
+const INBOX: usize = 16;
 
 /// Serves one MCP session on stdin/stdout until the client closes it or the
 /// process is signalled, then commits everything and returns.
@@ -33,7 +37,7 @@ pub async fn serve(app: Engine) -> anyhow::Result<()> {
         .inspect_err(|e| tracing::warn!(error = %e, "cannot serve the local socket; other processes cannot share this data dir"))
         .ok();
     let handler = EngramHandler::new(app.clone());
-    let transport = LineTransport::new(tokio::io::stdin(), tokio::io::stdout());
+    let transport = LineTransport::stdio()?;
     let service = handler.serve(transport).await?;
     tokio::select! {
         result = service.waiting() => {
@@ -61,14 +65,71 @@ pub struct LineTransport<R> {
     /// An error answer not yet handed to the writer (kept across cancellation).
     pending: Option<Vec<u8>>,
     outbox: mpsc::Sender<Vec<u8>>,
-    writer: Option<tokio::task::JoinHandle<()>>,
+    /// Resolves when the writer has written and flushed everything queued.
+    written: Option<oneshot::Receiver<()>>,
     _role: PhantomData<fn() -> RoleServer>,
 }
 
+/// stdin as the transport reads it.
+type Stdin = Box<dyn AsyncRead + Send + Unpin>;
+
+impl LineTransport<Stdin> {
+    /// The process's stdin and stdout, each served by a thread of its own
+    /// that blocks in read(2) / write(2). tokio's `Stdin` and `Stdout` run
+    /// every read and write on the blocking pool instead: a hand-off there and
+    /// back for each message, which was most of a small call's latency.
+    pub fn stdio() -> std::io::Result<Self> {
+        let (chunks, mut inbox) = mpsc::channel::<std::io::Result<Cursor<Vec<u8>>>>(INBOX);
+        std::thread::Builder::new()
+            .name("engram-stdin".into())
+            .spawn(move || read_stdin(chunks))?;
+        let (outbox, lines) = mpsc::channel::<Vec<u8>>(OUTBOX);
+        let (written, done) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("engram-stdout".into())
+            .spawn(move || write_stdout(lines, written))?;
+        let read = StreamReader::new(futures::stream::poll_fn(move |cx| inbox.poll_recv(cx)));
+        Ok(LineTransport::with_writer(Box::new(read), outbox, done))
+    }
+}
+
+/// Reads stdin until its end (or an error, passed on), chunk by chunk.
+fn read_stdin(chunks: mpsc::Sender<std::io::Result<Cursor<Vec<u8>>>>) {
+    let mut stdin = std::io::stdin().lock();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let chunk = match stdin.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => Ok(Cursor::new(buf[..n].to_vec())),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => Err(e),
+        };
+        let failed = chunk.is_err();
+        if chunks.blocking_send(chunk).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Writes each queued answer to stdout, flushing when nothing else is queued
+/// (one write(2) per burst).
+fn write_stdout(mut lines: mpsc::Receiver<Vec<u8>>, written: oneshot::Sender<()>) {
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    while let Some(line) = lines.blocking_recv() {
+        if out.write_all(&line).is_err() || (lines.is_empty() && out.flush().is_err()) {
+            break;
+        }
+    }
+    let _ = out.flush();
+    let _ = written.send(());
+}
+
 impl<R: AsyncRead + Send + Unpin + 'static> LineTransport<R> {
+    /// Reads `read` and writes `write` (a socket, a pipe) on the runtime.
     pub fn new<W: AsyncWrite + Send + Unpin + 'static>(read: R, write: W) -> Self {
         let (outbox, mut rx) = mpsc::channel::<Vec<u8>>(OUTBOX);
-        let writer = tokio::spawn(async move {
+        let (written, done) = oneshot::channel();
+        tokio::spawn(async move {
             let mut write = write;
             while let Some(line) = rx.recv().await {
                 if write.write_all(&line).await.is_err() {
@@ -80,14 +141,19 @@ impl<R: AsyncRead + Send + Unpin + 'static> LineTransport<R> {
                 }
             }
             let _ = write.flush().await;
+            let _ = written.send(());
         });
+        LineTransport::with_writer(read, outbox, done)
+    }
+
+    fn with_writer(read: R, outbox: mpsc::Sender<Vec<u8>>, written: oneshot::Receiver<()>) -> Self {
         LineTransport {
             read: BufReader::new(read),
             line: Vec::new(),
             skipping: false,
             pending: None,
             outbox,
-            writer: Some(writer),
+            written: Some(written),
             _role: PhantomData,
         }
     }
@@ -193,8 +259,8 @@ impl<R: AsyncRead + Send + Unpin + 'static> Transport<RoleServer> for LineTransp
         // Let the writer finish what is queued, then stop.
         let (closed, _) = mpsc::channel(1);
         drop(std::mem::replace(&mut self.outbox, closed));
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.await;
+        if let Some(written) = self.written.take() {
+            let _ = written.await;
         }
         Ok(())
     }

@@ -339,7 +339,7 @@ impl Store {
     ) -> Result<Plan, StoreError> {
         if dry_run {
             return self
-                .read_in(namespace, move |conn, ns| plan(conn, ns, &policy))
+                .scan_in(namespace, move |conn, ns| plan(conn, ns, &policy))
                 .await;
         }
         self.write_in(namespace, move |txn, ns| {

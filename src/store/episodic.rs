@@ -206,7 +206,7 @@ impl Store {
             ],
         );
         filter.narrow(&mut q).push(" GROUP BY b ORDER BY b", []);
-        self.read_rows(q, counted).await
+        self.readers.scan(move |conn| q.rows(conn, counted)).await
     }
 
     /// The anchor event and up to `before` / `after` events on either side of it
@@ -256,7 +256,7 @@ impl Store {
         let sampled =
             move |ids: Vec<String>| (ids.len() as u64, ids.into_iter().take(sample).collect());
         if dry_run {
-            let ids = self.readers.read(move |conn| q.column(conn)).await?;
+            let ids = self.readers.scan(move |conn| q.column(conn)).await?;
             return Ok(sampled(ids));
         }
         self.write_in(namespace, move |txn, namespace| {

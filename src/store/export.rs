@@ -378,7 +378,7 @@ impl Store {
         from: ExportPosition,
         limit: usize,
     ) -> Result<(Vec<Exported>, Option<ExportPosition>), StoreError> {
-        self.read_in(namespace, move |conn, ns| {
+        self.scan_in(namespace, move |conn, ns| {
             let mut out = Vec::new();
             let mut at = from;
             while at.kind < EXPORT_ORDER.len() {

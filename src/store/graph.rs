@@ -906,7 +906,7 @@ impl Store {
 
     /// Every node and edge of a namespace, for the in-memory graph.
     pub async fn graph_rows(&self, ns: &str) -> Result<GraphRows, StoreError> {
-        self.read_in(ns, move |conn, ns| {
+        self.scan_in(ns, move |conn, ns| {
             let of_ns = |sql: &str| Query::new(sql, [ns.to_string().into()]);
             let nodes =
                 of_ns("SELECT name, entity_type FROM entities WHERE namespace = ? ORDER BY seq");
@@ -931,7 +931,7 @@ impl Store {
     }
 
     pub async fn graph_counts(&self, ns: &str) -> Result<GraphCounts, StoreError> {
-        self.read_in(ns, move |conn, ns| {
+        self.scan_in(ns, move |conn, ns| {
             let of_ns = |sql: &str| Query::new(sql, [ns.to_string().into()]);
             Ok(GraphCounts {
                 entities: of_ns("SELECT count(*) FROM entities WHERE namespace = ?")

@@ -95,7 +95,7 @@ impl Store {
         since: Vec<Micros>,
     ) -> Result<Vec<KindCount>, StoreError> {
         self.readers
-            .read(move |conn| {
+            .scan(move |conn| {
                 let mut out = Vec::new();
                 for c in &COUNTED {
                     let added: String = since
@@ -144,7 +144,9 @@ impl Store {
             "SELECT namespace, max(at) FROM audit GROUP BY namespace ORDER BY namespace",
             [],
         );
-        self.read_rows(q, |r| Ok((r.get(0)?, r.get(1)?))).await
+        self.readers
+            .scan(move |conn| q.rows(conn, |r| Ok((r.get(0)?, r.get(1)?))))
+            .await
     }
 
     /// The database's size on disk: its pages, in bytes.

@@ -127,6 +127,17 @@ impl Store {
         self.readers.read(move |conn| f(conn, &namespace)).await
     }
 
+    /// [`Store::read_in`] for a read whose work grows with the namespace: on
+    /// the blocking pool, never on a runtime worker.
+    pub(super) async fn scan_in<T, F>(&self, namespace: &str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &str) -> Result<T, StoreError> + Send + 'static,
+    {
+        let namespace = namespace.to_string();
+        self.readers.scan(move |conn| f(conn, &namespace)).await
+    }
+
     /// Runs `f` in the next group commit, with the namespace every statement of
     /// it is scoped by.
     pub(super) async fn write_in<T, F>(&self, namespace: &str, f: F) -> Result<T, StoreError>
@@ -229,7 +240,7 @@ impl Store {
         namespace: &str,
         kinds: Vec<RecordKind>,
     ) -> Result<Vec<SearchDoc>, StoreError> {
-        self.read_in(namespace, move |conn, namespace| {
+        self.scan_in(namespace, move |conn, namespace| {
             let mut out = Vec::new();
             for source in SEARCHABLE.into_iter().filter(|s| kinds.contains(&s.kind)) {
                 source.each(conn, " WHERE namespace = ?1", &[namespace], |doc| {
@@ -334,6 +345,7 @@ fn open_connection(
     read_only: bool,
 ) -> Result<Connection, StoreError> {
     use rusqlite::OpenFlags;
+    use rusqlite::config::DbConfig;
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
@@ -343,6 +355,11 @@ fn open_connection(
     };
     let conn = Connection::open_with_flags(path, flags)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
+    // Plans that do not depend on bound values. Without this, planning `col =
+    // ?` marks the parameter as plan-relevant, and the statement cache's
+    // `sqlite3_clear_bindings` then expires the statement: every cached
+    // statement was parsed and planned again on every use.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     if read_only {
@@ -367,6 +384,31 @@ mod tests {
     use crate::model::Relation;
 
     type Docs = BTreeMap<(&'static str, String), Option<SearchDoc>>;
+
+    /// A cached statement is planned once: run again with other values it is
+    /// not parsed and planned anew (see `open_connection`).
+    #[test]
+    fn cached_statements_are_not_prepared_again() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("memory.db");
+        let mut conn = open_connection(&path, Durability::Full, false)?;
+        migrations::run(&mut conn)?;
+        let sql =
+            "SELECT content FROM observations WHERE entity_id = ?1 ORDER BY position LIMIT ?2";
+        for (id, limit) in [("a", 5), ("b", 7), ("c", 1)] {
+            let mut stmt = conn.prepare_cached(sql)?;
+            let rows: Vec<String> = stmt
+                .query_map(rusqlite::params![id, limit], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            assert!(rows.is_empty());
+            let reprepared = stmt.get_status(rusqlite::StatementStatus::RePrepare);
+            assert_eq!(
+                reprepared, 0,
+                "run with {id:?} prepared the statement again"
+            );
+        }
+        Ok(())
+    }
 
     /// The last document of each record in `changes`.
     fn last_docs(changes: &[Change]) -> Docs {

@@ -282,7 +282,7 @@ impl Store {
         }
         q.push(" GROUP BY tag ORDER BY n DESC, tag ASC", [])
             .limit(limit);
-        self.read_rows(q, counted).await
+        self.readers.scan(move |conn| q.rows(conn, counted)).await
     }
 
     /// Deletes facts; returns (deleted, not found). A fact whose successor is

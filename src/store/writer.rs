@@ -641,7 +641,7 @@ mod tests {
                 Matcher::words(word).unwrap(),
                 10_000,
             );
-            let hits = self.search.search(q).await.unwrap().hits;
+            let hits = self.search.search(&q).unwrap().hits;
             hits.into_iter().map(|h| h.id).collect()
         }
 
