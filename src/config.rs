@@ -90,7 +90,9 @@ pub struct Config {
     pub breaker_open_ms: u64,
     /// A search slower than this counts as a failure of the index.
     pub search_timeout_ms: u64,
-    /// A read slower than this fails (and counts against the store's breaker).
+    /// A read call slower than this fails (and counts against the store's
+    /// breaker). It is checked whenever the call waits: a store read or a
+    /// search in progress runs to its end first.
     pub read_timeout_ms: u64,
     /// A session handle (`session_open`) unused this long expires.
     pub handle_idle_secs: u64,

@@ -411,6 +411,37 @@ async fn search_nodes_ranks_whole_word_matches_then_substrings() {
     assert_eq!(r["hits"][0]["id"], "Postgres");
 }
 
+/// The substring rule takes the query literally: LIKE's wildcards and its
+/// escape are plain characters, and case folds.
+#[tokio::test]
+async fn search_nodes_substrings_take_wildcards_literally() {
+    let h = Mem::new().await;
+    h.ok(
+        "create_entities",
+        json!({ "entities": [
+            { "name": "Uptime", "entityType": "goal", "observations": ["100% UPTIME this quarter"] },
+            { "name": "snake_case", "entityType": "style", "observations": [] },
+            { "name": "Paths", "entityType": "note", "observations": ["C:\\temp on windows"] },
+            { "name": "Plain", "entityType": "note", "observations": ["nothing special here"] },
+        ] }),
+    )
+    .await;
+    for (query, expected) in [
+        ("%", vec!["Uptime"]),
+        ("0% upt", vec!["Uptime"]),
+        ("_", vec!["snake_case"]),
+        ("ke_ca", vec!["snake_case"]),
+        ("\\", vec!["Paths"]),
+        ("c:\\TEMP", vec!["Paths"]),
+    ] {
+        let found = names(
+            &h.ok("search_nodes", json!({ "query": query })).await,
+            "entities",
+        );
+        assert_eq!(found, expected, "query {query:?}");
+    }
+}
+
 #[tokio::test]
 async fn merging_several_sources_keeps_every_sources_properties() {
     let h = Mem::new().await;

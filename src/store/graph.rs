@@ -167,6 +167,19 @@ fn must_find(conn: &Connection, ns: &str, name: &str) -> Result<EntityRow, Store
     })
 }
 
+/// `text` as a LIKE pattern matching itself: `%`, `_` and the escape `\`
+/// escaped.
+fn like_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn observations(conn: &Connection, entity_id: &str) -> Result<Vec<String>, StoreError> {
     Query::new(
         "SELECT content FROM observations WHERE entity_id = ? ORDER BY position",
@@ -864,17 +877,20 @@ impl Store {
         entity_types: Vec<String>,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
-        let needle = SqlValue::Text(needle.to_lowercase());
+        // LIKE folds ASCII case as it compares, where lower() copied every
+        // text it scanned (half the time of the scan); other letters compare
+        // as they are in both, and the needle is lower-cased here.
+        let pattern = format!("%{}%", like_escaped(&needle.to_lowercase()));
         let mut q = Query::new(
-            "SELECT e.id FROM entities e WHERE e.namespace = ?
-             AND (instr(lower(e.name), ?) > 0 OR instr(lower(e.entity_type), ?) > 0
+            r"SELECT e.id FROM entities e WHERE e.namespace = ?
+             AND (e.name LIKE ? ESCAPE '\' OR e.entity_type LIKE ? ESCAPE '\'
                   OR EXISTS (SELECT 1 FROM observations o WHERE o.entity_id = e.id
-                             AND instr(lower(o.content), ?) > 0))",
+                             AND o.content LIKE ? ESCAPE '\'))",
             [
                 ns.to_string().into(),
-                needle.clone(),
-                needle.clone(),
-                needle,
+                pattern.clone().into(),
+                pattern.clone().into(),
+                pattern.into(),
             ],
         );
         q.and_in("e.entity_type", entity_types)
