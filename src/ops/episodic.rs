@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::listing::{Deleted, Keyset, Offsets, Page, Window, check_batch, prepare_batch};
-use super::{OpCtx, check_metadata, check_text, check_unit, normalize_tags, page_size, };
+use super::{OpCtx, check_metadata, check_text, check_unit, normalize_tags, page_size};
 use crate::error::OpError;
 use crate::model::{Event, RecordKind};
 use crate::search::{Matcher, SearchQuery};
@@ -97,7 +97,8 @@ operation!(Remember = "episodic_remember", RememberInput => EventOutput, episodi
 
 async fn episodic_remember(cx: OpCtx, input: RememberInput) -> Result<EventOutput, OpError> {
     let new = input.prepare(&cx)?;
-    let mut events = cx.store()
+    let mut events = cx
+        .store()
         .insert_events(cx.namespace(), &cx.session.id, vec![new])
         .await?;
     Ok(EventOutput {
@@ -127,7 +128,8 @@ async fn episodic_remember_batch(
     input: RememberBatchInput,
 ) -> Result<RememberBatchOutput, OpError> {
     let prepared = prepare_batch(&cx, "events", input.events, |item| item.prepare(&cx))?;
-    let events = cx.store()
+    let events = cx
+        .store()
         .insert_events(cx.namespace(), &cx.session.id, prepared)
         .await?;
     Ok(RememberBatchOutput {
@@ -264,8 +266,10 @@ async fn episodic_list(cx: OpCtx, mut input: ListInput) -> Result<EventsOutput, 
         ListOrder::Desc => Order::Desc,
     };
     let f = filter(&cx, input.window, input.min_importance)?;
-    let mut events = cx.store()
-        .events().list(cx.namespace(), f, order, page.after.clone(), page.limit + 1)
+    let mut events = cx
+        .store()
+        .events()
+        .list(cx.namespace(), f, order, page.after.clone(), page.limit + 1)
         .await?;
     let next_cursor = page.finish(&cx, &mut events, |e| {
         (e.occurred_at.timestamp_micros(), e.id.clone())
@@ -296,8 +300,10 @@ async fn episodic_recent(cx: OpCtx, input: RecentInput) -> Result<EventsOutput, 
         ..Window::default()
     };
     let f = filter(&cx, window, None)?;
-    let events = cx.store()
-        .events().list(cx.namespace(), f, Order::Desc, None, limit)
+    let events = cx
+        .store()
+        .events()
+        .list(cx.namespace(), f, Order::Desc, None, limit)
         .await?;
     Ok(EventsOutput {
         events,
@@ -347,9 +353,7 @@ async fn episodic_timeline(cx: OpCtx, input: TimelineInput) -> Result<TimelineOu
         Bucket::Day => 86_400_000_000,
     };
     let f = filter(&cx, input.window, None)?;
-    let rows = cx.store()
-        .event_timeline(cx.namespace(), f, width)
-        .await?;
+    let rows = cx.store().event_timeline(cx.namespace(), f, width).await?;
     if rows.len() > MAX_TIMELINE_BUCKETS {
         return Err(OpError::invalid(format!(
             "the timeline has {} non-empty buckets, more than {MAX_TIMELINE_BUCKETS}: \
@@ -404,7 +408,8 @@ async fn episodic_around(cx: OpCtx, input: AroundInput) -> Result<AroundOutput, 
             "`before` and `after` may be at most {max} each"
         )));
     }
-    let (event, before, after) = cx.store()
+    let (event, before, after) = cx
+        .store()
         .events_around(cx.namespace(), &input.id, before, after)
         .await?;
     Ok(AroundOutput {
@@ -454,8 +459,10 @@ async fn episodic_update(cx: OpCtx, input: UpdateInput) -> Result<EventOutput, O
         occurred_at: input.occurred_at.map(TimeSpec::micros),
         metadata: input.metadata,
     };
-    let event = cx.store()
-        .events().update(cx.namespace(), &input.id, patch)
+    let event = cx
+        .store()
+        .events()
+        .update(cx.namespace(), &input.id, patch)
         .await?;
     Ok(EventOutput { event })
 }
@@ -518,7 +525,8 @@ async fn episodic_forget_where(
              (this never deletes everything by accident)",
         ));
     }
-    let (matched, sample_ids) = cx.store()
+    let (matched, sample_ids) = cx
+        .store()
         .delete_events_where(cx.namespace(), f, input.dry_run, FORGET_SAMPLE_IDS)
         .await?;
     Ok(ForgetWhereOutput {

@@ -198,7 +198,8 @@ async fn create_relations(
             valid_to: r.valid_to.map(TimeSpec::micros),
         });
     }
-    let relations = cx.store()
+    let relations = cx
+        .store()
         .create_relations_with(cx.namespace(), relations, true)
         .await?;
     Ok(RelationsOutput { relations })
@@ -252,7 +253,8 @@ async fn add_observations(
         }
         additions.push((o.entity_name, o.contents));
     }
-    let results = cx.store()
+    let results = cx
+        .store()
         .add_observations(cx.namespace(), additions)
         .await?
         .into_iter()
@@ -286,7 +288,8 @@ operation!(DeleteEntities = "delete_entities", DeleteEntitiesInput => DeletedOut
 
 async fn delete_entities(cx: OpCtx, input: DeleteEntitiesInput) -> Result<DeletedOutput, OpError> {
     check_batch("entityNames", &input.entity_names, &cx)?;
-    let (_, not_found) = cx.store()
+    let (_, not_found) = cx
+        .store()
         .delete_entities(cx.namespace(), input.entity_names)
         .await?;
     Ok(DeletedOutput {
@@ -516,7 +519,8 @@ async fn search_nodes(cx: OpCtx, mut input: SearchNodesInput) -> Result<GraphOut
     }
     let more = ids.len() > offset + limit;
     let page: Vec<String> = ids.into_iter().skip(offset).take(limit).collect();
-    let (mut entities, mut relations) = cx.store()
+    let (mut entities, mut relations) = cx
+        .store()
         .entities_by_ids(
             cx.namespace(),
             page,
@@ -578,7 +582,8 @@ async fn substring_matches(
     /// Candidates fetched per round, before checking.
     const FIRST_FETCH: usize = 64;
     let Some(matcher) = Matcher::substring(needle) else {
-        return Ok(cx.store()
+        return Ok(cx
+            .store()
             .entity_ids_containing(cx.namespace(), needle, types.to_vec(), wanted)
             .await?);
     };
@@ -594,7 +599,8 @@ async fn substring_matches(
         let searched = cx.app.search(q).await?.results;
         let exhausted = !searched.has_more;
         let candidates: Vec<String> = searched.hits.into_iter().map(|h| h.id).collect();
-        let found = cx.store()
+        let found = cx
+            .store()
             .entities_keyed(cx.namespace(), candidates.clone())
             .await?;
         let contains = |s: &str| s.to_lowercase().contains(&lower);
@@ -634,7 +640,8 @@ async fn open_nodes(cx: OpCtx, input: OpenNodesInput) -> Result<GraphOutput, OpE
             cx.limits().max_batch_items
         )));
     }
-    let (entities, relations) = cx.store()
+    let (entities, relations) = cx
+        .store()
         .open_nodes(
             cx.namespace(),
             input.names,

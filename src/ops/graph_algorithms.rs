@@ -556,7 +556,8 @@ async fn graph_rename_entity(cx: OpCtx, input: RenameInput) -> Result<EntityOutp
             "`new_name` is the current name: nothing to do",
         ));
     }
-    let entity = cx.store()
+    let entity = cx
+        .store()
         .rename_entity(cx.namespace(), &input.name, &input.new_name)
         .await?;
     Ok(EntityOutput { entity })
@@ -583,7 +584,8 @@ async fn graph_merge_entities(cx: OpCtx, input: MergeInput) -> Result<EntityOutp
     for s in &input.sources {
         check_text("sources[]", s, MAX_NAME_BYTES)?;
     }
-    let entity = cx.store()
+    let entity = cx
+        .store()
         .merge_entities(cx.namespace(), &input.target, input.sources)
         .await?;
     Ok(EntityOutput { entity })
@@ -614,7 +616,8 @@ async fn graph_update_entity(cx: OpCtx, input: UpdateEntityInput) -> Result<Enti
             "nothing to change: pass `entityType`, `properties`, or both",
         ));
     }
-    let entity = cx.store()
+    let entity = cx
+        .store()
         .update_entity(
             cx.namespace(),
             &input.name,

@@ -8,9 +8,9 @@ use base64::Engine;
 
 use super::listing::{Keyset, Page, Window, off_runtime};
 use super::{OpCtx, cursor};
-use crate::interop::engram;
 use crate::app::Health;
 use crate::error::OpError;
+use crate::interop::engram;
 use std::collections::BTreeMap;
 
 use crate::model::{AuditEntry, RecordKind, micros_to_datetime, now_micros};
@@ -80,7 +80,8 @@ async fn meta_audit(cx: OpCtx, mut input: AuditInput) -> Result<AuditOutput, OpE
         until: span.until,
     };
     let before = page.after.as_ref().map(|(seq, _)| *seq as u64);
-    let mut entries = cx.store()
+    let mut entries = cx
+        .store()
         .audit(cx.namespace(), filter, before, page.limit + 1)
         .await?;
     let next_cursor = page.finish(&cx, &mut entries, |e| (e.seq as i64, String::new()));
@@ -308,12 +309,13 @@ async fn meta_export(cx: OpCtx, mut input: ExportInput) -> Result<ExportOutput, 
             if c.f != fingerprint {
                 return Err(cursor::mismatch());
             }
-            ExportPosition { kind: c.k, after: c.a }
+            ExportPosition {
+                kind: c.k,
+                after: c.a,
+            }
         }
     };
-    let (records, next) = cx.store()
-        .export_page(cx.namespace(), from, limit)
-        .await?;
+    let (records, next) = cx.store().export_page(cx.namespace(), from, limit).await?;
     let count = records.len();
     let namespace = cx.namespace().to_string();
     let compress = input.compress;
@@ -386,9 +388,7 @@ async fn meta_import(cx: OpCtx, input: ImportInput) -> Result<ImportOutput, OpEr
     .await?
     .map_err(OpError::invalid)?;
     let count = records.len();
-    let imported = cx.store()
-        .import_records(cx.namespace(), records)
-        .await?;
+    let imported = cx.store().import_records(cx.namespace(), records).await?;
     Ok(ImportOutput {
         records: count,
         created: engram::by_kind(&imported.created),
@@ -507,7 +507,8 @@ async fn meta_consolidate(
 ) -> Result<ConsolidateOutput, OpError> {
     let policy = policy(&input)?;
     let as_of = micros_to_datetime(policy.as_of);
-    let plan = cx.store()
+    let plan = cx
+        .store()
         .consolidate(cx.namespace(), policy, input.dry_run)
         .await?;
     Ok(ConsolidateOutput {

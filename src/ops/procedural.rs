@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::listing::{Deleted, HitPage, Hits, Keyset, Offsets, Page, Window, check_batch};
 use super::search::search_records;
-use super::{OpCtx, check_metadata, check_text, normalize_tags, page_size, };
+use super::{OpCtx, check_metadata, check_text, normalize_tags, page_size};
 use crate::error::OpError;
 use crate::model::{Execution, Outcome, Procedure, ProcedureVersion, RecordKind, TrackRecord};
 use crate::search::{Matcher, SearchQuery};
@@ -53,7 +53,11 @@ fn check_lines(field: &str, lines: &[String], cx: &OpCtx, required: bool) -> Res
         )));
     }
     for (i, line) in lines.iter().enumerate() {
-        check_text(&format!("{field}[{i}]"), line, cx.limits().max_content_bytes)?;
+        check_text(
+            &format!("{field}[{i}]"),
+            line,
+            cx.limits().max_content_bytes,
+        )?;
     }
     Ok(())
 }
@@ -100,7 +104,8 @@ async fn procedural_store(cx: OpCtx, input: StoreInput) -> Result<ProcedureOutpu
         tags: normalize_tags(input.tags, limits)?,
         metadata,
     };
-    let procedure = cx.store()
+    let procedure = cx
+        .store()
         .insert_procedure(cx.namespace(), &cx.session.id, new)
         .await?;
     Ok(ProcedureOutput { procedure })
@@ -193,7 +198,8 @@ async fn procedural_update(cx: OpCtx, input: UpdateInput) -> Result<ProcedureOut
         tags: input.tags.map(|t| normalize_tags(t, limits)).transpose()?,
         metadata: input.metadata,
     };
-    let procedure = cx.store()
+    let procedure = cx
+        .store()
         .update_procedure(cx.namespace(), &cx.session.id, &input.id, patch)
         .await?;
     Ok(ProcedureOutput { procedure })
@@ -213,9 +219,7 @@ async fn procedural_delete(cx: OpCtx, input: DeleteInput) -> Result<Deleted, OpE
     check_batch("ids", &input.ids, &cx)?;
     let mut ids = input.ids;
     ids.dedup();
-    let (deleted, not_found) = cx.store()
-        .delete_procedures(cx.namespace(), ids)
-        .await?;
+    let (deleted, not_found) = cx.store().delete_procedures(cx.namespace(), ids).await?;
     Ok(Deleted { deleted, not_found })
 }
 
@@ -248,8 +252,16 @@ async fn procedural_list(cx: OpCtx, mut input: ListInput) -> Result<ListOutput, 
         since: span.since,
         until: span.until,
     };
-    let mut procedures = cx.store()
-        .procedures().list(cx.namespace(), filter, Order::Desc, page.after.clone(), page.limit + 1)
+    let mut procedures = cx
+        .store()
+        .procedures()
+        .list(
+            cx.namespace(),
+            filter,
+            Order::Desc,
+            page.after.clone(),
+            page.limit + 1,
+        )
         .await?;
     let next_cursor = page.finish(&cx, &mut procedures, |p| {
         (p.current.updated_at.timestamp_micros(), p.id.clone())
@@ -302,7 +314,12 @@ async fn procedural_search(cx: OpCtx, mut input: SearchInput) -> Result<SearchOu
         until: span.until,
         tags: span.tags,
         offset: page.offset,
-        ..SearchQuery::new(cx.namespace(), vec![RecordKind::Procedure], matcher, page.limit)
+        ..SearchQuery::new(
+            cx.namespace(),
+            vec![RecordKind::Procedure],
+            matcher,
+            page.limit,
+        )
     };
     let (procedures, ns) = (cx.store().procedures(), cx.namespace());
     let found = search_records(&cx, query, |ids| procedures.get_many(ns, ids), |p| &p.id).await?;
@@ -350,7 +367,8 @@ async fn procedural_record_execution(
         duration_ms: input.duration_ms,
         notes: input.notes,
     };
-    let (execution, procedure) = cx.store()
+    let (execution, procedure) = cx
+        .store()
         .record_execution(cx.namespace(), &cx.session.id, &input.id, run)
         .await?;
     Ok(RecordOutput {
@@ -404,7 +422,10 @@ pub struct SuggestOutput {
 operation!(Suggest = "procedural_suggest", SuggestInput => SuggestOutput, procedural_suggest, degraded);
 
 async fn procedural_suggest(cx: OpCtx, input: SuggestInput) -> Result<SuggestOutput, OpError> {
-    let limit = page_size(Some(input.limit.unwrap_or(DEFAULT_SUGGESTIONS)), cx.limits())?;
+    let limit = page_size(
+        Some(input.limit.unwrap_or(DEFAULT_SUGGESTIONS)),
+        cx.limits(),
+    )?;
     let matcher = words(&input.task, &cx).map_err(|e| match e {
         OpError::InvalidInput(m) => OpError::invalid(m.replace("`query`", "`task`")),
         other => other,
@@ -474,7 +495,8 @@ operation!(Versions = "procedural_versions", VersionsInput => VersionsOutput, pr
 
 async fn procedural_versions(cx: OpCtx, input: VersionsInput) -> Result<VersionsOutput, OpError> {
     check_key(&input.id)?;
-    let (procedure, versions) = cx.store()
+    let (procedure, versions) = cx
+        .store()
         .procedure_versions(cx.namespace(), &input.id)
         .await?;
     Ok(VersionsOutput {
@@ -525,7 +547,8 @@ operation!(Stats = "procedural_stats", StatsInput => StatsOutput, procedural_sta
 
 async fn procedural_stats(cx: OpCtx, input: StatsInput) -> Result<StatsOutput, OpError> {
     check_key(&input.id)?;
-    let (p, runs) = cx.store()
+    let (p, runs) = cx
+        .store()
         .procedure_runs(cx.namespace(), &input.id, RECENT_RUNS)
         .await?;
     let d = &runs.durations_ms;

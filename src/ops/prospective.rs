@@ -6,7 +6,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 use super::listing::{Keyset, Offsets, Page, check_batch};
-use super::{OpCtx, check_metadata, check_text, normalize_tags, };
+use super::{OpCtx, check_metadata, check_text, normalize_tags};
 use crate::error::OpError;
 use crate::model::{
     Priority, RecordKind, Task, TaskStatus, Trigger, TriggerCondition, TriggerStatus,
@@ -79,7 +79,9 @@ async fn prospective_create(cx: OpCtx, input: CreateInput) -> Result<TaskOutput,
     let metadata = input.metadata.unwrap_or_default();
     check_metadata(&metadata, limits)?;
     if let Some(parent) = &input.parent_id {
-        check_id(parent).map_err(|_| OpError::invalid("`parent_id` is empty: leave it out or pass a task id"))?;
+        check_id(parent).map_err(|_| {
+            OpError::invalid("`parent_id` is empty: leave it out or pass a task id")
+        })?;
     }
     let new = NewTask {
         title: input.title,
@@ -90,7 +92,8 @@ async fn prospective_create(cx: OpCtx, input: CreateInput) -> Result<TaskOutput,
         parent_id: input.parent_id,
         metadata,
     };
-    let task = cx.store()
+    let task = cx
+        .store()
         .insert_task(cx.namespace(), &cx.session.id, new)
         .await?;
     Ok(TaskOutput { task })
@@ -115,7 +118,8 @@ operation!(Get = "prospective_get", GetInput => GetOutput, prospective_get);
 
 async fn prospective_get(cx: OpCtx, input: GetInput) -> Result<GetOutput, OpError> {
     check_id(&input.id)?;
-    let (task, subtasks) = cx.store()
+    let (task, subtasks) = cx
+        .store()
         .task_with_subtasks(cx.namespace(), &input.id)
         .await?;
     Ok(GetOutput { task, subtasks })
@@ -161,8 +165,10 @@ async fn prospective_update(cx: OpCtx, input: UpdateInput) -> Result<TaskOutput,
         tags: input.tags.map(|t| normalize_tags(t, limits)).transpose()?,
         metadata: input.metadata,
     };
-    let task = cx.store()
-        .tasks().update(cx.namespace(), &input.id, patch)
+    let task = cx
+        .store()
+        .tasks()
+        .update(cx.namespace(), &input.id, patch)
         .await?;
     Ok(TaskOutput { task })
 }
@@ -192,8 +198,15 @@ async fn close(cx: OpCtx, input: CloseInput, status: TaskStatus) -> Result<Close
         OpError::InvalidInput(m) => OpError::invalid(m.replace("`notes`", "`note`")),
         other => other,
     })?;
-    let closed = cx.store()
-        .close_task(cx.namespace(), &input.id, status, input.with_subtasks, input.note)
+    let closed = cx
+        .store()
+        .close_task(
+            cx.namespace(),
+            &input.id,
+            status,
+            input.with_subtasks,
+            input.note,
+        )
         .await?;
     Ok(CloseOutput { closed })
 }
@@ -230,7 +243,8 @@ operation!(Delete = "prospective_delete", DeleteInput => DeleteOutput, prospecti
 
 async fn prospective_delete(cx: OpCtx, input: DeleteInput) -> Result<DeleteOutput, OpError> {
     check_batch("ids", &input.ids, &cx)?;
-    let (deleted, not_found) = cx.store()
+    let (deleted, not_found) = cx
+        .store()
         .delete_prospective(cx.namespace(), input.ids)
         .await?;
     Ok(DeleteOutput { deleted, not_found })
@@ -294,8 +308,16 @@ async fn prospective_list(cx: OpCtx, mut input: ListInput) -> Result<ListOutput,
         due_after: input.due_after.map(TimeSpec::micros),
         due_before: input.due_before.map(TimeSpec::micros),
     };
-    let mut tasks = cx.store()
-        .tasks().list(cx.namespace(), filter, Order::Asc, page.after.clone(), page.limit + 1)
+    let mut tasks = cx
+        .store()
+        .tasks()
+        .list(
+            cx.namespace(),
+            filter,
+            Order::Asc,
+            page.after.clone(),
+            page.limit + 1,
+        )
         .await?;
     let next_cursor = page.finish(&cx, &mut tasks, |t| {
         (t.created_at.timestamp_micros(), t.id.clone())
@@ -395,7 +417,11 @@ async fn prospective_trigger_set(
     input: TriggerSetInput,
 ) -> Result<TriggerOutput, OpError> {
     check_text("message", &input.message, MAX_TITLE_BYTES)?;
-    let given = [input.query.is_some(), input.tag.is_some(), input.at.is_some()];
+    let given = [
+        input.query.is_some(),
+        input.tag.is_some(),
+        input.at.is_some(),
+    ];
     if given.iter().filter(|g| **g).count() != 1 {
         return Err(OpError::invalid(
             "give exactly one of `query` (words a stored record must match), `tag` (a tag it \
@@ -445,9 +471,7 @@ async fn prospective_trigger_set(
         fired_by: None,
         session_id: cx.session.id.clone(),
     };
-    let trigger = cx.store()
-        .insert_trigger(cx.namespace(), trigger)
-        .await?;
+    let trigger = cx.store().insert_trigger(cx.namespace(), trigger).await?;
     Ok(TriggerOutput { trigger })
 }
 
@@ -492,7 +516,8 @@ async fn prospective_triggers(
     mut input: TriggersInput,
 ) -> Result<TriggersOutput, OpError> {
     let page = Keyset::start(&cx, &mut input, |i| &mut i.page)?;
-    let mut triggers = cx.store()
+    let mut triggers = cx
+        .store()
         .list_triggers(cx.namespace(), input.status, page.after.clone(), page.limit)
         .await?;
     let next_cursor = page.finish(&cx, &mut triggers, |t| {

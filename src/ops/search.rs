@@ -654,7 +654,11 @@ async fn loaded(cx: &OpCtx, ranked: &[SearchHit]) -> Result<HashMap<String, Show
     };
     let (store, ns) = (cx.store(), cx.namespace());
     let mut records: HashMap<String, Shown> = HashMap::new();
-    for e in store.events().get_many(ns, ids_of(RecordKind::Event)).await? {
+    for e in store
+        .events()
+        .get_many(ns, ids_of(RecordKind::Event))
+        .await?
+    {
         let shown = Shown {
             layer: Layer::Episodic,
             id: e.id.clone(),
@@ -688,7 +692,11 @@ async fn loaded(cx: &OpCtx, ranked: &[SearchHit]) -> Result<HashMap<String, Show
         };
         records.insert(id, shown);
     }
-    for p in store.procedures().get_many(ns, ids_of(RecordKind::Procedure)).await? {
+    for p in store
+        .procedures()
+        .get_many(ns, ids_of(RecordKind::Procedure))
+        .await?
+    {
         let v = p.current;
         let shown = Shown {
             layer: Layer::Procedural,

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::listing::{Deleted, Keyset, Page, Window, check_batch, prepare_batch};
 use super::search::FactScope;
-use super::{OpCtx, check_metadata, check_text, check_unit, normalize_tags, };
+use super::{OpCtx, check_metadata, check_text, check_unit, normalize_tags};
 use crate::error::OpError;
 use crate::model::Fact;
 use crate::store::{FactFilter, FactPatch, NewFact, Order};
@@ -82,7 +82,8 @@ operation!(StoreFact = "semantic_store", StoreInput => FactOutput, semantic_stor
 
 async fn semantic_store(cx: OpCtx, input: StoreInput) -> Result<FactOutput, OpError> {
     let new = input.prepare(&cx)?;
-    let mut facts = cx.store()
+    let mut facts = cx
+        .store()
         .insert_facts(cx.namespace(), &cx.session.id, vec![new])
         .await?;
     Ok(FactOutput {
@@ -110,7 +111,8 @@ async fn semantic_store_batch(
     input: StoreBatchInput,
 ) -> Result<StoreBatchOutput, OpError> {
     let prepared = prepare_batch(&cx, "facts", input.facts, |item| item.prepare(&cx))?;
-    let facts = cx.store()
+    let facts = cx
+        .store()
         .insert_facts(cx.namespace(), &cx.session.id, prepared)
         .await?;
     Ok(StoreBatchOutput {
@@ -178,9 +180,13 @@ async fn semantic_update(cx: OpCtx, input: UpdateInput) -> Result<FactOutput, Op
         valid_from: input.valid_from.map(TimeSpec::micros),
         metadata: input.metadata,
     };
-    some_change!(patch, content, tags, confidence, source, valid_from, metadata)?;
-    let fact = cx.store()
-        .facts().update(cx.namespace(), &input.id, patch)
+    some_change!(
+        patch, content, tags, confidence, source, valid_from, metadata
+    )?;
+    let fact = cx
+        .store()
+        .facts()
+        .update(cx.namespace(), &input.id, patch)
         .await?;
     Ok(FactOutput { fact })
 }
@@ -200,9 +206,7 @@ async fn semantic_delete(cx: OpCtx, input: DeleteInput) -> Result<Deleted, OpErr
     for id in &input.ids {
         check_id("ids[]", id)?;
     }
-    let (deleted, not_found) = cx.store()
-        .delete_facts(cx.namespace(), input.ids)
-        .await?;
+    let (deleted, not_found) = cx.store().delete_facts(cx.namespace(), input.ids).await?;
     Ok(Deleted { deleted, not_found })
 }
 
@@ -240,9 +244,16 @@ async fn semantic_list(cx: OpCtx, mut input: ListInput) -> Result<ListOutput, Op
         min_confidence: input.scope.min_confidence,
         include_superseded: input.scope.include_superseded,
     };
-    let mut facts = cx.store()
+    let mut facts = cx
+        .store()
         .facts()
-        .list(cx.namespace(), filter, Order::Desc, page.after.clone(), page.limit + 1)
+        .list(
+            cx.namespace(),
+            filter,
+            Order::Desc,
+            page.after.clone(),
+            page.limit + 1,
+        )
         .await?;
     let next_cursor = page.finish(&cx, &mut facts, |f| {
         (f.created_at.timestamp_micros(), f.id.clone())
@@ -290,7 +301,8 @@ async fn semantic_tags(cx: OpCtx, input: TagsInput) -> Result<TagsOutput, OpErro
         .prefix
         .map(|p| p.trim().to_lowercase())
         .filter(|p| !p.is_empty());
-    let tags = cx.store()
+    let tags = cx
+        .store()
         .fact_tags(cx.namespace(), input.include_superseded, prefix, limit)
         .await?
         .into_iter()
@@ -316,7 +328,8 @@ async fn semantic_reinforce(cx: OpCtx, input: ReinforceInput) -> Result<FactOutp
     check_id("id", &input.id)?;
     let boost = input.boost.unwrap_or(DEFAULT_REINFORCE_BOOST);
     check_unit("boost", boost)?;
-    let fact = cx.store()
+    let fact = cx
+        .store()
         .reinforce_fact(cx.namespace(), &input.id, boost)
         .await?;
     Ok(FactOutput { fact })
@@ -348,7 +361,8 @@ async fn semantic_supersede(cx: OpCtx, input: SupersedeInput) -> Result<Supersed
         OpError::InvalidInput(m) => OpError::invalid(format!("new: {m}")),
         other => other,
     })?;
-    let (old, new) = cx.store()
+    let (old, new) = cx
+        .store()
         .supersede_fact(cx.namespace(), &cx.session.id, &input.id, new)
         .await?;
     Ok(SupersedeOutput { old, new })
@@ -366,8 +380,6 @@ operation!(History = "semantic_history", IdInput => HistoryOutput, semantic_hist
 
 async fn semantic_history(cx: OpCtx, input: IdInput) -> Result<HistoryOutput, OpError> {
     check_id("id", &input.id)?;
-    let versions = cx.store()
-        .fact_history(cx.namespace(), &input.id)
-        .await?;
+    let versions = cx.store().fact_history(cx.namespace(), &input.id).await?;
     Ok(HistoryOutput { versions })
 }
