@@ -266,14 +266,7 @@ async fn episodic_list(cx: OpCtx, mut input: ListInput) -> Result<EventsOutput, 
         ListOrder::Desc => Order::Desc,
     };
     let f = filter(&cx, input.window, input.min_importance)?;
-    let mut events = cx
-        .store()
-        .events()
-        .list(cx.namespace(), f, order, page.after.clone(), page.limit + 1)
-        .await?;
-    let next_cursor = page.finish(&cx, &mut events, |e| {
-        (e.occurred_at.timestamp_micros(), e.id.clone())
-    });
+    let (events, next_cursor) = page.fetch(&cx, cx.store().events(), f, order).await?;
     Ok(EventsOutput {
         events,
         next_cursor,

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::{OpCtx, cursor, normalize_tags, page_size};
 use crate::error::OpError;
 use crate::model::Micros;
+use crate::store::{Order, Records};
 use crate::timespec::TimeSpec;
 
 // (Not a doc comment: schemars would copy it into every input that flattens it.)
@@ -327,6 +328,28 @@ impl Keyset {
                 f: self.fingerprint,
             },
         )
+    }
+
+    /// This page of `records` matching `filter` in `order`, and the cursor
+    /// after it when more exist.
+    pub async fn fetch<T, F, P>(
+        self,
+        cx: &OpCtx,
+        records: Records<'_, T, F, P>,
+        filter: F,
+        order: Order,
+    ) -> Result<(Vec<T>, Option<String>), OpError>
+    where
+        T: Send + 'static,
+        F: Send + 'static,
+        P: Send + 'static,
+    {
+        let after = self.after.clone();
+        let mut items = records
+            .list(cx.namespace(), filter, order, after, self.limit + 1)
+            .await?;
+        let next_cursor = self.finish(cx, &mut items, |r| records.key_of(r));
+        Ok((items, next_cursor))
     }
 
     /// Cuts `items` (fetched with `limit + 1`) to the page, and the cursor

@@ -252,20 +252,9 @@ async fn procedural_list(cx: OpCtx, mut input: ListInput) -> Result<ListOutput, 
         since: span.since,
         until: span.until,
     };
-    let mut procedures = cx
-        .store()
-        .procedures()
-        .list(
-            cx.namespace(),
-            filter,
-            Order::Desc,
-            page.after.clone(),
-            page.limit + 1,
-        )
+    let (procedures, next_cursor) = page
+        .fetch(&cx, cx.store().procedures(), filter, Order::Desc)
         .await?;
-    let next_cursor = page.finish(&cx, &mut procedures, |p| {
-        (p.current.updated_at.timestamp_micros(), p.id.clone())
-    });
     Ok(ListOutput {
         procedures,
         next_cursor,

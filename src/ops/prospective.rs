@@ -308,20 +308,9 @@ async fn prospective_list(cx: OpCtx, mut input: ListInput) -> Result<ListOutput,
         due_after: input.due_after.map(TimeSpec::micros),
         due_before: input.due_before.map(TimeSpec::micros),
     };
-    let mut tasks = cx
-        .store()
-        .tasks()
-        .list(
-            cx.namespace(),
-            filter,
-            Order::Asc,
-            page.after.clone(),
-            page.limit + 1,
-        )
+    let (tasks, next_cursor) = page
+        .fetch(&cx, cx.store().tasks(), filter, Order::Asc)
         .await?;
-    let next_cursor = page.finish(&cx, &mut tasks, |t| {
-        (t.created_at.timestamp_micros(), t.id.clone())
-    });
     Ok(ListOutput { tasks, next_cursor })
 }
 

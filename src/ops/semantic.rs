@@ -244,20 +244,9 @@ async fn semantic_list(cx: OpCtx, mut input: ListInput) -> Result<ListOutput, Op
         min_confidence: input.scope.min_confidence,
         include_superseded: input.scope.include_superseded,
     };
-    let mut facts = cx
-        .store()
-        .facts()
-        .list(
-            cx.namespace(),
-            filter,
-            Order::Desc,
-            page.after.clone(),
-            page.limit + 1,
-        )
+    let (facts, next_cursor) = page
+        .fetch(&cx, cx.store().facts(), filter, Order::Desc)
         .await?;
-    let next_cursor = page.finish(&cx, &mut facts, |f| {
-        (f.created_at.timestamp_micros(), f.id.clone())
-    });
     Ok(ListOutput { facts, next_cursor })
 }
 

@@ -183,6 +183,7 @@ impl Store {
             store: self,
             table: &EVENTS,
             key: ("e.occurred_at", "e.id"),
+            key_of: |e| (e.occurred_at.timestamp_micros(), e.id.clone()),
             narrow: EventFilter::narrow,
             patch: EventPatch::apply,
             save,

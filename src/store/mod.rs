@@ -120,11 +120,9 @@ impl Store {
     /// of it is scoped by.
     pub(super) async fn read_in<T, F>(&self, namespace: &str, f: F) -> Result<T, StoreError>
     where
-        T: Send + 'static,
-        F: FnOnce(&Connection, &str) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection, &str) -> Result<T, StoreError>,
     {
-        let namespace = namespace.to_string();
-        self.readers.read(move |conn| f(conn, &namespace)).await
+        self.readers.read(move |conn| f(conn, namespace)).await
     }
 
     /// [`Store::read_in`] for a read whose work grows with the namespace: on

@@ -341,6 +341,7 @@ impl Store {
             store: self,
             table: &PROCEDURES,
             key: ("p.updated_at", "p.id"),
+            key_of: |p| (p.current.updated_at.timestamp_micros(), p.id.clone()),
             narrow: ProcedureFilter::narrow,
             patch: |never, _, _| match never {},
             save,

@@ -380,6 +380,7 @@ impl Store {
             store: self,
             table: &TASKS,
             key: ("k.created_at", "k.id"),
+            key_of: |t| (t.created_at.timestamp_micros(), t.id.clone()),
             narrow: TaskFilter::narrow,
             patch: TaskPatch::apply,
             save,

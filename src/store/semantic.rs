@@ -252,6 +252,7 @@ impl Store {
             store: self,
             table: &FACTS,
             key: ("f.created_at", "f.id"),
+            key_of: |f| (f.created_at.timestamp_micros(), f.id.clone()),
             narrow: FactFilter::narrow,
             patch: FactPatch::apply,
             save,

@@ -417,8 +417,10 @@ impl Store {
 pub struct Records<'s, T: 'static, F, P> {
     pub(super) store: &'s Store,
     pub(super) table: &'static Table<T>,
-    /// The keyset a list pages by: (time column, id column).
+    /// The keyset a list pages by: (time column, id column), and a record's
+    /// values of them.
     pub(super) key: (&'static str, &'static str),
+    pub(super) key_of: fn(&T) -> (Micros, String),
     pub(super) narrow: fn(F, &mut Query) -> &mut Query,
     pub(super) patch: fn(P, &mut T, Micros),
     pub(super) save: Save<T>,
@@ -432,9 +434,9 @@ where
 {
     /// Record `id` of the namespace, or `NotFound` saying where ids come from.
     pub async fn get(&self, namespace: &str, id: &str) -> Result<T, StoreError> {
-        let (table, id) = (self.table, id.to_string());
+        let table = self.table;
         self.store
-            .read_in(namespace, move |conn, ns| table.must_get(conn, ns, &id))
+            .read_in(namespace, |conn, ns| table.must_get(conn, ns, id))
             .await
     }
 
@@ -459,6 +461,11 @@ where
         let mut q = self.table.select(namespace);
         (self.narrow)(filter, &mut q).page(self.key, order, after, limit);
         self.store.read_rows(q, self.table.decode).await
+    }
+
+    /// A record's place in the keyset `list` pages by: what a cursor resumes after.
+    pub fn key_of(&self, record: &T) -> (Micros, String) {
+        (self.key_of)(record)
     }
 
     pub async fn count(&self, namespace: &str, filter: F) -> Result<u64, StoreError> {
