@@ -63,6 +63,10 @@ pub enum Durability {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
+    /// A PostgreSQL URL (`postgres://user@host/db`): the store shared by many
+    /// nodes, instead of the sqlite file in `data_dir`. The data dir then holds
+    /// this node's search index only.
+    pub store_url: Option<String>,
     pub namespace: NamespaceMode,
     /// Tool profile: `core`, `all`, `compat`, or a comma-separated list of layers.
     pub tools: String,
@@ -119,6 +123,7 @@ impl Config {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Config {
             data_dir: data_dir.into(),
+            store_url: None,
             namespace: NamespaceMode::Fixed(DEFAULT_NAMESPACE.to_string()),
             tools: defaults::TOOLS.to_string(),
             limits: Limits::default(),

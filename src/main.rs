@@ -40,6 +40,15 @@ struct GlobalArgs {
     /// Where engram keeps its data [default: the platform's user data dir, e.g. ~/.local/share/engram]
     #[arg(long, env = "ENGRAM_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
+    /// Keep memory in this PostgreSQL database (postgres://user:password@host/db) instead of
+    /// the data dir's sqlite file; many nodes may share it. The data dir keeps the search index.
+    #[arg(
+        long = "store",
+        env = "ENGRAM_STORE",
+        value_name = "URL",
+        global = true
+    )]
+    store_url: Option<String>,
     /// Namespace for this process's sessions, or `auto` (the client's first root folder name).
     #[arg(
         long,
@@ -154,6 +163,9 @@ enum Command {
         #[command(flatten)]
         args: admin::AuditArgs,
     },
+    /// Create or bring up to date the store's schema (sqlite or --store's PostgreSQL) and list
+    /// its migrations. Every start migrates too; this is for deploying before the nodes.
+    Migrate,
     /// Check a running HTTP server: exits 0 when its /health answers (for container health checks).
     Health {
         #[arg(long, default_value = "http://127.0.0.1:8765/health")]
@@ -286,6 +298,7 @@ fn config(global: &GlobalArgs) -> anyhow::Result<Config> {
         .clone()
         .unwrap_or_else(Config::default_data_dir);
     let mut config = Config::new(data_dir);
+    config.store_url = global.store_url.clone().filter(|u| !u.is_empty());
     config.namespace = match global.namespace.as_str() {
         "auto" => NamespaceMode::Auto,
         ns => {
@@ -358,6 +371,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Token { command } => admin::token(global, command),
         Command::Audit { args } => admin::audit(global, args),
+        Command::Migrate => admin::migrate(global),
         Command::Health { url } => admin::health(&url),
         Command::Call {
             operation,

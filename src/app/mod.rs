@@ -167,7 +167,10 @@ impl AppState {
         // An index ahead of the store (the store was restored from a backup) holds
         // records the store does not: rebuild it rather than replay.
         let head = store.last_change().await?;
-        let indexed_seq = indexed_seq.filter(|&seq| seq <= head);
+        // An index older than the oldest change kept (older months of a
+        // PostgreSQL change log detached) cannot catch up by replay either.
+        let oldest = store.first_change().await?;
+        let indexed_seq = indexed_seq.filter(|&seq| seq <= head && seq + 1 >= oldest);
         search.catch_up(&store, indexed_seq).await?;
 
         let handles: Arc<dyn SessionHandles> = Arc::new(LocalHandles::new(

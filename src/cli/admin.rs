@@ -13,11 +13,30 @@ use engram::timespec::TimeSpec;
 
 use super::super::{GlobalArgs, ScopeArg, TokenCommand, config, fixed_namespace};
 
+/// The store `config` names, opened for the command line.
+fn open_store(config: &engram::config::Config) -> anyhow::Result<Direct> {
+    match &config.store_url {
+        Some(_) => Direct::open(config).context("cannot open the PostgreSQL store"),
+        None => Direct::open(config)
+            .with_context(|| format!("cannot open the data dir {}", config.data_dir.display())),
+    }
+}
+
+/// `engram migrate`: brings the store's schema up to this build's and says
+/// which migrations it holds.
+pub fn migrate(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let config = config(global)?;
+    let db = open_store(&config)?;
+    for (version, name) in db.migrations()? {
+        println!("{version:>4}  {name}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `engram token create|list|revoke`.
 pub fn token(global: &GlobalArgs, command: TokenCommand) -> anyhow::Result<ExitCode> {
     let config = config(global)?;
-    let db = Direct::open(&config.data_dir)
-        .with_context(|| format!("cannot open the data dir {}", config.data_dir.display()))?;
+    let db = open_store(&config)?;
     let now = now_micros();
     match command {
         TokenCommand::Create {
@@ -151,8 +170,7 @@ pub struct AuditArgs {
 /// `engram audit`: the audit trail, newest first.
 pub fn audit(global: &GlobalArgs, args: AuditArgs) -> anyhow::Result<ExitCode> {
     let config = config(global)?;
-    let db = Direct::open(&config.data_dir)
-        .with_context(|| format!("cannot open the data dir {}", config.data_dir.display()))?;
+    let db = open_store(&config)?;
     let since = args
         .since
         .as_deref()

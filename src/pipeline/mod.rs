@@ -120,7 +120,18 @@ async fn run(
     }
     let session = session_for(app, session, spec, &args)?;
     let ns = session.namespace().to_string();
-    let store_call = spec.uses_store().then(|| app.store_call()).transpose()?;
+    let mut store_call = spec.uses_store().then(|| app.store_call()).transpose()?;
+    if spec.kind == Kind::Read && store_call.is_some() {
+        // On a store other nodes write to, a read first hears of every write
+        // acknowledged so far (read-your-writes across nodes; store::follow).
+        if let Err(e) = app.store().sync().await {
+            let failed = Err(OpError::from(e));
+            if let Some(call) = store_call.take() {
+                call.settle(&failed);
+            }
+            return failed;
+        }
+    }
     let key = spec
         .cacheable()
         .then(|| QueryCache::key(&ns, entry.name, &args));

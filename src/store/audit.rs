@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::sync::Mutex;
 
+use super::sql::{Dialect, Row, args};
 use super::table::{Query, from_json, to_json};
 use super::writer::WriteTxn;
 use super::{DocMatcher, Store, StoreError, prospective};
@@ -110,29 +111,28 @@ pub(super) fn after_write(
         })
         .collect();
     if !records.is_empty() {
-        txn.conn
-            .prepare_cached(
-                "INSERT INTO audit (namespace, at, operation, session_id, token, records)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(rusqlite::params![
+        txn.conn.execute(
+            "INSERT INTO audit (namespace, at, operation, session_id, token, records)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            &args![
                 namespace,
                 txn.now,
                 actor.operation,
                 actor.session_id,
                 actor.token,
                 to_json(&records),
-            ])?;
+            ],
+        )?;
     }
     Ok(fired)
 }
 
 /// Whether the namespace has reminders waiting for a write.
 fn watching(txn: &WriteTxn<'_>, namespace: &str) -> Result<bool, StoreError> {
-    let mut stmt = txn.conn.prepare_cached(
+    txn.conn.value(
         "SELECT EXISTS (SELECT 1 FROM triggers WHERE namespace = ?1 AND watching = 1)",
-    )?;
-    Ok(stmt.query_row([namespace], |r| r.get(0))?)
+        &args![namespace],
+    )
 }
 
 /// Which audit rows a read covers.
@@ -158,7 +158,7 @@ impl Store {
         before: Option<u64>,
         limit: usize,
     ) -> Result<Vec<AuditEntry>, StoreError> {
-        let q = audit_query(Some(namespace), filter, before, limit);
+        let q = audit_query(self.dialect(), Some(namespace), filter, before, limit);
         self.read_rows(q, audit_row).await
     }
 }
@@ -166,6 +166,7 @@ impl Store {
 /// Audit rows of `namespace` (every namespace's with `None`) matching
 /// `filter`, newest first, below sequence number `before`.
 pub(super) fn audit_query(
+    dialect: Dialect,
     namespace: Option<&str>,
     filter: AuditFilter,
     before: Option<u64>,
@@ -183,7 +184,16 @@ pub(super) fn audit_query(
         .and_some("a.at >= ?", filter.since)
         .and_some("a.at < ?", filter.until)
         .and_some(
-            "EXISTS (SELECT 1 FROM json_each(a.records) r WHERE json_extract(r.value, '$.id') = ?)",
+            match dialect {
+                Dialect::Sqlite => {
+                    "EXISTS (SELECT 1 FROM json_each(a.records) r \
+                     WHERE json_extract(r.value, '$.id') = ?)"
+                }
+                Dialect::Postgres => {
+                    "EXISTS (SELECT 1 FROM jsonb_array_elements(a.records::jsonb) r \
+                     WHERE r ->> 'id' = ?)"
+                }
+            },
             filter.record_id,
         )
         .push(" ORDER BY a.seq DESC", [])
@@ -191,14 +201,14 @@ pub(super) fn audit_query(
     q
 }
 
-pub(super) fn audit_row(r: &rusqlite::Row<'_>) -> Result<AuditEntry, StoreError> {
+pub(super) fn audit_row(r: &Row<'_>) -> Result<AuditEntry, StoreError> {
     Ok(AuditEntry {
-        seq: r.get::<_, i64>(0)? as u64,
+        seq: r.get::<i64>(0)? as u64,
         at: micros_to_datetime(r.get(1)?),
         operation: r.get(2)?,
         session_id: r.get(3)?,
         token: r.get(4)?,
-        records: from_json(&r.get::<_, String>(5)?)?,
+        records: from_json(&r.get::<String>(5)?)?,
     })
 }
 

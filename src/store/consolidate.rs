@@ -21,12 +21,12 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use rusqlite::Connection;
 use serde_json::Value;
 
 use super::episodic::{self, EVENTS};
 use super::semantic::NewFact;
 use super::semantic::{self, FACTS};
+use super::sql::{Conn, args};
 use super::table::{Query, to_json};
 use super::writer::WriteTxn;
 use super::{Store, StoreError};
@@ -216,21 +216,21 @@ fn merges(facts: &[Fact], policy: &Policy) -> Vec<Merge> {
 }
 
 /// Every event of the namespace with when it last decayed, oldest first.
-fn events_of(conn: &Connection, ns: &str) -> Result<Vec<(Event, Option<Micros>)>, StoreError> {
+fn events_of(conn: Conn<'_>, ns: &str) -> Result<Vec<(Event, Option<Micros>)>, StoreError> {
     let mut q = EVENTS.select_of(&format!("{}, e.decayed_at", EVENTS.columns), ns);
     q.push(" ORDER BY e.occurred_at, e.id", []);
     let width = EVENTS.columns.split(',').count();
     q.rows(conn, |r| Ok(((EVENTS.decode)(r)?, r.get(width)?)))
 }
 
-fn facts_of(conn: &Connection, ns: &str) -> Result<Vec<Fact>, StoreError> {
+fn facts_of(conn: Conn<'_>, ns: &str) -> Result<Vec<Fact>, StoreError> {
     let mut q = FACTS.select(ns);
     q.push(" ORDER BY f.created_at, f.id", []);
     q.rows(conn, FACTS.decode)
 }
 
 /// The plan for the namespace as it is on `conn`.
-fn plan(conn: &Connection, ns: &str, policy: &Policy) -> Result<Plan, StoreError> {
+fn plan(conn: Conn<'_>, ns: &str, policy: &Policy) -> Result<Plan, StoreError> {
     let events = events_of(conn, ns)?;
     let facts = facts_of(conn, ns)?;
     let mut plan = Plan {
@@ -307,21 +307,20 @@ fn apply(
         let mut e = EVENTS.must_get(txn.conn, ns, &d.id)?;
         e.importance = d.to;
         episodic::save(txn, ns, &e)?;
-        txn.conn
-            .prepare_cached("UPDATE events SET decayed_at = ?1 WHERE id = ?2")?
-            .execute(rusqlite::params![policy.as_of, d.id])?;
+        txn.conn.execute(
+            "UPDATE events SET decayed_at = ?1 WHERE id = ?2",
+            &args![policy.as_of, d.id],
+        )?;
     }
     for id in &plan.archived {
-        txn.conn
-            .prepare_cached(
-                "INSERT OR REPLACE INTO archived_events (id, namespace, body, archived_at)
-                 SELECT e.id, e.namespace, ?1, ?2 FROM events e WHERE e.id = ?3",
-            )?
-            .execute(rusqlite::params![
-                to_json(&EVENTS.must_get(txn.conn, ns, id)?),
-                txn.now,
-                id
-            ])?;
+        txn.conn.execute(
+            "INSERT INTO archived_events (id, namespace, body, archived_at)
+             SELECT e.id, e.namespace, ?1, ?2
+             FROM events e WHERE e.id = ?3
+             ON CONFLICT (id) DO UPDATE SET namespace = excluded.namespace,
+                 body = excluded.body, archived_at = excluded.archived_at",
+            &args![to_json(&EVENTS.must_get(txn.conn, ns, id)?), txn.now, id],
+        )?;
         EVENTS.delete(txn, ns, id)?;
     }
     Ok(())
@@ -352,7 +351,7 @@ impl Store {
 
     /// Events archived by consolidation, in the namespace (or in all).
     pub async fn archived_count(&self, namespace: Option<String>) -> Result<u64, StoreError> {
-        let mut q = Query::new("SELECT count(*) FROM archived_events a WHERE 1", []);
+        let mut q = Query::new("SELECT count(*) FROM archived_events a WHERE 1 = 1", []);
         q.and_some("a.namespace = ?", namespace);
         self.read_count(q).await
     }

@@ -1,9 +1,9 @@
-//! Episodic events in sqlite: typed reads and writes, always scoped to one
+//! Episodic events in the store: typed reads and writes, always scoped to one
 //! namespace. Every write logs its change in the same transaction.
 
-use rusqlite::Row;
 use serde_json::{Map, Value};
 
+use super::sql::{Dialect, Row, args};
 use super::table::{Order, Query, Records, Table, Tags, counted, json, set, to_json};
 use super::writer::WriteTxn;
 use super::{Searchable, Store, StoreError, text_doc};
@@ -91,7 +91,8 @@ pub(super) static SEARCH: Searchable = Searchable {
 
 static TAGS: Tags = Tags {
     clear: "DELETE FROM event_tags WHERE event_id = ?1",
-    add: "INSERT OR IGNORE INTO event_tags (event_id, namespace, tag) VALUES (?1, ?2, ?3)",
+    add: "INSERT INTO event_tags (event_id, namespace, tag) VALUES (?1, ?2, ?3) \
+          ON CONFLICT DO NOTHING",
     has: "EXISTS (SELECT 1 FROM event_tags t WHERE t.event_id = e.id AND t.tag = ?)",
 };
 
@@ -127,27 +128,35 @@ fn build(new: NewEvent, session_id: &str, now: Micros) -> Event {
 /// Writes the whole event (a new one, or the changed fields of one stored),
 /// its tags, and the change.
 pub(super) fn save(txn: &mut WriteTxn<'_>, namespace: &str, e: &Event) -> Result<(), StoreError> {
-    let mut stmt = txn.conn.prepare_cached(
-        "INSERT INTO events (id, namespace, content, tags, importance, occurred_at,
-                             created_at, updated_at, metadata, session_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-         ON CONFLICT (id) DO UPDATE SET
-            content = excluded.content, tags = excluded.tags,
-            importance = excluded.importance, occurred_at = excluded.occurred_at,
-            metadata = excluded.metadata, updated_at = excluded.updated_at",
+    // PostgreSQL partitions events by `created_at`, so their key holds it
+    // too; it never changes, so the event found is the same.
+    let key = match txn.conn.dialect() {
+        Dialect::Sqlite => "id",
+        Dialect::Postgres => "id, created_at",
+    };
+    txn.conn.execute(
+        &format!(
+            "INSERT INTO events (id, namespace, content, tags, importance, occurred_at,
+                                 created_at, updated_at, metadata, session_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT ({key}) DO UPDATE SET
+                content = excluded.content, tags = excluded.tags,
+                importance = excluded.importance, occurred_at = excluded.occurred_at,
+                metadata = excluded.metadata, updated_at = excluded.updated_at"
+        ),
+        &args![
+            e.id,
+            namespace,
+            e.content,
+            to_json(&e.tags),
+            e.importance,
+            e.occurred_at.timestamp_micros(),
+            e.created_at.timestamp_micros(),
+            e.updated_at.timestamp_micros(),
+            to_json(&e.metadata),
+            e.session_id,
+        ],
     )?;
-    stmt.execute(rusqlite::params![
-        e.id,
-        namespace,
-        e.content,
-        to_json(&e.tags),
-        e.importance,
-        e.occurred_at.timestamp_micros(),
-        e.created_at.timestamp_micros(),
-        e.updated_at.timestamp_micros(),
-        to_json(&e.metadata),
-        e.session_id,
-    ])?;
     TAGS.replace(txn.conn, &e.id, namespace, &e.tags, &[])?;
     // The document from the event in hand, as `SEARCH` reads it from its row
     // (`store::tests::live_changes_replay_and_rebuild_agree` keeps them equal).

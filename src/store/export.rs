@@ -12,10 +12,10 @@
 //! it (superseded facts, parent tasks, a reminder's task, a run's procedure)
 //! follow.
 
-use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
 use super::graph::{self, EntityRecord, RelationRecord};
+use super::sql::{Conn, args};
 use super::table::{Query, Table, json, to_json};
 use super::writer::WriteTxn;
 use super::{Store, StoreError, episodic, procedural, prospective, semantic};
@@ -112,7 +112,7 @@ impl Imported {
 
 /// Rows of a table's namespace after rowid `after`, decoded, with their rowids.
 fn rows_after<T>(
-    conn: &Connection,
+    conn: Conn<'_>,
     table: &Table<T>,
     ns: &str,
     after: i64,
@@ -129,7 +129,7 @@ fn rows_after<T>(
 
 /// Up to `limit` records of one kind after `after`, with their positions.
 fn page_of(
-    conn: &Connection,
+    conn: Conn<'_>,
     ns: &str,
     kind: &str,
     after: i64,
@@ -183,7 +183,7 @@ fn page_of(
 }
 
 fn archived_after(
-    conn: &Connection,
+    conn: Conn<'_>,
     ns: &str,
     after: i64,
     limit: usize,
@@ -207,15 +207,11 @@ fn archived_after(
 /// What an id becomes in namespace `ns`: itself, unless another namespace
 /// holds it in `table`; then an id derived from `ns` and it.
 fn map_id(txn: &WriteTxn<'_>, table: &str, ns: &str, id: &str) -> Result<String, StoreError> {
-    let held: Option<String> = txn
-        .conn
-        .prepare_cached(&format!("SELECT namespace FROM {table} WHERE id = ?1"))?
-        .query_row([id], |r| r.get(0))
-        .map(Some)
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-            e => Err(e),
-        })?;
+    let held: Option<String> = txn.conn.first(
+        &format!("SELECT namespace FROM {table} WHERE id = ?1"),
+        &args![id],
+        |r| r.get(0),
+    )?;
     Ok(match held {
         Some(other) if other != ns => {
             uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("{ns}\0{id}").as_bytes())
@@ -227,10 +223,7 @@ fn map_id(txn: &WriteTxn<'_>, table: &str, ns: &str, id: &str) -> Result<String,
 
 fn exists(txn: &WriteTxn<'_>, table: &str, ns: &str, id: &str) -> Result<bool, StoreError> {
     let sql = format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE namespace = ?1 AND id = ?2)");
-    Ok(txn
-        .conn
-        .prepare_cached(&sql)?
-        .query_row([ns, id], |r| r.get(0))?)
+    txn.conn.value(&sql, &args![ns, id])
 }
 
 fn table_of(kind: RecordKind) -> Option<&'static str> {
@@ -343,16 +336,16 @@ fn import_trigger(txn: &mut WriteTxn<'_>, ns: &str, mut t: Trigger) -> Result<()
 }
 
 fn import_archived(txn: &WriteTxn<'_>, ns: &str, a: &ArchivedEvent) -> Result<(), StoreError> {
-    txn.conn
-        .prepare_cached(
-            "INSERT INTO archived_events (id, namespace, body, archived_at) VALUES (?1, ?2, ?3, ?4)",
-        )?
-        .execute(rusqlite::params![
+    txn.conn.execute(
+        "INSERT INTO archived_events (id, namespace, body, archived_at)
+         VALUES (?1, ?2, ?3, ?4)",
+        &args![
             a.event.id,
             ns,
             to_json(&a.event),
             a.archived_at.timestamp_micros()
-        ])?;
+        ],
+    )?;
     Ok(())
 }
 

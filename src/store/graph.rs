@@ -9,10 +9,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, Row, params_from_iter};
 use serde_json::{Map, Value};
 
+use super::sql::{self, Conn, Dialect, Row, args};
 use super::table::{Query, Table, counted, from_json, to_json};
 use super::writer::WriteTxn;
 use super::{Searchable, Store, StoreError};
@@ -132,6 +131,12 @@ const ENTITY_WEIGHT: f64 = 0.5;
 /// The columns `relation_row` reads.
 const RELATION_COLUMNS: &str = "seq, from_name, to_name, relation_type";
 
+/// Stores one relation unless the namespace has it (same ends and type);
+/// changes one row when it did.
+const INSERT_RELATION: &str = "INSERT INTO relations (namespace, from_name, to_name, \
+     relation_type, properties, valid_from, valid_to, created_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING";
+
 fn entity_row(r: &Row<'_>) -> Result<EntityRow, StoreError> {
     Ok(EntityRow {
         seq: r.get(0)?,
@@ -154,15 +159,16 @@ fn relation_row(r: &Row<'_>) -> Result<(i64, Relation), StoreError> {
     Ok((r.get(0)?, relation))
 }
 
-fn find(conn: &Connection, ns: &str, name: &str) -> Result<Option<EntityRow>, StoreError> {
+fn find(conn: Conn<'_>, ns: &str, name: &str) -> Result<Option<EntityRow>, StoreError> {
     ENTITIES.find(conn, ns, "name", name)
 }
 
-fn must_find(conn: &Connection, ns: &str, name: &str) -> Result<EntityRow, StoreError> {
+fn must_find(conn: Conn<'_>, ns: &str, name: &str) -> Result<EntityRow, StoreError> {
     find(conn, ns, name)?.ok_or_else(|| {
         StoreError::NotFound(format!(
-            "there is no entity named {name:?} in namespace {ns:?}: create it first with create_entities \
-             (names are case-sensitive; search_nodes finds existing ones). Nothing was written"
+            "there is no entity named {name:?} in namespace {ns:?}: create it first with \
+             create_entities (names are case-sensitive; search_nodes finds existing ones). \
+             Nothing was written"
         ))
     })
 }
@@ -180,7 +186,7 @@ fn like_escaped(text: &str) -> String {
     out
 }
 
-fn observations(conn: &Connection, entity_id: &str) -> Result<Vec<String>, StoreError> {
+fn observations(conn: Conn<'_>, entity_id: &str) -> Result<Vec<String>, StoreError> {
     Query::new(
         "SELECT content FROM observations WHERE entity_id = ? ORDER BY position",
         [entity_id.to_string().into()],
@@ -191,7 +197,7 @@ fn observations(conn: &Connection, entity_id: &str) -> Result<Vec<String>, Store
 /// The search document of an entity from a row of `SEARCH.sql`. The name is
 /// written twice so an entity named for the query outranks one that merely
 /// mentions it once.
-fn entity_doc(conn: &Connection, r: &Row<'_>) -> Result<SearchDoc, StoreError> {
+fn entity_doc(conn: Conn<'_>, r: &Row<'_>) -> Result<SearchDoc, StoreError> {
     let (id, name, entity_type): (String, String, String) = (r.get(0)?, r.get(2)?, r.get(3)?);
     let mut text = [name.as_str(), name.as_str(), entity_type.as_str()].join("\n");
     for o in observations(conn, &id)? {
@@ -212,9 +218,10 @@ fn entity_doc(conn: &Connection, r: &Row<'_>) -> Result<SearchDoc, StoreError> {
 
 /// Marks an entity changed and logs its new search document.
 fn touch(txn: &mut WriteTxn<'_>, ns: &str, name: &str) -> Result<(), StoreError> {
-    txn.conn
-        .prepare_cached("UPDATE entities SET updated_at = ?1 WHERE namespace = ?2 AND name = ?3")?
-        .execute(rusqlite::params![txn.now, ns, name])?;
+    txn.conn.execute(
+        "UPDATE entities SET updated_at = ?1 WHERE namespace = ?2 AND name = ?3",
+        &args![txn.now, ns, name],
+    )?;
     match find(txn.conn, ns, name)? {
         Some(e) => ENTITIES.log_saved(txn, ns, &e.id),
         None => Ok(()),
@@ -247,13 +254,14 @@ fn relations_changed<'a>(
 }
 
 /// Runs each of `sqls` with `params`; returns how many rows they changed.
-fn execute_each(txn: &WriteTxn<'_>, sqls: &[&str], params: &[&str]) -> Result<usize, StoreError> {
+fn execute_each(
+    txn: &WriteTxn<'_>,
+    sqls: &[&str],
+    params: &[sql::Value<'_>],
+) -> Result<usize, StoreError> {
     let mut changed = 0;
     for sql in sqls {
-        changed += txn
-            .conn
-            .prepare_cached(sql)?
-            .execute(params_from_iter(params))?;
+        changed += txn.conn.execute(sql, params)?;
     }
     Ok(changed)
 }
@@ -266,7 +274,7 @@ fn delete_relations_of(txn: &mut WriteTxn<'_>, ns: &str, name: &str) -> Result<(
             "DELETE FROM relations WHERE namespace = ?1 AND from_name = ?2",
             "DELETE FROM relations WHERE namespace = ?1 AND to_name = ?2",
         ],
-        &[ns, name],
+        &args![ns, name],
     )?;
     if deleted > 0 {
         relations_changed(txn, ns, [name])?;
@@ -279,18 +287,18 @@ fn insert_observations(
     entity_id: &str,
     contents: &[String],
 ) -> Result<Vec<String>, StoreError> {
-    let next: i64 = txn
-        .conn
-        .prepare_cached(
-            "SELECT coalesce(max(position), -1) + 1 FROM observations WHERE entity_id = ?1",
-        )?
-        .query_row([entity_id], |r| r.get(0))?;
-    let mut ins = txn.conn.prepare_cached(
-        "INSERT OR IGNORE INTO observations (entity_id, position, content, created_at) VALUES (?1, ?2, ?3, ?4)",
+    let next: i64 = txn.conn.value(
+        "SELECT coalesce(max(position), -1) + 1 FROM observations WHERE entity_id = ?1",
+        &args![entity_id],
     )?;
     let mut added = Vec::new();
     for (i, c) in contents.iter().enumerate() {
-        if ins.execute(rusqlite::params![entity_id, next + i as i64, c, txn.now])? == 1 {
+        let inserted = txn.conn.execute(
+            "INSERT INTO observations (entity_id, position, content, created_at)
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+            &args![entity_id, next + i as i64, c, txn.now],
+        )?;
+        if inserted == 1 {
             added.push(c.clone());
         }
     }
@@ -298,7 +306,7 @@ fn insert_observations(
 }
 
 fn load_entities(
-    conn: &Connection,
+    conn: Conn<'_>,
     rows: Vec<EntityRow>,
     with_observations: bool,
 ) -> Result<Vec<Entity>, StoreError> {
@@ -320,7 +328,7 @@ fn load_entities(
 /// These entities as the reference shows them, and every relation touching
 /// any of them.
 fn with_relations(
-    conn: &Connection,
+    conn: Conn<'_>,
     ns: &str,
     rows: Vec<EntityRow>,
     with_observations: bool,
@@ -333,7 +341,7 @@ fn with_relations(
 
 /// Relations with at least one end among `names`, in the order they were made.
 fn relations_touching(
-    conn: &Connection,
+    conn: Conn<'_>,
     ns: &str,
     names: &[String],
 ) -> Result<Vec<Relation>, StoreError> {
@@ -345,16 +353,21 @@ fn relations_touching(
         // Two indexed lookups (from, then to) rather than one OR, which sqlite
         // would answer by scanning every relation of the namespace. Without
         // statistics sqlite prefers the covering unique index (namespace only)
-        // for the `to` side, so the index is named.
+        // for the `to` side, so the index is named (PostgreSQL has no such
+        // clause, nor needs it).
+        let by_to = match conn.dialect() {
+            Dialect::Sqlite => " INDEXED BY relations_by_to",
+            Dialect::Postgres => "",
+        };
         let sql = format!(
             "SELECT {RELATION_COLUMNS} FROM relations
              WHERE namespace = ? AND from_name IN ({marks})
              UNION ALL
-             SELECT {RELATION_COLUMNS} FROM relations INDEXED BY relations_by_to
+             SELECT {RELATION_COLUMNS} FROM relations{by_to}
              WHERE namespace = ? AND to_name IN ({marks})"
         );
         let side = || std::iter::once(ns).chain(chunk.iter().map(String::as_str));
-        let params = side().chain(side()).map(|s| SqlValue::Text(s.to_string()));
+        let params = side().chain(side()).map(|s| s.to_string().into());
         let found = Query::new(sql, params).rows(conn, relation_row)?;
         rows.extend(found.into_iter().filter(|(seq, _)| seen.insert(*seq)));
     }
@@ -373,7 +386,7 @@ fn entities_since(ns: &str, after_seq: i64, entity_types: Vec<String>, limit: us
     q
 }
 
-fn record(conn: &Connection, e: EntityRow) -> Result<EntityRecord, StoreError> {
+fn record(conn: Conn<'_>, e: EntityRow) -> Result<EntityRecord, StoreError> {
     Ok(EntityRecord {
         observations: observations(conn, &e.id)?,
         properties: from_json(&e.properties)?,
@@ -388,7 +401,7 @@ fn record(conn: &Connection, e: EntityRow) -> Result<EntityRecord, StoreError> {
 /// Entities of the namespace after position `after`, whole, in the order
 /// stored, with their positions: an export's pages.
 pub(super) fn export_entities(
-    conn: &Connection,
+    conn: Conn<'_>,
     ns: &str,
     after: i64,
     limit: usize,
@@ -401,7 +414,7 @@ pub(super) fn export_entities(
 
 /// Relations of the namespace after position `after`, whole, in the order stored.
 pub(super) fn export_relations(
-    conn: &Connection,
+    conn: Conn<'_>,
     ns: &str,
     after: i64,
     limit: usize,
@@ -416,15 +429,12 @@ pub(super) fn export_relations(
         .limit(limit);
     q.rows(conn, |r| {
         let (seq, relation) = relation_row(r)?;
-        let at = |i| {
-            r.get::<_, Option<i64>>(i)
-                .map(|t| t.map(micros_to_datetime))
-        };
+        let at = |i| r.get::<Option<i64>>(i).map(|t| t.map(micros_to_datetime));
         Ok((
             seq,
             RelationRecord {
                 relation,
-                properties: from_json(&r.get::<_, String>(4)?)?,
+                properties: from_json(&r.get::<String>(4)?)?,
                 valid_from: at(5)?,
                 valid_to: at(6)?,
                 created_at: micros_to_datetime(r.get(7)?),
@@ -443,12 +453,11 @@ pub(super) fn import_entity(
     if find(txn.conn, ns, &e.name)?.is_some() {
         return Ok(false);
     }
-    txn.conn
-        .prepare_cached(
-            "INSERT INTO entities (id, namespace, name, entity_type, properties, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?
-        .execute(rusqlite::params![
+    txn.conn.execute(
+        "INSERT INTO entities (id, namespace, name, entity_type, properties, created_at,
+                               updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        &args![
             e.id,
             ns,
             e.name,
@@ -456,7 +465,8 @@ pub(super) fn import_entity(
             to_json(&e.properties),
             e.created_at.timestamp_micros(),
             e.updated_at.timestamp_micros(),
-        ])?;
+        ],
+    )?;
     insert_observations(txn, &e.id, &e.observations)?;
     ENTITIES.log_saved(txn, ns, &e.id)?;
     Ok(true)
@@ -469,14 +479,9 @@ pub(super) fn import_relation(
     r: &RelationRecord,
 ) -> Result<bool, StoreError> {
     let micros = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.timestamp_micros());
-    let created = txn
-        .conn
-        .prepare_cached(
-            "INSERT OR IGNORE INTO relations (namespace, from_name, to_name, relation_type,
-                                              properties, valid_from, valid_to, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?
-        .execute(rusqlite::params![
+    let created = txn.conn.execute(
+        INSERT_RELATION,
+        &args![
             ns,
             r.relation.from,
             r.relation.to,
@@ -485,8 +490,8 @@ pub(super) fn import_relation(
             micros(r.valid_from),
             micros(r.valid_to),
             r.created_at.timestamp_micros(),
-        ])?
-        == 1;
+        ],
+    )? == 1;
     if created {
         relations_changed(txn, ns, [r.relation.from.as_str()])?;
     }
@@ -498,9 +503,10 @@ fn set_properties(
     seq: i64,
     props: &Map<String, Value>,
 ) -> Result<(), StoreError> {
-    txn.conn
-        .prepare_cached("UPDATE entities SET properties = ?1 WHERE seq = ?2")?
-        .execute(rusqlite::params![to_json(props), seq])?;
+    txn.conn.execute(
+        "UPDATE entities SET properties = ?1 WHERE seq = ?2",
+        &args![to_json(props), seq],
+    )?;
     Ok(())
 }
 
@@ -523,17 +529,20 @@ fn merge_into(
     s: &EntityRow,
 ) -> Result<(), StoreError> {
     insert_observations(txn, &t.id, &observations(txn.conn, &s.id)?)?;
-    for (col, other) in [("from_name", "to_name"), ("to_name", "from_name")] {
+    // The source's relations from it, then to it, each re-pointed at the target.
+    for (col, other, from, to) in [
+        ("from_name", "to_name", "?3", "to_name"),
+        ("to_name", "from_name", "from_name", "?3"),
+    ] {
         let sql = format!(
-            "INSERT OR IGNORE INTO relations (namespace, from_name, to_name, relation_type, properties, valid_from, valid_to, created_at)
-             SELECT namespace, {}, {}, relation_type, properties, valid_from, valid_to, created_at
-             FROM relations WHERE namespace = ?1 AND {col} = ?2 AND {other} != ?3",
-            if col == "from_name" { "?3" } else { "from_name" },
-            if col == "to_name" { "?3" } else { "to_name" },
+            "INSERT INTO relations (namespace, from_name, to_name, relation_type, properties,
+                                   valid_from, valid_to, created_at)
+             SELECT namespace, {from}, {to}, relation_type, properties, valid_from, valid_to,
+                    created_at
+             FROM relations WHERE namespace = ?1 AND {col} = ?2 AND {other} != ?3
+             ON CONFLICT DO NOTHING"
         );
-        txn.conn
-            .prepare_cached(&sql)?
-            .execute([ns, &s.name, &t.name])?;
+        txn.conn.execute(&sql, &args![ns, s.name, t.name])?;
     }
     delete_relations_of(txn, ns, &s.name)?;
     let props = s.properties();
@@ -564,12 +573,12 @@ impl Store {
                     continue;
                 }
                 let id = new_id();
-                txn.conn
-                    .prepare_cached(
-                        "INSERT INTO entities (id, namespace, name, entity_type, created_at, updated_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-                    )?
-                    .execute(rusqlite::params![id, ns, new.name, new.entity_type, txn.now])?;
+                txn.conn.execute(
+                    "INSERT INTO entities (id, namespace, name, entity_type, created_at,
+                                           updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                    &args![id, ns, new.name, new.entity_type, txn.now],
+                )?;
                 let mut unique = Vec::with_capacity(new.observations.len());
                 for o in new.observations {
                     if !unique.contains(&o) {
@@ -622,15 +631,10 @@ impl Store {
                 }
             }
             let mut created = Vec::new();
-            let mut ins = txn.conn.prepare_cached(
-                "INSERT OR IGNORE INTO relations (namespace, from_name, to_name, relation_type,
-                                                  properties, valid_from, valid_to, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?;
             for new in relations {
                 let r = new.relation;
                 let props = to_json(&new.properties);
-                let row = rusqlite::params![
+                let row = args![
                     ns,
                     r.from,
                     r.to,
@@ -640,11 +644,10 @@ impl Store {
                     new.valid_to,
                     txn.now
                 ];
-                if ins.execute(row)? == 1 {
+                if txn.conn.execute(INSERT_RELATION, &row)? == 1 {
                     created.push(r);
                 }
             }
-            drop(ins);
             relations_changed(txn, ns, created.iter().map(|r| r.from.as_str()))?;
             Ok(created)
         })
@@ -698,12 +701,12 @@ impl Store {
                 let Some(e) = find(txn.conn, ns, &name)? else {
                     continue;
                 };
-                let mut del = txn.conn.prepare_cached(
-                    "DELETE FROM observations WHERE entity_id = ?1 AND content = ?2",
-                )?;
                 let mut n = 0;
                 for c in &contents {
-                    n += del.execute([&e.id, c])? as u64;
+                    n += txn.conn.execute(
+                        "DELETE FROM observations WHERE entity_id = ?1 AND content = ?2",
+                        &args![e.id, c],
+                    )? as u64;
                 }
                 if n > 0 {
                     touch(txn, ns, &name)?;
@@ -722,16 +725,18 @@ impl Store {
         relations: Vec<Relation>,
     ) -> Result<u64, StoreError> {
         self.write_in(ns, move |txn, ns| {
-            let mut del = txn.conn.prepare_cached(
-                "DELETE FROM relations WHERE namespace = ?1 AND from_name = ?2 AND to_name = ?3 AND relation_type = ?4",
-            )?;
             let mut removed = Vec::new();
             for r in &relations {
-                if del.execute([ns, &r.from, &r.to, &r.relation_type])? > 0 {
+                let deleted = txn.conn.execute(
+                    "DELETE FROM relations
+                     WHERE namespace = ?1 AND from_name = ?2 AND to_name = ?3
+                       AND relation_type = ?4",
+                    &args![ns, r.from, r.to, r.relation_type],
+                )?;
+                if deleted > 0 {
                     removed.push(r.from.as_str());
                 }
             }
-            drop(del);
             relations_changed(txn, ns, removed.iter().copied())?;
             Ok(removed.len() as u64)
         })
@@ -805,7 +810,8 @@ impl Store {
         let q = Query::new(
             format!(
                 "SELECT {RELATION_COLUMNS} FROM relations r WHERE namespace = ?
-                 AND NOT EXISTS (SELECT 1 FROM entities e WHERE e.namespace = r.namespace AND e.name = r.from_name)
+                 AND NOT EXISTS (SELECT 1 FROM entities e
+                                 WHERE e.namespace = r.namespace AND e.name = r.from_name)
                  ORDER BY seq"
             ),
             [ns.to_string().into()],
@@ -877,15 +883,22 @@ impl Store {
         entity_types: Vec<String>,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
-        // LIKE folds ASCII case as it compares, where lower() copied every
-        // text it scanned (half the time of the scan); other letters compare
-        // as they are in both, and the needle is lower-cased here.
+        // sqlite's LIKE folds ASCII case as it compares, where lower() copied
+        // every text it scanned (half the time of the scan); other letters
+        // compare as they are in both, and the needle is lower-cased here.
+        // PostgreSQL's LIKE folds nothing: ILIKE folds case as it compares.
+        let like = match self.dialect() {
+            Dialect::Sqlite => "LIKE",
+            Dialect::Postgres => "ILIKE",
+        };
         let pattern = format!("%{}%", like_escaped(&needle.to_lowercase()));
         let mut q = Query::new(
-            r"SELECT e.id FROM entities e WHERE e.namespace = ?
-             AND (e.name LIKE ? ESCAPE '\' OR e.entity_type LIKE ? ESCAPE '\'
-                  OR EXISTS (SELECT 1 FROM observations o WHERE o.entity_id = e.id
-                             AND o.content LIKE ? ESCAPE '\'))",
+            format!(
+                r"SELECT e.id FROM entities e WHERE e.namespace = ?
+                 AND (e.name {like} ? ESCAPE '\' OR e.entity_type {like} ? ESCAPE '\'
+                      OR EXISTS (SELECT 1 FROM observations o WHERE o.entity_id = e.id
+                                 AND o.content {like} ? ESCAPE '\'))"
+            ),
             [
                 ns.to_string().into(),
                 pattern.clone().into(),
@@ -950,12 +963,12 @@ impl Store {
         self.scan_in(ns, move |conn, ns| {
             let of_ns = |sql: &str| Query::new(sql, [ns.to_string().into()]);
             Ok(GraphCounts {
-                entities: of_ns("SELECT count(*) FROM entities WHERE namespace = ?")
-                    .count(conn)?,
+                entities: of_ns("SELECT count(*) FROM entities WHERE namespace = ?").count(conn)?,
                 relations: of_ns("SELECT count(*) FROM relations WHERE namespace = ?")
                     .count(conn)?,
                 observations: of_ns(
-                    "SELECT count(*) FROM observations o JOIN entities e ON e.id = o.entity_id WHERE e.namespace = ?",
+                    "SELECT count(*) FROM observations o JOIN entities e ON e.id = o.entity_id
+                     WHERE e.namespace = ?",
                 )
                 .count(conn)?,
                 entity_types: of_ns(
@@ -985,7 +998,8 @@ impl Store {
             must_find(txn.conn, ns, &old)?;
             if find(txn.conn, ns, &new)?.is_some() {
                 return Err(StoreError::Conflict(format!(
-                    "an entity named {new:?} already exists: pick another name, or merge the two with graph_merge_entities"
+                    "an entity named {new:?} already exists: pick another name, or merge the \
+                     two with graph_merge_entities"
                 )));
             }
             execute_each(
@@ -995,7 +1009,7 @@ impl Store {
                     "UPDATE relations SET from_name = ?1 WHERE namespace = ?2 AND from_name = ?3",
                     "UPDATE relations SET to_name = ?1 WHERE namespace = ?2 AND to_name = ?3",
                 ],
-                &[&new, ns, &old],
+                &args![new, ns, old],
             )?;
             relations_changed(txn, ns, [old.as_str()])?;
             touched_record(txn, ns, &new)
@@ -1038,9 +1052,10 @@ impl Store {
         self.write_in(ns, move |txn, ns| {
             let e = must_find(txn.conn, ns, &name)?;
             if let Some(t) = entity_type {
-                txn.conn
-                    .prepare_cached("UPDATE entities SET entity_type = ?1 WHERE seq = ?2")?
-                    .execute(rusqlite::params![t, e.seq])?;
+                txn.conn.execute(
+                    "UPDATE entities SET entity_type = ?1 WHERE seq = ?2",
+                    &args![t, e.seq],
+                )?;
             }
             if let Some(patch) = properties {
                 let mut props = e.properties();

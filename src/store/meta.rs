@@ -1,6 +1,7 @@
 //! What the store holds, counted: records, bytes and growth per kind and
 //! namespace (meta_stats, meta_namespaces).
 
+use super::sql::Dialect;
 use super::table::Query;
 use super::{Store, StoreError};
 use crate::model::{Micros, RecordKind};
@@ -100,11 +101,11 @@ impl Store {
                 for c in &COUNTED {
                     let added: String = since
                         .iter()
-                        .map(|_| ", coalesce(sum(x.created_at >= ?), 0)")
+                        .map(|_| ", coalesce(sum(CASE WHEN x.created_at >= ? THEN 1 ELSE 0 END), 0)")
                         .collect();
                     let mut q = Query::new(
                         format!(
-                            "SELECT x.namespace, count(*), coalesce(sum({}), 0){added} FROM {} x WHERE 1",
+                            "SELECT x.namespace, count(*), coalesce(sum({}), 0){added} FROM {} x WHERE 1 = 1",
                             c.bytes, c.table
                         ),
                         since.iter().map(|&t| t.into()),
@@ -112,7 +113,7 @@ impl Store {
                     q.and_some("x.namespace = ?", namespace.clone())
                         .push(" GROUP BY x.namespace ORDER BY x.namespace", []);
                     let mut counts = q.rows(conn, |r| {
-                        let n = |i| r.get::<_, i64>(i).map(|n| n.max(0) as u64);
+                        let n = |i| r.get::<i64>(i).map(|n| n.max(0) as u64);
                         Ok(KindCount {
                             namespace: r.get(0)?,
                             kind: c.kind,
@@ -124,7 +125,7 @@ impl Store {
                     for sql in c.parts {
                         let part = Query::new(*sql, [namespace.clone().into()]);
                         for (ns, bytes) in part.rows(conn, |r| {
-                            Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?.unwrap_or(0)))
+                            Ok((r.get::<String>(0)?, r.get::<Option<i64>>(1)?.unwrap_or(0)))
                         })? {
                             if let Some(k) = counts.iter_mut().find(|k| k.namespace == ns) {
                                 k.bytes += bytes.max(0) as u64;
@@ -153,9 +154,17 @@ impl Store {
     pub async fn database_bytes(&self) -> Result<u64, StoreError> {
         self.readers
             .read(|conn| {
-                let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
-                let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-                Ok((pages * size).max(0) as u64)
+                let bytes: i64 = match conn.dialect() {
+                    Dialect::Sqlite => conn.value(
+                        "SELECT page_count * page_size \
+                         FROM pragma_page_count(), pragma_page_size()",
+                        &[],
+                    )?,
+                    Dialect::Postgres => {
+                        conn.value("SELECT pg_database_size(current_database())", &[])?
+                    }
+                };
+                Ok(bytes.max(0) as u64)
             })
             .await
     }

@@ -7,9 +7,10 @@ use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 
 use super::StoreError;
+use super::sql::{Conn, Dialect, args};
 
 /// (version, name, SQL). Append only.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
+pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
         1,
         "change log and episodic events",
@@ -244,56 +245,74 @@ ALTER TABLE audit ADD COLUMN token TEXT;
     ),
 ];
 
-fn checksum(sql: &str) -> String {
+pub(super) fn checksum(sql: &str) -> String {
     let digest = Sha256::digest(sql.as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Brings a sqlite database up to this build's schema.
 pub(super) fn run(conn: &mut Connection) -> Result<(), StoreError> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (
-            version    INTEGER PRIMARY KEY,
-            name       TEXT    NOT NULL,
-            checksum   TEXT    NOT NULL,
-            applied_at INTEGER NOT NULL
-        )",
-    )?;
-    for &(version, name, sql) in MIGRATIONS {
-        let sum = checksum(sql);
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let applied: Option<String> = tx
-            .query_row(
-                "SELECT checksum FROM schema_migrations WHERE version = ?1",
-                [version],
-                |r| r.get(0),
-            )
-            .map(Some)
-            .or_else(|e| match e {
-                rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                e => Err(e),
-            })?;
-        match applied {
-            Some(existing) if existing == sum => {}
-            Some(existing) => {
-                return Err(StoreError::Migration(format!(
-                    "migration {version} ({name}) was applied with checksum {existing}, \
-                     but this build has {sum}: the database was made by a different engram"
-                )));
-            }
-            None => {
-                tx.execute_batch(sql)
-                    .map_err(|e| StoreError::Migration(format!("{version} ({name}): {e}")))?;
-                tx.execute(
-                    "INSERT INTO schema_migrations (version, name, checksum, applied_at)
-                     VALUES (?1, ?2, ?3, ?4)",
-                    rusqlite::params![version, name, sum, crate::model::now_micros()],
-                )?;
-                tracing::info!(version, name, "applied migration");
-            }
+    apply(Conn::Sqlite(conn), MIGRATIONS)
+}
+
+/// Applies the migrations of `list` not yet applied, each in a transaction of
+/// its own (the write transaction, which on PostgreSQL also keeps other nodes
+/// out), and checks the ones that were.
+pub(super) fn apply(conn: Conn<'_>, list: &[(i64, &str, &str)]) -> Result<(), StoreError> {
+    conn.batch(match conn.dialect() {
+        Dialect::Sqlite => {
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version    INTEGER PRIMARY KEY,
+                name       TEXT    NOT NULL,
+                checksum   TEXT    NOT NULL,
+                applied_at INTEGER NOT NULL
+            )"
         }
-        tx.commit()?;
+        Dialect::Postgres => {
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version    BIGINT PRIMARY KEY,
+                name       TEXT   NOT NULL,
+                checksum   TEXT   NOT NULL,
+                applied_at BIGINT NOT NULL
+            )"
+        }
+    })?;
+    for &(version, name, sql) in list {
+        conn.begin_write()?;
+        let applied = apply_one(conn, version, name, sql);
+        conn.end(applied.is_ok())?;
+        applied?;
     }
     Ok(())
+}
+
+/// Migration `version` inside the open transaction: applied if it was not,
+/// refused if it was with another text.
+fn apply_one(conn: Conn<'_>, version: i64, name: &str, sql: &str) -> Result<(), StoreError> {
+    let sum = checksum(sql);
+    let applied: Option<String> = conn.first(
+        "SELECT checksum FROM schema_migrations WHERE version = ?1",
+        &args![version],
+        |r| r.get(0),
+    )?;
+    match applied {
+        Some(existing) if existing == sum => Ok(()),
+        Some(existing) => Err(StoreError::Migration(format!(
+            "migration {version} ({name}) was applied with checksum {existing}, \
+             but this build has {sum}: the database was made by a different engram"
+        ))),
+        None => {
+            conn.batch(sql)
+                .map_err(|e| StoreError::Migration(format!("{version} ({name}): {e}")))?;
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, checksum, applied_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                &args![version, name, sum, crate::model::now_micros()],
+            )?;
+            tracing::info!(version, name, "applied migration");
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]

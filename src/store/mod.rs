@@ -16,13 +16,16 @@ mod audit;
 mod consolidate;
 mod episodic;
 mod export;
+mod follow;
 mod graph;
 mod meta;
 mod migrations;
+mod pg;
 mod procedural;
 mod prospective;
 mod reader;
 mod semantic;
+mod sql;
 mod table;
 mod tokens;
 mod writer;
@@ -30,11 +33,12 @@ mod writer;
 use std::path::Path;
 use std::sync::Arc;
 
-use rusqlite::{Connection, Row, params_from_iter};
+use rusqlite::Connection;
 use thiserror::Error;
 
 use crate::config::{Config, Durability};
 use crate::model::{Change, RecordKind, SearchDoc};
+use sql::{Conn, Row, Value, args};
 use writer::WriteTxn;
 
 pub use audit::{AuditFilter, attributed};
@@ -71,6 +75,8 @@ pub enum StoreError {
     Conflict(String),
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("postgres: {0}")]
+    Postgres(#[from] postgres::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("migration failed: {0}")]
@@ -79,6 +85,9 @@ pub enum StoreError {
     CommitFailed(String),
     #[error("the store is shut down")]
     Closed,
+    /// The database cannot be reached (PostgreSQL down, the pool exhausted).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Whether a stored record's search document holds every word of a
@@ -91,22 +100,32 @@ pub struct Store {
     writer: writer::WriterHandle,
     readers: Arc<reader::ReadPool>,
     matcher: DocMatcher,
+    /// On a store shared by many nodes: what this node has heard of the
+    /// others' writes (`follow.rs`).
+    follower: Option<Arc<follow::Follower>>,
 }
 
 impl Store {
     /// Opens (creating if needed) the database in `config.data_dir`, runs
     /// migrations, and starts the writer thread. `listener` sees every committed
     /// change before the writer answers the callers of that commit.
+    /// With `config.store_url` set, the store is that PostgreSQL database
+    /// instead (`pg.rs`).
     pub fn open(config: &Config, listener: ChangeListener) -> Result<Store, StoreError> {
+        if let Some(url) = &config.store_url {
+            return pg::open(url, config, listener);
+        }
         let path = config.data_dir.join(DB_FILE_NAME);
         let mut conn = open_connection(&path, config.durability, false)?;
         migrations::run(&mut conn)?;
-        let writer = writer::WriterHandle::start(conn, listener, config.max_group_commit)?;
+        let db = sql::Database::Sqlite(conn);
+        let writer = writer::WriterHandle::start(db, listener, config.max_group_commit)?;
         let readers = Arc::new(reader::ReadPool::new(path, config.max_read_connections));
         Ok(Store {
             writer,
             readers,
             matcher: Arc::new(every_word),
+            follower: None,
         })
     }
 
@@ -116,11 +135,20 @@ impl Store {
         Store { matcher, ..self }
     }
 
+    /// Which database this store speaks to.
+    pub(crate) fn dialect(&self) -> sql::Dialect {
+        match &*self.readers {
+            reader::ReadPool::Sqlite(_) => sql::Dialect::Sqlite,
+            reader::ReadPool::Postgres(_) => sql::Dialect::Postgres,
+        }
+    }
+
     /// Runs `f` on a read-only connection, with the namespace every statement
     /// of it is scoped by.
     pub(super) async fn read_in<T, F>(&self, namespace: &str, f: F) -> Result<T, StoreError>
     where
-        F: FnOnce(&Connection, &str) -> Result<T, StoreError>,
+        T: Send,
+        F: FnOnce(Conn<'_>, &str) -> Result<T, StoreError> + Send,
     {
         self.readers.read(move |conn| f(conn, namespace)).await
     }
@@ -130,7 +158,7 @@ impl Store {
     pub(super) async fn scan_in<T, F>(&self, namespace: &str, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, &str) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(Conn<'_>, &str) -> Result<T, StoreError> + Send + 'static,
     {
         let namespace = namespace.to_string();
         self.readers.scan(move |conn| f(conn, &namespace)).await
@@ -159,7 +187,28 @@ impl Store {
 
     /// Stops the writer after every write queued before this call has committed.
     pub fn shutdown(&self) {
+        if let Some(f) = &self.follower {
+            f.stop();
+        }
         self.writer.shutdown();
+    }
+
+    /// Whether other nodes write to this store too (a PostgreSQL store).
+    pub fn is_shared(&self) -> bool {
+        self.follower.is_some()
+    }
+
+    /// Before a read on a store other nodes write to: brings this node's
+    /// derived views up to every change committed so far, so the read sees
+    /// every write acknowledged anywhere before it began. Nothing on sqlite.
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        match &self.follower {
+            None => Ok(()),
+            Some(f) => {
+                let f = f.clone();
+                self.readers.read(move |conn| f.sync(conn)).await
+            }
+        }
     }
 
     /// Changes with a number above `after`, oldest first: how the search index
@@ -167,20 +216,20 @@ impl Store {
     pub async fn changes_since(&self, after: i64) -> Result<Vec<Change>, StoreError> {
         self.readers
             .read(move |conn| {
-                let mut stmt = conn.prepare_cached(
+                let rows = conn.rows(
                     "SELECT seq, kind, record_id, namespace FROM changes WHERE seq > ?1 ORDER BY seq",
+                    &args![after],
+                    |r| {
+                        Ok((
+                            r.get::<i64>(0)?,
+                            r.get::<String>(1)?,
+                            r.get::<String>(2)?,
+                            r.get::<String>(3)?,
+                        ))
+                    },
                 )?;
-                let rows = stmt.query_map([after], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                    ))
-                })?;
                 let mut out = Vec::new();
-                for row in rows {
-                    let (seq, kind, id, namespace) = row?;
+                for (seq, kind, id, namespace) in rows {
                     let kind = RecordKind::parse(&kind)
                         .ok_or_else(|| StoreError::Corrupt(format!("unknown change kind {kind}")))?;
                     let doc = Searchable::of(kind).map_or(Ok(None), |s| s.by_id(conn, &id))?;
@@ -194,13 +243,14 @@ impl Store {
     /// The highest change number committed so far (0 when none).
     pub async fn last_change(&self) -> Result<i64, StoreError> {
         self.readers
-            .read(|conn| {
-                Ok(
-                    conn.query_row("SELECT coalesce(max(seq), 0) FROM changes", [], |r| {
-                        r.get(0)
-                    })?,
-                )
-            })
+            .read(|conn| conn.value("SELECT coalesce(max(seq), 0) FROM changes", &[]))
+            .await
+    }
+
+    /// The lowest change number kept (0 when none): older ones were detached.
+    pub async fn first_change(&self) -> Result<i64, StoreError> {
+        self.readers
+            .read(|conn| conn.value("SELECT coalesce(min(seq), 0) FROM changes", &[]))
             .await
     }
 
@@ -241,7 +291,7 @@ impl Store {
         self.scan_in(namespace, move |conn, namespace| {
             let mut out = Vec::new();
             for source in SEARCHABLE.into_iter().filter(|s| kinds.contains(&s.kind)) {
-                source.each(conn, " WHERE namespace = ?1", &[namespace], |doc| {
+                source.each(conn, " WHERE namespace = ?1", &args![namespace], |doc| {
                     out.push(doc);
                     Ok(())
                 })?;
@@ -253,7 +303,7 @@ impl Store {
 }
 
 /// Reads one search document from a row of its kind's `Searchable::sql`.
-type DocFromRow = fn(&Connection, &Row<'_>) -> Result<SearchDoc, StoreError>;
+type DocFromRow = fn(Conn<'_>, &Row<'_>) -> Result<SearchDoc, StoreError>;
 
 /// Where one searchable kind's documents come from: declared once, in the
 /// layer file that stores the kind, and listed in `SEARCHABLE`.
@@ -293,28 +343,20 @@ impl Searchable {
     /// its `?`s bound to `params`) selects.
     fn each(
         &self,
-        conn: &Connection,
+        conn: Conn<'_>,
         filter: &str,
-        params: &[&str],
+        params: &[Value<'_>],
         mut f: impl FnMut(SearchDoc) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let mut stmt = conn.prepare_cached(&format!("{}{filter}", self.sql))?;
-        let mut rows = stmt.query(params_from_iter(params))?;
-        while let Some(r) = rows.next()? {
-            f((self.doc)(conn, r)?)?;
-        }
-        Ok(())
+        let sql = format!("{}{filter}", self.sql);
+        conn.each(&sql, params, |r| f((self.doc)(conn, r)?))
     }
 
     /// The current search document of record `id`, or `None` if it no longer
     /// exists.
-    pub(super) fn by_id(
-        &self,
-        conn: &Connection,
-        id: &str,
-    ) -> Result<Option<SearchDoc>, StoreError> {
+    pub(super) fn by_id(&self, conn: Conn<'_>, id: &str) -> Result<Option<SearchDoc>, StoreError> {
         let mut doc = None;
-        self.each(conn, " WHERE id = ?1", &[id], |d| {
+        self.each(conn, " WHERE id = ?1", &args![id], |d| {
             doc = Some(d);
             Ok(())
         })?;
@@ -333,7 +375,7 @@ fn text_doc(kind: RecordKind, r: &Row<'_>) -> Result<SearchDoc, StoreError> {
         tags: table::json(r, 3)?,
         weight: r.get(4)?,
         time: r.get(5)?,
-        superseded: r.get::<_, Option<String>>(6)?.is_some(),
+        superseded: r.get::<Option<String>>(6)?.is_some(),
     })
 }
 

@@ -1,4 +1,4 @@
-//! Procedures in sqlite: the current version of each in `procedures` (with
+//! Procedures in the store: the current version of each in `procedures` (with
 //! its track record as counters), every version as written in
 //! `procedure_versions`, every run in `procedure_runs`. A procedure's name is
 //! unique in its namespace. Recording a run updates the counters in the same
@@ -7,9 +7,9 @@
 
 use std::convert::Infallible;
 
-use rusqlite::{Connection, Row};
 use serde_json::{Map, Value};
 
+use super::sql::{Conn, Row, args};
 use super::table::{Query, Records, Table, Tags, from_json, json, set, to_json};
 use super::writer::WriteTxn;
 use super::{Searchable, Store, StoreError};
@@ -92,12 +92,13 @@ pub(super) static SEARCH: Searchable = Searchable {
     kind: RecordKind::Procedure,
     sql: "SELECT p.id, p.body, p.created_at, p.runs, p.successes, p.partials, p.failures, \
           p.last_run_at, p.namespace FROM procedures p",
-    doc: |_, r| Ok(search_doc(&procedure_from_row(r)?, &r.get::<_, String>(8)?)),
+    doc: |_, r| Ok(search_doc(&procedure_from_row(r)?, &r.get::<String>(8)?)),
 };
 
 static TAGS: Tags = Tags {
     clear: "DELETE FROM procedure_tags WHERE procedure_id = ?1",
-    add: "INSERT OR IGNORE INTO procedure_tags (procedure_id, namespace, tag) VALUES (?1, ?2, ?3)",
+    add: "INSERT INTO procedure_tags (procedure_id, namespace, tag) VALUES (?1, ?2, ?3) \
+          ON CONFLICT DO NOTHING",
     has: "EXISTS (SELECT 1 FROM procedure_tags t WHERE t.procedure_id = p.id AND t.tag = ?)",
 };
 
@@ -110,7 +111,7 @@ pub fn smoothed_success(t: &TrackRecord) -> f64 {
 }
 
 fn procedure_from_row(r: &Row<'_>) -> Result<Procedure, StoreError> {
-    let count = |i| r.get::<_, i64>(i).map(|n| n.max(0) as u64);
+    let count = |i| r.get::<i64>(i).map(|n| n.max(0) as u64);
     let (runs, successes, partials) = (count(3)?, count(4)?, count(5)?);
     Ok(Procedure {
         id: r.get(0)?,
@@ -122,7 +123,7 @@ fn procedure_from_row(r: &Row<'_>) -> Result<Procedure, StoreError> {
             partials,
             failures: count(6)?,
             success_rate: TrackRecord::rate(successes, partials, runs),
-            last_run_at: r.get::<_, Option<i64>>(7)?.map(micros_to_datetime),
+            last_run_at: r.get::<Option<i64>>(7)?.map(micros_to_datetime),
         },
     })
 }
@@ -157,18 +158,26 @@ pub(super) fn save(
     let v = &p.current;
     let t = &p.track_record;
     let body = to_json(v);
-    txn.conn
-        .prepare_cached(
-            "INSERT INTO procedures (id, namespace, name, version, body, tags, created_at,
-                                     updated_at, runs, successes, partials, failures, last_run_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-             ON CONFLICT (id) DO UPDATE SET
-                name = excluded.name, version = excluded.version, body = excluded.body,
-                tags = excluded.tags, updated_at = excluded.updated_at, runs = excluded.runs,
-                successes = excluded.successes, partials = excluded.partials,
-                failures = excluded.failures, last_run_at = excluded.last_run_at",
-        )?
-        .execute(rusqlite::params![
+    // Asked before the write, not read from the unique index's error: on
+    // PostgreSQL a failed statement would abort the whole transaction.
+    let taken = txn.conn.first(
+        "SELECT 1 FROM procedures WHERE namespace = ?1 AND name = ?2 AND id <> ?3",
+        &args![namespace, v.name, p.id],
+        |_| Ok(()),
+    )?;
+    if taken.is_some() {
+        return Err(name_taken(&v.name));
+    }
+    txn.conn.execute(
+        "INSERT INTO procedures (id, namespace, name, version, body, tags, created_at,
+                                 updated_at, runs, successes, partials, failures, last_run_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+         ON CONFLICT (id) DO UPDATE SET
+            name = excluded.name, version = excluded.version, body = excluded.body,
+            tags = excluded.tags, updated_at = excluded.updated_at, runs = excluded.runs,
+            successes = excluded.successes, partials = excluded.partials,
+            failures = excluded.failures, last_run_at = excluded.last_run_at",
+        &args![
             p.id,
             namespace,
             v.name,
@@ -177,19 +186,15 @@ pub(super) fn save(
             to_json(&v.tags),
             p.created_at.timestamp_micros(),
             v.updated_at.timestamp_micros(),
-            t.runs as i64,
-            t.successes as i64,
-            t.partials as i64,
-            t.failures as i64,
+            t.runs,
+            t.successes,
+            t.partials,
+            t.failures,
             t.last_run_at.map(|at| at.timestamp_micros()),
-        ])
-        .map_err(|e| name_taken(e, &v.name))?;
+        ],
+    )?;
     txn.conn
-        .prepare_cached(
-            "INSERT OR IGNORE INTO procedure_versions (procedure_id, version, body)
-             VALUES (?1, ?2, ?3)",
-        )?
-        .execute(rusqlite::params![p.id, v.version, body])?;
+        .execute(ADD_VERSION, &args![p.id, v.version, body])?;
     TAGS.replace(txn.conn, &p.id, namespace, &v.tags, &[])?;
     txn.log_change(
         namespace,
@@ -199,14 +204,17 @@ pub(super) fn save(
     )
 }
 
-fn name_taken(e: rusqlite::Error, name: &str) -> StoreError {
-    match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::Conflict(format!(
-            "a procedure named {name:?} already exists here: change it with procedural_update \
-             (its id is in procedural_get with this name), or choose another name"
-        )),
-        _ => e.into(),
-    }
+/// Stores a version of a procedure, unless it is stored already: ?1 the
+/// procedure's id, ?2 the version, ?3 its body.
+const ADD_VERSION: &str = "INSERT INTO procedure_versions (procedure_id, version, body) \
+                           VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING";
+
+/// The refusal of a name another procedure of the namespace holds.
+fn name_taken(name: &str) -> StoreError {
+    StoreError::Conflict(format!(
+        "a procedure named {name:?} already exists here: change it with procedural_update \
+         (its id is in procedural_get with this name), or choose another name"
+    ))
 }
 
 fn execution_from_row(r: &Row<'_>) -> Result<Execution, StoreError> {
@@ -214,9 +222,9 @@ fn execution_from_row(r: &Row<'_>) -> Result<Execution, StoreError> {
     Ok(Execution {
         id: r.get(0)?,
         procedure_id: r.get(1)?,
-        version: r.get(2)?,
+        version: version(r, 2)?,
         outcome: from_json(&format!("\"{outcome}\""))?,
-        duration_ms: r.get::<_, Option<i64>>(4)?.map(|d| d.max(0) as u64),
+        duration_ms: r.get::<Option<i64>>(4)?.map(|d| d.max(0) as u64),
         notes: r.get(5)?,
         at: micros_to_datetime(r.get(6)?),
         session_id: r.get(7)?,
@@ -225,6 +233,12 @@ fn execution_from_row(r: &Row<'_>) -> Result<Execution, StoreError> {
 
 const EXECUTION_COLUMNS: &str =
     "id, procedure_id, version, outcome, duration_ms, notes, at, session_id";
+
+/// Column `i`, a procedure's version number.
+fn version(r: &Row<'_>, i: usize) -> Result<u32, StoreError> {
+    let n = r.get::<i64>(i)?;
+    u32::try_from(n).map_err(|_| StoreError::Corrupt(format!("procedure version {n}")))
+}
 
 fn outcome_name(o: Outcome) -> &'static str {
     match o {
@@ -236,7 +250,7 @@ fn outcome_name(o: Outcome) -> &'static str {
 
 /// Every version (oldest first) and every run (in order) of procedure `id`.
 pub(super) fn history(
-    conn: &Connection,
+    conn: Conn<'_>,
     id: &str,
 ) -> Result<(Vec<ProcedureVersion>, Vec<Execution>), StoreError> {
     let of = |sql: String| Query::new(sql, [id.to_string().into()]);
@@ -260,34 +274,35 @@ pub(super) fn import(
     runs: &[Execution],
 ) -> Result<(), StoreError> {
     save(txn, namespace, p)?;
-    let mut version = txn.conn.prepare_cached(
-        "INSERT OR IGNORE INTO procedure_versions (procedure_id, version, body) VALUES (?1, ?2, ?3)",
-    )?;
     for v in versions {
-        version.execute(rusqlite::params![p.id, v.version, to_json(v)])?;
+        txn.conn
+            .execute(ADD_VERSION, &args![p.id, v.version, to_json(v)])?;
     }
-    let mut run = txn.conn.prepare_cached(&format!(
-        "INSERT OR IGNORE INTO procedure_runs ({EXECUTION_COLUMNS}, namespace)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-    ))?;
+    let run = format!(
+        "INSERT INTO procedure_runs ({EXECUTION_COLUMNS}, namespace)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING"
+    );
     for e in runs {
-        run.execute(rusqlite::params![
-            e.id,
-            e.procedure_id,
-            e.version,
-            outcome_name(e.outcome),
-            e.duration_ms.map(|d| d as i64),
-            e.notes,
-            e.at.timestamp_micros(),
-            e.session_id,
-            namespace,
-        ])?;
+        txn.conn.execute(
+            &run,
+            &args![
+                e.id,
+                e.procedure_id,
+                e.version,
+                outcome_name(e.outcome),
+                e.duration_ms.map(|d| d as i64),
+                e.notes,
+                e.at.timestamp_micros(),
+                e.session_id,
+                namespace,
+            ],
+        )?;
     }
     Ok(())
 }
 
 /// The procedure named `name` in the namespace, by id or by name.
-fn resolve(conn: &Connection, namespace: &str, key: &str) -> Result<Procedure, StoreError> {
+fn resolve(conn: Conn<'_>, namespace: &str, key: &str) -> Result<Procedure, StoreError> {
     match PROCEDURES.find(conn, namespace, "name", key)? {
         Some(p) => Ok(p),
         None => PROCEDURES.must_get(conn, namespace, key),
@@ -433,12 +448,12 @@ impl Store {
                 at: micros_to_datetime(txn.now),
                 session_id,
             };
-            txn.conn
-                .prepare_cached(&format!(
+            txn.conn.execute(
+                &format!(
                     "INSERT INTO procedure_runs ({EXECUTION_COLUMNS}, namespace)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-                ))?
-                .execute(rusqlite::params![
+                ),
+                &args![
                     execution.id,
                     execution.procedure_id,
                     execution.version,
@@ -448,7 +463,8 @@ impl Store {
                     txn.now,
                     execution.session_id,
                     ns,
-                ])?;
+                ],
+            )?;
             p.track_record.count(run.outcome, execution.at);
             save(txn, ns, &p)?;
             Ok((execution, p))
@@ -483,11 +499,12 @@ impl Store {
             let last_failure = runs(" AND outcome = 'failure'", 1)?.pop();
             let recent = runs("", recent)?;
             let by_version = of("SELECT version, count(*),
-                    sum(outcome = 'success'), sum(outcome = 'partial')
+                    CAST(sum(CASE WHEN outcome = 'success' THEN 1 ELSE 0 END) AS BIGINT),
+                    CAST(sum(CASE WHEN outcome = 'partial' THEN 1 ELSE 0 END) AS BIGINT)
                  FROM procedure_runs WHERE procedure_id = ? GROUP BY version ORDER BY version")
             .rows(conn, |r| {
-                let n = |i| r.get::<_, i64>(i).map(|n| n.max(0) as u64);
-                Ok((r.get(0)?, n(1)?, n(2)?, n(3)?))
+                let n = |i| r.get::<i64>(i).map(|n| n.max(0) as u64);
+                Ok((version(r, 0)?, n(1)?, n(2)?, n(3)?))
             })?;
             Ok((
                 p,

@@ -1,4 +1,4 @@
-//! Tasks and reminders in sqlite.
+//! Tasks and reminders in the store.
 //!
 //! Tasks form trees by `parent_id` (goals and their sub-tasks); deleting a
 //! task deletes its sub-tasks and the reminders that point at any of them,
@@ -8,9 +8,9 @@
 //! (waiting for a time: it counts as fired once the time has passed, without a
 //! write).
 
-use rusqlite::Row;
 use serde_json::{Map, Value};
 
+use super::sql::{Conn, Dialect, Row, args};
 use super::table::{Order, Query, Records, Table, Tags, from_json, json, set, to_json};
 use super::writer::WriteTxn;
 use super::{Searchable, Store, StoreError};
@@ -103,12 +103,13 @@ pub(super) static SEARCH: Searchable = Searchable {
     sql: "SELECT k.id, k.title, k.notes, k.status, k.priority, k.due_at, k.tags, k.parent_id, \
           k.metadata, k.created_at, k.updated_at, k.closed_at, k.session_id, k.namespace \
           FROM tasks k",
-    doc: |_, r| Ok(search_doc(&task_from_row(r)?, &r.get::<_, String>(13)?)),
+    doc: |_, r| Ok(search_doc(&task_from_row(r)?, &r.get::<String>(13)?)),
 };
 
 static TAGS: Tags = Tags {
     clear: "DELETE FROM task_tags WHERE task_id = ?1",
-    add: "INSERT OR IGNORE INTO task_tags (task_id, namespace, tag) VALUES (?1, ?2, ?3)",
+    add: "INSERT INTO task_tags (task_id, namespace, tag) VALUES (?1, ?2, ?3) \
+          ON CONFLICT DO NOTHING",
     has: "EXISTS (SELECT 1 FROM task_tags t WHERE t.task_id = k.id AND t.tag = ?)",
 };
 
@@ -126,7 +127,7 @@ fn priority_rank(p: Priority) -> i64 {
 
 fn task_from_row(r: &Row<'_>) -> Result<Task, StoreError> {
     let status: String = r.get(3)?;
-    let priority = match r.get::<_, i64>(4)? {
+    let priority = match r.get::<i64>(4)? {
         0 => Priority::Low,
         1 => Priority::Normal,
         2 => Priority::High,
@@ -139,13 +140,13 @@ fn task_from_row(r: &Row<'_>) -> Result<Task, StoreError> {
         notes: r.get(2)?,
         status: from_json(&format!("\"{status}\""))?,
         priority,
-        due_at: r.get::<_, Option<i64>>(5)?.map(micros_to_datetime),
+        due_at: r.get::<Option<i64>>(5)?.map(micros_to_datetime),
         tags: json(r, 6)?,
         parent_id: r.get(7)?,
         metadata: json(r, 8)?,
         created_at: micros_to_datetime(r.get(9)?),
         updated_at: micros_to_datetime(r.get(10)?),
-        closed_at: r.get::<_, Option<i64>>(11)?.map(micros_to_datetime),
+        closed_at: r.get::<Option<i64>>(11)?.map(micros_to_datetime),
         session_id: r.get(12)?,
     })
 }
@@ -170,18 +171,16 @@ fn search_doc(t: &Task, namespace: &str) -> SearchDoc {
 }
 
 pub(super) fn save(txn: &mut WriteTxn<'_>, namespace: &str, t: &Task) -> Result<(), StoreError> {
-    txn.conn
-        .prepare_cached(
-            "INSERT INTO tasks (id, namespace, title, notes, status, priority, due_at, tags,
-                                parent_id, metadata, created_at, updated_at, closed_at, session_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-             ON CONFLICT (id) DO UPDATE SET
-                title = excluded.title, notes = excluded.notes, status = excluded.status,
-                priority = excluded.priority, due_at = excluded.due_at, tags = excluded.tags,
-                metadata = excluded.metadata, updated_at = excluded.updated_at,
-                closed_at = excluded.closed_at",
-        )?
-        .execute(rusqlite::params![
+    txn.conn.execute(
+        "INSERT INTO tasks (id, namespace, title, notes, status, priority, due_at, tags,
+                            parent_id, metadata, created_at, updated_at, closed_at, session_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+         ON CONFLICT (id) DO UPDATE SET
+            title = excluded.title, notes = excluded.notes, status = excluded.status,
+            priority = excluded.priority, due_at = excluded.due_at, tags = excluded.tags,
+            metadata = excluded.metadata, updated_at = excluded.updated_at,
+            closed_at = excluded.closed_at",
+        &args![
             t.id,
             namespace,
             t.title,
@@ -196,7 +195,8 @@ pub(super) fn save(txn: &mut WriteTxn<'_>, namespace: &str, t: &Task) -> Result<
             t.updated_at.timestamp_micros(),
             t.closed_at.map(|d| d.timestamp_micros()),
             t.session_id,
-        ])?;
+        ],
+    )?;
     TAGS.replace(txn.conn, &t.id, namespace, &t.tags, &[])?;
     txn.log_change(
         namespace,
@@ -243,7 +243,7 @@ fn as_of_now(mut t: Trigger) -> Trigger {
 
 /// Reminders of the namespace after rowid `after`, as stored, with their rowids.
 pub(super) fn triggers_after(
-    conn: &rusqlite::Connection,
+    conn: Conn<'_>,
     namespace: &str,
     after: i64,
     limit: usize,
@@ -264,29 +264,36 @@ pub(super) fn save_trigger(
     t: &Trigger,
 ) -> Result<(), StoreError> {
     let watching = t.status == TriggerStatus::Armed && t.when.at.is_none();
-    txn.conn
-        .prepare_cached(
-            "INSERT INTO triggers (id, namespace, body, watching, at, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (id) DO UPDATE SET body = excluded.body, watching = excluded.watching",
-        )?
-        .execute(rusqlite::params![
+    txn.conn.execute(
+        "INSERT INTO triggers (id, namespace, body, watching, at, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (id) DO UPDATE SET body = excluded.body, watching = excluded.watching",
+        &args![
             t.id,
             namespace,
             to_json(t),
             watching,
             t.when.at.map(|at| at.timestamp_micros()),
             t.created_at.timestamp_micros(),
-        ])?;
+        ],
+    )?;
     txn.log_write(namespace, RecordKind::Trigger, &t.id)
 }
 
+/// A top-level text field of a reminder's JSON body, as SQL: `json_extract`
+/// in sqlite, `->>` on the body read as `jsonb` in PostgreSQL.
+fn body_field(dialect: Dialect, field: &str) -> String {
+    match dialect {
+        Dialect::Sqlite => format!("json_extract(body, '$.{field}')"),
+        Dialect::Postgres => format!("(body::jsonb ->> '{field}')"),
+    }
+}
+
 fn delete_trigger(txn: &mut WriteTxn<'_>, namespace: &str, id: &str) -> Result<bool, StoreError> {
-    let deleted = txn
-        .conn
-        .prepare_cached("DELETE FROM triggers WHERE namespace = ?1 AND id = ?2")?
-        .execute([namespace, id])?
-        == 1;
+    let deleted = txn.conn.execute(
+        "DELETE FROM triggers WHERE namespace = ?1 AND id = ?2",
+        &args![namespace, id],
+    )? == 1;
     if deleted {
         txn.log_change(namespace, RecordKind::Trigger, id, None)?;
     }
@@ -487,7 +494,10 @@ impl Store {
                 // Sub-tasks first: a parent outlives its children.
                 for t in tree.iter().rev() {
                     let pointing = Query::new(
-                        "SELECT id FROM triggers WHERE namespace = ? AND json_extract(body, '$.task_id') = ?",
+                        format!(
+                            "SELECT id FROM triggers WHERE namespace = ? AND {} = ?",
+                            body_field(txn.conn.dialect(), "task_id")
+                        ),
                         [ns.to_string().into(), t.id.clone().into()],
                     )
                     .column::<String>(txn.conn)?;
@@ -606,11 +616,7 @@ impl Store {
                         limit + 1,
                     );
                     let rows = q.rows(conn, |r| {
-                        Ok((
-                            trigger_from_row(r)?,
-                            r.get::<_, i64>(1)?,
-                            r.get::<_, String>(2)?,
-                        ))
+                        Ok((trigger_from_row(r)?, r.get::<i64>(1)?, r.get::<String>(2)?))
                     })?;
                     let done = rows.len() <= limit;
                     for (t, at, id) in rows {
@@ -638,9 +644,12 @@ impl Store {
         before: Micros,
         limit: usize,
     ) -> Result<Vec<Trigger>, StoreError> {
+        let status = body_field(self.dialect(), "status");
         let q = Query::new(
-            "SELECT body FROM triggers WHERE namespace = ?
-               AND (json_extract(body, '$.status') = 'fired' OR (watching = 0 AND at < ?))",
+            format!(
+                "SELECT body FROM triggers WHERE namespace = ?
+                   AND ({status} = 'fired' OR (watching = 0 AND at < ?))"
+            ),
             [namespace.to_string().into(), before.into()],
         );
         let mut fired = self.read_rows(q, trigger_from_row).await?;

@@ -9,69 +9,71 @@
 //! call's latency. A read whose work grows with the namespace (a scan for
 //! consolidation, a graph snapshot, a fallback search, a timeline) goes through
 //! [`ReadPool::scan`], on the blocking pool, so it never holds a runtime worker.
+//!
+//! On PostgreSQL the connections come from an r2d2 pool (`pg.rs`), and every
+//! read leaves the runtime's worker: the client blocks on its own runtime,
+//! which cannot run inside tokio's. A bounded read runs in `block_in_place`
+//! (a scoped thread on a single-threaded runtime), a scan on the blocking pool.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::Connection;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::pg::PgPool;
+use super::sql::{Conn, Database};
 use super::{StoreError, open_connection};
 use crate::config::Durability;
 
-pub(crate) struct ReadPool {
-    path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
-    /// One permit per connection the pool may hold; a read keeps its permit
-    /// until its connection is back (even when its caller stopped waiting).
-    permits: Arc<Semaphore>,
+pub(crate) enum ReadPool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
 }
 
 impl ReadPool {
+    /// Read-only connections to the sqlite file at `path`, at most `size`.
     pub(crate) fn new(path: PathBuf, size: usize) -> Self {
         let size = size.max(1);
-        ReadPool {
+        ReadPool::Sqlite(SqlitePool {
             path,
             idle: Mutex::new(Vec::with_capacity(size)),
             permits: Arc::new(Semaphore::new(size)),
-        }
+        })
     }
 
-    /// An idle connection, or a new one (opened at most `size` times unless one
-    /// was lost to a panic): the caller holds a permit.
-    fn take(&self) -> Result<Connection, StoreError> {
-        if let Some(conn) = self.idle.lock().expect("read pool poisoned").pop() {
-            return Ok(conn);
-        }
-        // Durability does not apply to read-only connections.
-        open_connection(&self.path, Durability::Full, true)
-    }
-
-    fn give_back(&self, conn: Connection) {
-        self.idle.lock().expect("read pool poisoned").push(conn);
-    }
-
-    /// Runs `f` on a read-only connection here, waiting for one if all are
-    /// busy. For bounded reads.
+    /// Runs `f` on a read connection, waiting for one if all are busy. For
+    /// bounded reads.
     pub(crate) async fn read<T, F>(self: &Arc<Self>, f: F) -> Result<T, StoreError>
     where
-        F: FnOnce(&Connection) -> Result<T, StoreError>,
+        T: Send,
+        F: FnOnce(Conn<'_>) -> Result<T, StoreError> + Send,
     {
-        let _permit = self.permit().await?;
-        self.with_connection(f)
+        match &**self {
+            ReadPool::Sqlite(pool) => {
+                let _permit = pool.permit().await?;
+                pool.with_connection(f)
+            }
+            ReadPool::Postgres(pool) => off_the_runtime(|| pool.with_connection(f)),
+        }
     }
 
-    /// Runs `f` on a read-only connection on the blocking pool: for reads whose
+    /// Runs `f` on a read connection on the blocking pool: for reads whose
     /// work grows with the namespace.
     pub(crate) async fn scan<T, F>(self: &Arc<Self>, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(Conn<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        let permit = self.permit().await?;
+        let permit = match &**self {
+            ReadPool::Sqlite(pool) => Some(pool.permit().await?),
+            ReadPool::Postgres(_) => None,
+        };
         let pool = self.clone();
         let joined = tokio::task::spawn_blocking(move || {
-            let out = pool.with_connection(f);
+            let out = match &*pool {
+                ReadPool::Sqlite(p) => p.with_connection(f),
+                ReadPool::Postgres(p) => p.with_connection(f),
+            };
             drop(permit);
             out
         })
@@ -83,6 +85,50 @@ impl ReadPool {
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => Err(StoreError::CommitFailed(format!("read task failed: {e}"))),
         }
+    }
+}
+
+/// Runs blocking work from a runtime worker without stalling the runtime: in
+/// `block_in_place`, or on a scoped thread where that is not allowed (a
+/// single-threaded runtime).
+fn off_the_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        Ok(_) => std::thread::scope(|s| {
+            s.spawn(f)
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        }),
+        Err(_) => f(),
+    }
+}
+
+pub(crate) struct SqlitePool {
+    path: PathBuf,
+    idle: Mutex<Vec<Database>>,
+    /// One permit per connection the pool may hold; a read keeps its permit
+    /// until its connection is back (even when its caller stopped waiting).
+    permits: Arc<Semaphore>,
+}
+
+impl SqlitePool {
+    /// An idle connection, or a new one (opened at most `size` times unless one
+    /// was lost to a panic): the caller holds a permit.
+    fn take(&self) -> Result<Database, StoreError> {
+        if let Some(conn) = self.idle.lock().expect("read pool poisoned").pop() {
+            return Ok(conn);
+        }
+        // Durability does not apply to read-only connections.
+        Ok(Database::Sqlite(open_connection(
+            &self.path,
+            Durability::Full,
+            true,
+        )?))
+    }
+
+    fn give_back(&self, conn: Database) {
+        self.idle.lock().expect("read pool poisoned").push(conn);
     }
 
     async fn permit(&self) -> Result<OwnedSemaphorePermit, StoreError> {
@@ -97,10 +143,10 @@ impl ReadPool {
     /// panic unwinds through is dropped, not given back.
     fn with_connection<T>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+        f: impl FnOnce(Conn<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let conn = self.take()?;
-        let out = f(&conn);
+        let out = f(conn.conn());
         self.give_back(conn);
         out
     }

@@ -1,11 +1,10 @@
-//! Semantic facts in sqlite: typed reads and writes, always scoped to one
+//! Semantic facts in the store: typed reads and writes, always scoped to one
 //! namespace. Every write logs its change in the same transaction; supersession
 //! updates both facts of the pair in one transaction.
 
-use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, Row};
 use serde_json::{Map, Value};
 
+use super::sql::{self, Conn, Row, args};
 use super::table::{Query, Records, Table, Tags, counted, json, set, to_json};
 use super::writer::WriteTxn;
 use super::{Searchable, Store, StoreError, text_doc};
@@ -92,8 +91,8 @@ pub(super) static SEARCH: Searchable = Searchable {
 /// superseded facts).
 static TAGS: Tags = Tags {
     clear: "DELETE FROM fact_tags WHERE fact_id = ?1",
-    add: "INSERT OR IGNORE INTO fact_tags (fact_id, namespace, tag, current) \
-          VALUES (?1, ?2, ?3, ?4)",
+    add: "INSERT INTO fact_tags (fact_id, namespace, tag, current) \
+          VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
     has: "EXISTS (SELECT 1 FROM fact_tags t WHERE t.fact_id = f.id AND t.tag = ?)",
 };
 
@@ -105,11 +104,11 @@ fn fact_from_row(r: &Row<'_>) -> Result<Fact, StoreError> {
         confidence: r.get(3)?,
         source: r.get(4)?,
         valid_from: micros_to_datetime(r.get(5)?),
-        valid_to: r.get::<_, Option<i64>>(6)?.map(micros_to_datetime),
+        valid_to: r.get::<Option<i64>>(6)?.map(micros_to_datetime),
         created_at: micros_to_datetime(r.get(7)?),
         updated_at: micros_to_datetime(r.get(8)?),
-        access_count: r.get::<_, i64>(9)?.max(0) as u64,
-        last_accessed_at: r.get::<_, Option<i64>>(10)?.map(micros_to_datetime),
+        access_count: r.get::<i64>(9)?.max(0) as u64,
+        last_accessed_at: r.get::<Option<i64>>(10)?.map(micros_to_datetime),
         supersedes: r.get(11)?,
         superseded_by: r.get(12)?,
         metadata: json(r, 13)?,
@@ -119,7 +118,7 @@ fn fact_from_row(r: &Row<'_>) -> Result<Fact, StoreError> {
 
 /// Writes the whole row (insert or replace), its tags, and the change.
 pub(super) fn save(txn: &mut WriteTxn<'_>, namespace: &str, f: &Fact) -> Result<(), StoreError> {
-    let mut stmt = txn.conn.prepare_cached(
+    txn.conn.execute(
         "INSERT INTO facts (id, namespace, content, tags, confidence, source, valid_from, valid_to,
                             created_at, updated_at, access_count, last_accessed_at, supersedes,
                             superseded_by, metadata, session_id)
@@ -131,26 +130,26 @@ pub(super) fn save(txn: &mut WriteTxn<'_>, namespace: &str, f: &Fact) -> Result<
             access_count = excluded.access_count, last_accessed_at = excluded.last_accessed_at,
             supersedes = excluded.supersedes, superseded_by = excluded.superseded_by,
             metadata = excluded.metadata",
+        &args![
+            f.id,
+            namespace,
+            f.content,
+            to_json(&f.tags),
+            f.confidence,
+            f.source,
+            f.valid_from.timestamp_micros(),
+            f.valid_to.map(|t| t.timestamp_micros()),
+            f.created_at.timestamp_micros(),
+            f.updated_at.timestamp_micros(),
+            f.access_count as i64,
+            f.last_accessed_at.map(|t| t.timestamp_micros()),
+            f.supersedes,
+            f.superseded_by,
+            to_json(&f.metadata),
+            f.session_id,
+        ],
     )?;
-    stmt.execute(rusqlite::params![
-        f.id,
-        namespace,
-        f.content,
-        to_json(&f.tags),
-        f.confidence,
-        f.source,
-        f.valid_from.timestamp_micros(),
-        f.valid_to.map(|t| t.timestamp_micros()),
-        f.created_at.timestamp_micros(),
-        f.updated_at.timestamp_micros(),
-        f.access_count as i64,
-        f.last_accessed_at.map(|t| t.timestamp_micros()),
-        f.supersedes,
-        f.superseded_by,
-        to_json(&f.metadata),
-        f.session_id,
-    ])?;
-    let current = SqlValue::from(f.superseded_by.is_none());
+    let current = sql::Value::from(f.superseded_by.is_none());
     TAGS.replace(txn.conn, &f.id, namespace, &f.tags, &[current])?;
     // The document from the fact in hand, as `SEARCH` reads it from its row
     // (`store::tests::live_changes_replay_and_rebuild_agree` keeps them equal).
@@ -216,7 +215,7 @@ fn delete_fact(txn: &mut WriteTxn<'_>, namespace: &str, id: &str) -> Result<bool
 /// The facts reached from `from` by following `link` (`supersedes` back,
 /// `superseded_by` forward), in that order; at most `max` of them.
 fn follow(
-    conn: &Connection,
+    conn: Conn<'_>,
     namespace: &str,
     mut from: Option<String>,
     link: fn(&Fact) -> &Option<String>,
@@ -277,7 +276,7 @@ impl Store {
         }
         if let Some(p) = prefix {
             q.push(
-                " AND substr(tag, 1, length(?)) = ?",
+                " AND substr(tag, 1, length(CAST(? AS TEXT))) = ?",
                 [p.clone().into(), p.into()],
             );
         }
@@ -328,7 +327,8 @@ impl Store {
             let mut old = FACTS.must_get(txn.conn, namespace, &old_id)?;
             if let Some(by) = &old.superseded_by {
                 return Err(StoreError::Conflict(format!(
-                    "fact {old_id:?} was already superseded by {by:?}: supersede that one (semantic_history shows the chain)"
+                    "fact {old_id:?} was already superseded by {by:?}: supersede that one \
+                     (semantic_history shows the chain)"
                 )));
             }
             let mut fact = build(new, &session_id, txn.now);
@@ -370,13 +370,15 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.writer
             .write(move |txn| {
-                let mut stmt = txn.conn.prepare_cached(
-                    "UPDATE facts SET access_count = access_count + ?1,
-                        last_accessed_at = max(coalesce(last_accessed_at, 0), ?2)
-                     WHERE namespace = ?3 AND id = ?4",
-                )?;
+                // The later of the two times: sqlite's `max(a, b)` is not
+                // PostgreSQL's, and `greatest` is not sqlite's.
+                let bump = "UPDATE facts SET access_count = access_count + ?1,
+                        last_accessed_at = CASE WHEN coalesce(last_accessed_at, 0) > ?2
+                            THEN coalesce(last_accessed_at, 0) ELSE ?2 END
+                     WHERE namespace = ?3 AND id = ?4";
                 for (namespace, id, n, at) in &accesses {
-                    stmt.execute(rusqlite::params![*n as i64, at, namespace, id])?;
+                    txn.conn
+                        .execute(bump, &args![*n as i64, *at, namespace, id])?;
                 }
                 Ok(())
             })

@@ -8,9 +8,9 @@
 //! particular to it (its columns, filters, rules such as supersession) in its
 //! own file. Must not: know any one layer's columns or rules.
 
-use rusqlite::types::{FromSql, Value as SqlValue};
-use rusqlite::{Connection, Row, params_from_iter};
 use serde::de::DeserializeOwned;
+
+use super::sql::{Column, Conn, Row, Value, args};
 
 use super::writer::WriteTxn;
 use super::{Searchable, Store, StoreError};
@@ -56,7 +56,7 @@ impl<T> Table<T> {
     /// The record of the namespace whose `column` is `value`, if any.
     pub(super) fn find(
         &self,
-        conn: &Connection,
+        conn: Conn<'_>,
         namespace: &str,
         column: &str,
         value: &str,
@@ -68,7 +68,7 @@ impl<T> Table<T> {
 
     pub(super) fn get(
         &self,
-        conn: &Connection,
+        conn: Conn<'_>,
         namespace: &str,
         id: &str,
     ) -> Result<Option<T>, StoreError> {
@@ -78,7 +78,7 @@ impl<T> Table<T> {
     /// Record `id` of the namespace, or `NotFound` saying where ids come from.
     pub(super) fn must_get(
         &self,
-        conn: &Connection,
+        conn: Conn<'_>,
         namespace: &str,
         id: &str,
     ) -> Result<T, StoreError> {
@@ -94,7 +94,7 @@ impl<T> Table<T> {
     /// The records with these ids that exist in the namespace, in the order asked.
     pub(super) fn get_many(
         &self,
-        conn: &Connection,
+        conn: Conn<'_>,
         namespace: &str,
         ids: &[String],
     ) -> Result<Vec<T>, StoreError> {
@@ -111,7 +111,7 @@ impl<T> Table<T> {
         id: &str,
     ) -> Result<bool, StoreError> {
         let sql = format!("DELETE FROM {} WHERE namespace = ?1 AND id = ?2", self.name);
-        let deleted = txn.conn.prepare_cached(&sql)?.execute([namespace, id])? == 1;
+        let deleted = txn.conn.execute(&sql, &args![namespace, id])? == 1;
         if deleted {
             txn.log_change(namespace, self.search.kind, id, None)?;
         }
@@ -148,17 +148,19 @@ impl Tags {
     /// after the tag.
     pub(super) fn replace(
         &self,
-        conn: &Connection,
+        conn: Conn<'_>,
         id: &str,
         namespace: &str,
         tags: &[String],
-        more: &[SqlValue],
+        more: &[Value<'_>],
     ) -> Result<(), StoreError> {
-        conn.prepare_cached(self.clear)?.execute([id])?;
-        let mut add = conn.prepare_cached(self.add)?;
+        conn.execute(self.clear, &args![id])?;
         for tag in tags {
-            let head = [id, namespace, tag].map(|s| SqlValue::Text(s.to_string()));
-            add.execute(params_from_iter(head.iter().chain(more)))?;
+            let row: Vec<Value<'_>> = args![id, namespace, tag]
+                .into_iter()
+                .chain(more.iter().cloned())
+                .collect();
+            conn.execute(self.add, &row)?;
         }
         Ok(())
     }
@@ -174,11 +176,14 @@ pub enum Order {
 /// A statement built clause by clause, its parameters in the order of its `?`s.
 pub(super) struct Query {
     text: String,
-    params: Vec<SqlValue>,
+    params: Vec<Value<'static>>,
 }
 
 impl Query {
-    pub(super) fn new(text: impl Into<String>, params: impl IntoIterator<Item = SqlValue>) -> Self {
+    pub(super) fn new(
+        text: impl Into<String>,
+        params: impl IntoIterator<Item = Value<'static>>,
+    ) -> Self {
         Query {
             text: text.into(),
             params: params.into_iter().collect(),
@@ -189,7 +194,7 @@ impl Query {
     pub(super) fn push(
         &mut self,
         text: &str,
-        params: impl IntoIterator<Item = SqlValue>,
+        params: impl IntoIterator<Item = Value<'static>>,
     ) -> &mut Self {
         self.text.push_str(text);
         self.params.extend(params);
@@ -197,12 +202,16 @@ impl Query {
     }
 
     /// ` AND {cond}`, its one `?` bound to `value`.
-    pub(super) fn and(&mut self, cond: &str, value: impl Into<SqlValue>) -> &mut Self {
+    pub(super) fn and(&mut self, cond: &str, value: impl Into<Value<'static>>) -> &mut Self {
         self.push(&format!(" AND {cond}"), [value.into()])
     }
 
     /// ` AND {cond}` when there is a `value` for its `?`; nothing otherwise.
-    pub(super) fn and_some(&mut self, cond: &str, value: Option<impl Into<SqlValue>>) -> &mut Self {
+    pub(super) fn and_some(
+        &mut self,
+        cond: &str,
+        value: Option<impl Into<Value<'static>>>,
+    ) -> &mut Self {
         match value {
             Some(v) => self.and(cond, v),
             None => self,
@@ -225,7 +234,7 @@ impl Query {
         let marks = vec!["?"; values.len()].join(",");
         self.push(
             &format!(" AND {column} IN ({marks})"),
-            values.into_iter().map(SqlValue::Text),
+            values.into_iter().map(Value::from),
         )
     }
 
@@ -254,44 +263,35 @@ impl Query {
 
     /// ` LIMIT ?`: the last clause.
     pub(super) fn limit(&mut self, limit: usize) -> &mut Self {
-        self.push(" LIMIT ?", [SqlValue::Integer(limit as i64)])
+        self.push(" LIMIT ?", [Value::Int(limit as i64)])
     }
 
     /// Every row, decoded.
     pub(super) fn rows<T>(
         &self,
-        conn: &Connection,
+        conn: Conn<'_>,
         mut decode: impl FnMut(&Row<'_>) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError> {
-        let mut stmt = conn.prepare_cached(&self.text)?;
-        let mut rows = stmt.query(params_from_iter(&self.params))?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next()? {
-            out.push(decode(r)?);
-        }
-        Ok(out)
+        conn.rows(&self.text, &self.params, |r| decode(r))
     }
 
     /// The first row, decoded, if there is one.
     pub(super) fn first<T>(
         &self,
-        conn: &Connection,
+        conn: Conn<'_>,
         decode: Decode<T>,
     ) -> Result<Option<T>, StoreError> {
-        let mut stmt = conn.prepare_cached(&self.text)?;
-        let mut rows = stmt.query(params_from_iter(&self.params))?;
-        rows.next()?.map(decode).transpose()
+        conn.first(&self.text, &self.params, decode)
     }
 
     /// The first column of every row.
-    pub(super) fn column<T: FromSql>(&self, conn: &Connection) -> Result<Vec<T>, StoreError> {
-        self.rows(conn, |r| Ok(r.get(0)?))
+    pub(super) fn column<T: Column>(&self, conn: Conn<'_>) -> Result<Vec<T>, StoreError> {
+        self.rows(conn, |r| r.get(0))
     }
 
     /// The count a `SELECT count(*) ...` answers.
-    pub(super) fn count(&self, conn: &Connection) -> Result<u64, StoreError> {
-        let mut stmt = conn.prepare_cached(&self.text)?;
-        let n: i64 = stmt.query_row(params_from_iter(&self.params), |r| r.get(0))?;
+    pub(super) fn count(&self, conn: Conn<'_>) -> Result<u64, StoreError> {
+        let n: i64 = conn.value(&self.text, &self.params)?;
         Ok(n as u64)
     }
 }
@@ -304,13 +304,13 @@ pub(super) fn set<T>(field: &mut T, value: Option<T>) {
 }
 
 /// A row of (something, count): what a `GROUP BY` with `count(*)` answers.
-pub(super) fn counted<K: FromSql>(r: &Row<'_>) -> Result<(K, u64), StoreError> {
-    Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+pub(super) fn counted<K: Column>(r: &Row<'_>) -> Result<(K, u64), StoreError> {
+    Ok((r.get(0)?, r.get::<i64>(1)? as u64))
 }
 
 /// Column `i`, JSON text (tags, metadata), decoded.
 pub(super) fn json<T: DeserializeOwned>(r: &Row<'_>, i: usize) -> Result<T, StoreError> {
-    from_json(&r.get::<_, String>(i)?)
+    from_json(&r.get::<String>(i)?)
 }
 
 /// Stored JSON text decoded; text that does not decode is corrupt.

@@ -9,13 +9,13 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
 use super::audit::{AuditFilter, audit_query, audit_row};
+use super::sql::{Conn, Database, Row, args};
 use super::{DB_FILE_NAME, Store, StoreError, migrations, open_connection};
 use crate::auth::Scope;
-use crate::config::Durability;
+use crate::config::{Config, Durability};
 use crate::model::{AuditEntry, Micros, micros_to_datetime};
 
 /// A token as `engram token list` shows it.
@@ -57,9 +57,9 @@ pub struct NewToken {
 const COLUMNS: &str =
     "id, label, namespace, scope, created_at, expires_at, revoked_at, last_used_at, secret_hash";
 
-fn token_row(r: &Row<'_>) -> rusqlite::Result<(TokenRecord, Vec<u8>)> {
-    let time = |i: usize| -> rusqlite::Result<Option<_>> {
-        Ok(r.get::<_, Option<i64>>(i)?.map(micros_to_datetime))
+fn token_row(r: &Row<'_>) -> Result<(TokenRecord, Vec<u8>), StoreError> {
+    let time = |i: usize| -> Result<Option<_>, StoreError> {
+        Ok(r.get::<Option<i64>>(i)?.map(micros_to_datetime))
     };
     let scope: String = r.get(3)?;
     Ok((
@@ -79,29 +79,23 @@ fn token_row(r: &Row<'_>) -> rusqlite::Result<(TokenRecord, Vec<u8>)> {
 }
 
 /// The token with this id and its secret's hash.
-fn find(conn: &Connection, id: &str) -> Result<Option<(TokenRecord, Vec<u8>)>, StoreError> {
+fn find(conn: Conn<'_>, id: &str) -> Result<Option<(TokenRecord, Vec<u8>)>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM tokens WHERE id = ?1");
-    Ok(conn
-        .prepare_cached(&sql)?
-        .query_row([id], token_row)
-        .optional()?)
+    conn.first(&sql, &args![id], token_row)
 }
 
 /// Whether any token is neither revoked nor expired at `now`.
-fn any_usable(conn: &Connection, now: Micros) -> Result<bool, StoreError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM tokens WHERE revoked_at IS NULL
-                 AND (expires_at IS NULL OR expires_at > ?1))",
-        )?
-        .query_row([now], |r| r.get(0))?)
+fn any_usable(conn: Conn<'_>, now: Micros) -> Result<bool, StoreError> {
+    conn.value(
+        "SELECT EXISTS (SELECT 1 FROM tokens WHERE revoked_at IS NULL
+             AND (expires_at IS NULL OR expires_at > ?1))",
+        &args![now],
+    )
 }
 
 /// Whether any token was ever made (revoked and expired ones count).
-fn any_made(conn: &Connection) -> Result<bool, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM tokens)")?
-        .query_row([], |r| r.get(0))?)
+fn any_made(conn: Conn<'_>) -> Result<bool, StoreError> {
+    conn.value("SELECT EXISTS (SELECT 1 FROM tokens)", &[])
 }
 
 impl Store {
@@ -127,9 +121,10 @@ impl Store {
         let id = id.to_string();
         self.writer
             .write(move |txn| {
-                txn.conn
-                    .prepare_cached("UPDATE tokens SET last_used_at = ?2 WHERE id = ?1")?
-                    .execute(params![id, at])?;
+                txn.conn.execute(
+                    "UPDATE tokens SET last_used_at = ?2 WHERE id = ?1",
+                    &args![id, at],
+                )?;
                 Ok(())
             })
             .await
@@ -138,18 +133,35 @@ impl Store {
 
 /// The data dir's database, opened by the command line for itself.
 pub struct Direct {
-    conn: Connection,
+    db: Database,
 }
 
 impl Direct {
+    /// Opens (creating and migrating if needed) the store `config` names: its
+    /// PostgreSQL database, or the sqlite file in its data dir.
+    pub fn open(config: &Config) -> Result<Direct, StoreError> {
+        match &config.store_url {
+            Some(url) => Ok(Direct {
+                db: super::pg::connect_migrated(url)?,
+            }),
+            None => Direct::open_dir(&config.data_dir),
+        }
+    }
+
     /// Opens (creating and migrating if needed) the database in `data_dir`.
-    pub fn open(data_dir: &Path) -> Result<Direct, StoreError> {
+    pub fn open_dir(data_dir: &Path) -> Result<Direct, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
             StoreError::Migration(format!("cannot create {}: {e}", data_dir.display()))
         })?;
         let mut conn = open_connection(&data_dir.join(DB_FILE_NAME), Durability::Full, false)?;
         migrations::run(&mut conn)?;
-        Ok(Direct { conn })
+        Ok(Direct {
+            db: Database::Sqlite(conn),
+        })
+    }
+
+    fn conn(&self) -> Conn<'_> {
+        self.db.conn()
     }
 
     /// Stores a new token; refused if its label is taken or is not 1 to 100 of
@@ -166,10 +178,9 @@ impl Direct {
                 crate::error::truncate_chars(&token.label, 100)
             )));
         }
-        let taken: bool = self.conn.query_row(
+        let taken: bool = self.conn().value(
             "SELECT EXISTS (SELECT 1 FROM tokens WHERE label = ?1)",
-            [&token.label],
-            |r| r.get(0),
+            &args![token.label],
         )?;
         if taken {
             return Err(StoreError::Conflict(format!(
@@ -177,10 +188,10 @@ impl Direct {
                 token.label
             )));
         }
-        self.conn.execute(
+        self.conn().execute(
             "INSERT INTO tokens (id, label, namespace, scope, secret_hash, created_at, expires_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
+            &args![
                 token.id,
                 token.label,
                 token.namespace,
@@ -190,41 +201,45 @@ impl Direct {
                 token.expires_at
             ],
         )?;
-        find(&self.conn, &token.id)?
+        find(self.conn(), &token.id)?
             .map(|(record, _)| record)
             .ok_or_else(|| StoreError::Corrupt("a token just stored is missing".into()))
+    }
+
+    /// The migrations applied to the store, oldest first: (version, name).
+    pub fn migrations(&self) -> Result<Vec<(i64, String)>, StoreError> {
+        self.conn().rows(
+            "SELECT version, name FROM schema_migrations ORDER BY version",
+            &[],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
     }
 
     /// Every token, oldest first.
     pub fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM tokens ORDER BY created_at, rowid");
-        let mut stmt = self.conn.prepare(&sql)?;
-        let rows = stmt.query_map([], token_row)?;
-        Ok(rows.map(|r| r.map(|(t, _)| t)).collect::<Result<_, _>>()?)
+        self.conn().rows(&sql, &[], |r| Ok(token_row(r)?.0))
     }
 
     /// Revokes the token with this label or id; says which it was. Revoking a
     /// revoked token changes nothing.
     pub fn revoke_token(&self, label_or_id: &str, now: Micros) -> Result<TokenRecord, StoreError> {
         // A label first: labels are chosen, ids random.
-        let id: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT id FROM tokens WHERE label = ?1 OR id = ?1 ORDER BY label = ?1 DESC",
-                [label_or_id],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let id: Option<String> = self.conn().first(
+            "SELECT id FROM tokens WHERE label = ?1 OR id = ?1 ORDER BY label = ?1 DESC",
+            &args![label_or_id],
+            |r| r.get(0),
+        )?;
         let Some(id) = id else {
             return Err(StoreError::NotFound(format!(
                 "no token has the label or id {label_or_id:?}: engram token list shows them"
             )));
         };
-        self.conn.execute(
+        self.conn().execute(
             "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-            params![id, now],
+            &args![id, now],
         )?;
-        find(&self.conn, &id)?
+        find(self.conn(), &id)?
             .map(|(record, _)| record)
             .ok_or_else(|| StoreError::Corrupt("a token just revoked is missing".into()))
     }
@@ -236,8 +251,9 @@ impl Direct {
         filter: AuditFilter,
         limit: usize,
     ) -> Result<Vec<(String, AuditEntry)>, StoreError> {
-        audit_query(namespace, filter, None, limit)
-            .rows(&self.conn, |r| Ok((r.get::<_, String>(6)?, audit_row(r)?)))
+        let conn = self.conn();
+        audit_query(conn.dialect(), namespace, filter, None, limit)
+            .rows(conn, |r| Ok((r.get::<String>(6)?, audit_row(r)?)))
     }
 }
 
@@ -261,10 +277,10 @@ mod tests {
     #[test]
     fn tokens_are_created_listed_and_revoked_by_label_or_id() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Direct::open(dir.path()).unwrap();
+        let db = Direct::open_dir(dir.path()).unwrap();
         let now = now_micros();
-        assert!(!any_usable(&db.conn, now).unwrap());
-        assert!(!any_made(&db.conn).unwrap());
+        assert!(!any_usable(db.conn(), now).unwrap());
+        assert!(!any_made(db.conn()).unwrap());
         let a = db.create_token(token("a", None), now).unwrap();
         let b = db.create_token(token("b", Some(now - 1)), now).unwrap();
         assert!(matches!(
@@ -272,19 +288,19 @@ mod tests {
             Err(StoreError::Conflict(_))
         ));
         assert_eq!(b.unusable(now), Some("expired"));
-        assert!(any_usable(&db.conn, now).unwrap());
+        assert!(any_usable(db.conn(), now).unwrap());
         let listed: Vec<String> = db.tokens().unwrap().into_iter().map(|t| t.label).collect();
         assert_eq!(listed, ["a", "b"]);
 
         let revoked = db.revoke_token(&a.id, now).unwrap();
         assert_eq!(revoked.unusable(now), Some("revoked"));
-        assert!(!any_usable(&db.conn, now).unwrap(), "b expired, a revoked");
-        assert!(any_made(&db.conn).unwrap(), "but tokens were made");
+        assert!(!any_usable(db.conn(), now).unwrap(), "b expired, a revoked");
+        assert!(any_made(db.conn()).unwrap(), "but tokens were made");
         assert!(matches!(
             db.revoke_token("nobody", now),
             Err(StoreError::NotFound(_))
         ));
-        let (stored, hash) = find(&db.conn, &a.id).unwrap().unwrap();
+        let (stored, hash) = find(db.conn(), &a.id).unwrap().unwrap();
         assert_eq!(stored.label, "a");
         assert_eq!(hash.len(), 32);
     }

@@ -21,10 +21,11 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
+use super::pg::Reconnect;
+use super::sql::{Conn, Database, args};
 use crate::model::{Change, RecordKind, SearchDoc, now_micros};
 
 /// How many writes may wait for the writer before callers are held back.
@@ -36,7 +37,7 @@ pub type ChangeListener = Arc<dyn Fn(Vec<Change>) + Send + Sync>;
 
 /// The open transaction a write closure runs in.
 pub(crate) struct WriteTxn<'c> {
-    pub(crate) conn: &'c Connection,
+    pub(crate) conn: Conn<'c>,
     pub(crate) now: i64,
     changes: Vec<Change>,
     /// Whether each of `changes` is a delete.
@@ -82,19 +83,14 @@ impl WriteTxn<'_> {
         op: &str,
         doc: Option<SearchDoc>,
     ) -> Result<(), StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "INSERT INTO changes (namespace, kind, record_id, op, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        let seq: i64 = self.conn.value(
+            "INSERT INTO changes (namespace, kind, record_id, op, at) VALUES (?1, ?2, ?3, ?4, ?5) \
+             RETURNING seq",
+            &args![namespace, kind.as_str(), id, op, self.now],
         )?;
-        stmt.execute(rusqlite::params![
-            namespace,
-            kind.as_str(),
-            id,
-            op,
-            self.now
-        ])?;
         self.deletes.push(op == "delete");
         self.changes.push(Change {
-            seq: self.conn.last_insert_rowid(),
+            seq,
             kind,
             id: id.to_string(),
             namespace: namespace.to_string(),
@@ -132,14 +128,25 @@ pub(crate) struct WriterHandle {
 
 impl WriterHandle {
     pub(super) fn start(
-        conn: Connection,
+        db: Database,
         listener: ChangeListener,
         max_group: usize,
+    ) -> Result<Self, StoreError> {
+        Self::start_with(db, listener, max_group, None)
+    }
+
+    /// [`WriterHandle::start`] on a connection that `reconnect` replaces when
+    /// it is lost (PostgreSQL).
+    pub(super) fn start_with(
+        db: Database,
+        listener: ChangeListener,
+        max_group: usize,
+        reconnect: Option<Reconnect>,
     ) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
         let thread = std::thread::Builder::new()
             .name("engram-writer".into())
-            .spawn(move || writer_loop(conn, rx, listener, max_group.max(1)))
+            .spawn(move || writer_loop(db, rx, listener, max_group.max(1), reconnect))
             .map_err(|e| StoreError::CommitFailed(format!("cannot start writer: {e}")))?;
         Ok(WriterHandle {
             tx,
@@ -224,6 +231,7 @@ impl super::Store {
             },
             readers: self.readers.clone(),
             matcher: self.matcher.clone(),
+            follower: self.follower.clone(),
         };
         match body(scoped).await {
             Ok(value) => {
@@ -246,10 +254,11 @@ impl super::Store {
 }
 
 fn writer_loop(
-    conn: Connection,
+    mut db: Database,
     mut rx: mpsc::Receiver<Msg>,
     listener: ChangeListener,
     max_group: usize,
+    mut reconnect: Option<Reconnect>,
 ) {
     let mut next: Option<Msg> = None;
     loop {
@@ -262,7 +271,11 @@ fn writer_loop(
             Msg::Job(j) => jobs.push(j),
             Msg::Stop => break,
             Msg::Scope(scope) => {
-                run_scope(&conn, scope, &listener);
+                if let Some(r) = reconnect.as_mut() {
+                    // A scope that finds no connection fails at its begin.
+                    let _ = r.ready(&mut db);
+                }
+                run_scope(db.conn(), scope, &listener);
                 continue;
             }
             Msg::Commit(reply) => {
@@ -285,7 +298,15 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        run_group(&conn, jobs, &listener);
+        match reconnect.as_mut().map(|r| r.ready(&mut db)) {
+            Some(Err(why)) => {
+                for job in jobs {
+                    let (_, complete) = job(None);
+                    complete(Err(why.clone()));
+                }
+            }
+            _ => run_group(db.conn(), jobs, &listener),
+        }
         if stopping {
             break;
         }
@@ -302,13 +323,13 @@ struct Txn {
 }
 
 impl Txn {
-    fn begin(conn: &Connection) -> Result<Txn, String> {
-        if !conn.is_autocommit() {
+    fn begin(conn: Conn<'_>) -> Result<Txn, String> {
+        if conn.in_transaction() {
             // Left open by a failure that could not even roll back: nothing in
             // it was acknowledged.
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = conn.end(false);
         }
-        conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| {
+        conn.begin_write().map_err(|e| {
             tracing::error!(error = %e, "cannot begin write transaction");
             e.to_string()
         })?;
@@ -330,9 +351,13 @@ impl Txn {
         }
     }
 
-    fn commit(self, conn: &Connection, listener: &ChangeListener) {
+    fn commit(self, conn: Conn<'_>, listener: &ChangeListener) {
         let started = std::time::Instant::now();
-        let committed = conn.execute_batch("COMMIT");
+        let committed = if self.changes.is_empty() {
+            conn.end(true)
+        } else {
+            conn.announce().and_then(|()| conn.end(true))
+        };
         crate::metrics::metrics().group_commit(self.completions.len(), started.elapsed());
         match committed {
             Ok(()) => {
@@ -345,8 +370,8 @@ impl Txn {
             }
             Err(e) => {
                 tracing::error!(error = %e, "group commit failed");
-                if !conn.is_autocommit() {
-                    let _ = conn.execute_batch("ROLLBACK");
+                if conn.in_transaction() {
+                    let _ = conn.end(false);
                 }
                 self.lost(&format!("the commit failed ({e})"));
             }
@@ -368,11 +393,11 @@ enum Ran {
 
 /// Runs one write in its own savepoint of `txn`. Its changes join `txn`'s only
 /// if it succeeded.
-fn run_job(conn: &Connection, txn: &mut Txn, job: Job) -> Ran {
-    if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+fn run_job(conn: Conn<'_>, txn: &mut Txn, job: Job) -> Ran {
+    if let Err(e) = conn.batch("SAVEPOINT job") {
         let msg = e.to_string();
-        if !conn.is_autocommit() {
-            let _ = conn.execute_batch("ROLLBACK");
+        if conn.in_transaction() {
+            let _ = conn.end(false);
         }
         let (_, complete) = job(None);
         complete(Err(msg.clone()));
@@ -386,7 +411,7 @@ fn run_job(conn: &Connection, txn: &mut Txn, job: Job) -> Ran {
     };
     let ran = catch_unwind(AssertUnwindSafe(|| job(Some(&mut w))));
     let changes = std::mem::take(&mut w.changes);
-    if conn.is_autocommit() {
+    if !conn.in_transaction() {
         // The savepoint and everything before it in this transaction are gone.
         let why = match &ran {
             Ok((Err(e), _)) => e.clone(),
@@ -409,7 +434,7 @@ fn run_job(conn: &Connection, txn: &mut Txn, job: Job) -> Ran {
         return Ran::TxnLost(why);
     }
     match ran {
-        Ok((Ok(()), complete)) => match conn.execute_batch("RELEASE job") {
+        Ok((Ok(()), complete)) => match conn.batch("RELEASE job") {
             Ok(()) => {
                 txn.changes.extend(changes);
                 Ran::Done(complete)
@@ -438,21 +463,21 @@ fn run_job(conn: &Connection, txn: &mut Txn, job: Job) -> Ran {
 
 /// Rolls back a failed write's savepoint. `Some(reason)` when that did not
 /// work: the transaction may hold part of the write, so it must not commit.
-fn undo_job(conn: &Connection) -> Option<String> {
-    match conn.execute_batch("ROLLBACK TO job; RELEASE job") {
+fn undo_job(conn: Conn<'_>) -> Option<String> {
+    match conn.batch("ROLLBACK TO job; RELEASE job") {
         Ok(()) => None,
-        Err(_) if conn.is_autocommit() => {
+        Err(_) if !conn.in_transaction() => {
             Some("sqlite rolled back the whole transaction".to_string())
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot roll back a failed write; rolling back its transaction");
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = conn.end(false);
             Some(format!("a failed write could not be undone ({e})"))
         }
     }
 }
 
-fn run_group(conn: &Connection, jobs: Vec<Job>, listener: &ChangeListener) {
+fn run_group(conn: Conn<'_>, jobs: Vec<Job>, listener: &ChangeListener) {
     let mut txn: Option<Txn> = None;
     // Once a transaction cannot even begin (after the busy timeout), the rest
     // of the batch fails with it rather than waiting that long again, each.
@@ -492,7 +517,7 @@ fn run_group(conn: &Connection, jobs: Vec<Job>, listener: &ChangeListener) {
 }
 
 /// One transaction for every write sent on `scope`, until it commits or ends.
-fn run_scope(conn: &Connection, mut scope: mpsc::Receiver<Msg>, listener: &ChangeListener) {
+fn run_scope(conn: Conn<'_>, mut scope: mpsc::Receiver<Msg>, listener: &ChangeListener) {
     let (mut txn, mut failed) = match Txn::begin(conn) {
         Ok(t) => (Some(t), None),
         Err(msg) => (
@@ -519,7 +544,7 @@ fn run_scope(conn: &Connection, mut scope: mpsc::Receiver<Msg>, listener: &Chang
             },
             Some(Msg::Commit(reply)) => {
                 let outcome = match (txn.take(), failed.take()) {
-                    (Some(t), None) => match conn.execute_batch("COMMIT") {
+                    (Some(t), None) => match conn.announce().and_then(|()| conn.end(true)) {
                         Ok(()) => {
                             if !t.changes.is_empty() {
                                 listener(t.changes);
@@ -527,8 +552,8 @@ fn run_scope(conn: &Connection, mut scope: mpsc::Receiver<Msg>, listener: &Chang
                             Ok(())
                         }
                         Err(e) => {
-                            if !conn.is_autocommit() {
-                                let _ = conn.execute_batch("ROLLBACK");
+                            if conn.in_transaction() {
+                                let _ = conn.end(false);
                             }
                             Err(format!("the commit failed ({e}); nothing was saved"))
                         }
@@ -545,8 +570,8 @@ fn run_scope(conn: &Connection, mut scope: mpsc::Receiver<Msg>, listener: &Chang
                 // Scopes do not nest: the inner one's writes find it closed.
             }
             Some(Msg::Stop) | None => {
-                if txn.is_some() && !conn.is_autocommit() {
-                    let _ = conn.execute_batch("ROLLBACK");
+                if txn.is_some() && conn.in_transaction() {
+                    let _ = conn.end(false);
                 }
                 return;
             }
@@ -609,7 +634,8 @@ mod tests {
             record.lock().unwrap().extend(changes.iter().cloned());
             index(changes);
         });
-        let writer = WriterHandle::start(conn, listener, 64).unwrap();
+        let writer =
+            WriterHandle::start(super::super::sql::Database::Sqlite(conn), listener, 64).unwrap();
         let readers = Arc::new(reader::ReadPool::new(path.clone(), 4));
         Cramped {
             _dir: dir,
@@ -618,6 +644,7 @@ mod tests {
                 writer,
                 readers,
                 matcher: Arc::new(super::super::every_word),
+                follower: None,
             },
             search,
             seen,

@@ -1,5 +1,7 @@
-//! engram in process: a real sqlite store and a real tantivy index in a
-//! temporary data dir, called through the same pipeline the servers use.
+//! engram in process: a real sqlite store (or, with
+//! `ENGRAM_TEST_STORE=postgres`, a fresh database of a real PostgreSQL) and a
+//! real tantivy index in a temporary data dir, called through the same
+//! pipeline the servers use.
 //!
 //! This is the only place in `tests/` that knows the library's front door
 //! (`Engine`, its sessions, `call`): the in-process tests speak to engram
@@ -50,6 +52,9 @@ impl Mem {
     pub async fn open(namespace: &str, tune: impl FnOnce(&mut Config)) -> Mem {
         let dir = tempfile::tempdir().expect("temp data dir");
         let mut config = Config::new(dir.path());
+        if super::pg::selected() {
+            config.store_url = Some(super::pg::fresh_database());
+        }
         tune(&mut config);
         let app = Engine::open(config).await.expect("open engram");
         let session = app.new_session();

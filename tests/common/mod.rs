@@ -8,11 +8,14 @@
 //!   and reading answers (`strings`, `numbers`).
 //! - [`wire`]: raw JSON-RPC for tests that must send what a client library would
 //!   not: lines over stdio (`RawStdio`), HTTP posts (`post`).
+//! - [`pg`]: a throwaway PostgreSQL cluster (`fresh_database`), and whether the
+//!   in-process suites run on it (`ENGRAM_TEST_STORE=postgres`).
 //! - [`process`]: processes and their ends (`run_with_timeout`, `kill9`,
 //!   `owner_pid`, `InstallLock`).
 #![allow(dead_code)]
 
 pub mod mem;
+pub mod pg;
 pub mod process;
 pub mod wire;
 
