@@ -145,7 +145,6 @@ impl AppState {
         };
         create_private_dir(dir).map_err(io_err)?;
         let lock = lock_data_dir(&config)?;
-        let cursor_key = load_cursor_key(dir).map_err(io_err)?;
 
         let breakers = guarded::Breakers::new(&config);
         let rebuild_wanted = Arc::new(Notify::new());
@@ -171,6 +170,14 @@ impl AppState {
         // PostgreSQL change log detached) cannot catch up by replay either.
         let oldest = store.first_change().await?;
         let indexed_seq = indexed_seq.filter(|&seq| seq <= head && seq + 1 >= oldest);
+        // Nodes sharing a store sign cursors with one key, so a cursor from one
+        // node pages on another.
+        let cursor_key = match store.shared_secret("cursor_key", CURSOR_KEY_BYTES).await? {
+            Some(key) => <[u8; CURSOR_KEY_BYTES]>::try_from(key.as_slice()).map_err(|_| {
+                crate::store::StoreError::Corrupt("the shared cursor key is not 32 bytes".into())
+            })?,
+            None => load_cursor_key(dir).map_err(io_err)?,
+        };
         search.catch_up(&store, indexed_seq).await?;
 
         let handles: Arc<dyn SessionHandles> = Arc::new(LocalHandles::new(

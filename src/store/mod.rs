@@ -75,7 +75,7 @@ pub enum StoreError {
     Conflict(String),
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", postgres_message(.0))]
     Postgres(#[from] postgres::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
@@ -88,6 +88,18 @@ pub enum StoreError {
     /// The database cannot be reached (PostgreSQL down, the pool exhausted).
     #[error("{0}")]
     Unavailable(String),
+}
+
+/// What went wrong in PostgreSQL's words: the server's message (and its
+/// SQLSTATE) or the client's cause; the error's own text is only "db error".
+fn postgres_message(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} ({})", db.message(), db.code().code());
+    }
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
 }
 
 /// Whether a stored record's search document holds every word of a
@@ -244,6 +256,33 @@ impl Store {
     pub async fn last_change(&self) -> Result<i64, StoreError> {
         self.readers
             .read(|conn| conn.value("SELECT coalesce(max(seq), 0) FROM changes", &[]))
+            .await
+    }
+
+    /// On a store other nodes share, the secret called `name` all of them use
+    /// (made of `len` random bytes by the first to ask); `None` on sqlite,
+    /// whose node keeps its secrets in its data dir.
+    pub async fn shared_secret(
+        &self,
+        name: &str,
+        len: usize,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        if !self.is_shared() {
+            return Ok(None);
+        }
+        let mut fresh = vec![0u8; len];
+        getrandom::fill(&mut fresh)
+            .map_err(|e| StoreError::Unavailable(format!("no randomness for a secret: {e}")))?;
+        let name = name.to_string();
+        self.readers
+            .read(move |conn| {
+                conn.execute(
+                    "INSERT INTO secrets (name, value) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                    &args![name, fresh.as_slice()],
+                )?;
+                conn.value("SELECT value FROM secrets WHERE name = ?1", &args![name])
+                    .map(Some)
+            })
             .await
     }
 

@@ -82,7 +82,7 @@ pub(super) fn open(
         .build_unchecked(Manager { config: pg });
     Ok(Store {
         writer,
-        readers: Arc::new(reader::ReadPool::Postgres(PgPool { pool })),
+        readers: Arc::new(reader::ReadPool::Postgres(PgPool::new(pool))),
         matcher: Arc::new(super::every_word),
         follower: Some(follower),
     })
@@ -268,21 +268,76 @@ impl r2d2::ManageConnection for Manager {
     }
 }
 
-/// The read connections of a PostgreSQL store.
+/// The read connections of a PostgreSQL store. While the server is
+/// unreachable, reads fail at once instead of each waiting for a connection:
+/// after a failed attempt the pool is "down" for a backoff (100 ms doubling
+/// to 5 s, jittered), then one caller probes with a short wait.
 pub(crate) struct PgPool {
     pool: r2d2::Pool<Manager>,
+    down: std::sync::Mutex<Down>,
 }
 
+#[derive(Default)]
+struct Down {
+    /// Until when reads fail without trying; `None` while the server answers.
+    until: Option<Instant>,
+    wait: Duration,
+}
+
+/// How long a probe waits for a connection once the backoff has passed.
+const PROBE_WAIT: Duration = Duration::from_millis(500);
+
 impl PgPool {
+    fn new(pool: r2d2::Pool<Manager>) -> Self {
+        PgPool {
+            pool,
+            down: std::sync::Mutex::default(),
+        }
+    }
+
     /// `f` on a pooled connection (waiting for one, up to the pool's timeout).
     pub(crate) fn with_connection<T>(
         &self,
         f: impl FnOnce(Conn<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let conn = self
-            .pool
-            .get()
-            .map_err(|e| StoreError::Unavailable(format!("no PostgreSQL connection: {e}")))?;
-        f(conn.conn())
+        let wait = {
+            let down = self.down.lock().expect("pool state poisoned");
+            match down.until {
+                Some(until) if Instant::now() < until => {
+                    return Err(StoreError::Unavailable(format!(
+                        "PostgreSQL is unreachable; the next attempt is in {} ms",
+                        (until - Instant::now()).as_millis()
+                    )));
+                }
+                Some(_) => PROBE_WAIT,
+                None => CONNECT_TIMEOUT,
+            }
+        };
+        let conn = match self.pool.get_timeout(wait) {
+            Ok(conn) => {
+                self.down.lock().expect("pool state poisoned").until = None;
+                conn
+            }
+            Err(e) => {
+                let mut down = self.down.lock().expect("pool state poisoned");
+                down.wait = if down.until.is_some() {
+                    (down.wait * 2).min(BACKOFF_MAX)
+                } else {
+                    BACKOFF_FIRST
+                };
+                down.until = Some(Instant::now() + jittered(down.wait));
+                return Err(StoreError::Unavailable(format!(
+                    "no PostgreSQL connection: {e}"
+                )));
+            }
+        };
+        let out = f(conn.conn());
+        if conn.is_broken() {
+            // The server went away under this read: the next ones back off.
+            let mut down = self.down.lock().expect("pool state poisoned");
+            down.wait = BACKOFF_FIRST;
+            down.until = Some(Instant::now() + jittered(BACKOFF_FIRST));
+        }
+        out
     }
 }

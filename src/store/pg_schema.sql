@@ -245,3 +245,10 @@ CREATE TABLE tokens (
     last_used_at BIGINT,
     rowid        BIGSERIAL NOT NULL
 );
+
+-- Secrets every node must share (the key cursors are signed with), made once
+-- by whichever node asks first.
+CREATE TABLE secrets (
+    name  TEXT COLLATE "C" PRIMARY KEY,
+    value BYTEA NOT NULL
+);

@@ -567,11 +567,15 @@ impl<'c> Conn<'c> {
         match self {
             Conn::Sqlite(c) => Ok(c.execute_batch("BEGIN IMMEDIATE")?),
             Conn::Postgres(p) => {
-                p.client()
-                    .batch_execute("BEGIN; SELECT pg_advisory_xact_lock(7365836)")
-                    .inspect_err(|_| {
-                        let _ = p.client().batch_execute("ROLLBACK");
-                    })?;
+                let begun = p
+                    .client()
+                    .batch_execute("BEGIN; SELECT pg_advisory_xact_lock(7365836)");
+                if let Err(e) = begun {
+                    // The lock may have failed after BEGIN: leave no
+                    // transaction open (on a lost connection this fails too).
+                    let _ = p.client().batch_execute("ROLLBACK");
+                    return Err(e.into());
+                }
                 p.in_transaction.set(true);
                 Ok(())
             }
