@@ -27,10 +27,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use super::StoreError;
 use super::sql::{Conn, Database, args};
 use super::writer::ChangeListener;
-use super::{Searchable, StoreError};
-use crate::model::{Change, RecordKind};
+use crate::model::Change;
 
 /// The notification channel writes announce themselves on.
 pub(super) const CHANNEL: &str = "engram_changes";
@@ -92,37 +92,17 @@ impl Follower {
         if head.is_some_and(|h| h <= state.fetched) {
             return Ok(());
         }
-        let logged = conn.rows(
-            "SELECT seq, kind, record_id, namespace FROM changes WHERE seq > ?1 ORDER BY seq",
+        // The newest number logged, own changes included: what was fetched.
+        let last: i64 = conn.value(
+            "SELECT coalesce(max(seq), 0) FROM changes WHERE seq > ?1",
             &args![state.fetched],
-            |r| {
-                Ok((
-                    r.get::<i64>(0)?,
-                    r.get::<String>(1)?,
-                    r.get::<String>(2)?,
-                    r.get::<String>(3)?,
-                ))
-            },
         )?;
-        let Some(&(last, ..)) = logged.last() else {
+        if last == 0 {
             return Ok(());
-        };
-        let mut foreign = Vec::new();
-        for (seq, kind, id, namespace) in logged {
-            if state.own.contains(&seq) {
-                continue;
-            }
-            let kind = RecordKind::parse(&kind)
-                .ok_or_else(|| StoreError::Corrupt(format!("unknown change kind {kind}")))?;
-            let doc = Searchable::of(kind).map_or(Ok(None), |s| s.by_id(conn, &id))?;
-            foreign.push(Change {
-                seq,
-                kind,
-                id,
-                namespace,
-                doc,
-            });
         }
+        let own = &state.own;
+        let foreign: Vec<Change> =
+            super::changes_after(conn, state.fetched, |seq| seq > last || own.contains(&seq))?;
         state.fetched = last;
         state.own.retain(|&s| s > last);
         if !foreign.is_empty() {

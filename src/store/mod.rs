@@ -227,28 +227,7 @@ impl Store {
     /// catches up after a crash.
     pub async fn changes_since(&self, after: i64) -> Result<Vec<Change>, StoreError> {
         self.readers
-            .read(move |conn| {
-                let rows = conn.rows(
-                    "SELECT seq, kind, record_id, namespace FROM changes WHERE seq > ?1 ORDER BY seq",
-                    &args![after],
-                    |r| {
-                        Ok((
-                            r.get::<i64>(0)?,
-                            r.get::<String>(1)?,
-                            r.get::<String>(2)?,
-                            r.get::<String>(3)?,
-                        ))
-                    },
-                )?;
-                let mut out = Vec::new();
-                for (seq, kind, id, namespace) in rows {
-                    let kind = RecordKind::parse(&kind)
-                        .ok_or_else(|| StoreError::Corrupt(format!("unknown change kind {kind}")))?;
-                    let doc = Searchable::of(kind).map_or(Ok(None), |s| s.by_id(conn, &id))?;
-                    out.push(Change { seq, kind, id, namespace, doc });
-                }
-                Ok(out)
-            })
+            .read(move |conn| changes_after(conn, after, |_| false))
             .await
     }
 
@@ -339,6 +318,42 @@ impl Store {
         })
         .await
     }
+}
+
+/// The changes logged above `after`, oldest first, each with its record's
+/// current search document; `skip` leaves out the numbers it names (their
+/// documents are not read).
+fn changes_after(
+    conn: Conn<'_>,
+    after: i64,
+    skip: impl Fn(i64) -> bool,
+) -> Result<Vec<Change>, StoreError> {
+    let logged = conn.rows(
+        "SELECT seq, kind, record_id, namespace FROM changes WHERE seq > ?1 ORDER BY seq",
+        &args![after],
+        |r| {
+            Ok((
+                r.get::<i64>(0)?,
+                r.get::<String>(1)?,
+                r.get::<String>(2)?,
+                r.get::<String>(3)?,
+            ))
+        },
+    )?;
+    let mut out = Vec::new();
+    for (seq, kind, id, namespace) in logged.into_iter().filter(|(seq, ..)| !skip(*seq)) {
+        let kind = RecordKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown change kind {kind}")))?;
+        let doc = Searchable::of(kind).map_or(Ok(None), |s| s.by_id(conn, &id))?;
+        out.push(Change {
+            seq,
+            kind,
+            id,
+            namespace,
+            doc,
+        });
+    }
+    Ok(out)
 }
 
 /// Reads one search document from a row of its kind's `Searchable::sql`.
