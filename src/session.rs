@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use futures::future::BoxFuture;
 
 use crate::auth::Grant;
 use crate::catalog::{Catalog, OperationSpec};
@@ -59,6 +60,23 @@ impl ToolSelection {
         Ok(sel)
     }
 
+    /// The selection as `parse` reads it back.
+    pub fn spec(&self) -> String {
+        let flags = [
+            (self.all, "all"),
+            (self.core, "core"),
+            (self.compat, "compat"),
+        ];
+        let named = flags
+            .into_iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, name)| name);
+        named
+            .chain(self.layers.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     fn parse_empty() -> Self {
         ToolSelection {
             all: false,
@@ -98,10 +116,21 @@ pub struct Session {
 
 impl Session {
     pub fn new(tools: ToolSelection, limiter: Arc<SessionLimiter>) -> Self {
+        Session::restored(new_id(), now_micros(), tools, limiter)
+    }
+
+    /// A session that began earlier (elsewhere): one a shared store keeps
+    /// under a handle, brought back for a call.
+    pub fn restored(
+        id: String,
+        created_at: Micros,
+        tools: ToolSelection,
+        limiter: Arc<SessionLimiter>,
+    ) -> Self {
         crate::metrics::metrics().session_opened();
         Session {
-            id: new_id(),
-            created_at: now_micros(),
+            id,
+            created_at,
             handle: OnceLock::new(),
             stateless: AtomicBool::new(false),
             namespace: OnceLock::new(),
@@ -144,6 +173,11 @@ impl Session {
         self.stateless.load(Ordering::Relaxed)
     }
 
+    /// Names this session by `handle` (once; later calls change nothing).
+    pub fn set_handle(&self, handle: String) {
+        let _ = self.handle.set(handle);
+    }
+
     /// The handle `session_open` gave this session, if any.
     pub fn handle(&self) -> Option<&str> {
         self.handle.get().map(String::as_str)
@@ -183,16 +217,50 @@ impl Drop for Session {
 
 /// Sessions that stateless clients (MCP 2026-07-28) hold by handle: a session's
 /// working memory and enabled layers outlive the one request that opened it.
-/// Behind a trait so a store shared by many nodes can back it later.
+/// In this process ([`LocalHandles`]) or, on a store many nodes share, in the
+/// store, so a handle opened on one node works on all of them.
 pub trait SessionHandles: Send + Sync + 'static {
     /// Keeps `session` and returns its new handle (unguessable).
-    fn open(&self, session: Arc<Session>) -> Result<String, HandleError>;
+    fn open(&self, session: Arc<Session>) -> BoxFuture<'_, Result<String, HandleError>>;
     /// The live session a handle names (its idle clock restarts), or why not.
-    fn resolve(&self, handle: &str) -> Result<Arc<Session>, HandleError>;
-    /// Handles open now.
+    fn resolve<'a>(&'a self, handle: &'a str) -> BoxFuture<'a, Result<Held, HandleError>>;
+    /// Keeps what a call changed in a resolved session's working memory.
+    fn settle(&self, held: Held) -> BoxFuture<'_, Result<(), HandleError>>;
+    /// Handles open now (as of the last sweep, for a shared table).
     fn open_count(&self) -> usize;
     /// Forgets expired handles (and their sessions' scratch); how many went.
-    fn sweep(&self) -> usize;
+    fn sweep(&self) -> BoxFuture<'_, usize>;
+}
+
+/// A session resolved from its handle for one call.
+pub struct Held {
+    pub session: Arc<Session>,
+    /// The working memory as the store held it when the session was brought
+    /// back (`None` for a session kept in this process): what `settle`
+    /// compares against to write only what the call changed.
+    pub loaded: Option<BTreeMap<String, String>>,
+}
+
+impl Held {
+    /// The keys the call set or changed, and the keys it removed, since the
+    /// session was loaded.
+    pub fn changes(&self) -> (Vec<(String, String)>, Vec<String>) {
+        let Some(loaded) = &self.loaded else {
+            return (Vec::new(), Vec::new());
+        };
+        let now = self.session.scratch();
+        let set = now
+            .iter()
+            .filter(|(k, v)| loaded.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let removed = loaded
+            .keys()
+            .filter(|k| !now.contains_key(*k))
+            .cloned()
+            .collect();
+        (set, removed)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -207,6 +275,19 @@ pub enum HandleError {
          while unused)"
     )]
     Full(usize),
+    /// The store that keeps handles cannot be reached.
+    #[error("session handles are unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A fresh handle: 256 random bits, URL-safe, with the handle prefix.
+pub fn new_handle() -> String {
+    let mut bytes = [0u8; HANDLE_BYTES];
+    getrandom::fill(&mut bytes).expect("the OS has randomness");
+    format!(
+        "{HANDLE_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
 }
 
 /// Bytes of randomness in a handle (256 bits).
@@ -237,14 +318,9 @@ impl LocalHandles {
     }
 }
 
-impl SessionHandles for LocalHandles {
-    fn open(&self, session: Arc<Session>) -> Result<String, HandleError> {
-        let mut bytes = [0u8; HANDLE_BYTES];
-        getrandom::fill(&mut bytes).expect("the OS has randomness");
-        let handle = format!(
-            "{HANDLE_PREFIX}{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-        );
+impl LocalHandles {
+    fn open_now(&self, session: Arc<Session>) -> Result<String, HandleError> {
+        let handle = new_handle();
         let mut sessions = self.sessions.lock().expect("handles poisoned");
         if sessions.len() >= self.max {
             let idle = self.idle;
@@ -253,17 +329,20 @@ impl SessionHandles for LocalHandles {
                 return Err(HandleError::Full(self.max));
             }
         }
-        let _ = session.handle.set(handle.clone());
+        session.set_handle(handle.clone());
         sessions.insert(handle.clone(), (session, Instant::now()));
         Ok(handle)
     }
 
-    fn resolve(&self, handle: &str) -> Result<Arc<Session>, HandleError> {
+    fn resolve_now(&self, handle: &str) -> Result<Held, HandleError> {
         let mut sessions = self.sessions.lock().expect("handles poisoned");
         match sessions.get_mut(handle) {
             Some((session, used)) if used.elapsed() < self.idle => {
                 *used = Instant::now();
-                Ok(session.clone())
+                Ok(Held {
+                    session: session.clone(),
+                    loaded: None,
+                })
             }
             Some(_) => {
                 sessions.remove(handle);
@@ -273,16 +352,35 @@ impl SessionHandles for LocalHandles {
         }
     }
 
-    fn open_count(&self) -> usize {
-        self.sessions.lock().expect("handles poisoned").len()
-    }
-
-    fn sweep(&self) -> usize {
+    fn sweep_now(&self) -> usize {
         let mut sessions = self.sessions.lock().expect("handles poisoned");
         let before = sessions.len();
         let idle = self.idle;
         sessions.retain(|_, (_, used)| used.elapsed() < idle);
         before - sessions.len()
+    }
+}
+
+impl SessionHandles for LocalHandles {
+    fn open(&self, session: Arc<Session>) -> BoxFuture<'_, Result<String, HandleError>> {
+        Box::pin(std::future::ready(self.open_now(session)))
+    }
+
+    fn resolve<'a>(&'a self, handle: &'a str) -> BoxFuture<'a, Result<Held, HandleError>> {
+        Box::pin(std::future::ready(self.resolve_now(handle)))
+    }
+
+    /// The session itself is kept here: nothing to write back.
+    fn settle(&self, _: Held) -> BoxFuture<'_, Result<(), HandleError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn open_count(&self) -> usize {
+        self.sessions.lock().expect("handles poisoned").len()
+    }
+
+    fn sweep(&self) -> BoxFuture<'_, usize> {
+        Box::pin(std::future::ready(self.sweep_now()))
     }
 }
 
@@ -304,21 +402,54 @@ mod tests {
     fn handles_resolve_until_idle_then_expire() {
         let handles = LocalHandles::new(Duration::from_millis(50), 2);
         let s = session();
-        let h = handles.open(s.clone()).unwrap();
+        let h = handles.open_now(s.clone()).unwrap();
         assert!(h.starts_with(HANDLE_PREFIX) && h.len() > 40, "{h}");
         assert_eq!(s.handle(), Some(h.as_str()));
-        assert!(Arc::ptr_eq(&handles.resolve(&h).unwrap(), &s));
+        assert!(Arc::ptr_eq(&handles.resolve_now(&h).unwrap().session, &s));
         assert!(matches!(
-            handles.resolve("sh_nope"),
+            handles.resolve_now("sh_nope"),
             Err(HandleError::Unknown { .. })
         ));
-        handles.open(session()).unwrap();
-        assert_eq!(handles.open(session()), Err(HandleError::Full(2)));
+        handles.open_now(session()).unwrap();
+        assert_eq!(handles.open_now(session()), Err(HandleError::Full(2)));
         std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(handles.sweep(), 2, "both expired handles are forgotten");
+        assert_eq!(handles.sweep_now(), 2, "both expired handles are forgotten");
         assert_eq!(handles.open_count(), 0);
-        assert!(handles.resolve(&h).is_err(), "expired");
+        assert!(handles.resolve_now(&h).is_err(), "expired");
         // Expired handles make room for new ones.
-        handles.open(session()).unwrap();
+        handles.open_now(session()).unwrap();
+    }
+
+    #[test]
+    fn a_loaded_session_reports_only_what_the_call_changed() {
+        let s = session();
+        let loaded: BTreeMap<String, String> = [("a", "1"), ("b", "2"), ("c", "3")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        *s.scratch() = loaded.clone();
+        let held = Held {
+            session: s.clone(),
+            loaded: Some(loaded),
+        };
+        assert_eq!(held.changes(), (vec![], vec![]));
+        s.scratch().insert("b".into(), "20".into());
+        s.scratch().insert("d".into(), "4".into());
+        s.scratch().remove("a");
+        let (set, removed) = held.changes();
+        assert_eq!(
+            set,
+            vec![("b".into(), "20".into()), ("d".into(), "4".into())]
+        );
+        assert_eq!(removed, vec!["a".to_string()]);
+    }
+
+    #[test]
+    fn a_tool_selection_reads_back_from_its_spec() {
+        let catalog = crate::catalog::catalog();
+        for spec in ["core", "all", "compat", "core,graph", "graph,session"] {
+            let sel = ToolSelection::parse(spec, catalog).unwrap();
+            assert_eq!(ToolSelection::parse(&sel.spec(), catalog).unwrap(), sel);
+        }
     }
 }

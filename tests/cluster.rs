@@ -111,6 +111,77 @@ async fn what_one_node_writes_the_others_read_search_and_page() {
         "{searched}"
     );
 
+    // A session handle opened on one node works on the others: its working
+    // memory lives in the database, and each node writes back only the keys
+    // it changed.
+    let handle = a.ok("session_open", json!({})).await["session"]
+        .as_str()
+        .expect("a handle")
+        .to_string();
+    a.ok(
+        "session_scratch_set",
+        json!({ "session": handle, "key": "plan", "value": ["migrate", "verify"] }),
+    )
+    .await;
+    let got = b
+        .ok(
+            "session_scratch_get",
+            json!({ "session": handle, "key": "plan" }),
+        )
+        .await;
+    assert_eq!(got["value"], json!(["migrate", "verify"]), "{got}");
+    b.ok(
+        "session_scratch_set",
+        json!({ "session": handle, "key": "owner", "value": "priya" }),
+    )
+    .await;
+    let listed = c
+        .ok("session_scratch_list", json!({ "session": handle }))
+        .await;
+    assert_eq!(
+        strings(&listed["entries"], "/key"),
+        ["owner", "plan"],
+        "{listed}"
+    );
+    let info = c.ok("session_info", json!({ "session": handle })).await;
+    assert_eq!(info["handle"].as_str(), Some(handle.as_str()), "{info}");
+    assert_eq!(info["scratch_keys"], json!(2), "{info}");
+    let cleared = c
+        .ok(
+            "session_scratch_clear",
+            json!({ "session": handle, "keys": ["plan"] }),
+        )
+        .await;
+    assert_eq!(cleared["cleared"], json!(1));
+    let gone = a
+        .ok(
+            "session_scratch_get",
+            json!({ "session": handle, "key": "plan" }),
+        )
+        .await;
+    assert_eq!(gone["found"], json!(false), "{gone}");
+    let unknown = call(
+        b,
+        "session_scratch_get",
+        json!({ "session": "sh_not-a-handle", "key": "plan" }),
+    )
+    .await;
+    assert!(
+        unknown.is_err_and(|e| e.contains("session_open")),
+        "an unknown handle resolved"
+    );
+    let elsewhere = cluster[1].client(Some("other")).await;
+    let foreign = call(
+        &elsewhere,
+        "session_scratch_get",
+        json!({ "session": handle, "key": "owner" }),
+    )
+    .await;
+    assert!(
+        foreign.is_err_and(|e| e.contains("another namespace")),
+        "another namespace read this handle's memory"
+    );
+
     // A cursor made on one node pages on another.
     for i in 0..5 {
         remember(c, &format!("standup note {i}")).await;

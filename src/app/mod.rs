@@ -16,6 +16,7 @@
 
 mod errors;
 mod guarded;
+mod handles;
 
 pub use guarded::{CacheSummary, Health, Searched, StoreCall};
 
@@ -180,10 +181,18 @@ impl AppState {
         };
         search.catch_up(&store, indexed_seq).await?;
 
-        let handles: Arc<dyn SessionHandles> = Arc::new(LocalHandles::new(
-            Duration::from_secs(config.handle_idle_secs),
-            config.max_handles,
-        ));
+        // On a store many nodes share, so are the handles.
+        let idle = Duration::from_secs(config.handle_idle_secs);
+        let handles: Arc<dyn SessionHandles> = if store.is_shared() {
+            Arc::new(handles::StoredHandles::new(
+                store.clone(),
+                idle,
+                config.max_handles,
+                (config.rate_limit_per_second, config.rate_limit_burst),
+            ))
+        } else {
+            Arc::new(LocalHandles::new(idle, config.max_handles))
+        };
         let app = AppState(Arc::new(Inner {
             cache,
             breakers,
@@ -271,7 +280,7 @@ async fn maintenance(app: Weak<Inner>) {
             guarded::rebuild_index(&inner).await;
         }
         // Expired session handles free their scratch now, not when the table fills.
-        inner.handles.sweep();
+        inner.handles.sweep().await;
         let accesses = inner.accesses.take();
         if !accesses.is_empty()
             && let Err(e) = inner.store.record_fact_access(accesses).await

@@ -48,6 +48,7 @@ async fn session_open(cx: OpCtx, _: OpenInput) -> Result<OpenOutput, OpError> {
         .app
         .handles()
         .open(session)
+        .await
         .map_err(|e| OpError::Unavailable(e.to_string()))?;
     Ok(OpenOutput {
         session: handle,

@@ -24,7 +24,7 @@ use crate::metrics::metrics;
 use crate::ops::registry::Entry;
 use crate::ops::{Answer, BoxFuture, OpCtx, registry};
 use crate::resilience::cache::QueryCache;
-use crate::session::{Session, ToolSelection};
+use crate::session::{HandleError, Held, Session, ToolSelection};
 
 /// engram as a library: the backends plus the pipeline that calls operations
 /// on them. Cheap to clone. Servers, the command line and tests hold one.
@@ -118,7 +118,8 @@ async fn run(
     if let Some(grant) = session.grant() {
         grant.permit(spec)?;
     }
-    let session = session_for(app, session, spec, &args)?;
+    let held = session_for(app, session, spec, &args).await?;
+    let session = held.session.clone();
     let ns = session.namespace().to_string();
     let mut store_call = spec.uses_store().then(|| app.store_call()).transpose()?;
     if spec.kind == Kind::Read && store_call.is_some() {
@@ -160,7 +161,14 @@ async fn run(
     if let Some(call) = store_call {
         call.settle(&result);
     }
-    result
+    if held.loaded.is_none() {
+        return result;
+    }
+    // A session brought back from a shared store keeps what the call changed.
+    match app.handles().settle(held).await {
+        Err(e) if result.is_ok() => Err(handle_error(e)),
+        _ => result,
+    }
 }
 
 /// A cacheable read: the cached answer if no record kind it reads changed in
@@ -203,23 +211,26 @@ fn dispatch_boxed(
 /// The session a session-layer operation works on: the one its `session`
 /// handle names (checked against the caller's namespace), else the caller's
 /// own, which a stateless request (MCP 2026-07-28) does not have.
-fn session_for(
+async fn session_for(
     app: &AppState,
     caller: &Arc<Session>,
     spec: &OperationSpec,
     args: &Value,
-) -> Result<Arc<Session>, OpError> {
+) -> Result<Held, OpError> {
+    let own = || Held {
+        session: caller.clone(),
+        loaded: None,
+    };
     if spec.layer != SESSION_LAYER || spec.name == OPEN_SESSION {
-        return Ok(caller.clone());
+        return Ok(own());
     }
     match args.get("session").and_then(Value::as_str) {
         Some(handle) => {
-            let held = app
-                .handles()
-                .resolve(handle)
-                .map_err(|e| OpError::NotFound(e.to_string()))?;
+            let held = app.handles().resolve(handle).await.map_err(handle_error)?;
             let token = |s: &Session| s.grant().map(|g| g.token_id.clone());
-            if held.namespace() != caller.namespace() || token(&held) != token(caller) {
+            if held.session.namespace() != caller.namespace()
+                || token(&held.session) != token(caller)
+            {
                 return Err(OpError::NotFound(format!(
                     "this session handle belongs to another namespace than this request's ({}), \
                      or was opened with another token: open one here with {OPEN_SESSION}",
@@ -232,7 +243,14 @@ fn session_for(
             "this request has no session (MCP 2026-07-28 requests stand alone): call \
              {OPEN_SESSION} once and pass its handle as `session`"
         ))),
-        None => Ok(caller.clone()),
+        None => Ok(own()),
+    }
+}
+
+fn handle_error(e: HandleError) -> OpError {
+    match e {
+        HandleError::Unknown { .. } => OpError::NotFound(e.to_string()),
+        HandleError::Full(_) | HandleError::Unavailable(_) => OpError::Unavailable(e.to_string()),
     }
 }
 

@@ -18,6 +18,7 @@ mod episodic;
 mod export;
 mod follow;
 mod graph;
+mod handles;
 mod meta;
 mod migrations;
 mod pg;
@@ -50,6 +51,7 @@ pub use export::{
 pub use graph::{
     EdgeRow, EntityRecord, GraphCounts, GraphRows, NewEntity, NewRelation, RelationRecord,
 };
+pub use handles::{HeldSession, StoredSession};
 pub use meta::KindCount;
 pub use procedural::{
     NewExecution, NewProcedure, ProcedureFilter, ProcedurePatch, RunSummary, smoothed_success,

@@ -29,7 +29,10 @@ use crate::config::Config;
 use crate::model::now_micros;
 
 /// (version, name, SQL). Append only, as sqlite's list.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "schema", include_str!("pg_schema.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "schema", include_str!("pg_schema.sql")),
+    (2, "session handles", include_str!("pg_handles.sql")),
+];
 
 /// Tables partitioned by month, and the column they are partitioned by.
 const PARTITIONED: [&str; 3] = ["changes", "audit", "events"];

@@ -560,6 +560,15 @@ impl<'c> Conn<'c> {
         }
     }
 
+    /// Opens a transaction that logs no changes (so takes no write lock).
+    pub(super) fn begin(&self) -> Result<(), StoreError> {
+        self.batch("BEGIN")?;
+        if let Conn::Postgres(p) = self {
+            p.in_transaction.set(true);
+        }
+        Ok(())
+    }
+
     /// Opens the write transaction. On PostgreSQL it first takes the store's
     /// write lock, so the transactions of every node commit one at a time and
     /// change numbers are handed out in commit order (see `pg.rs`).
