@@ -232,7 +232,7 @@ impl HttpServer {
     }
 }
 
-/// Many sessions with one server, open until `close`.
+/// Many sessions (with one server, or merged from several), open until `close`.
 pub struct Sessions {
     clients: Vec<Arc<Client>>,
     /// Sessions whose handshake failed.
@@ -240,6 +240,19 @@ pub struct Sessions {
 }
 
 impl Sessions {
+    /// The sessions of several servers as one set.
+    pub fn merge(parts: Vec<Sessions>) -> Sessions {
+        let mut all = Sessions {
+            clients: Vec::new(),
+            failed_to_open: 0,
+        };
+        for part in parts {
+            all.clients.extend(part.clients);
+            all.failed_to_open += part.failed_to_open;
+        }
+        all
+    }
+
     pub fn len(&self) -> usize {
         self.clients.len()
     }

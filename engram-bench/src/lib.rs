@@ -14,6 +14,7 @@ mod cli;
 pub mod driver;
 pub mod inprocess;
 mod plot;
+pub mod postgres;
 pub mod recorder;
 pub mod report;
 pub mod scenarios;

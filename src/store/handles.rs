@@ -59,21 +59,34 @@ fn stored_session(r: &Row<'_>) -> Result<StoredSession, StoreError> {
     })
 }
 
-/// Runs `body` in a transaction of its own on a pooled connection.
+/// Tries a transaction this many times when PostgreSQL aborts it for a
+/// deadlock or a serialization failure (two nodes saving one handle at once).
+const CONFLICT_ATTEMPTS: u32 = 4;
+
+/// Runs `body` in a transaction of its own on a pooled connection, again
+/// (after 5 ms, 10 ms, 20 ms, jittered) when it lost a conflict.
 fn transaction<T>(
     conn: Conn<'_>,
-    body: impl FnOnce(Conn<'_>) -> Result<T, StoreError>,
+    body: impl Fn(Conn<'_>) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    conn.begin()?;
-    match body(conn) {
-        Ok(out) => {
-            conn.end(true)?;
-            Ok(out)
-        }
-        Err(e) => {
-            // On a lost connection this fails too, and the pool drops it.
-            let _ = conn.end(false);
-            Err(e)
+    let mut attempt = 0;
+    loop {
+        conn.begin()?;
+        let out = body(conn).and_then(|out| conn.end(true).map(|()| out));
+        match out {
+            Ok(out) => return Ok(out),
+            Err(e) => {
+                // On a lost connection this fails too, and the pool drops it.
+                let _ = conn.end(false);
+                attempt += 1;
+                if !e.is_conflict() || attempt == CONFLICT_ATTEMPTS {
+                    return Err(e);
+                }
+                let mut jitter = [0u8; 1];
+                let _ = getrandom::fill(&mut jitter);
+                let wait = (5u64 << (attempt - 1)) * (128 + u64::from(jitter[0])) / 256;
+                std::thread::sleep(std::time::Duration::from_millis(wait.max(1)));
+            }
         }
     }
 }

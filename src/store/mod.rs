@@ -92,6 +92,20 @@ pub enum StoreError {
     Unavailable(String),
 }
 
+impl StoreError {
+    /// PostgreSQL aborted the transaction for a deadlock or a serialization
+    /// failure: trying it again may succeed.
+    pub fn is_conflict(&self) -> bool {
+        use postgres::error::SqlState;
+        match self {
+            StoreError::Postgres(e) => e.code().is_some_and(|c| {
+                *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
+            }),
+            _ => false,
+        }
+    }
+}
+
 /// What went wrong in PostgreSQL's words: the server's message (and its
 /// SQLSTATE) or the client's cause; the error's own text is only "db error".
 fn postgres_message(e: &postgres::Error) -> String {

@@ -36,6 +36,7 @@ pub fn render(results: &Path, out_path: &Path, plots: &Path) -> anyhow::Result<(
     sections::workflows(&mut page);
     sections::discovery(&mut page);
     sections::writes(&mut page);
+    sections::cluster(&mut page);
     sections::recovery(&mut page);
     sections::memory(&mut page);
     sections::cache(&mut page);

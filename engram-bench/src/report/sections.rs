@@ -185,6 +185,68 @@ pub(super) fn edge(page: &mut Page) {
     }
 }
 
+const CLUSTER_COLUMNS: [&str; 9] = [
+    "store",
+    "nodes",
+    "sessions",
+    "calls/s",
+    "failure rate",
+    "read p50 / p95 / p99.9",
+    "write p50 / p95 / p99.9",
+    "complex p50 / p95 / p99.9",
+    "writes per commit (single-write commits)",
+];
+
+/// Many nodes on PostgreSQL against one node on sqlite.
+pub(super) fn cluster(page: &mut Page) {
+    let about = |res: &Value| {
+        let mix = &res["mix"];
+        Some(format!(
+            "The ladder's mixed workload ({}/{}/{} read/write/complex %, {} s per rung, {} records \
+             preloaded, closed loop) on one node with sqlite, then on 1, 2 and 3 nodes sharing one \
+             PostgreSQL {} database (a throwaway cluster on this machine, durable commits), the \
+             sessions spread evenly over the nodes. Every node, PostgreSQL and the load driver \
+             share this machine's cores. Writes per commit: from the nodes' \
+             `engram_commit_batch_size` during the rung.\n",
+            mix["read"],
+            mix["write"],
+            mix["complex"],
+            res["seconds_per_rung"],
+            res["records"],
+            res["postgres_version"].as_str().unwrap_or("?"),
+        ))
+    };
+    let title = "Many nodes on PostgreSQL";
+    let Some(res) = page.section(title, "cluster", about, &CLUSTER_COLUMNS) else {
+        return;
+    };
+    for setup in res["setups"].as_array().into_iter().flatten() {
+        for rg in setup["rungs"].as_array().into_iter().flatten() {
+            let [read, write, complex] = CLASSES.map(|c| p50_p95_p999(&rg["classes"][c]));
+            let commits = &rg["commits"];
+            let batches = match (
+                f(&commits["writes_per_commit"]),
+                f(&commits["single_write_share"]),
+            ) {
+                (Some(per), Some(single)) => format!("{per:.2} ({:.0} %)", single * 100.0),
+                _ => "-".into(),
+            };
+            page.row(&[
+                setup["store"].as_str().unwrap_or("?").to_string(),
+                setup["nodes"].to_string(),
+                rg["sessions"].to_string(),
+                n0(&rg["throughput_per_s"]),
+                pct(&rg["failure_rate"]),
+                read,
+                write,
+                complex,
+                batches,
+            ]);
+        }
+    }
+    page.line("");
+}
+
 const RECALL_COLUMNS: [&str; 8] = [
     "question kind",
     "questions",
@@ -773,6 +835,6 @@ fn layers_transfer(page: &mut Page, runs: &[Value]) {
 
 pub(super) fn reproduce(page: &mut Page) {
     page.line(
-        "## Reproduce\n\n```\ncargo build --release                                # the server under test\ncargo run --release -p engram-bench -- run all       # every scenario at full size\ncargo run --release -p engram-bench -- run ladder --sessions 10,100,1000,5000 --seconds 10\ncargo run --release -p engram-bench -- run edge             # tokens and /metrics: with and without\ncargo run --release -p engram-bench -- run recall           # recall quality on the project's fixture\ncargo run --release -p engram-bench -- run peer             # the graph tools against memory-mcp-rs (builds it)\ncargo bench --bench semantic -- --facts 10000,100000,1000000\ncargo bench --bench memory -- --records 10000,100000\ncargo run --release -p engram-bench -- report\n```\n\n`engram-bench run all --quick` runs every scenario in seconds (the CI smoke test; its figures are not representative).",
+        "## Reproduce\n\n```\ncargo build --release                                # the server under test\ncargo run --release -p engram-bench -- run all       # every scenario at full size\ncargo run --release -p engram-bench -- run ladder --sessions 10,100,1000,5000 --seconds 10\ncargo run --release -p engram-bench -- run edge             # tokens and /metrics: with and without\ncargo run --release -p engram-bench -- run recall           # recall quality on the project's fixture\ncargo run --release -p engram-bench -- run peer             # the graph tools against memory-mcp-rs (builds it)\ncargo run --release -p engram-bench -- run cluster          # 1, 2, 3 nodes on PostgreSQL (apt-get install postgresql)\ncargo bench --bench semantic -- --facts 10000,100000,1000000\ncargo bench --bench memory -- --records 10000,100000\ncargo run --release -p engram-bench -- report\n```\n\n`engram-bench run all --quick` runs every scenario in seconds (the CI smoke test; its figures are not representative).",
     );
 }

@@ -37,8 +37,8 @@ pub async fn run(cx: &Ctx) -> anyhow::Result<Value> {
     let (mut without, mut with) = (Vec::new(), Vec::new());
     for round in 1..=rounds {
         progress(format!("edge: round {round} of {rounds}"));
-        without.push(rung(cx, &plain, sessions, seconds, mix).await);
-        with.push(rung(cx, &guarded, sessions, seconds, mix).await);
+        without.push(rung(cx, &[&plain], sessions, seconds, mix).await);
+        with.push(rung(cx, &[&guarded], sessions, seconds, mix).await);
     }
     scraper.abort();
     plain.stop().await;

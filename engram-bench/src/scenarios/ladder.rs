@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::Ctx;
-use crate::driver::{HttpServer, drive, mb, preload, progress};
+use crate::driver::{HttpServer, Sessions, drive, mb, preload, progress};
 use crate::recorder::Recorder;
 use crate::workload::Mix;
 
@@ -26,7 +26,7 @@ pub async fn run(cx: &Ctx) -> anyhow::Result<Value> {
     let _ = setup.cancel().await;
     let mut out = Vec::new();
     for &n in &rungs {
-        out.push(rung(cx, &server, n, seconds, mix).await);
+        out.push(rung(cx, &[&server], n, seconds, mix).await);
     }
     server.stop().await;
     Ok(
@@ -34,10 +34,23 @@ pub async fn run(cx: &Ctx) -> anyhow::Result<Value> {
     )
 }
 
-/// `n` sessions for `seconds` (or `--ops` calls in all).
-pub(super) async fn rung(cx: &Ctx, server: &HttpServer, n: usize, seconds: f64, mix: Mix) -> Value {
+/// `n` sessions for `seconds` (or `--ops` calls in all), spread evenly over
+/// `servers` (nodes sharing one store, as a load balancer would spread them).
+pub(super) async fn rung(
+    cx: &Ctx,
+    servers: &[&HttpServer],
+    n: usize,
+    seconds: f64,
+    mix: Mix,
+) -> Value {
     progress(format!("ladder: {n} sessions, {seconds} s"));
-    let sessions = server.sessions(n).await;
+    let mut parts = Vec::new();
+    for (i, server) in servers.iter().enumerate() {
+        // The first nodes take one more when n does not divide evenly.
+        let share = n / servers.len() + usize::from(i < n % servers.len());
+        parts.push(server.sessions(share).await);
+    }
+    let sessions = Sessions::merge(parts);
     let until = Instant::now() + Duration::from_secs_f64(seconds);
     let per_session_rate = cx.opts.rate.map(|r| r / sessions.len().max(1) as f64);
     let budget = cx.opts.ops.map(|total| total.div_ceil(n.max(1) as u64));
@@ -51,10 +64,15 @@ pub(super) async fn rung(cx: &Ctx, server: &HttpServer, n: usize, seconds: f64, 
     let elapsed = started.elapsed().as_secs_f64();
     let connected = n - sessions.failed_to_open;
     rec.add_failures("connect", sessions.failed_to_open);
-    let (rss, peak) = server.rss_kb();
+    // With several nodes: the largest of them.
+    let (rss, peak) = servers
+        .iter()
+        .map(|s| s.rss_kb())
+        .fold((None, None), |(r, p), (r2, p2)| (r.max(r2), p.max(p2)));
     sessions.close().await;
     let mut rung = rec.to_json(elapsed);
     rung["sessions"] = json!(n);
+    rung["nodes"] = json!(servers.len());
     rung["connected"] = json!(connected);
     rung["server_rss_mb"] = json!(mb(rss));
     rung["server_peak_rss_mb"] = json!(mb(peak));

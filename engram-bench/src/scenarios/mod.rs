@@ -4,6 +4,7 @@
 //! CI smoke test), asserting nothing about speed.
 
 mod cache;
+mod cluster;
 mod crashloop;
 mod discovery;
 mod edge;
@@ -49,7 +50,7 @@ macro_rules! scenarios {
 /// Every scenario, in the order `run all` takes them.
 pub const ALL: &[Scenario] = scenarios![
     ladder, edge, workflows, discovery, writes, recovery, memory, cache, recall, reference, peer,
-    crashloop,
+    crashloop, cluster,
 ];
 
 /// The names of every scenario, in `ALL`'s order.
