@@ -233,6 +233,10 @@ async fn bad_input_is_a_clear_error_and_writes_nothing() {
         ("enable_toolset", json!({"layer": "astrology"}), "no layer"),
         ("call_operation", json!({"name": "call_operation"}), "cannot call itself"),
         ("episodic_remember", json!([1, 2]), "JSON object"),
+        ("episodic_remember", json!({"content": "a\u{0}b"}), "content holds a NUL"),
+        ("semantic_store", json!({"content": "x", "tags": ["ok", "n\u{0}"]}), "tags[1] holds a NUL"),
+        ("episodic_recall", json!({"query": "\u{0}"}), "query holds a NUL"),
+        ("episodic_get", json!({"id": "\u{0}"}), "id holds a NUL"),
     ];
     for (op, args, expected) in cases {
         let e = h.err(op, args).await;

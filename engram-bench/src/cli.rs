@@ -29,7 +29,7 @@ pub struct Cli {
 enum Command {
     /// Run a scenario (or `all`) and write its results as JSON.
     Run {
-        /// ladder, workflows, discovery, writes, recovery, memory, cache, reference, crashloop, or all.
+        /// A scenario's name (`engram-bench scenarios` lists them), or all.
         scenario: String,
         /// Small sizes and short durations: every scenario in seconds (a smoke test).
         #[arg(long)]

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use super::schema::{Checker, input_schema_of, output_schema_of, truncate_chars};
+use super::schema::{Checker, input_schema_of, nul_at, output_schema_of, truncate_chars};
 use super::{Answer, OpCtx, Operation};
 use crate::error::OpError;
 use crate::store::attributed;
@@ -61,6 +61,13 @@ impl Entry {
         if let Some(problems) = self.input_checker().check(&args) {
             return Err(OpError::invalid(format!(
                 "{}: {problems}. See the tool's input schema (discover_tools with detail \"full\")",
+                self.name
+            )));
+        }
+        if let Some(at) = nul_at(&args) {
+            return Err(OpError::invalid(format!(
+                "{}: {at} holds a NUL character (\\u0000), which engram does not store: \
+                 remove it",
                 self.name
             )));
         }

@@ -93,6 +93,16 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// PostgreSQL refused a value of the call (SQLSTATE class 22, a data
+    /// exception: a NUL in text, a number out of range): the caller's input,
+    /// not the store's health.
+    pub fn is_bad_value(&self) -> bool {
+        match self {
+            StoreError::Postgres(e) => e.code().is_some_and(|c| c.code().starts_with("22")),
+            _ => false,
+        }
+    }
+
     /// PostgreSQL aborted the transaction for a deadlock or a serialization
     /// failure: trying it again may succeed.
     pub fn is_conflict(&self) -> bool {

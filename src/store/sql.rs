@@ -215,6 +215,14 @@ pub(crate) enum Row<'r> {
 }
 
 impl Row<'_> {
+    /// How many columns the row has.
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Row::Sqlite(r) => r.as_ref().column_count(),
+            Row::Postgres(r) => r.len(),
+        }
+    }
+
     /// Column `i`, read as `T`.
     pub(super) fn get<T: Column>(&self, i: usize) -> Result<T, StoreError> {
         match self {
