@@ -206,8 +206,13 @@ pub(super) fn cluster(page: &mut Page) {
              preloaded, closed loop) on one node with sqlite, then on 1, 2 and 3 nodes sharing one \
              PostgreSQL {} database (a throwaway cluster on this machine, durable commits), the \
              sessions spread evenly over the nodes. Every node, PostgreSQL and the load driver \
-             share this machine's cores. Writes per commit: from the nodes' \
-             `engram_commit_batch_size` during the rung.\n",
+             share this machine's cores (see Machine), so what the rows measure is the cost of a \
+             shared store, not what nodes add: on one machine a second node brings no cores, \
+             only another process that indexes every write again (each node indexes the others' \
+             changes) and more connections for PostgreSQL to serve. Nodes add read and search \
+             capacity when each has cores of its own; writes commit one at a time across nodes \
+             (docs/scaling.md). Writes per commit: from the nodes' `engram_commit_batch_size` \
+             during the rung.\n",
             mix["read"],
             mix["write"],
             mix["complex"],
