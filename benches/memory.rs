@@ -17,12 +17,13 @@
 //! Results print as a table and go to `bench-results/memory-<unix time>.json`.
 //! Nothing here asserts a speed.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use engram::Engine;
-use engram::config::Config;
+use common::Bench;
 use engram::session::Session;
 use engram_bench::recorder::{histogram, record_since, summary};
 use engram_bench::workload::{LOAD_BATCH, Rng};
@@ -34,42 +35,11 @@ const ARMED_REMINDERS: usize = 100;
 /// Calls in flight at once while loading procedures and tasks.
 const CONCURRENT: usize = 32;
 
-struct Bench {
-    app: Engine,
-    session: Arc<Session>,
-    _dir: tempfile::TempDir,
-}
-
 impl Bench {
-    async fn open() -> Bench {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = Config::new(dir.path());
-        config.cache_capacity = 0;
-        config.rate_limit_per_second = 0;
-        let app = Engine::open(config).await.expect("open");
-        let session = app.new_session();
-        Bench {
-            app,
-            session,
-            _dir: dir,
-        }
-    }
-
     fn in_namespace(&self, namespace: &str) -> Arc<Session> {
         let session = self.app.new_session();
         session.set_namespace(namespace.into());
         session
-    }
-
-    async fn call_as(&self, session: &Arc<Session>, op: &str, args: Value) -> Value {
-        self.app
-            .call(session, op, args)
-            .await
-            .unwrap_or_else(|e| panic!("{op}: {e}"))
-    }
-
-    async fn call(&self, op: &str, args: Value) -> Value {
-        self.call_as(&self.session, op, args).await
     }
 
     /// Runs the calls, `CONCURRENT` at a time; their answers in order.
@@ -405,7 +375,7 @@ async fn consolidation(b: &Bench) -> Value {
 }
 
 async fn run(n: usize, samples: usize) -> Value {
-    let b = Bench::open().await;
+    let b = Bench::open(0).await;
     let mut rng = Rng(0x6d65_6d6f ^ n as u64);
     let load = b.load(&mut rng, n).await;
     eprintln!("  loaded in {:.1} s", load.as_secs_f64());

@@ -15,12 +15,11 @@
 //! Results print as a table and go to `bench-results/semantic-<unix time>.json`.
 //! Nothing here asserts a speed.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::{Duration, Instant};
 
-use engram::Engine;
-use engram::config::Config;
-use engram::session::Session;
+use common::Bench;
 use engram_bench::recorder::{histogram, record_since, summary};
 use engram_bench::workload::{self, Rng, Zipf};
 use serde_json::{Value, json};
@@ -63,34 +62,7 @@ impl Fixture {
     }
 }
 
-struct Bench {
-    app: Engine,
-    session: Arc<Session>,
-    _dir: tempfile::TempDir,
-}
-
 impl Bench {
-    async fn open(cache_capacity: usize) -> Bench {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = Config::new(dir.path());
-        config.cache_capacity = cache_capacity;
-        config.rate_limit_per_second = 0;
-        let app = Engine::open(config).await.expect("open");
-        let session = app.new_session();
-        Bench {
-            app,
-            session,
-            _dir: dir,
-        }
-    }
-
-    async fn call(&self, op: &str, args: Value) -> Value {
-        self.app
-            .call(&self.session, op, args)
-            .await
-            .unwrap_or_else(|e| panic!("{op}: {e}"))
-    }
-
     async fn load(&self, fixture: &mut Fixture, n: usize) -> Duration {
         let started = Instant::now();
         let mut loaded = 0;

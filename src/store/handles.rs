@@ -59,6 +59,16 @@ fn stored_session(r: &Row<'_>) -> Result<StoredSession, StoreError> {
     })
 }
 
+/// Forgets handles unused since `cutoff`; how many stay open.
+fn sweep(conn: Conn<'_>, cutoff: Micros) -> Result<usize, StoreError> {
+    conn.execute(
+        "DELETE FROM session_handles WHERE used_at < ?1",
+        &args![cutoff],
+    )?;
+    let open: i64 = conn.value("SELECT count(*) FROM session_handles", &[])?;
+    Ok(open as usize)
+}
+
 /// Tries a transaction this many times when PostgreSQL aborts it for a
 /// deadlock or a serialization failure (two nodes saving one handle at once).
 const CONFLICT_ATTEMPTS: u32 = 4;
@@ -105,12 +115,7 @@ impl Store {
         let key = key_of(handle);
         self.readers
             .read(move |conn| {
-                conn.execute(
-                    "DELETE FROM session_handles WHERE used_at < ?1",
-                    &args![cutoff],
-                )?;
-                let open: i64 = conn.value("SELECT count(*) FROM session_handles", &[])?;
-                if open as usize >= max {
+                if sweep(conn, cutoff)? >= max {
                     return Ok(false);
                 }
                 let (token_id, label, scope) = match &session.token {
@@ -207,15 +212,6 @@ impl Store {
     /// Forgets handles unused since `cutoff` (and their working memory);
     /// how many handles stay open.
     pub async fn handle_sweep(&self, cutoff: Micros) -> Result<usize, StoreError> {
-        self.readers
-            .read(move |conn| {
-                conn.execute(
-                    "DELETE FROM session_handles WHERE used_at < ?1",
-                    &args![cutoff],
-                )?;
-                let open: i64 = conn.value("SELECT count(*) FROM session_handles", &[])?;
-                Ok(open as usize)
-            })
-            .await
+        self.readers.read(move |conn| sweep(conn, cutoff)).await
     }
 }
