@@ -124,10 +124,11 @@ impl StoredHandles {
             return Ok(());
         }
         let handle = held.session.handle().ok_or_else(|| self.unknown())?;
-        self.store
-            .handle_save(handle, set, removed)
-            .await
-            .map_err(unavailable)
+        match self.store.handle_save(handle, set, removed).await {
+            // Swept while the call ran: the handle is gone, as for the next call.
+            Err(StoreError::NotFound(_)) => Err(self.unknown()),
+            other => other.map_err(unavailable),
+        }
     }
 
     async fn sweep_now(&self) -> usize {

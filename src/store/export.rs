@@ -15,7 +15,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::graph::{self, EntityRecord, RelationRecord};
-use super::sql::{Conn, args};
+use super::sql::{Conn, Dialect, args};
 use super::table::{Query, Table, json, to_json};
 use super::writer::WriteTxn;
 use super::{Store, StoreError, episodic, procedural, prospective, semantic};
@@ -93,6 +93,9 @@ pub struct ExportPosition {
     pub kind: usize,
     pub after: i64,
 }
+
+/// Records an import must create before it refreshes PostgreSQL's statistics.
+const ANALYZE_AFTER: u64 = 1_000;
 
 /// Per kind, the records an import stored and those it left (already there).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -401,6 +404,24 @@ impl Store {
 
     /// Stores exported records in the namespace in one write: all or none.
     pub async fn import_records(
+        &self,
+        namespace: &str,
+        records: Vec<Exported>,
+    ) -> Result<Imported, StoreError> {
+        let imported = self.write_records(namespace, records).await?;
+        let created: u64 = imported.created.iter().map(|(_, n)| n).sum();
+        if created >= ANALYZE_AFTER && self.dialect() == Dialect::Postgres {
+            // The planner's statistics, before autovacuum's next pass: until
+            // then PostgreSQL may scan a namespace to read records by id.
+            // The import stands either way.
+            if let Err(e) = self.readers.read(|conn| conn.batch("ANALYZE")).await {
+                tracing::warn!("ANALYZE after the import failed: {e}");
+            }
+        }
+        Ok(imported)
+    }
+
+    async fn write_records(
         &self,
         namespace: &str,
         records: Vec<Exported>,

@@ -190,6 +190,15 @@ impl Store {
         self.readers
             .read(move |conn| {
                 transaction(conn, |conn| {
+                    // Locked, so a sweep cannot take the handle away meanwhile.
+                    let held: Option<i64> = conn.first(
+                        "SELECT 1 FROM session_handles WHERE key = ?1 FOR UPDATE",
+                        &args![key],
+                        |r| r.get(0),
+                    )?;
+                    if held.is_none() {
+                        return Err(StoreError::NotFound("the session handle expired".into()));
+                    }
                     for k in &removed {
                         conn.execute(
                             "DELETE FROM session_scratch WHERE handle = ?1 AND key = ?2",

@@ -93,12 +93,17 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// PostgreSQL refused a value of the call (SQLSTATE class 22, a data
-    /// exception: a NUL in text, a number out of range): the caller's input,
-    /// not the store's health.
+    /// PostgreSQL refused text of the call it cannot store (a NUL, a byte
+    /// sequence not in UTF-8): the caller's input, not the store's health.
+    /// Other data exceptions (a stored value that does not cast) stay store
+    /// failures.
     pub fn is_bad_value(&self) -> bool {
+        use postgres::error::SqlState;
         match self {
-            StoreError::Postgres(e) => e.code().is_some_and(|c| c.code().starts_with("22")),
+            StoreError::Postgres(e) => e.code().is_some_and(|c| {
+                *c == SqlState::CHARACTER_NOT_IN_REPERTOIRE
+                    || *c == SqlState::UNTRANSLATABLE_CHARACTER
+            }),
             _ => false,
         }
     }

@@ -40,6 +40,14 @@ const PARTITIONED: [&str; 3] = ["changes", "audit", "events"];
 /// How long a node waits for a connection to PostgreSQL (connect, or a free
 /// read connection in the pool) before the call fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// TCP keepalive probes start after this much silence on a connection.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
+/// Data unacknowledged this long closes the connection (Linux).
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+/// PostgreSQL ends a session idle this long inside a transaction, releasing
+/// its locks (the write lock among them). engram's transactions never wait on
+/// anything but the database.
+const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(60);
 /// Waits between reconnect attempts: doubled from the first to the last,
 /// each with up to half again of random jitter.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
@@ -97,6 +105,11 @@ fn parse(url: &str) -> Result<postgres::Config, StoreError> {
         StoreError::Unavailable(format!("the store URL does not parse as PostgreSQL's: {e}"))
     })?;
     pg.connect_timeout(CONNECT_TIMEOUT);
+    // A server or node gone silent (no reset) is noticed in seconds, not
+    // after the system's two-hour keepalive: a node that vanished holding the
+    // write lock frees it, and its peers' writes do not queue behind it.
+    pg.keepalives_idle(KEEPALIVE_IDLE);
+    pg.tcp_user_timeout(TCP_USER_TIMEOUT);
     if pg.get_application_name().is_none() {
         pg.application_name("engram");
     }
@@ -121,10 +134,20 @@ pub(super) fn migrate(conn: Conn<'_>) -> Result<(), StoreError> {
 }
 
 fn connect(config: &postgres::Config) -> Result<Database, StoreError> {
-    let client = config
+    let mut client = config
         .connect(postgres::NoTls)
         .map_err(|e| StoreError::Unavailable(format!("cannot reach PostgreSQL: {e}")))?;
+    settle(&mut client)?;
     Ok(Database::Postgres(Box::new(PgConn::new(client))))
+}
+
+/// Session settings every connection gets: set by statement, not as startup
+/// options, which poolers such as PgBouncer refuse.
+fn settle(client: &mut postgres::Client) -> Result<(), postgres::Error> {
+    client.batch_execute(&format!(
+        "SET idle_in_transaction_session_timeout = {}",
+        IDLE_IN_TRANSACTION.as_millis()
+    ))
 }
 
 /// The month (UTC) holding `micros`, as (year, month).
@@ -150,11 +173,12 @@ fn next_month((year, month): (i32, u32)) -> (i32, u32) {
 }
 
 /// Makes the partitions of the month holding `now` and of the month after, for
-/// every partitioned table, if they are not there yet. In a write transaction
-/// of its own, so nodes do not race.
+/// every partitioned table, if they are not there yet: each in a write
+/// transaction of its own, so nodes do not race. A partition the default one
+/// already holds rows for (a clock or an import far ahead) is left unmade,
+/// with a warning: its rows stay in `<table>_default`, and writes go on.
 pub(super) fn ensure_partitions(conn: Conn<'_>, now: i64) -> Result<(), StoreError> {
     let this = month_of(now);
-    let mut ddl = String::new();
     for month in [this, next_month(this)] {
         let (from, to) = (month_start(month), month_start(next_month(month)));
         for table in PARTITIONED {
@@ -163,21 +187,31 @@ pub(super) fn ensure_partitions(conn: Conn<'_>, now: i64) -> Result<(), StoreErr
                 "SELECT EXISTS (SELECT 1 FROM pg_class WHERE relname = ?1)",
                 &super::sql::args![name],
             )?;
-            if !exists {
-                ddl.push_str(&format!(
-                    "CREATE TABLE IF NOT EXISTS {name} PARTITION OF {table} \
-                     FOR VALUES FROM ({from}) TO ({to});"
-                ));
+            if exists {
+                continue;
+            }
+            conn.begin_write()?;
+            let made = conn.batch(&format!(
+                "CREATE TABLE IF NOT EXISTS {name} PARTITION OF {table} \
+                 FOR VALUES FROM ({from}) TO ({to})"
+            ));
+            conn.end(made.is_ok())?;
+            match made {
+                Err(StoreError::Postgres(e))
+                    if e.code() == Some(&postgres::error::SqlState::CHECK_VIOLATION) =>
+                {
+                    tracing::warn!(
+                        partition = %name,
+                        "{table}_default holds rows of this month: the partition is not made \
+                         (move them out of the default partition to make it): {}",
+                        e.as_db_error().map_or(e.to_string(), |d| d.message().to_string())
+                    );
+                }
+                other => other?,
             }
         }
     }
-    if ddl.is_empty() {
-        return Ok(());
-    }
-    conn.begin_write()?;
-    let made = conn.batch(&ddl);
-    conn.end(made.is_ok())?;
-    made
+    Ok(())
 }
 
 /// Reconnects the writer after PostgreSQL went away: at most one attempt per
@@ -255,7 +289,8 @@ impl r2d2::ManageConnection for Manager {
     type Error = postgres::Error;
 
     fn connect(&self) -> Result<Database, postgres::Error> {
-        let client = self.config.connect(postgres::NoTls)?;
+        let mut client = self.config.connect(postgres::NoTls)?;
+        settle(&mut client)?;
         Ok(Database::Postgres(Box::new(PgConn::new(client))))
     }
 
@@ -266,8 +301,10 @@ impl r2d2::ManageConnection for Manager {
         }
     }
 
+    /// Closed, or still inside a transaction (its user panicked before the
+    /// end): either way not fit to hand out again.
     fn has_broken(&self, conn: &mut Database) -> bool {
-        conn.is_broken()
+        conn.is_broken() || conn.conn().in_transaction()
     }
 }
 
@@ -342,5 +379,56 @@ impl PgPool {
             down.until = Some(Instant::now() + jittered(BACKOFF_FIRST));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sql::args;
+
+    #[test]
+    fn a_month_the_default_partition_holds_is_left_unmade_and_writes_go_on() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pg-test");
+        let cluster = engram_bench::postgres::Cluster::start(&root);
+        let url = cluster.create_database("partitions");
+        let db = connect_migrated(&url).unwrap();
+        let conn = db.conn();
+        // Three months ahead: no partition yet, so the row lands in the default one.
+        let later = next_month(next_month(next_month(month_of(now_micros()))));
+        let at = month_start(later) + 1;
+        let audit = "INSERT INTO audit (namespace, at, operation, session_id, records) \
+                     VALUES ('n', ?1, 'op', 's', '[]')";
+        conn.execute(audit, &args![at]).unwrap();
+
+        ensure_partitions(conn, at).unwrap();
+        let exists = |name: String| -> bool {
+            conn.value(
+                "SELECT EXISTS (SELECT 1 FROM pg_class WHERE relname = ?1)",
+                &args![name],
+            )
+            .unwrap()
+        };
+        let name = |table: &str, (y, m): (i32, u32)| format!("{table}_y{y:04}m{m:02}");
+        assert!(
+            !exists(name("audit", later)),
+            "the default partition holds its rows"
+        );
+        assert!(
+            exists(name("events", later)),
+            "the other tables' partitions are made"
+        );
+        assert!(
+            exists(name("audit", next_month(later))),
+            "and the month after"
+        );
+        conn.execute(audit, &args![at + 1]).unwrap();
+        let held: i64 = conn
+            .value("SELECT count(*) FROM audit_default", &[])
+            .unwrap();
+        assert_eq!(
+            held, 2,
+            "writes to that month go on, into the default partition"
+        );
     }
 }

@@ -579,14 +579,17 @@ impl<'c> Conn<'c> {
 
     /// Opens the write transaction. On PostgreSQL it first takes the store's
     /// write lock, so the transactions of every node commit one at a time and
-    /// change numbers are handed out in commit order (see `pg.rs`).
+    /// change numbers are handed out in commit order (see `pg.rs`). READ
+    /// COMMITTED whatever the server's default: under REPEATABLE READ the
+    /// snapshot would be taken before the lock is granted, and a write would
+    /// read what the previous holder's commit changed as it was before.
     pub(super) fn begin_write(&self) -> Result<(), StoreError> {
         match self {
             Conn::Sqlite(c) => Ok(c.execute_batch("BEGIN IMMEDIATE")?),
             Conn::Postgres(p) => {
-                let begun = p
-                    .client()
-                    .batch_execute("BEGIN; SELECT pg_advisory_xact_lock(7365836)");
+                let begun = p.client().batch_execute(
+                    "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock(7365836)",
+                );
                 if let Err(e) = begun {
                     // The lock may have failed after BEGIN: leave no
                     // transaction open (on a lost connection this fails too).
