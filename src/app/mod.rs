@@ -180,6 +180,7 @@ impl AppState {
             None => load_cursor_key(dir).map_err(io_err)?,
         };
         search.catch_up(&store, indexed_seq).await?;
+        store.follow_others().await?;
 
         // On a store many nodes share, so are the handles.
         let idle = Duration::from_secs(config.handle_idle_secs);

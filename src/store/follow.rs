@@ -50,6 +50,10 @@ struct Followed {
     fetched: i64,
     /// This node's own changes above `fetched`, delivered by its writer.
     own: BTreeSet<i64>,
+    /// Nothing is fetched until the node's search index has caught up
+    /// ([`Follower::release`]): a delivery racing the catch-up could be
+    /// overtaken by the catch-up's older copy of a document.
+    held: bool,
 }
 
 impl Follower {
@@ -60,6 +64,7 @@ impl Follower {
             state: Mutex::new(Followed {
                 fetched: head,
                 own: BTreeSet::new(),
+                held: true,
             }),
             stopped: AtomicBool::new(false),
         })
@@ -89,7 +94,7 @@ impl Follower {
     /// (the store's newest change, if known) says there are any.
     pub(super) fn follow(&self, conn: Conn<'_>, head: Option<i64>) -> Result<(), StoreError> {
         let mut state = self.state.lock().expect("follower poisoned");
-        if head.is_some_and(|h| h <= state.fetched) {
+        if state.held || head.is_some_and(|h| h <= state.fetched) {
             return Ok(());
         }
         // The newest number logged, own changes included: what was fetched.
@@ -110,6 +115,14 @@ impl Follower {
             (self.listener)(foreign);
         }
         Ok(())
+    }
+
+    /// Starts fetching, from the store's head when the follower was made: the
+    /// changes the index's catch-up already applied come again, in order and
+    /// with their documents as they are now, so the newest version wins.
+    pub(super) fn release(&self, conn: Conn<'_>) -> Result<(), StoreError> {
+        self.state.lock().expect("follower poisoned").held = false;
+        self.follow(conn, None)
     }
 
     /// Catches up to the store's newest change before a read.

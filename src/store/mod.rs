@@ -254,6 +254,18 @@ impl Store {
         }
     }
 
+    /// Once this node's derived views have caught up at start: from now on
+    /// other nodes' changes reach them (see `follow.rs`). Nothing on sqlite.
+    pub async fn follow_others(&self) -> Result<(), StoreError> {
+        match &self.follower {
+            None => Ok(()),
+            Some(f) => {
+                let f = f.clone();
+                self.readers.read(move |conn| f.release(conn)).await
+            }
+        }
+    }
+
     /// Changes with a number above `after`, oldest first: how the search index
     /// catches up after a crash.
     pub async fn changes_since(&self, after: i64) -> Result<Vec<Change>, StoreError> {
