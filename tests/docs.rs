@@ -1,6 +1,6 @@
 //! The README's options table says what the binary does: every flag it lists
 //! exists, with the same environment variable and default as `engram serve
-//! --help` prints (which come from `engram::config::defaults`, shared with
+//! --help` prints, and every flag an environment variable sets is listed (which come from `engram::config::defaults`, shared with
 //! `Config::new`).
 
 use std::process::Command;
@@ -60,6 +60,17 @@ fn the_readme_options_table_matches_the_binary() {
     let help = String::from_utf8(out.stdout).expect("help is UTF-8");
     let rows = readme_rows();
     assert!(rows.len() >= 10, "found only {} option rows", rows.len());
+    // And the other way: every option set by an environment variable is listed.
+    let listed: Vec<&str> = rows.iter().map(|r| r.flag.as_str()).collect();
+    for option in help.split("\n      --").skip(1) {
+        let flag = format!("--{}", option.split([' ', '\n']).next().unwrap_or_default());
+        if option.contains("[env: ") {
+            assert!(
+                listed.contains(&flag.as_str()),
+                "the README's options table lacks {flag}"
+            );
+        }
+    }
     for row in rows {
         let text = help_of(&help, &row.flag);
         assert!(
