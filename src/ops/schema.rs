@@ -234,40 +234,39 @@ fn json_kind(v: &Value) -> &'static str {
     }
 }
 
-/// `/events/0/content` → `events[0].content`.
 /// The path of the first string (or object key) in `value` that holds a NUL
-/// character: text no store keeps alike (PostgreSQL refuses it, sqlite cuts
-/// it in places), so no input may carry one.
+/// character, as `events[0].content`: text no store keeps alike (PostgreSQL
+/// refuses it, sqlite cuts it in places), so no input may carry one.
 pub fn nul_at(value: &Value) -> Option<String> {
-    fn walk(v: &Value, at: &mut Vec<String>) -> bool {
-        match v {
-            Value::String(s) => s.contains('\0'),
+    fn walk(v: &Value, at: &mut String) -> bool {
+        let mark = at.len();
+        let found = match v {
+            Value::String(s) => return s.contains('\0'),
             Value::Array(items) => items.iter().enumerate().any(|(i, item)| {
-                at.push(i.to_string());
-                let found = walk(item, at);
-                if !found {
-                    at.pop();
-                }
-                found
+                at.truncate(mark);
+                at.push_str(&format!("[{i}]"));
+                walk(item, at)
             }),
             Value::Object(fields) => fields.iter().any(|(k, item)| {
-                at.push(k.replace('~', "~0").replace('/', "~1"));
-                let found = k.contains('\0') || walk(item, at);
-                if !found {
-                    at.pop();
+                at.truncate(mark);
+                if mark > 0 {
+                    at.push('.');
                 }
-                found
+                at.push_str(k);
+                k.contains('\0') || walk(item, at)
             }),
             _ => false,
+        };
+        if !found {
+            at.truncate(mark);
         }
+        found
     }
-    let mut at = Vec::new();
-    walk(value, &mut at).then(|| {
-        let pointer: String = at.iter().map(|p| format!("/{p}")).collect();
-        field_path(&pointer)
-    })
+    let mut at = String::new();
+    walk(value, &mut at).then_some(at)
 }
 
+/// `/events/0/content` → `events[0].content`.
 fn field_path(pointer: &str) -> String {
     let mut out = String::new();
     for part in pointer.split('/').skip(1) {

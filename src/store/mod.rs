@@ -99,23 +99,26 @@ impl StoreError {
     /// failures.
     pub fn is_bad_value(&self) -> bool {
         use postgres::error::SqlState;
-        match self {
-            StoreError::Postgres(e) => e.code().is_some_and(|c| {
-                *c == SqlState::CHARACTER_NOT_IN_REPERTOIRE
-                    || *c == SqlState::UNTRANSLATABLE_CHARACTER
-            }),
-            _ => false,
-        }
+        self.sqlstate_in(&[
+            SqlState::CHARACTER_NOT_IN_REPERTOIRE,
+            SqlState::UNTRANSLATABLE_CHARACTER,
+        ])
     }
 
     /// PostgreSQL aborted the transaction for a deadlock or a serialization
     /// failure: trying it again may succeed.
     pub fn is_conflict(&self) -> bool {
         use postgres::error::SqlState;
+        self.sqlstate_in(&[
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::T_R_DEADLOCK_DETECTED,
+        ])
+    }
+
+    /// A PostgreSQL error whose SQLSTATE is one of `codes`.
+    fn sqlstate_in(&self, codes: &[postgres::error::SqlState]) -> bool {
         match self {
-            StoreError::Postgres(e) => e.code().is_some_and(|c| {
-                *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
-            }),
+            StoreError::Postgres(e) => e.code().is_some_and(|c| codes.contains(c)),
             _ => false,
         }
     }
@@ -245,24 +248,23 @@ impl Store {
     /// derived views up to every change committed so far, so the read sees
     /// every write acknowledged anywhere before it began. Nothing on sqlite.
     pub async fn sync(&self) -> Result<(), StoreError> {
-        match &self.follower {
-            None => Ok(()),
-            Some(f) => {
-                let f = f.clone();
-                self.readers.read(move |conn| f.sync(conn)).await
-            }
-        }
+        self.with_follower(follow::Follower::sync).await
     }
 
     /// Once this node's derived views have caught up at start: from now on
     /// other nodes' changes reach them (see `follow.rs`). Nothing on sqlite.
     pub async fn follow_others(&self) -> Result<(), StoreError> {
+        self.with_follower(follow::Follower::release).await
+    }
+
+    /// `act` on the follower with a read connection; nothing on sqlite.
+    async fn with_follower(
+        &self,
+        act: fn(&follow::Follower, Conn<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         match &self.follower {
             None => Ok(()),
-            Some(f) => {
-                let f = f.clone();
-                self.readers.read(move |conn| f.release(conn)).await
-            }
+            Some(f) => self.readers.read(|conn| act(f, conn)).await,
         }
     }
 

@@ -111,6 +111,7 @@ impl Commits {
 
 /// Reads `engram_commit_batch_size` from every node's `/metrics`.
 async fn commits(servers: &[&HttpServer]) -> anyhow::Result<Commits> {
+    use prometheus_parse::{Scrape, Value as Metric};
     let http = reqwest::Client::new();
     let mut total = Commits::default();
     for s in servers {
@@ -122,18 +123,19 @@ async fn commits(servers: &[&HttpServer]) -> anyhow::Result<Commits> {
             .error_for_status()?
             .text()
             .await?;
-        for line in text.lines() {
-            let Some((name, value)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            let value: f64 = value.parse().unwrap_or(0.0);
-            let bucket = name
-                .strip_prefix("engram_commit_batch_size_bucket{le=\"")
-                .and_then(|le| le.trim_end_matches("\"}").parse::<f64>().ok());
-            match name {
-                "engram_commit_batch_size_count" => total.commits += value,
-                "engram_commit_batch_size_sum" => total.writes += value,
-                _ if bucket == Some(1.0) => total.single += value,
+        let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_string())))?;
+        for sample in scrape.samples {
+            match (sample.metric.as_str(), sample.value) {
+                ("engram_commit_batch_size_count", Metric::Untyped(n) | Metric::Counter(n)) => {
+                    total.commits += n
+                }
+                ("engram_commit_batch_size_sum", Metric::Untyped(n) | Metric::Counter(n)) => {
+                    total.writes += n
+                }
+                ("engram_commit_batch_size", Metric::Histogram(buckets)) => {
+                    let single = buckets.iter().find(|b| b.less_than == 1.0);
+                    total.single += single.map_or(0.0, |b| b.count);
+                }
                 _ => {}
             }
         }
