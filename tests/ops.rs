@@ -104,6 +104,40 @@ async fn updates_and_deletes_are_searchable_at_once_even_after_a_commit() {
     assert!(hit_contents(&h.recall("memcached").await).is_empty());
 }
 
+/// Every delete by ids reads its ids the same way: a repeated id is deleted
+/// once and not reported missing, a blank one is refused with nothing deleted.
+#[tokio::test]
+async fn deletes_by_id_take_each_id_once_and_refuse_blank_ones() {
+    let h = Mem::new().await;
+    let event = h.remember("the build uses nix", json!({})).await;
+    let fact = h
+        .ok("semantic_store", json!({"content": "the build uses nix"}))
+        .await["fact"]["id"]
+        .clone();
+    let task = h
+        .ok("prospective_create", json!({"title": "pin nix"}))
+        .await["task"]["id"]
+        .clone();
+    h.ok(
+        "procedural_store",
+        json!({"name": "nix-build", "goal": "build with nix", "steps": ["nix build"]}),
+    )
+    .await;
+    let deletes = [
+        ("episodic_forget", json!(event)),
+        ("semantic_delete", fact),
+        ("prospective_delete", task),
+        ("procedural_delete", json!("nix-build")),
+    ];
+    for (op, id) in deletes {
+        let err = h.err(op, json!({"ids": [id, " "]})).await;
+        assert!(err.contains("`ids[1]` is empty"), "{op}: {err}");
+        let out = h.ok(op, json!({"ids": [id, "nope", id]})).await;
+        assert_eq!(out["deleted"], json!([id]), "{op}");
+        assert_eq!(out["not_found"], json!(["nope"]), "{op}");
+    }
+}
+
 #[tokio::test]
 async fn list_pages_with_cursors_in_time_order() {
     let h = Mem::new().await;

@@ -5,8 +5,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::listing::{Deleted, Keyset, Offsets, Page, Window, check_batch, prepare_batch};
-use super::{OpCtx, check_metadata, check_text, check_unit, normalize_tags, page_size};
+use super::listing::{Deleted, Keyset, Offsets, Page, Window, ids_to_delete, prepare_batch};
+use super::{OpCtx, check_id, check_metadata, check_text, check_unit, normalize_tags, page_size};
 use crate::error::OpError;
 use crate::model::{Event, RecordKind};
 use crate::search::{Matcher, SearchQuery};
@@ -51,12 +51,8 @@ fn filter(cx: &OpCtx, window: Window, min_importance: Option<f64>) -> Result<Eve
     })
 }
 
-fn check_id(id: &str) -> Result<(), OpError> {
-    if id.trim().is_empty() {
-        return Err(OpError::invalid("`id` is empty: pass an event id"));
-    }
-    Ok(())
-}
+/// What an id argument of this layer names.
+const EVENT_ID: &str = "an event id";
 
 // ---------- episodic_remember ----------
 
@@ -227,7 +223,7 @@ pub struct GetInput {
 operation!(Get = "episodic_get", GetInput => EventOutput, episodic_get);
 
 async fn episodic_get(cx: OpCtx, input: GetInput) -> Result<EventOutput, OpError> {
-    check_id(&input.id)?;
+    check_id("id", &input.id, EVENT_ID)?;
     let event = cx.store().events().get(cx.namespace(), &input.id).await?;
     Ok(EventOutput { event })
 }
@@ -392,7 +388,7 @@ pub struct AroundOutput {
 operation!(Around = "episodic_around", AroundInput => AroundOutput, episodic_around);
 
 async fn episodic_around(cx: OpCtx, input: AroundInput) -> Result<AroundOutput, OpError> {
-    check_id(&input.id)?;
+    check_id("id", &input.id, EVENT_ID)?;
     let max = cx.limits().max_page_size;
     let before = input.before.unwrap_or(DEFAULT_AROUND);
     let after = input.after.unwrap_or(DEFAULT_AROUND);
@@ -433,7 +429,7 @@ pub struct UpdateInput {
 operation!(Update = "episodic_update", UpdateInput => EventOutput, episodic_update);
 
 async fn episodic_update(cx: OpCtx, input: UpdateInput) -> Result<EventOutput, OpError> {
-    check_id(&input.id)?;
+    check_id("id", &input.id, EVENT_ID)?;
     let limits = cx.limits();
     some_change!(input, content, tags, importance, occurred_at, metadata)?;
     if let Some(c) = &input.content {
@@ -471,9 +467,7 @@ pub struct ForgetInput {
 operation!(Forget = "episodic_forget", ForgetInput => Deleted, episodic_forget);
 
 async fn episodic_forget(cx: OpCtx, input: ForgetInput) -> Result<Deleted, OpError> {
-    check_batch("ids", &input.ids, &cx)?;
-    let mut ids = input.ids;
-    ids.dedup();
+    let ids = ids_to_delete("ids", input.ids, EVENT_ID, &cx)?;
     let (deleted, not_found) = cx.store().delete_events(cx.namespace(), ids).await?;
     Ok(Deleted { deleted, not_found })
 }

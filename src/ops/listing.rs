@@ -10,7 +10,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{OpCtx, cursor, normalize_tags, page_size};
+use super::{OpCtx, check_id, cursor, normalize_tags, page_size};
 use crate::error::OpError;
 use crate::model::Micros;
 use crate::store::{Order, Records};
@@ -416,6 +416,26 @@ pub fn check_batch<T>(field: &str, items: &[T], cx: &OpCtx) -> Result<(), OpErro
         )));
     }
     Ok(())
+}
+
+/// The ids a delete names, checked: within the batch limit, none blank, each
+/// once in the order given (a repeat would otherwise come back as not found).
+pub fn ids_to_delete(
+    field: &str,
+    ids: Vec<String>,
+    what: &str,
+    cx: &OpCtx,
+) -> Result<Vec<String>, OpError> {
+    check_batch(field, &ids, cx)?;
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    let mut once = Vec::with_capacity(ids.len());
+    for (i, id) in ids.into_iter().enumerate() {
+        check_id(&format!("{field}[{i}]"), &id, what)?;
+        if seen.insert(id.clone()) {
+            once.push(id);
+        }
+    }
+    Ok(once)
 }
 
 /// Checks a batch and prepares every item first, naming the item that is

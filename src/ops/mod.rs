@@ -182,6 +182,15 @@ pub(crate) fn check_text(field: &str, value: &str, max_bytes: usize) -> Result<(
     Ok(())
 }
 
+/// Checks an id argument is not blank; `what` says what to pass instead
+/// ("an event id", "a procedure's id or name").
+pub(crate) fn check_id(field: &str, id: &str, what: &str) -> Result<(), OpError> {
+    if id.trim().is_empty() {
+        return Err(OpError::invalid(format!("`{field}` is empty: pass {what}")));
+    }
+    Ok(())
+}
+
 /// Trims, lower-cases and de-duplicates tags, enforcing count and size limits.
 pub(crate) fn normalize_tags(tags: Vec<String>, limits: &Limits) -> Result<Vec<String>, OpError> {
     if tags.len() > limits.max_tags {

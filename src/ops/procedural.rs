@@ -5,9 +5,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::listing::{Deleted, HitPage, Hits, Keyset, Offsets, Page, Window, check_batch};
+use super::listing::{Deleted, HitPage, Hits, Keyset, Offsets, Page, Window, ids_to_delete};
 use super::search::search_records;
-use super::{OpCtx, check_metadata, check_text, normalize_tags, page_size};
+use super::{OpCtx, check_id, check_metadata, check_text, normalize_tags, page_size};
 use crate::error::OpError;
 use crate::model::{Execution, Outcome, Procedure, ProcedureVersion, RecordKind, TrackRecord};
 use crate::search::{Matcher, SearchQuery};
@@ -31,14 +31,8 @@ pub struct ProcedureOutput {
 }
 
 /// A procedure is named by its id or by its unique name.
-fn check_key(key: &str) -> Result<(), OpError> {
-    if key.trim().is_empty() {
-        return Err(OpError::invalid(
-            "`id` is empty: pass a procedure's id or name",
-        ));
-    }
-    Ok(())
-}
+/// What an id argument of this layer names.
+const PROCEDURE_KEY: &str = "a procedure's id or name";
 
 fn check_lines(field: &str, lines: &[String], cx: &OpCtx, required: bool) -> Result<(), OpError> {
     if required && lines.is_empty() {
@@ -132,7 +126,7 @@ pub struct GetOutput {
 operation!(Get = "procedural_get", GetInput => GetOutput, procedural_get);
 
 async fn procedural_get(cx: OpCtx, input: GetInput) -> Result<GetOutput, OpError> {
-    check_key(&input.id)?;
+    check_id("id", &input.id, PROCEDURE_KEY)?;
     let store = cx.store();
     let Some(wanted) = input.version else {
         let procedure = store.get_procedure(cx.namespace(), &input.id).await?;
@@ -172,7 +166,7 @@ pub struct UpdateInput {
 operation!(Update = "procedural_update", UpdateInput => ProcedureOutput, procedural_update);
 
 async fn procedural_update(cx: OpCtx, input: UpdateInput) -> Result<ProcedureOutput, OpError> {
-    check_key(&input.id)?;
+    check_id("id", &input.id, PROCEDURE_KEY)?;
     let limits = cx.limits();
     some_change!(input, name, goal, steps, preconditions, tags, metadata)?;
     if let Some(name) = &input.name {
@@ -216,9 +210,7 @@ pub struct DeleteInput {
 operation!(Delete = "procedural_delete", DeleteInput => Deleted, procedural_delete);
 
 async fn procedural_delete(cx: OpCtx, input: DeleteInput) -> Result<Deleted, OpError> {
-    check_batch("ids", &input.ids, &cx)?;
-    let mut ids = input.ids;
-    ids.dedup();
+    let ids = ids_to_delete("ids", input.ids, PROCEDURE_KEY, &cx)?;
     let (deleted, not_found) = cx.store().delete_procedures(cx.namespace(), ids).await?;
     Ok(Deleted { deleted, not_found })
 }
@@ -347,7 +339,7 @@ async fn procedural_record_execution(
     cx: OpCtx,
     input: RecordInput,
 ) -> Result<RecordOutput, OpError> {
-    check_key(&input.id)?;
+    check_id("id", &input.id, PROCEDURE_KEY)?;
     if let Some(notes) = &input.notes {
         check_text("notes", notes, cx.limits().max_content_bytes)?;
     }
@@ -483,7 +475,7 @@ pub struct VersionsOutput {
 operation!(Versions = "procedural_versions", VersionsInput => VersionsOutput, procedural_versions);
 
 async fn procedural_versions(cx: OpCtx, input: VersionsInput) -> Result<VersionsOutput, OpError> {
-    check_key(&input.id)?;
+    check_id("id", &input.id, PROCEDURE_KEY)?;
     let (procedure, versions) = cx
         .store()
         .procedure_versions(cx.namespace(), &input.id)
@@ -535,7 +527,7 @@ pub struct StatsOutput {
 operation!(Stats = "procedural_stats", StatsInput => StatsOutput, procedural_stats);
 
 async fn procedural_stats(cx: OpCtx, input: StatsInput) -> Result<StatsOutput, OpError> {
-    check_key(&input.id)?;
+    check_id("id", &input.id, PROCEDURE_KEY)?;
     let (p, runs) = cx
         .store()
         .procedure_runs(cx.namespace(), &input.id, RECENT_RUNS)

@@ -5,8 +5,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
-use super::listing::{Keyset, Offsets, Page, check_batch};
-use super::{OpCtx, check_metadata, check_text, normalize_tags};
+use super::listing::{Keyset, Offsets, Page, ids_to_delete};
+use super::{OpCtx, check_id, check_metadata, check_text, normalize_tags};
 use crate::error::OpError;
 use crate::model::{
     Priority, RecordKind, Task, TaskStatus, Trigger, TriggerCondition, TriggerStatus,
@@ -28,14 +28,8 @@ pub struct TaskOutput {
     pub task: Task,
 }
 
-fn check_id(id: &str) -> Result<(), OpError> {
-    if id.trim().is_empty() {
-        return Err(OpError::invalid(
-            "`id` is empty: pass a task id (prospective_list returns them)",
-        ));
-    }
-    Ok(())
-}
+/// What an id argument of this layer names.
+const TASK_ID: &str = "a task id (prospective_list returns them)";
 
 fn check_notes(notes: Option<&String>, cx: &OpCtx) -> Result<(), OpError> {
     match notes {
@@ -79,9 +73,7 @@ async fn prospective_create(cx: OpCtx, input: CreateInput) -> Result<TaskOutput,
     let metadata = input.metadata.unwrap_or_default();
     check_metadata(&metadata, limits)?;
     if let Some(parent) = &input.parent_id {
-        check_id(parent).map_err(|_| {
-            OpError::invalid("`parent_id` is empty: leave it out or pass a task id")
-        })?;
+        check_id("parent_id", parent, "a task id, or leave it out")?;
     }
     let new = NewTask {
         title: input.title,
@@ -117,7 +109,7 @@ pub struct GetOutput {
 operation!(Get = "prospective_get", GetInput => GetOutput, prospective_get);
 
 async fn prospective_get(cx: OpCtx, input: GetInput) -> Result<GetOutput, OpError> {
-    check_id(&input.id)?;
+    check_id("id", &input.id, TASK_ID)?;
     let (task, subtasks) = cx
         .store()
         .task_with_subtasks(cx.namespace(), &input.id)
@@ -147,7 +139,7 @@ pub struct UpdateInput {
 operation!(Update = "prospective_update", UpdateInput => TaskOutput, prospective_update);
 
 async fn prospective_update(cx: OpCtx, input: UpdateInput) -> Result<TaskOutput, OpError> {
-    check_id(&input.id)?;
+    check_id("id", &input.id, TASK_ID)?;
     let limits = cx.limits();
     some_change!(input, title, notes, due_at, priority, tags, metadata)?;
     if let Some(t) = &input.title {
@@ -193,7 +185,7 @@ pub struct CloseOutput {
 }
 
 async fn close(cx: OpCtx, input: CloseInput, status: TaskStatus) -> Result<CloseOutput, OpError> {
-    check_id(&input.id)?;
+    check_id("id", &input.id, TASK_ID)?;
     check_notes(input.note.as_ref(), &cx).map_err(|e| match e {
         OpError::InvalidInput(m) => OpError::invalid(m.replace("`notes`", "`note`")),
         other => other,
@@ -242,11 +234,8 @@ pub struct DeleteOutput {
 operation!(Delete = "prospective_delete", DeleteInput => DeleteOutput, prospective_delete);
 
 async fn prospective_delete(cx: OpCtx, input: DeleteInput) -> Result<DeleteOutput, OpError> {
-    check_batch("ids", &input.ids, &cx)?;
-    let (deleted, not_found) = cx
-        .store()
-        .delete_prospective(cx.namespace(), input.ids)
-        .await?;
+    let ids = ids_to_delete("ids", input.ids, TASK_ID, &cx)?;
+    let (deleted, not_found) = cx.store().delete_prospective(cx.namespace(), ids).await?;
     Ok(DeleteOutput { deleted, not_found })
 }
 
@@ -442,7 +431,7 @@ async fn prospective_trigger_set(
         (false, Some(kinds)) => check_kinds(kinds)?,
     };
     if let Some(task) = &input.task_id {
-        check_id(task)?;
+        check_id("task_id", task, TASK_ID)?;
     }
     let trigger = Trigger {
         id: new_id(),

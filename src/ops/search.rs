@@ -13,8 +13,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::listing::{HitPage, Hits, Offsets, Span, Window, off_runtime};
-use super::semantic::check_id;
-use super::{OpCtx, Operation, check_text, check_unit, normalize_tags};
+use super::semantic::FACT_ID;
+use super::{OpCtx, Operation, check_id, check_text, check_unit, normalize_tags};
 use crate::error::OpError;
 use crate::model::{Fact, Micros, RecordKind, micros_to_datetime, now_micros};
 use crate::search::{Matcher, SearchHit, SearchQuery, snippet};
@@ -463,7 +463,7 @@ pub struct SimilarInput {
 operation!(Similar = "semantic_similar", SimilarInput => SearchOutput, semantic_similar, degraded);
 
 async fn semantic_similar(cx: OpCtx, mut input: SimilarInput) -> Result<SearchOutput, OpError> {
-    check_id("id", &input.id)?;
+    check_id("id", &input.id, FACT_ID)?;
     let page = Offsets::start(&cx, &mut input, |i| &mut i.page)?;
     let source = cx.store().facts().get(cx.namespace(), &input.id).await?;
     let terms = cx

@@ -5,9 +5,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::listing::{Deleted, Keyset, Page, Window, check_batch, prepare_batch};
+use super::listing::{Deleted, Keyset, Page, Window, ids_to_delete, prepare_batch};
 use super::search::FactScope;
-use super::{OpCtx, check_metadata, check_text, check_unit, normalize_tags};
+use super::{OpCtx, check_id, check_metadata, check_text, check_unit, normalize_tags};
 use crate::error::OpError;
 use crate::model::Fact;
 use crate::store::{FactFilter, FactPatch, NewFact, Order};
@@ -27,14 +27,8 @@ pub struct FactOutput {
     pub fact: Fact,
 }
 
-pub(crate) fn check_id(field: &str, id: &str) -> Result<(), OpError> {
-    if id.trim().is_empty() {
-        return Err(OpError::invalid(format!(
-            "`{field}` is empty: pass a fact id"
-        )));
-    }
-    Ok(())
-}
+/// What an id argument of this layer names.
+pub(crate) const FACT_ID: &str = "a fact id";
 
 /// The fields of a fact an agent supplies, as `semantic_store` takes them.
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
@@ -132,7 +126,7 @@ pub struct IdInput {
 operation!(Get = "semantic_get", IdInput => FactOutput, semantic_get);
 
 async fn semantic_get(cx: OpCtx, input: IdInput) -> Result<FactOutput, OpError> {
-    check_id("id", &input.id)?;
+    check_id("id", &input.id, FACT_ID)?;
     let fact = cx.store().facts().get(cx.namespace(), &input.id).await?;
     cx.app.record_fact_access(cx.namespace(), [fact.id.clone()]);
     Ok(FactOutput { fact })
@@ -158,7 +152,7 @@ pub struct UpdateInput {
 operation!(Update = "semantic_update", UpdateInput => FactOutput, semantic_update);
 
 async fn semantic_update(cx: OpCtx, input: UpdateInput) -> Result<FactOutput, OpError> {
-    check_id("id", &input.id)?;
+    check_id("id", &input.id, FACT_ID)?;
     let limits = cx.limits();
     if let Some(c) = &input.content {
         check_text("content", c, limits.max_content_bytes)?;
@@ -202,11 +196,8 @@ pub struct DeleteInput {
 operation!(Delete = "semantic_delete", DeleteInput => Deleted, semantic_delete);
 
 async fn semantic_delete(cx: OpCtx, input: DeleteInput) -> Result<Deleted, OpError> {
-    check_batch("ids", &input.ids, &cx)?;
-    for id in &input.ids {
-        check_id("ids[]", id)?;
-    }
-    let (deleted, not_found) = cx.store().delete_facts(cx.namespace(), input.ids).await?;
+    let ids = ids_to_delete("ids", input.ids, FACT_ID, &cx)?;
+    let (deleted, not_found) = cx.store().delete_facts(cx.namespace(), ids).await?;
     Ok(Deleted { deleted, not_found })
 }
 
@@ -314,7 +305,7 @@ pub struct ReinforceInput {
 operation!(Reinforce = "semantic_reinforce", ReinforceInput => FactOutput, semantic_reinforce);
 
 async fn semantic_reinforce(cx: OpCtx, input: ReinforceInput) -> Result<FactOutput, OpError> {
-    check_id("id", &input.id)?;
+    check_id("id", &input.id, FACT_ID)?;
     let boost = input.boost.unwrap_or(DEFAULT_REINFORCE_BOOST);
     check_unit("boost", boost)?;
     let fact = cx
@@ -345,7 +336,7 @@ pub struct SupersedeOutput {
 operation!(Supersede = "semantic_supersede", SupersedeInput => SupersedeOutput, semantic_supersede);
 
 async fn semantic_supersede(cx: OpCtx, input: SupersedeInput) -> Result<SupersedeOutput, OpError> {
-    check_id("id", &input.id)?;
+    check_id("id", &input.id, FACT_ID)?;
     let new = input.new.prepare(&cx).map_err(|e| match e {
         OpError::InvalidInput(m) => OpError::invalid(format!("new: {m}")),
         other => other,
@@ -368,7 +359,7 @@ pub struct HistoryOutput {
 operation!(History = "semantic_history", IdInput => HistoryOutput, semantic_history);
 
 async fn semantic_history(cx: OpCtx, input: IdInput) -> Result<HistoryOutput, OpError> {
-    check_id("id", &input.id)?;
+    check_id("id", &input.id, FACT_ID)?;
     let versions = cx.store().fact_history(cx.namespace(), &input.id).await?;
     Ok(HistoryOutput { versions })
 }
