@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod graph;
+pub mod heap;
 pub mod interop;
 pub mod metrics;
 pub mod model;

@@ -266,6 +266,8 @@ enum DetailArg {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: the allocator's parameters are set once.
+    engram::heap::tune();
     let cli = Cli::parse();
     // Everything engram creates (store, index, socket, keys) is the user's alone:
     // memories are private, whatever umask the host was started with.

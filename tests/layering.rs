@@ -12,6 +12,7 @@ const RANKS: &[(&str, u32)] = &[
     ("model", 0),
     ("config", 0),
     ("error", 0),
+    ("heap", 0),
     ("metrics", 1),
     ("timespec", 1),
     ("resilience", 1),
