@@ -523,6 +523,19 @@ fn soak(page: &mut Page, doc: &Value) {
         ),
     ]);
     page.line("");
+    let work = &res["soak_workload"];
+    if let (Some(asked), Some(calls), Some(secs)) = (
+        res["soak_asked_calls_per_s"].as_f64(),
+        work["calls"].as_f64(),
+        res["soak_seconds"].as_f64(),
+    ) {
+        page.line(format_args!(
+            "The soak asked for {asked:.0} calls/s and was served {:.0} calls/s; read p50 / p95 {} / {} ms (from each call's scheduled start, so a server that falls behind shows it here).\n",
+            calls / secs,
+            ms(&work["classes"]["read"]["p50_ms"]),
+            ms(&work["classes"]["read"]["p95_ms"]),
+        ));
+    }
     if let Some(trace) = res["soak_trace_s_rss_anon"].as_array() {
         let points: Vec<String> = trace
             .iter()

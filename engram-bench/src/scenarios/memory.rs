@@ -54,6 +54,7 @@ pub async fn run(cx: &Ctx) -> anyhow::Result<Value> {
         "anon_rss_slope_mb_per_hour": per_hour(&anon),
         "soak_trace_s_rss_anon": trace,
         "peak_rss_mb": mb(peak),
+        "soak_asked_calls_per_s": SOAK_SESSIONS as f64 * SOAK_RATE,
         "soak_workload": rec.to_json(soak_seconds),
     });
     for (k, v) in soak.as_object().into_iter().flatten() {
