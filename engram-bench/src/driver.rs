@@ -131,10 +131,22 @@ pub struct HttpServer {
 
 impl HttpServer {
     pub async fn start(engram: &Path, data_dir: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_serving(engram, data_dir, extra, &[]).await
+    }
+
+    /// [`HttpServer::start`] with options of `serve` itself (`--max-sessions N`).
+    pub async fn start_serving(
+        engram: &Path,
+        data_dir: &Path,
+        extra: &[&str],
+        serve: &[&str],
+    ) -> anyhow::Result<Self> {
         let mut cmd = tokio::process::Command::new(engram);
         cmd.args(base_args(extra))
             .args(extra)
-            .args(["serve", "--http", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--http", "127.0.0.1:0"])
+            .args(serve)
+            .arg("--data-dir")
             .arg(data_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

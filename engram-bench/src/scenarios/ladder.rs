@@ -19,7 +19,11 @@ pub async fn run(cx: &Ctx) -> anyhow::Result<Value> {
     let seconds = cx.pick(&cx.opts.seconds, 10.0, 1.0);
     let records = cx.pick(&cx.opts.records, 10_000, 200);
     let mix = cx.mix()?;
-    let server = HttpServer::start(&cx.engram, &cx.dir("ladder"), &[]).await?;
+    // Every rung's sessions are let in (the server's default turns away
+    // sessions past 2,000): the ladder measures how they are served.
+    let most = rungs.iter().max().copied().unwrap_or(0).max(1).to_string();
+    let serve = ["--max-sessions", most.as_str()];
+    let server = HttpServer::start_serving(&cx.engram, &cx.dir("ladder"), &[], &serve).await?;
     let setup = server.session().await?;
     progress(format!("ladder: preloading {records} events and facts"));
     preload(&setup, records, cx.opts.seed).await?;
