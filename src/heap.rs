@@ -31,7 +31,7 @@ mod glibc {
     const MMAP_THRESHOLD_BYTES: libc::c_int = 128 * 1024;
     /// Growth of the process's anonymous memory since the last trim that is
     /// worth a trim (which walks every arena's free lists under its lock:
-    /// 5 to 35 ms with a million records loaded).
+    /// 2 to 50 ms with a million records loaded).
     const TRIM_AFTER_GROWTH_BYTES: u64 = 16 * 1024 * 1024;
     /// How often the trimming thread looks (reading `/proc/self/statm`).
     const CHECK_INTERVAL: Duration = Duration::from_secs(1);

@@ -266,8 +266,6 @@ enum DetailArg {
 }
 
 fn main() -> ExitCode {
-    // Before any thread starts: the allocator's parameters are set once.
-    engram::heap::tune();
     let cli = Cli::parse();
     // Everything engram creates (store, index, socket, keys) is the user's alone:
     // memories are private, whatever umask the host was started with.
@@ -285,6 +283,9 @@ fn main() -> ExitCode {
         )
         .with_ansi(false)
         .init();
+    // Before any other thread starts (and after logging, so a failure is seen):
+    // the allocator's parameters are set once.
+    engram::heap::tune();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -430,7 +430,7 @@ pub fn ids_to_delete(
     let mut seen = std::collections::HashSet::with_capacity(ids.len());
     let mut once = Vec::with_capacity(ids.len());
     for (i, id) in ids.into_iter().enumerate() {
-        check_id(&format!("{field}[{i}]"), &id, what)?;
+        check_id(format_args!("{field}[{i}]"), &id, what)?;
         if seen.insert(id.clone()) {
             once.push(id);
         }

@@ -184,7 +184,7 @@ pub(crate) fn check_text(field: &str, value: &str, max_bytes: usize) -> Result<(
 
 /// Checks an id argument is not blank; `what` says what to pass instead
 /// ("an event id", "a procedure's id or name").
-pub(crate) fn check_id(field: &str, id: &str, what: &str) -> Result<(), OpError> {
+pub(crate) fn check_id(field: impl std::fmt::Display, id: &str, what: &str) -> Result<(), OpError> {
     if id.trim().is_empty() {
         return Err(OpError::invalid(format!("`{field}` is empty: pass {what}")));
     }

@@ -30,8 +30,8 @@ pub struct ProcedureOutput {
     pub procedure: Procedure,
 }
 
-/// A procedure is named by its id or by its unique name.
-/// What an id argument of this layer names.
+/// What an id argument of this layer names: a procedure is named by its id
+/// or by its unique name.
 const PROCEDURE_KEY: &str = "a procedure's id or name";
 
 fn check_lines(field: &str, lines: &[String], cx: &OpCtx, required: bool) -> Result<(), OpError> {

@@ -49,9 +49,15 @@ impl<T> Table<T> {
 
     /// `SELECT {what}` (`count(*)`, `e.id`) of one namespace's rows, to narrow.
     pub(super) fn select_of(&self, what: &str, namespace: &str) -> Query {
+        self.select_in(what, "", namespace)
+    }
+
+    /// `SELECT {what}` of one namespace's rows, its test written after
+    /// `prefix` (`+` keeps it off sqlite's indexes).
+    fn select_in(&self, what: &str, prefix: &str, namespace: &str) -> Query {
         let (name, alias) = (self.name, self.alias);
         Query::new(
-            format!("SELECT {what} FROM {name} {alias} WHERE {alias}.namespace = ?"),
+            format!("SELECT {what} FROM {name} {alias} WHERE {prefix}{alias}.namespace = ?"),
             [namespace.to_string().into()],
         )
     }
@@ -121,18 +127,13 @@ impl<T> Table<T> {
     /// call): `+` keeps the namespace test off its indexes. PostgreSQL plans by
     /// its statistics and indexes `(id, namespace)`.
     fn by_ids(&self, dialect: Dialect, namespace: &str, ids: &[String]) -> Query {
-        let (name, alias, columns) = (self.name, self.alias, self.columns);
+        let alias = self.alias;
         let unindexed = match dialect {
             Dialect::Sqlite => "+",
             Dialect::Postgres => "",
         };
-        let mut q = Query::new(
-            format!(
-                "SELECT {columns}, {alias}.id FROM {name} {alias} \
-                 WHERE {unindexed}{alias}.namespace = ?"
-            ),
-            [namespace.to_string().into()],
-        );
+        let what = format!("{}, {alias}.id", self.columns);
+        let mut q = self.select_in(&what, unindexed, namespace);
         q.and_in(&format!("{alias}.id"), ids.to_vec());
         q
     }
