@@ -12,6 +12,8 @@
 //!   stemmed nor filtered, for prefix (as-you-type) and fuzzy (typo) matching,
 //!   which must compare what the user typed with the words as written.
 
+use std::cell::RefCell;
+
 use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
     Token, TokenStream, Tokenizer,
@@ -189,18 +191,28 @@ pub(crate) fn ngram_analyzer() -> TextAnalyzer {
     .build()
 }
 
+thread_local! {
+    // Built once per thread: building one (the stop-word set, the stemmer) cost
+    // more than analyzing a short text, and snippets analyze every word of
+    // every hit.
+    static ANALYZER: RefCell<TextAnalyzer> = RefCell::new(analyzer());
+    static RAW_ANALYZER: RefCell<TextAnalyzer> = RefCell::new(raw_analyzer());
+    static NGRAM_ANALYZER: RefCell<TextAnalyzer> = RefCell::new(ngram_analyzer());
+}
+
 /// The distinct lower-cased 3-character pieces of `text` (none when shorter).
 pub(crate) fn trigrams(text: &str) -> Vec<String> {
-    let mut a = ngram_analyzer();
-    let mut stream = a.token_stream(text);
-    let mut out: Vec<String> = Vec::new();
-    while stream.advance() {
-        let t = &stream.token().text;
-        if !out.contains(t) {
-            out.push(t.clone());
+    NGRAM_ANALYZER.with_borrow_mut(|a| {
+        let mut stream = a.token_stream(text);
+        let mut out: Vec<String> = Vec::new();
+        while stream.advance() {
+            let t = &stream.token().text;
+            if !out.contains(t) {
+                out.push(t.clone());
+            }
         }
-    }
-    out
+        out
+    })
 }
 
 /// Analyzed terms of `text`, in order, with repeats.
@@ -217,14 +229,15 @@ pub(crate) fn positioned_terms(text: &str) -> Vec<(usize, String)> {
 /// Analyzed terms of `text` with their positions, and whether each is the
 /// whole form of a hyphenated word.
 fn analyzed(text: &str) -> Vec<(usize, String, bool)> {
-    let mut a = analyzer();
-    let mut stream = a.token_stream(text);
-    let mut out = Vec::new();
-    while stream.advance() {
-        let t = stream.token();
-        out.push((t.position, t.text.clone(), t.position_length > 1));
-    }
-    out
+    ANALYZER.with_borrow_mut(|a| {
+        let mut stream = a.token_stream(text);
+        let mut out = Vec::new();
+        while stream.advance() {
+            let t = stream.token();
+            out.push((t.position, t.text.clone(), t.position_length > 1));
+        }
+        out
+    })
 }
 
 /// Analyzed terms of `text` as a query names words: a hyphenated word's
@@ -253,14 +266,15 @@ pub(crate) fn raw_words(text: &str) -> Vec<String> {
 
 /// Lower-cased words with their byte offsets in `text`: (from, to, word).
 pub(crate) fn raw_tokens(text: &str) -> Vec<(usize, usize, String)> {
-    let mut a = raw_analyzer();
-    let mut stream = a.token_stream(text);
-    let mut out = Vec::new();
-    while stream.advance() {
-        let t = stream.token();
-        out.push((t.offset_from, t.offset_to, t.text.clone()));
-    }
-    out
+    RAW_ANALYZER.with_borrow_mut(|a| {
+        let mut stream = a.token_stream(text);
+        let mut out = Vec::new();
+        while stream.advance() {
+            let t = stream.token();
+            out.push((t.offset_from, t.offset_to, t.text.clone()));
+        }
+        out
+    })
 }
 
 /// Words that shape a question rather than say what it is about: question
