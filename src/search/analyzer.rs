@@ -300,7 +300,11 @@ pub(crate) fn is_question_term(term: &str) -> bool {
 
 /// The analyzed term of one word: `None` for a stop word.
 pub(crate) fn stem(word: &str) -> Option<String> {
-    terms_with_repeats(word).into_iter().next()
+    // The first term only: snippets ask this of every word of every hit.
+    ANALYZER.with_borrow_mut(|a| {
+        let mut stream = a.token_stream(word);
+        stream.advance().then(|| stream.token().text.clone())
+    })
 }
 
 /// Distinct analyzed terms of `text`, in first-seen order.
