@@ -194,3 +194,117 @@ async fn namespace_auto_takes_the_first_root_folder() {
     assert_eq!(info["namespace"], "default");
     client.cancel().await.unwrap();
 }
+
+/// A script of requests: the handshake, a write, a read.
+fn script() -> Vec<u8> {
+    let lines = [
+        common::wire::initialize_request(0),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+            "name": "episodic_remember", "arguments": {"content": "the kettle whistles at dawn"}}}),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+            "name": "episodic_recall", "arguments": {"query": "kettle"}}}),
+    ];
+    lines
+        .iter()
+        .flat_map(|l| format!("{l}\n").into_bytes())
+        .collect()
+}
+
+/// The ids of the answers in `out`, sorted (calls run concurrently, answers
+/// come in the order they finish).
+fn answered(out: &[u8]) -> Vec<i64> {
+    let mut ids: Vec<i64> = String::from_utf8_lossy(out)
+        .lines()
+        .map(|l| {
+            let msg: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            assert!(
+                msg.get("error").is_none() && msg["result"]["isError"] != true,
+                "{msg}"
+            );
+            msg["id"].as_i64().unwrap()
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// stdin and stdout may be pipes (Python's and Rust's hosts), sockets (Node's),
+/// files or a terminal: pipes and sockets are read by the runtime itself, the
+/// rest by threads. Each kind gets every answer, and the server exits at the
+/// end of its input.
+#[test]
+fn every_kind_of_stdin_and_stdout_is_served() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::process::Stdio;
+
+    // Pipes both ways.
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = common::engram_std(dir.path(), &["serve"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&script()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(answered(&out.stdout), [0, 1, 2], "pipes");
+
+    // stderr on stdout's pipe (`2>&1`): answers and logs share it.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let mut child = common::engram_std(dir.path(), &["serve"])
+        .stdin(Stdio::piped())
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer)
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&script()).unwrap();
+    let mut out = Vec::new();
+    reader.read_to_end(&mut out).unwrap();
+    assert!(child.wait().unwrap().success());
+    let answers: Vec<u8> = String::from_utf8_lossy(&out)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .flat_map(|l| format!("{l}\n").into_bytes())
+        .collect();
+    assert_eq!(answered(&answers), [0, 1, 2], "2>&1");
+
+    // Sockets both ways.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut input, server_in) = UnixStream::pair().unwrap();
+    let (server_out, mut output) = UnixStream::pair().unwrap();
+    let mut child = common::engram_std(dir.path(), &["serve"])
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(server_in)))
+        .stdout(Stdio::from(std::os::fd::OwnedFd::from(server_out)))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    input.write_all(&script()).unwrap();
+    input.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = Vec::new();
+    output.read_to_end(&mut out).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(answered(&out), [0, 1, 2], "sockets");
+
+    // Files both ways.
+    let dir = tempfile::tempdir().unwrap();
+    let requests = dir.path().join("requests.jsonl");
+    let answers = dir.path().join("answers.jsonl");
+    std::fs::write(&requests, script()).unwrap();
+    let status = common::engram_std(&dir.path().join("data"), &["serve"])
+        .stdin(std::fs::File::open(&requests).unwrap())
+        .stdout(std::fs::File::create(&answers).unwrap())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        answered(&std::fs::read(&answers).unwrap()),
+        [0, 1, 2],
+        "files"
+    );
+}

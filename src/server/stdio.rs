@@ -74,22 +74,127 @@ pub struct LineTransport<R> {
 type Stdin = Box<dyn AsyncRead + Send + Unpin>;
 
 impl LineTransport<Stdin> {
-    /// The process's stdin and stdout, each served by a thread of its own
-    /// that blocks in read(2) / write(2). tokio's `Stdin` and `Stdout` run
-    /// every read and write on the blocking pool instead: a hand-off there and
-    /// back for each message, which was most of a small call's latency.
+    /// The process's stdin and stdout. A pipe or a socket (what hosts spawn
+    /// servers with) is read and written by the runtime itself, non-blocking:
+    /// the worker that parks in epoll wakes on the client's message, and the
+    /// answer leaves in a write(2) from the same runtime. Anything else (a
+    /// terminal, a file, /dev/null) is served by a thread of its own that
+    /// blocks in read(2) / write(2); tokio's `Stdin` and `Stdout` would run every
+    /// read and write on the blocking pool instead, a hand-off there and back
+    /// for each message.
     pub fn stdio() -> std::io::Result<Self> {
-        let (chunks, mut inbox) = mpsc::channel::<std::io::Result<Cursor<Vec<u8>>>>(INBOX);
-        std::thread::Builder::new()
-            .name("engram-stdin".into())
-            .spawn(move || read_stdin(chunks))?;
+        let read: Stdin = match nonblocking::stdin() {
+            Some(read) => read,
+            None => {
+                let (chunks, mut inbox) = mpsc::channel::<std::io::Result<Cursor<Vec<u8>>>>(INBOX);
+                std::thread::Builder::new()
+                    .name("engram-stdin".into())
+                    .spawn(move || read_stdin(chunks))?;
+                Box::new(StreamReader::new(futures::stream::poll_fn(move |cx| {
+                    inbox.poll_recv(cx)
+                })))
+            }
+        };
+        if let Some(write) = nonblocking::stdout() {
+            return Ok(LineTransport::new(read, write));
+        }
         let (outbox, lines) = mpsc::channel::<Vec<u8>>(OUTBOX);
         let (written, done) = oneshot::channel();
         std::thread::Builder::new()
             .name("engram-stdout".into())
             .spawn(move || write_stdout(lines, written))?;
-        let read = StreamReader::new(futures::stream::poll_fn(move |cx| inbox.poll_recv(cx)));
-        Ok(LineTransport::with_writer(Box::new(read), outbox, done))
+        Ok(LineTransport::with_writer(read, outbox, done))
+    }
+}
+
+/// stdin and stdout as the runtime's own non-blocking pipes or sockets.
+///
+/// `O_NONBLOCK` is a property of the open file description, which the process
+/// shares with whoever else holds it. A host's pipe or socket to its server is
+/// the server's alone, so it is set there, and left set at exit. stdout is not
+/// taken when stderr is the same pipe (`2>&1`): logs would then meet a
+/// non-blocking pipe and could be lost when it fills.
+#[cfg(unix)]
+mod nonblocking {
+    use std::fs::{File, Metadata};
+    use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+    use tokio::io::{AsyncRead, AsyncWrite};
+    use tokio::net::UnixStream;
+    use tokio::net::unix::pipe;
+
+    /// stdin, if it is a pipe or a socket.
+    pub(super) fn stdin() -> Option<Box<dyn AsyncRead + Send + Unpin>> {
+        let fd = own(std::io::stdin().as_fd())?;
+        match Kind::of(&metadata(&fd)?)? {
+            Kind::Pipe => Some(Box::new(pipe::Receiver::from_owned_fd(fd).ok()?)),
+            Kind::Socket => Some(Box::new(socket(fd)?)),
+        }
+    }
+
+    /// stdout, if it is a pipe or a socket that stderr is not also writing to.
+    pub(super) fn stdout() -> Option<Box<dyn AsyncWrite + Send + Unpin>> {
+        let fd = own(std::io::stdout().as_fd())?;
+        let out = metadata(&fd)?;
+        let kind = Kind::of(&out)?;
+        let shared_with_stderr = own(std::io::stderr().as_fd())
+            .and_then(|err| metadata(&err))
+            .is_some_and(|err| (err.dev(), err.ino()) == (out.dev(), out.ino()));
+        if shared_with_stderr {
+            return None;
+        }
+        match kind {
+            Kind::Pipe => Some(Box::new(pipe::Sender::from_owned_fd(fd).ok()?)),
+            Kind::Socket => Some(Box::new(socket(fd)?)),
+        }
+    }
+
+    enum Kind {
+        Pipe,
+        Socket,
+    }
+
+    impl Kind {
+        fn of(file: &Metadata) -> Option<Kind> {
+            let kind = file.file_type();
+            if kind.is_fifo() {
+                Some(Kind::Pipe)
+            } else if kind.is_socket() {
+                Some(Kind::Socket)
+            } else {
+                None
+            }
+        }
+    }
+
+    /// A descriptor of our own for the same open file (closing it leaves the
+    /// standard stream open).
+    fn own(fd: BorrowedFd<'_>) -> Option<OwnedFd> {
+        fd.try_clone_to_owned().ok()
+    }
+
+    fn metadata(fd: &OwnedFd) -> Option<Metadata> {
+        File::from(fd.try_clone().ok()?).metadata().ok()
+    }
+
+    fn socket(fd: OwnedFd) -> Option<UnixStream> {
+        let socket = std::os::unix::net::UnixStream::from(fd);
+        socket.set_nonblocking(true).ok()?;
+        UnixStream::from_std(socket).ok()
+    }
+}
+
+#[cfg(not(unix))]
+mod nonblocking {
+    use tokio::io::{AsyncRead, AsyncWrite};
+
+    pub(super) fn stdin() -> Option<Box<dyn AsyncRead + Send + Unpin>> {
+        None
+    }
+
+    pub(super) fn stdout() -> Option<Box<dyn AsyncWrite + Send + Unpin>> {
+        None
     }
 }
 
