@@ -23,7 +23,7 @@ use tokio::net::UnixStream;
 use tokio::time::Instant;
 
 use super::local::{Preamble, socket_path, spawn_listener};
-use super::stdio::LineTransport;
+use super::stdio::{self, LineTransport};
 use super::{EngramHandler, shutdown_signal};
 use crate::app::OpenError;
 use crate::catalog::catalog;
@@ -41,7 +41,7 @@ const RETRY_EVERY: Duration = Duration::from_millis(50);
 /// The host's messages, one line each, as bytes: a line that is not UTF-8 or
 /// not JSON goes through untouched, and the server answers it.
 struct HostInput {
-    read: BufReader<tokio::io::Stdin>,
+    read: BufReader<Box<dyn AsyncRead + Send + Unpin>>,
     /// A line read in part (kept when a `select!` drops the read).
     partial: Vec<u8>,
 }
@@ -49,7 +49,7 @@ struct HostInput {
 impl HostInput {
     fn stdin() -> Self {
         HostInput {
-            read: BufReader::new(tokio::io::stdin()),
+            read: BufReader::new(stdio::async_stdin()),
             partial: Vec::new(),
         }
     }
@@ -344,7 +344,7 @@ async fn answers_to_stdout<R: AsyncRead + Unpin>(
     mut swallow: Option<String>,
 ) {
     let mut lines = BufReader::new(from_server).lines();
-    let mut out = tokio::io::stdout();
+    let mut out = stdio::async_stdout();
     while let Ok(Some(line)) = lines.next_line().await {
         if let Some(id) = response_id(line.as_bytes()) {
             if swallow.as_deref() == Some(id.as_str()) {

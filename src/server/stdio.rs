@@ -198,6 +198,17 @@ mod nonblocking {
     }
 }
 
+/// stdin for code that reads it on the runtime: the runtime's own pipe or
+/// socket where it can be (see [`LineTransport::stdio`]), else tokio's.
+pub(super) fn async_stdin() -> Stdin {
+    nonblocking::stdin().unwrap_or_else(|| Box::new(tokio::io::stdin()))
+}
+
+/// stdout for code that writes it on the runtime, as [`async_stdin`].
+pub(super) fn async_stdout() -> Box<dyn AsyncWrite + Send + Unpin> {
+    nonblocking::stdout().unwrap_or_else(|| Box::new(tokio::io::stdout()))
+}
+
 /// Reads stdin until its end (or an error, passed on), chunk by chunk.
 fn read_stdin(chunks: mpsc::Sender<std::io::Result<Cursor<Vec<u8>>>>) {
     let mut stdin = std::io::stdin().lock();
