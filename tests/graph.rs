@@ -474,3 +474,49 @@ async fn merging_several_sources_keeps_every_sources_properties() {
         json!({ "owner": "core", "port": 80, "region": "eu" })
     );
 }
+
+/// Observations are read for many entities at once (in chunks of ids): each
+/// entity still gets exactly its own, in the order they were added, and an
+/// entity without any gets an empty list.
+#[tokio::test]
+async fn many_entities_each_get_their_own_observations_in_order() {
+    let h = Mem::new().await;
+    let count = 450; // more than two chunks
+    // Every seventh entity has none to begin with.
+    let initial = |i: usize| -> Vec<String> {
+        if i.is_multiple_of(7) {
+            vec![]
+        } else {
+            vec![format!("zeta {i}"), format!("alpha {i}")]
+        }
+    };
+    let entities: Vec<Value> = (0..count)
+        .map(|i| json!({ "name": format!("e{i}"), "entityType": "thing", "observations": initial(i) }))
+        .collect();
+    for batch in entities.chunks(100) {
+        h.ok("create_entities", json!({ "entities": batch })).await;
+    }
+    let later: Vec<Value> = (0..count)
+        .step_by(3)
+        .map(|i| json!({ "entityName": format!("e{i}"), "contents": [format!("middle {i}")] }))
+        .collect();
+    h.ok("add_observations", json!({ "observations": later }))
+        .await;
+    let expected = |i: usize| -> Vec<String> {
+        let mut o = initial(i);
+        if i.is_multiple_of(3) {
+            o.push(format!("middle {i}"));
+        }
+        o
+    };
+    // Asked in an order of their own, back to front.
+    let asked: Vec<String> = (0..count).rev().map(|i| format!("e{i}")).collect();
+    let opened = h.ok("open_nodes", json!({ "names": asked })).await;
+    let got = opened["entities"].as_array().unwrap();
+    assert_eq!(got.len(), count);
+    for (k, e) in got.iter().enumerate() {
+        let i = count - 1 - k;
+        assert_eq!(e["name"], format!("e{i}"));
+        assert_eq!(e["observations"], json!(expected(i)), "e{i}");
+    }
+}

@@ -310,19 +310,46 @@ fn load_entities(
     rows: Vec<EntityRow>,
     with_observations: bool,
 ) -> Result<Vec<Entity>, StoreError> {
-    rows.into_iter()
-        .map(|e| {
-            Ok(Entity {
-                observations: if with_observations {
-                    Some(observations(conn, &e.id)?)
-                } else {
-                    None
-                },
-                name: e.name,
-                entity_type: e.entity_type,
-            })
+    let observed = if with_observations {
+        let ids: Vec<String> = rows.iter().map(|e| e.id.clone()).collect();
+        observations_of(conn, &ids)?
+    } else {
+        HashMap::new()
+    };
+    Ok(rows
+        .into_iter()
+        .map(|e| Entity {
+            observations: with_observations
+                .then(|| observed.get(&e.id).cloned().unwrap_or_default()),
+            name: e.name,
+            entity_type: e.entity_type,
         })
-        .collect()
+        .collect())
+}
+
+/// Entity ids per statement when reading observations for many entities.
+const OBSERVATIONS_CHUNK: usize = 200;
+
+/// The observations of each of these entities (in their order), read with one
+/// statement per chunk of ids rather than one per entity: on PostgreSQL every
+/// statement is a round trip. An entity without observations is absent.
+fn observations_of(
+    conn: Conn<'_>,
+    entity_ids: &[String],
+) -> Result<HashMap<String, Vec<String>>, StoreError> {
+    let mut found: HashMap<String, Vec<String>> = HashMap::with_capacity(entity_ids.len());
+    for chunk in entity_ids.chunks(OBSERVATIONS_CHUNK) {
+        let mut q = Query::new(
+            "SELECT entity_id, content FROM observations WHERE 1 = 1",
+            [],
+        );
+        q.and_in("entity_id", chunk.to_vec())
+            .push(" ORDER BY entity_id, position", []);
+        for (id, content) in q.rows(conn, |r| Ok((r.get::<String>(0)?, r.get::<String>(1)?)))? {
+            found.entry(id).or_default().push(content);
+        }
+    }
+    Ok(found)
 }
 
 /// These entities as the reference shows them, and every relation touching
@@ -387,8 +414,13 @@ fn entities_since(ns: &str, after_seq: i64, entity_types: Vec<String>, limit: us
 }
 
 fn record(conn: Conn<'_>, e: EntityRow) -> Result<EntityRecord, StoreError> {
+    let observations = observations(conn, &e.id)?;
+    record_with(e, observations)
+}
+
+fn record_with(e: EntityRow, observations: Vec<String>) -> Result<EntityRecord, StoreError> {
     Ok(EntityRecord {
-        observations: observations(conn, &e.id)?,
+        observations,
         properties: from_json(&e.properties)?,
         created_at: micros_to_datetime(e.created_at),
         updated_at: micros_to_datetime(e.updated_at),
@@ -407,8 +439,13 @@ pub(super) fn export_entities(
     limit: usize,
 ) -> Result<Vec<(i64, EntityRecord)>, StoreError> {
     let rows = entities_since(ns, after, Vec::new(), limit).rows(conn, entity_row)?;
+    let ids: Vec<String> = rows.iter().map(|e| e.id.clone()).collect();
+    let mut observed = observations_of(conn, &ids)?;
     rows.into_iter()
-        .map(|e| Ok((e.seq, record(conn, e)?)))
+        .map(|e| {
+            let observations = observed.remove(&e.id).unwrap_or_default();
+            Ok((e.seq, record_with(e, observations)?))
+        })
         .collect()
 }
 
