@@ -31,6 +31,7 @@ mod table;
 mod tokens;
 mod writer;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -39,7 +40,7 @@ use thiserror::Error;
 
 use crate::config::{Config, Durability};
 use crate::model::{Change, RecordKind, SearchDoc};
-use sql::{Conn, Row, Value, args};
+use sql::{Arg, Conn, Row, Value, args};
 use writer::WriteTxn;
 
 pub use audit::{AuditFilter, attributed};
@@ -385,21 +386,47 @@ fn changes_after(
             ))
         },
     )?;
-    let mut out = Vec::new();
+    let mut changes = Vec::new();
     for (seq, kind, id, namespace) in logged.into_iter().filter(|(seq, ..)| !skip(*seq)) {
         let kind = RecordKind::parse(&kind)
             .ok_or_else(|| StoreError::Corrupt(format!("unknown change kind {kind}")))?;
-        let doc = Searchable::of(kind).map_or(Ok(None), |s| s.by_id(conn, &id))?;
-        out.push(Change {
+        changes.push((seq, kind, id, namespace));
+    }
+    // The documents, one statement per kind and chunk of ids (not one per
+    // change: on PostgreSQL each is a round trip, and a new node catching up
+    // reads every change there is).
+    let mut docs: HashMap<(RecordKind, String), SearchDoc> = HashMap::new();
+    for source in SEARCHABLE {
+        let mut ids: Vec<&str> = changes
+            .iter()
+            .filter(|(_, kind, ..)| *kind == source.kind)
+            .map(|(_, _, id, _)| id.as_str())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        for chunk in ids.chunks(DOCS_PER_STATEMENT) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let params: Vec<Value<'_>> = chunk.iter().map(|id| id.arg()).collect();
+            source.each(conn, &format!(" WHERE id IN ({marks})"), &params, |doc| {
+                docs.insert((source.kind, doc.id.clone()), doc);
+                Ok(())
+            })?;
+        }
+    }
+    Ok(changes
+        .into_iter()
+        .map(|(seq, kind, id, namespace)| Change {
+            doc: docs.get(&(kind, id.clone())).cloned(),
             seq,
             kind,
             id,
             namespace,
-            doc,
-        });
-    }
-    Ok(out)
+        })
+        .collect())
 }
+
+/// Record ids per statement when reading the documents of logged changes.
+const DOCS_PER_STATEMENT: usize = 200;
 
 /// Reads one search document from a row of its kind's `Searchable::sql`.
 type DocFromRow = fn(Conn<'_>, &Row<'_>) -> Result<SearchDoc, StoreError>;
@@ -434,10 +461,6 @@ fn every_word(query: &str, doc: &SearchDoc) -> bool {
 }
 
 impl Searchable {
-    fn of(kind: RecordKind) -> Option<&'static Searchable> {
-        SEARCHABLE.into_iter().find(|s| s.kind == kind)
-    }
-
     /// Calls `f` with the document of each row that `filter` (` WHERE ...`,
     /// its `?`s bound to `params`) selects.
     fn each(
