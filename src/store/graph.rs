@@ -121,12 +121,12 @@ static ENTITIES: Table<EntityRow> = Table {
 /// An entity's search document: its name, type and observations, the
 /// observations read in the same statement (one per entity would be a round
 /// trip each on PostgreSQL, for every entity of a rebuild). The separator is a
-/// newline; sqlite (3.44+) and PostgreSQL both take `string_agg` with an order.
+/// newline character (Rust's `\n`, inside the SQL string literal); sqlite
+/// (3.44+) and PostgreSQL both take `string_agg` with an order.
 pub(super) static SEARCH: Searchable = Searchable {
     kind: RecordKind::Entity,
     sql: "SELECT id, namespace, name, entity_type, updated_at,
-                 (SELECT string_agg(o.content, '
-' ORDER BY o.position)
+                 (SELECT string_agg(o.content, '\n' ORDER BY o.position)
                   FROM observations o WHERE o.entity_id = entities.id)
           FROM entities",
     doc: entity_doc,
