@@ -475,9 +475,9 @@ async fn merging_several_sources_keeps_every_sources_properties() {
     );
 }
 
-/// Observations are read for many entities at once (in chunks of ids): each
-/// entity still gets exactly its own, in the order they were added, and an
-/// entity without any gets an empty list.
+/// Entities and their observations are read many at once (in chunks of names
+/// and ids): each entity still comes once, in the order asked, with exactly its
+/// own observations in the order they were added (an empty list if none).
 #[tokio::test]
 async fn many_entities_each_get_their_own_observations_in_order() {
     let h = Mem::new().await;
@@ -509,8 +509,10 @@ async fn many_entities_each_get_their_own_observations_in_order() {
         }
         o
     };
-    // Asked in an order of their own, back to front.
-    let asked: Vec<String> = (0..count).rev().map(|i| format!("e{i}")).collect();
+    // Asked in an order of their own, back to front, with a name asked twice
+    // (it comes once) and one that does not exist (skipped).
+    let mut asked: Vec<String> = (0..count).rev().map(|i| format!("e{i}")).collect();
+    asked.extend(["e5".to_string(), "nobody".to_string()]);
     let opened = h.ok("open_nodes", json!({ "names": asked })).await;
     let got = opened["entities"].as_array().unwrap();
     assert_eq!(got.len(), count);

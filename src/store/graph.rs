@@ -334,8 +334,24 @@ fn load_entities(
         .collect())
 }
 
-/// Entity ids per statement when reading observations for many entities.
-const OBSERVATIONS_CHUNK: usize = 200;
+/// Names or ids per statement when reading many entities or their observations.
+const PER_STATEMENT: usize = 200;
+
+/// The entities with these names that exist, in the order asked (a name asked
+/// twice comes once), read with one statement per chunk of names.
+fn named(conn: Conn<'_>, ns: &str, names: &[String]) -> Result<Vec<EntityRow>, StoreError> {
+    let mut found: HashMap<String, EntityRow> = HashMap::with_capacity(names.len());
+    for chunk in names.chunks(PER_STATEMENT) {
+        let mut q = ENTITIES.select(ns);
+        q.and_in("e.name", chunk.to_vec());
+        found.extend(
+            q.rows(conn, entity_row)?
+                .into_iter()
+                .map(|e| (e.name.clone(), e)),
+        );
+    }
+    Ok(names.iter().filter_map(|n| found.remove(n)).collect())
+}
 
 /// The observations of each of these entities (in their order), read with one
 /// statement per chunk of ids rather than one per entity: on PostgreSQL every
@@ -345,7 +361,7 @@ fn observations_of(
     entity_ids: &[String],
 ) -> Result<HashMap<String, Vec<String>>, StoreError> {
     let mut found: HashMap<String, Vec<String>> = HashMap::with_capacity(entity_ids.len());
-    for chunk in entity_ids.chunks(OBSERVATIONS_CHUNK) {
+    for chunk in entity_ids.chunks(PER_STATEMENT) {
         let mut q = Query::new(
             "SELECT entity_id, content FROM observations WHERE 1 = 1",
             [],
@@ -873,15 +889,7 @@ impl Store {
         with_observations: bool,
     ) -> Result<(Vec<Entity>, Vec<Relation>), StoreError> {
         self.read_in(ns, move |conn, ns| {
-            let mut rows = Vec::new();
-            let mut seen = HashSet::new();
-            for n in &names {
-                if seen.insert(n)
-                    && let Some(e) = find(conn, ns, n)?
-                {
-                    rows.push(e);
-                }
-            }
+            let rows = named(conn, ns, &names)?;
             with_relations(conn, ns, rows, with_observations)
         })
         .await
