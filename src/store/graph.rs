@@ -317,7 +317,8 @@ fn load_entities(
     rows: Vec<EntityRow>,
     with_observations: bool,
 ) -> Result<Vec<Entity>, StoreError> {
-    let observed = if with_observations {
+    // Every caller's rows are distinct entities: each takes its own list.
+    let mut observed = if with_observations {
         let ids: Vec<String> = rows.iter().map(|e| e.id.clone()).collect();
         observations_of(conn, &ids)?
     } else {
@@ -326,32 +327,15 @@ fn load_entities(
     Ok(rows
         .into_iter()
         .map(|e| Entity {
-            observations: with_observations
-                .then(|| observed.get(&e.id).cloned().unwrap_or_default()),
+            observations: with_observations.then(|| observed.remove(&e.id).unwrap_or_default()),
             name: e.name,
             entity_type: e.entity_type,
         })
         .collect())
 }
 
-/// Names or ids per statement when reading many entities or their observations.
-const PER_STATEMENT: usize = 200;
-
-/// The entities with these names that exist, in the order asked (a name asked
-/// twice comes once), read with one statement per chunk of names.
-fn named(conn: Conn<'_>, ns: &str, names: &[String]) -> Result<Vec<EntityRow>, StoreError> {
-    let mut found: HashMap<String, EntityRow> = HashMap::with_capacity(names.len());
-    for chunk in names.chunks(PER_STATEMENT) {
-        let mut q = ENTITIES.select(ns);
-        q.and_in("e.name", chunk.to_vec());
-        found.extend(
-            q.rows(conn, entity_row)?
-                .into_iter()
-                .map(|e| (e.name.clone(), e)),
-        );
-    }
-    Ok(names.iter().filter_map(|n| found.remove(n)).collect())
-}
+/// Entity ids per statement when reading observations for many entities.
+const OBSERVATIONS_CHUNK: usize = 200;
 
 /// The observations of each of these entities (in their order), read with one
 /// statement per chunk of ids rather than one per entity: on PostgreSQL every
@@ -361,7 +345,7 @@ fn observations_of(
     entity_ids: &[String],
 ) -> Result<HashMap<String, Vec<String>>, StoreError> {
     let mut found: HashMap<String, Vec<String>> = HashMap::with_capacity(entity_ids.len());
-    for chunk in entity_ids.chunks(PER_STATEMENT) {
+    for chunk in entity_ids.chunks(OBSERVATIONS_CHUNK) {
         let mut q = Query::new(
             "SELECT entity_id, content FROM observations WHERE 1 = 1",
             [],
@@ -889,7 +873,7 @@ impl Store {
         with_observations: bool,
     ) -> Result<(Vec<Entity>, Vec<Relation>), StoreError> {
         self.read_in(ns, move |conn, ns| {
-            let rows = named(conn, ns, &names)?;
+            let rows = ENTITIES.find_many(conn, ns, "name", &names)?;
             with_relations(conn, ns, rows, with_observations)
         })
         .await

@@ -24,7 +24,7 @@ pub(super) type Save<T> = fn(&mut WriteTxn<'_>, &str, &T) -> Result<(), StoreErr
 /// there was none.
 pub(super) type DeleteOne = fn(&mut WriteTxn<'_>, &str, &str) -> Result<bool, StoreError>;
 
-/// Ids read by one statement of `Table::get_many`.
+/// Ids (or other keys) read by one statement of `Table::get_many` and `find_many`.
 const GET_MANY_CHUNK: usize = 200;
 
 /// How one kind of record is stored: its table, columns and search documents.
@@ -108,16 +108,46 @@ impl<T> Table<T> {
         namespace: &str,
         ids: &[String],
     ) -> Result<Vec<T>, StoreError> {
-        // One statement per chunk, not one per id: on PostgreSQL every
-        // statement is a round trip. The id rides along as the last column.
-        let mut found = std::collections::HashMap::with_capacity(ids.len());
+        self.keyed(conn, ids, |chunk| {
+            self.by_ids(conn.dialect(), namespace, chunk)
+        })
+    }
+
+    /// The records of the namespace whose `column` (unique in a namespace, and
+    /// indexed with it) is one of `values`, in the order asked (a value asked
+    /// twice comes once).
+    pub(super) fn find_many(
+        &self,
+        conn: Conn<'_>,
+        namespace: &str,
+        column: &str,
+        values: &[String],
+    ) -> Result<Vec<T>, StoreError> {
+        let column = format!("{}.{column}", self.alias);
+        self.keyed(conn, values, |chunk| {
+            let mut q = self.select_of(&format!("{}, {column}", self.columns), namespace);
+            q.and_in(&column, chunk.to_vec());
+            q
+        })
+    }
+
+    /// The records `query` finds for each chunk of `keys`, in the order of
+    /// `keys`: one statement per chunk, not one per key (on PostgreSQL every
+    /// statement is a round trip). Each row carries its key as its last column.
+    fn keyed(
+        &self,
+        conn: Conn<'_>,
+        keys: &[String],
+        query: impl Fn(&[String]) -> Query,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut found = std::collections::HashMap::with_capacity(keys.len());
         let decode = self.decode;
-        for chunk in ids.chunks(GET_MANY_CHUNK) {
-            let q = self.by_ids(conn.dialect(), namespace, chunk);
-            let rows = q.rows(conn, |r| Ok((r.get::<String>(r.len() - 1)?, decode(r)?)))?;
+        for chunk in keys.chunks(GET_MANY_CHUNK) {
+            let rows =
+                query(chunk).rows(conn, |r| Ok((r.get::<String>(r.len() - 1)?, decode(r)?)))?;
             found.extend(rows);
         }
-        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+        Ok(keys.iter().filter_map(|k| found.remove(k)).collect())
     }
 
     /// The declared columns and the id of the namespace's rows with these ids,
