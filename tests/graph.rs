@@ -522,3 +522,63 @@ async fn many_entities_each_get_their_own_observations_in_order() {
         assert_eq!(e["observations"], json!(expected(i)), "e{i}");
     }
 }
+
+/// Pages of search_nodes are the one-page answer cut in pieces, when the answer
+/// mixes ranked word matches with substring-only matches and the substring
+/// pass has to look past its first round of candidates: nothing twice,
+/// nothing missed, before and after the index commits.
+#[tokio::test]
+async fn search_nodes_pages_cut_the_whole_answer_without_gaps() {
+    let h = Mem::new().await;
+    // Ranked matches (the word "relay"), substring-only matches (inside a
+    // longer word), entities holding both, and decoys holding every 3-letter
+    // piece of "relay", but apart.
+    let observation = |i: usize| match i % 4 {
+        0 => format!("relay {i} forwards traffic"),
+        1 => format!("prerelayed batch {i}"),
+        2 => format!("relay {i} and its prerelayed twin"),
+        _ => format!("reload the elastic layout {i}"),
+    };
+    let count = 240;
+    let entities: Vec<Value> = (0..count)
+        .map(|i| json!({ "name": format!("node-{i}"), "entityType": "host", "observations": [observation(i)] }))
+        .collect();
+    for batch in entities.chunks(100) {
+        h.ok("create_entities", json!({ "entities": batch })).await;
+    }
+    let mut expected: Vec<String> = (0..count)
+        .filter(|i| i % 4 != 3)
+        .map(|i| format!("node-{i}"))
+        .collect();
+    expected.sort();
+    for committed in [false, true] {
+        if committed {
+            h.flush().await;
+        }
+        let whole = names(
+            &h.ok("search_nodes", json!({ "query": "relay", "limit": 500 }))
+                .await,
+            "entities",
+        );
+        let mut found = whole.clone();
+        found.sort();
+        assert_eq!(found, expected, "committed: {committed}");
+        for limit in [1, 7, 64] {
+            let mut paged = Vec::new();
+            let mut cursor = Value::Null;
+            loop {
+                let mut args = json!({ "query": "relay", "limit": limit });
+                if !cursor.is_null() {
+                    args["cursor"] = cursor;
+                }
+                let page = h.ok("search_nodes", args).await;
+                paged.extend(names(&page, "entities"));
+                cursor = page["next_cursor"].clone();
+                if cursor.is_null() {
+                    break;
+                }
+            }
+            assert_eq!(paged, whole, "limit {limit}, committed: {committed}");
+        }
+    }
+}

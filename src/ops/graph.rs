@@ -9,7 +9,7 @@
 //! `entity_types` on read_graph and search_nodes, `include_observations` on
 //! open_nodes. read_graph pages instead of flooding the context.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -500,8 +500,12 @@ async fn search_nodes(cx: OpCtx, mut input: SearchNodesInput) -> Result<GraphOut
     // Then the reference's rule, so nothing it finds is missed: entities
     // containing the query as written, case-insensitively.
     let mut seen: HashSet<String> = ids.iter().cloned().collect();
-    let substring = substring_matches(&cx, &input.query, &types, wanted).await?;
-    ids.extend(substring.into_iter().filter(|id| seen.insert(id.clone())));
+    let more_wanted = wanted.saturating_sub(ids.len());
+    if more_wanted > 0 {
+        let substring = substring_matches(&cx, &input.query, &types, &seen, more_wanted).await?;
+        seen.extend(substring.iter().cloned());
+        ids.extend(substring);
+    }
     // Then entities holding some of the words (a question rarely uses every
     // word of the entity it is about), ranked, down to a share of the best.
     if partial_pass
@@ -569,26 +573,32 @@ async fn ranked_entities(
     Ok(ranked)
 }
 
-/// Ids of up to `wanted` entities whose name, type or an observation contains
-/// `needle` (case-insensitive). The trigram index finds candidates holding every
-/// 3-character piece; each is then checked for the whole needle. Needles under 3
-/// characters fall back to a scan of the store.
+/// Ids of up to `wanted` entities, none of them in `found_already`, whose name,
+/// type or an observation contains `needle` (case-insensitive), in the order
+/// of the first entities that do. The trigram index finds candidates holding
+/// every 3-character piece; each is then checked for the whole needle (the
+/// entities found already are not read again). Needles under 3 characters fall
+/// back to a scan of the store.
 async fn substring_matches(
     cx: &OpCtx,
     needle: &str,
     types: &[String],
+    found_already: &HashSet<String>,
     wanted: usize,
 ) -> Result<Vec<String>, OpError> {
     /// Candidates fetched per round, before checking.
     const FIRST_FETCH: usize = 64;
+    let unseen = |ids: Vec<String>| ids.into_iter().filter(|id| !found_already.contains(id));
     let Some(matcher) = Matcher::substring(needle) else {
-        return Ok(cx
+        let limit = wanted + found_already.len();
+        let ids = cx
             .store()
-            .entity_ids_containing(cx.namespace(), needle, types.to_vec(), wanted)
-            .await?);
+            .entity_ids_containing(cx.namespace(), needle, types.to_vec(), limit)
+            .await?;
+        return Ok(unseen(ids).take(wanted).collect());
     };
     let lower = needle.to_lowercase();
-    let mut fetch = wanted.max(FIRST_FETCH);
+    let mut fetch = (wanted + found_already.len()).max(FIRST_FETCH);
     loop {
         let q = SearchQuery::new(
             cx.namespace(),
@@ -598,11 +608,14 @@ async fn substring_matches(
         );
         let searched = cx.app.search(q).await?.results;
         let exhausted = !searched.has_more;
-        let candidates: Vec<String> = searched.hits.into_iter().map(|h| h.id).collect();
-        let found = cx
-            .store()
-            .entities_keyed(cx.namespace(), candidates.clone())
-            .await?;
+        let candidates: Vec<String> =
+            unseen(searched.hits.into_iter().map(|h| h.id).collect()).collect();
+        let found = if candidates.is_empty() {
+            HashMap::new()
+        } else {
+            let ids = candidates.clone();
+            cx.store().entities_keyed(cx.namespace(), ids).await?
+        };
         let contains = |s: &str| s.to_lowercase().contains(&lower);
         let verified: Vec<String> = candidates
             .into_iter()
