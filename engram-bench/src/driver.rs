@@ -87,6 +87,18 @@ pub fn rss_split_kb(pid: u32) -> (Option<u64>, Option<u64>) {
     (status_kb(pid, "RssAnon:"), status_kb(pid, "RssFile:"))
 }
 
+/// CPU time (user and system) a process has used so far, in seconds (Linux /proc).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses and may hold
+    // spaces: the process state is field 3, utime and stime are 14 and 15.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    let ticks = |field: usize| fields.get(field - 3)?.parse::<f64>().ok();
+    // SAFETY: sysconf only reads a system constant.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some((ticks(14)? + ticks(15)?) / per_second)
+}
+
 /// KiB as MB, for the results.
 pub fn mb(kb: Option<u64>) -> Option<f64> {
     kb.map(|k| k as f64 / 1024.0)
@@ -237,6 +249,11 @@ impl HttpServer {
 
     pub fn rss_kb(&self) -> (Option<u64>, Option<u64>) {
         rss_kb(self.pid)
+    }
+
+    /// CPU seconds the server has used so far.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        cpu_seconds(self.pid)
     }
 
     pub async fn stop(mut self) {

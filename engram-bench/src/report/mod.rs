@@ -238,6 +238,11 @@ fn n0(v: &Value) -> String {
     f(v).map_or("-".into(), |x| format!("{x:.0}"))
 }
 
+/// Two decimals.
+fn n2(v: &Value) -> String {
+    f(v).map_or("-".into(), |x| format!("{x:.2}"))
+}
+
 /// p50 / p95 / p99.9 of a latency summary.
 fn p50_p95_p999(x: &Value) -> String {
     format!(

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::{Page, f, ms, n0, p50_p95_p999, pct};
+use super::{Page, f, ms, n0, n2, p50_p95_p999, pct};
 use crate::plot::{bar_chart, line_chart};
 use crate::scenarios;
 
@@ -35,7 +35,7 @@ pub(super) fn intro(page: &mut Page) {
 /// The classes of the ladder's mixed workload.
 const CLASSES: [&str; 3] = ["read", "write", "complex"];
 
-const LADDER_COLUMNS: [&str; 10] = [
+const LADDER_COLUMNS: [&str; 14] = [
     "sessions",
     "connected",
     "calls",
@@ -46,6 +46,10 @@ const LADDER_COLUMNS: [&str; 10] = [
     "write p50 / p95 / p99.9",
     "complex p50 / p95 / p99.9",
     "server peak RSS MB",
+    "server cores busy",
+    "server CPU ms/call",
+    "load driver cores busy",
+    "load driver CPU ms/call",
 ];
 
 pub(super) fn ladder(page: &mut Page) -> anyhow::Result<()> {
@@ -84,6 +88,10 @@ pub(super) fn ladder(page: &mut Page) -> anyhow::Result<()> {
             write,
             complex,
             n0(&rg["server_peak_rss_mb"]),
+            n2(&rg["server_cores"]),
+            ms(&rg["server_cpu_ms_per_call"]),
+            n2(&rg["driver_cores"]),
+            ms(&rg["driver_cpu_ms_per_call"]),
         ]);
         for (i, c) in CLASSES.iter().enumerate() {
             if let (Some(x), Some(y)) = (f(&rg["sessions"]), f(&rg["classes"][c]["p95_ms"])) {

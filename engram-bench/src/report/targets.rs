@@ -97,6 +97,7 @@ fn targets(r: &Results) -> Vec<Target> {
         f(&rung["failure_rate"]).map(|x| x * 100.0)
     };
     let class_p95 = |c: &str| f(&rungs.first()?["classes"][c]["p95_ms"]);
+    let first_rung = |field: &str| f(&rungs.first()?[field]);
     let best_write = r.get("writes").and_then(|w| {
         w["results"]["rows"]
             .as_array()?
@@ -116,6 +117,20 @@ fn targets(r: &Results) -> Vec<Target> {
             .from("ladder", class_p95("write")),
         Target::below("complex p95 (ladder, first rung)", "< 1 s", 1000.0, "ms")
             .from("ladder", class_p95("complex")),
+        Target::above(
+            "throughput (ladder, first rung)",
+            ">= 5,000 calls/s",
+            5_000.0,
+            "calls/s",
+        )
+        .from("ladder", first_rung("throughput_per_s")),
+        Target::below(
+            "server CPU per mixed call (ladder, first rung)",
+            "<= 0.3 ms",
+            0.3,
+            "ms",
+        )
+        .from("ladder", first_rung("server_cpu_ms_per_call")),
         Target::below("discovery (name) p95", "< 100 ms", 100.0, "ms").from(
             "discovery",
             figure("discovery", "/results/discover_tools_name/latency/p95_ms"),

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::Ctx;
-use crate::driver::{HttpServer, Sessions, drive, mb, preload, progress};
+use crate::driver::{HttpServer, Sessions, cpu_seconds, drive, mb, preload, progress};
 use crate::recorder::Recorder;
 use crate::workload::Mix;
 
@@ -59,6 +59,9 @@ pub(super) async fn rung(
     let per_session_rate = cx.opts.rate.map(|r| r / sessions.len().max(1) as f64);
     let budget = cx.opts.ops.map(|total| total.div_ceil(n.max(1) as u64));
     let seed = cx.opts.seed;
+    let cpu = || -> Option<f64> { servers.iter().map(|s| s.cpu_seconds()).sum() };
+    let cpu_before = cpu();
+    let driver_cpu_before = cpu_seconds(std::process::id());
     let started = Instant::now();
     let tasks = sessions.spawn(|i, c| async move {
         let seed = seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9);
@@ -66,6 +69,13 @@ pub(super) async fn rung(
     });
     let mut rec = Recorder::merged(tasks.join_all().await);
     let elapsed = started.elapsed().as_secs_f64();
+    // All nodes' CPU over the rung: what serving its calls cost the server side.
+    let cpu_s = cpu().zip(cpu_before).map(|(after, before)| after - before);
+    // And the load driver's (this process): on one machine, what it takes is
+    // not the server's to use.
+    let driver_cpu_s = cpu_seconds(std::process::id())
+        .zip(driver_cpu_before)
+        .map(|(after, before)| after - before);
     let connected = n - sessions.failed_to_open;
     rec.add_failures("connect", sessions.failed_to_open);
     // With several nodes: the largest of them.
@@ -80,6 +90,13 @@ pub(super) async fn rung(
     rung["connected"] = json!(connected);
     rung["server_rss_mb"] = json!(mb(rss));
     rung["server_peak_rss_mb"] = json!(mb(peak));
+    rung["server_cpu_s"] = json!(cpu_s);
+    rung["server_cores"] = json!(cpu_s.map(|c| c / elapsed));
+    let calls = rung["calls"].as_u64().filter(|&c| c > 0);
+    let per_call = |cpu: Option<f64>| cpu.zip(calls).map(|(c, n)| c * 1000.0 / n as f64);
+    rung["server_cpu_ms_per_call"] = json!(per_call(cpu_s));
+    rung["driver_cores"] = json!(driver_cpu_s.map(|c| c / elapsed));
+    rung["driver_cpu_ms_per_call"] = json!(per_call(driver_cpu_s));
     progress(format!(
         "ladder: {n} sessions: {:.0} calls/s, failure rate {:.2} %",
         rung["throughput_per_s"].as_f64().unwrap_or(0.0),
