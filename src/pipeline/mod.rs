@@ -26,6 +26,13 @@ use crate::ops::{Answer, BoxFuture, OpCtx, registry};
 use crate::resilience::cache::QueryCache;
 use crate::session::{HandleError, Held, Session, ToolSelection};
 
+/// An operation's answer, and its JSON text (`value.to_string()`) if the
+/// pipeline has it.
+pub struct Reply {
+    pub value: Value,
+    pub text: Option<Arc<str>>,
+}
+
 /// engram as a library: the backends plus the pipeline that calls operations
 /// on them. Cheap to clone. Servers, the command line and tests hold one.
 #[derive(Clone)]
@@ -62,6 +69,18 @@ impl Engine {
         name: &str,
         args: Value,
     ) -> Result<Value, OpError> {
+        self.reply(session, name, args).await.map(|r| r.value)
+    }
+
+    /// [`call`](Self::call), with the answer's JSON text when the pipeline
+    /// rendered it already (a cacheable read does, for the cache): a server
+    /// sends that text beside the structured answer without rendering it again.
+    pub async fn reply(
+        &self,
+        session: &Arc<Session>,
+        name: &str,
+        args: Value,
+    ) -> Result<Reply, OpError> {
         self.app.limiter_for(session).check()?;
         dispatch(&self.app, session, name, args).await
     }
@@ -80,7 +99,7 @@ async fn dispatch(
     session: &Arc<Session>,
     name: &str,
     args: Value,
-) -> Result<Value, OpError> {
+) -> Result<Reply, OpError> {
     let entry = registry()
         .get(name)
         .ok_or_else(|| unknown_operation(name))?;
@@ -114,7 +133,7 @@ async fn run(
     entry: &'static Entry,
     spec: &'static OperationSpec,
     args: Value,
-) -> Result<Value, OpError> {
+) -> Result<Reply, OpError> {
     if let Some(grant) = session.grant() {
         grant.permit(spec)?;
     }
@@ -156,7 +175,10 @@ async fn run(
     let result = if let Some(key) = key {
         cached(app, spec, entry.name, &ns, key, run).await
     } else {
-        run.await.map(|answer| answer.value)
+        run.await.map(|answer| Reply {
+            value: answer.value,
+            text: None,
+        })
     };
     if let Some(call) = store_call {
         call.settle(&result);
@@ -181,22 +203,28 @@ async fn cached(
     ns: &str,
     key: String,
     run: impl Future<Output = Result<Answer, OpError>>,
-) -> Result<Value, OpError> {
+) -> Result<Reply, OpError> {
     let cache = app.cache();
     let scopes: Vec<String> = spec.reads.iter().map(|k| k.scope(ns)).collect();
     // Generations first: a write landing while the read runs makes its answer stale.
     let seen = cache.generations(&scopes);
-    if let Some(hit) = cache.get(op, &key, &scopes) {
-        return Ok(hit);
+    if let Some((value, text)) = cache.get(op, &key, &scopes) {
+        return Ok(Reply {
+            value,
+            text: Some(text),
+        });
     }
     // A degraded answer (index down, store scan) is correct but is not kept:
     // the next call should get the index's ranking back.
     let run = async { run.await.map(|a| (a.value, !a.degraded)) };
-    let (value, keep) = cache.coalesce(op, &key, &seen, run).await?;
-    if keep {
-        cache.put(op, key, value.clone(), scopes, seen);
+    let answer = cache.coalesce(op, &key, &seen, run).await?;
+    if answer.keep {
+        cache.put(op, key, answer.text.clone(), scopes, seen);
     }
-    Ok(value)
+    Ok(Reply {
+        value: answer.value,
+        text: Some(answer.text),
+    })
 }
 
 fn dispatch_boxed(
@@ -205,7 +233,7 @@ fn dispatch_boxed(
     name: String,
     args: Value,
 ) -> BoxFuture<Result<Value, OpError>> {
-    Box::pin(async move { dispatch(&app, &session, &name, args).await })
+    Box::pin(async move { dispatch(&app, &session, &name, args).await.map(|r| r.value) })
 }
 
 /// The session a session-layer operation works on: the one its `session`

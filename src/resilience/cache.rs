@@ -33,7 +33,7 @@ pub type Seen = Vec<u64>;
 /// memory of its text, and the text's length makes the byte budget exact.
 struct Cached {
     op: &'static str,
-    text: Box<str>,
+    text: Arc<str>,
     tags: Vec<String>,
     seen: Seen,
     /// Bytes this entry counts against the budget (text + key).
@@ -46,7 +46,16 @@ struct Entries {
     bytes: usize,
 }
 
-type Flight = Arc<OnceCell<Result<(Value, Keep), OpError>>>;
+/// A read in flight: the text of its answer, once it has one.
+type Flight = Arc<OnceCell<Result<(Arc<str>, Keep), OpError>>>;
+
+/// An answer as the read that computed it holds it: the tree, and its JSON
+/// text, rendered once for the cache and for the callers that joined the read.
+pub struct Rendered {
+    pub value: Value,
+    pub text: Arc<str>,
+    pub keep: Keep,
+}
 
 /// Whether an answer may be kept in the cache (a degraded one may not).
 pub type Keep = bool;
@@ -155,8 +164,9 @@ impl QueryCache {
             .or_default());
     }
 
-    /// The cached answer, if there is one and no tag it read has changed since.
-    pub fn get(&self, op: &'static str, key: &str, tags: &[String]) -> Option<Value> {
+    /// The cached answer and its text, if there is one and no tag it read has
+    /// changed since.
+    pub fn get(&self, op: &'static str, key: &str, tags: &[String]) -> Option<(Value, Arc<str>)> {
         let mut guard = self.entries.lock().expect("cache poisoned");
         let entries = guard.as_mut()?;
         let fresh = entries
@@ -168,7 +178,8 @@ impl QueryCache {
                 let text = entries.lru.get(key).map(|c| c.text.clone());
                 drop(guard);
                 self.count(op, |s| s.hits += 1);
-                text.and_then(|t| serde_json::from_str(&t).ok())
+                let text = text?;
+                serde_json::from_str(&text).ok().map(|value| (value, text))
             }
             Some(false) => {
                 if let Some(old) = entries.lru.pop(key) {
@@ -189,13 +200,19 @@ impl QueryCache {
         }
     }
 
-    pub fn put(&self, op: &'static str, key: String, value: Value, tags: Vec<String>, seen: Seen) {
+    /// Keeps an answer (its JSON text) under `key`, with the generations of
+    /// its tags read before it was computed.
+    pub fn put(
+        &self,
+        op: &'static str,
+        key: String,
+        text: Arc<str>,
+        tags: Vec<String>,
+        seen: Seen,
+    ) {
         if self.entries.lock().expect("cache poisoned").is_none() {
             return;
         }
-        let Ok(text) = serde_json::to_string(&value) else {
-            return;
-        };
         let size = text.len() + key.len();
         if size > self.max_bytes / 8 {
             // One huge answer would push out hundreds of small ones.
@@ -210,7 +227,7 @@ impl QueryCache {
         };
         let entry = Cached {
             op,
-            text: text.into_boxed_str(),
+            text,
             tags,
             seen,
             size,
@@ -235,15 +252,17 @@ impl QueryCache {
         }
     }
 
-    /// Runs `read` once for all identical concurrent callers; each gets a copy
-    /// of the answer (and of whether it may be kept).
+    /// Runs `read` once for all identical concurrent callers. The caller that
+    /// ran it keeps the answer it computed; the others get theirs from its
+    /// text. (The answer's tree is never copied: a deep copy of a large
+    /// `Value` costs as much as rendering it.)
     pub async fn coalesce<F>(
         &self,
         op: &'static str,
         key: &str,
         seen: &Seen,
         read: F,
-    ) -> Result<(Value, Keep), OpError>
+    ) -> Result<Rendered, OpError>
     where
         F: std::future::Future<Output = Result<(Value, Keep), OpError>>,
     {
@@ -262,7 +281,18 @@ impl QueryCache {
         if joined {
             self.count(op, |s| s.coalesced += 1);
         }
-        let result = flight.get_or_init(|| read).await.clone();
+        // Whoever runs `read` (this caller, or a joined one whose leader went
+        // away) keeps its tree here.
+        let mut computed: Option<Value> = None;
+        let shared = flight
+            .get_or_init(|| async {
+                let (value, keep) = read.await?;
+                let text: Arc<str> = value.to_string().into();
+                computed = Some(value);
+                Ok((text, keep))
+            })
+            .await
+            .clone();
         let mut in_flight = self.in_flight.lock().expect("cache poisoned");
         if in_flight
             .get(&flight_key)
@@ -270,7 +300,15 @@ impl QueryCache {
         {
             in_flight.remove(&flight_key);
         }
-        result
+        drop(in_flight);
+        let (text, keep) = shared?;
+        let value = match computed {
+            Some(value) => value,
+            None => serde_json::from_str(&text).map_err(|e| {
+                OpError::Internal(format!("a shared answer could not be read back: {e}"))
+            })?,
+        };
+        Ok(Rendered { value, text, keep })
     }
 
     pub fn stats(&self) -> CacheStats {
@@ -360,21 +398,39 @@ mod tests {
         assert_ne!(a, QueryCache::key("other", "op", &json!({"b": 1})));
     }
 
+    fn text(value: Value) -> Arc<str> {
+        value.to_string().into()
+    }
+
+    /// The answer of a hit, checked against its text.
+    fn value(hit: Option<(Value, Arc<str>)>) -> Option<Value> {
+        hit.map(|(value, text)| {
+            assert_eq!(value.to_string(), *text);
+            value
+        })
+    }
+
     #[test]
     fn a_bumped_tag_makes_entries_stale_and_evictions_are_counted() {
         let c = QueryCache::new(2, 1 << 20);
         let tags = vec!["ns/semantic".to_string()];
         let seen = c.generations(&tags);
-        c.put("op", "k1".into(), json!(1), tags.clone(), seen.clone());
-        assert_eq!(c.get("op", "k1", &tags), Some(json!(1)));
+        c.put(
+            "op",
+            "k1".into(),
+            text(json!(1)),
+            tags.clone(),
+            seen.clone(),
+        );
+        assert_eq!(value(c.get("op", "k1", &tags)), Some(json!(1)));
         c.invalidate(&tags);
         assert_eq!(c.get("op", "k1", &tags), None);
         // Stored with generations read before a write: stale at once.
-        c.put("op", "k2".into(), json!(2), tags.clone(), seen);
+        c.put("op", "k2".into(), text(json!(2)), tags.clone(), seen);
         assert_eq!(c.get("op", "k2", &tags), None);
         let now = c.generations(&tags);
         for k in ["a", "b", "c"] {
-            c.put("op", k.into(), json!(k), tags.clone(), now.clone());
+            c.put("op", k.into(), text(json!(k)), tags.clone(), now.clone());
         }
         let s = c.stats();
         assert_eq!((s.hits, s.evictions, s.entries), (1, 1, 2));
@@ -387,16 +443,22 @@ mod tests {
         let tags: Vec<String> = vec![];
         let big = json!("x".repeat(60));
         for k in 0..20 {
-            c.put("op", format!("k{k}"), big.clone(), tags.clone(), vec![]);
+            c.put(
+                "op",
+                format!("k{k}"),
+                text(big.clone()),
+                tags.clone(),
+                vec![],
+            );
         }
         let s = c.stats();
         assert!(s.bytes <= 800 && s.entries < 20, "{s:?}");
-        assert_eq!(c.get("op", "k19", &tags), Some(big));
+        assert_eq!(value(c.get("op", "k19", &tags)), Some(big));
         assert_eq!(c.get("op", "k0", &tags), None);
         c.put(
             "op",
             "huge".into(),
-            json!("y".repeat(500)),
+            text(json!("y".repeat(500))),
             tags.clone(),
             vec![],
         );
@@ -407,7 +469,7 @@ mod tests {
     #[test]
     fn zero_capacity_caches_nothing() {
         let c = QueryCache::new(0, 1 << 20);
-        c.put("op", "k".into(), json!(1), vec![], vec![]);
+        c.put("op", "k".into(), text(json!(1)), vec![], vec![]);
         assert_eq!(c.get("op", "k", &[]), None);
     }
 }

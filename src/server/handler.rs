@@ -33,7 +33,7 @@ use super::tools::ToolTable;
 use crate::auth::{Grant, Scope};
 use crate::config::{DEFAULT_NAMESPACE, NamespaceMode, namespace_from_folder, validate_namespace};
 use crate::error::OpError;
-use crate::pipeline::Engine;
+use crate::pipeline::{Engine, Reply};
 use crate::session::{Session, ToolSelection};
 
 /// HTTP request header that chooses the session's namespace at `initialize`.
@@ -204,8 +204,8 @@ impl EngramHandler {
     /// Runs the operation through the pipeline. Operations catch their own
     /// panics; this catches one anywhere else on the path (cache, limiter), so
     /// no call goes unanswered.
-    async fn run_guarded(&self, name: &str, args: Value) -> Result<Value, OpError> {
-        let call = std::panic::AssertUnwindSafe(self.app.call(&self.session, name, args));
+    async fn run_guarded(&self, name: &str, args: Value) -> Result<Reply, OpError> {
+        let call = std::panic::AssertUnwindSafe(self.app.reply(&self.session, name, args));
         futures::FutureExt::catch_unwind(call)
             .await
             .unwrap_or_else(|panic| Err(OpError::from_panic(name, panic)))
@@ -433,13 +433,25 @@ impl ServerHandler for EngramHandler {
         let result = self.run_guarded(&request.name, args).await;
         self.announce_list_change(&before, &context).await;
         Ok(match result {
-            Ok(value) => CallToolResult::structured(value).into(),
+            Ok(reply) => structured(reply).into(),
             Err(e) => Self::tool_error(e.to_string()),
         })
     }
 }
 
 const ENABLE_TOOLSET: &str = "enable_toolset";
+
+/// A tool's answer: structured, and as JSON text for clients that read only
+/// text (the text the pipeline rendered already, when it has it).
+fn structured(reply: Reply) -> CallToolResult {
+    let Some(text) = reply.text else {
+        return CallToolResult::structured(reply.value);
+    };
+    let mut result = CallToolResult::structured(Value::Null);
+    result.content = vec![ContentBlock::text(text.as_ref())];
+    result.structured_content = Some(reply.value);
+    result
+}
 
 /// The request speaks MCP 2026-07-28 or later (no sessions, per-request metadata).
 fn is_current_protocol(ctx: &RequestContext<RoleServer>) -> bool {

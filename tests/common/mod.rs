@@ -25,7 +25,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rmcp::model::{CallToolRequestParams, ClientCapabilities, ClientConfig, Implementation};
+use rmcp::model::{
+    CallToolRequestParams, ClientCapabilities, ClientConfig, ContentBlock, Implementation,
+};
 use rmcp::service::{NotificationContext, RunningService};
 use rmcp::transport::TokioChildProcess;
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
@@ -195,9 +197,36 @@ pub async fn try_call(client: &Client, name: &str, args: Value) -> Result<Value,
             .join("\n");
         return Err(Failure::Tool(text));
     }
-    Ok(result
+    let structured = result
         .structured_content
-        .expect("successful calls carry structured content"))
+        .expect("successful calls carry structured content");
+    if client
+        .peer_info()
+        .and_then(|s| s.server_info.clone())
+        .is_some_and(|i| i.name == "engram")
+    {
+        same_text(name, &result.content, &structured);
+    }
+    Ok(structured)
+}
+
+/// engram's text block says what its structuredContent says (hosts that read
+/// only text see the same answer). The reference server's does not, so only
+/// engram's answers are held to it.
+fn same_text(name: &str, content: &[ContentBlock], structured: &Value) {
+    let texts: Vec<&str> = content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.as_str()))
+        .collect();
+    let [text] = texts[..] else {
+        panic!("{name}: a successful call carries one text block, not {texts:?}");
+    };
+    let said: Value = serde_json::from_str(text)
+        .unwrap_or_else(|e| panic!("{name}: the text block is not JSON ({e}): {text}"));
+    assert_eq!(
+        &said, structured,
+        "{name}: the text block and structuredContent disagree"
+    );
 }
 
 /// Calls a tool; Ok(structured content) or Err(error text) for tool errors.
