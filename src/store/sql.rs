@@ -550,6 +550,28 @@ impl<'c> Conn<'c> {
             .ok_or_else(|| StoreError::Corrupt(format!("no row answered {sql}")))
     }
 
+    /// Runs `insert` (one row) and returns the new row's integer key, the
+    /// column `key`. SQLite: the table's `INTEGER PRIMARY KEY` is its rowid,
+    /// read back from the connection. (`RETURNING` buffers its rows in a
+    /// temporary b-tree opened and closed per statement: it made an insert
+    /// into the change log take twice as long, 4.9 against 2.5 µs.)
+    /// PostgreSQL: `RETURNING key`.
+    pub(super) fn insert_returning(
+        &self,
+        insert: &str,
+        key: &str,
+        params: &[Value<'_>],
+    ) -> Result<i64, StoreError> {
+        match self {
+            Conn::Sqlite(c) => {
+                c.prepare_cached(insert)?
+                    .execute(rusqlite::params_from_iter(params))?;
+                Ok(c.last_insert_rowid())
+            }
+            Conn::Postgres(_) => self.value(&format!("{insert} RETURNING {key}"), params),
+        }
+    }
+
     /// Runs statements separated by `;`, without parameters.
     pub(super) fn batch(&self, sql: &str) -> Result<(), StoreError> {
         match self {

@@ -83,9 +83,9 @@ impl WriteTxn<'_> {
         op: &str,
         doc: Option<SearchDoc>,
     ) -> Result<(), StoreError> {
-        let seq: i64 = self.conn.value(
-            "INSERT INTO changes (namespace, kind, record_id, op, at) VALUES (?1, ?2, ?3, ?4, ?5) \
-             RETURNING seq",
+        let seq = self.conn.insert_returning(
+            "INSERT INTO changes (namespace, kind, record_id, op, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "seq",
             &args![namespace, kind.as_str(), id, op, self.now],
         )?;
         self.deletes.push(op == "delete");
@@ -697,6 +697,16 @@ mod tests {
             .collect()
     }
 
+    /// The change log's (seq, record id) pairs.
+    fn logged_changes(path: &std::path::Path) -> BTreeSet<(i64, String)> {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let mut stmt = conn.prepare("SELECT seq, record_id FROM changes").unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
     /// 32 writers of 25 events each, small and big mixed: (the ids of the
     /// acknowledged writes, the errors of the refused ones).
     async fn write_concurrently(store: &Store) -> (BTreeSet<String>, Vec<String>) {
@@ -769,6 +779,20 @@ mod tests {
             c.seen_ids(),
             acked,
             "the listener saw other changes than committed"
+        );
+        // Each with the position the change log gave it, rolled-back
+        // transactions between them notwithstanding.
+        let handed_on: BTreeSet<(i64, String)> = c
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|ch| (ch.seq, ch.id.clone()))
+            .collect();
+        assert_eq!(
+            handed_on,
+            logged_changes(&c.path),
+            "a change was handed on with another seq than the log's"
         );
         assert_eq!(
             c.found_ids("quokka").await,
