@@ -447,8 +447,7 @@ fn structured(reply: Reply) -> CallToolResult {
     let Some(text) = reply.text else {
         return CallToolResult::structured(reply.value);
     };
-    let mut result = CallToolResult::structured(Value::Null);
-    result.content = vec![ContentBlock::text(text.as_ref())];
+    let mut result = CallToolResult::success(vec![ContentBlock::text(text.as_ref())]);
     result.structured_content = Some(reply.value);
     result
 }
