@@ -2,8 +2,9 @@
 //! tantivy: question words do not outrank content, a record ranks the same
 //! before and after the index commits it (even right after a bulk load into a
 //! fresh store), hyphenated and whole words find each other, irregular verbs
-//! find their base form, and search_nodes answers a question that does not use
-//! every word of the entity it is about, without flooding.
+//! find their base form, the reply to a matching question comes back with it,
+//! and search_nodes answers a question that does not use every word of the
+//! entity it is about, without flooding.
 //! (`engram-bench run recall` measures the same on a larger fixture.)
 
 mod common;
@@ -113,6 +114,146 @@ async fn hyphenated_and_whole_words_and_irregular_verbs_find_each_other() {
             Some("Tom: we go climbing every Sunday")
         );
     }
+}
+
+/// Stores `(occurred_at, content, tags)` events in one batch: their ids, in order.
+async fn remember_at(h: &Mem, events: &[(&str, &str, &[&str])]) -> Vec<String> {
+    let events: Vec<Value> = events
+        .iter()
+        .map(|(at, c, tags)| json!({"content": c, "occurred_at": at, "tags": tags}))
+        .collect();
+    let r = h
+        .ok("episodic_remember_batch", json!({"events": events}))
+        .await;
+    strings(&r["events"], "/id")
+        .into_iter()
+        .map(str::to_string)
+        .collect()
+}
+
+/// `(id, follows)` of each hit of a recall.
+fn hit_ids(r: &Value) -> Vec<(String, Option<String>)> {
+    r["hits"]
+        .as_array()
+        .expect("hits")
+        .iter()
+        .map(|h| {
+            let follows = h.get("follows").and_then(Value::as_str).map(String::from);
+            (h["event"]["id"].as_str().expect("id").to_string(), follows)
+        })
+        .collect()
+}
+
+/// A question echoes the words of a query about its subject; its reply holds
+/// the answer and often shares none of them. The reply (the session's next
+/// event, within minutes) comes back right after the question, saying which
+/// event it follows; not a later event, not another session's, not what
+/// follows a statement, not one the filters exclude. Pages of any size cut
+/// the same ranking.
+#[tokio::test]
+async fn the_reply_to_a_matching_question_comes_back_with_it() {
+    let h = Mem::new().await;
+    let ids = remember_at(
+        &h,
+        &[
+            (
+                "2026-03-01T10:00:00Z",
+                "Priya: how's the knee after the marathon?",
+                &["knee"],
+            ),
+            (
+                "2026-03-01T10:03:00Z",
+                "Sam: much better, the physio has me cycling twice a week",
+                &[],
+            ),
+            (
+                "2026-03-01T11:00:00Z",
+                "Priya: did the marathon medal ever arrive?",
+                &[],
+            ),
+            (
+                "2026-03-01T11:20:00Z",
+                "Sam: yes, it is framed in the hall",
+                &[],
+            ),
+            (
+                "2026-03-01T12:00:00Z",
+                "Sam: the marathon was hard on my knee.",
+                &[],
+            ),
+            (
+                "2026-03-01T12:01:00Z",
+                "Priya: the weather is lovely today",
+                &[],
+            ),
+        ],
+    )
+    .await;
+    let other = h.session_in("alpha");
+    let printer = remember_at(
+        &other,
+        &[(
+            "2026-03-01T11:01:00Z",
+            "Ben: the printer is jammed again",
+            &[],
+        )],
+    )
+    .await;
+    let (question, reply) = (&ids[0], &ids[1]);
+    for committed in [false, true] {
+        if committed {
+            h.flush().await;
+        }
+        let r = h
+            .ok(
+                "episodic_recall",
+                json!({"query": "knee after the marathon", "limit": 50}),
+            )
+            .await;
+        let hits = hit_ids(&r);
+        let place = |id: &String| hits.iter().position(|(h, _)| h == id);
+        let (Some(q), Some(a)) = (place(question), place(reply)) else {
+            panic!("the question and its reply both come back (committed: {committed}): {r}");
+        };
+        assert!(q < a, "the reply ranks below its question: {r}");
+        assert_eq!(hits[a].1.as_ref(), Some(question), "{r}");
+        assert_eq!(hits.iter().filter(|(_, f)| f.is_some()).count(), 1, "{r}");
+        for absent in [&ids[3], &ids[5], &printer[0]] {
+            assert_eq!(place(absent), None, "{absent} is nobody's reply: {r}");
+        }
+        // Only events with the tag, so not the untagged reply.
+        let r = h
+            .ok(
+                "episodic_recall",
+                json!({"query": "knee after the marathon", "tags": ["knee"]}),
+            )
+            .await;
+        assert_eq!(hit_ids(&r), [(question.clone(), None)], "{r}");
+        let whole: Vec<Value> = r_hits(&h, 50).await;
+        for limit in [1, 2, 3] {
+            let pages = h
+                .pages(
+                    "episodic_recall",
+                    json!({"query": "knee after the marathon", "limit": limit}),
+                )
+                .await;
+            let paged: Vec<Value> = pages
+                .iter()
+                .flat_map(|p| p["hits"].as_array().cloned().unwrap_or_default())
+                .collect();
+            assert_eq!(paged, whole, "pages of {limit}");
+        }
+    }
+}
+
+async fn r_hits(h: &Mem, limit: usize) -> Vec<Value> {
+    let r = h
+        .ok(
+            "episodic_recall",
+            json!({"query": "knee after the marathon", "limit": limit}),
+        )
+        .await;
+    r["hits"].as_array().cloned().unwrap_or_default()
 }
 
 #[tokio::test]

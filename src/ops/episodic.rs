@@ -1,6 +1,8 @@
 //! Episodic memory: events in time. Remember, recall (ranked text search), and
 //! browse by time.
 
+use std::collections::HashMap;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -8,8 +10,8 @@ use serde_json::{Map, Value};
 use super::listing::{Deleted, Keyset, Offsets, Page, Window, ids_to_delete, prepare_batch};
 use super::{OpCtx, check_id, check_metadata, check_text, check_unit, normalize_tags, page_size};
 use crate::error::OpError;
-use crate::model::{Event, RecordKind};
-use crate::search::{Matcher, SearchQuery};
+use crate::model::{Event, Micros, RecordKind};
+use crate::search::{Matcher, SearchHit, SearchQuery};
 use crate::store::{EventFilter, EventPatch, NewEvent, Order};
 use crate::timespec::TimeSpec;
 
@@ -151,8 +153,14 @@ pub struct RecallInput {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct RecallHit {
     /// Relevance (BM25); higher is better. Comparable within one answer only.
+    /// A follow-up scores a share of the event it follows.
     pub score: f32,
     pub event: Event,
+    /// Set when this event ranks as the follow-up of a matching one (the next
+    /// event its session stored, within minutes: a reply, an outcome) rather
+    /// than for its own words: the id of the event it follows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub follows: Option<String>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -179,37 +187,109 @@ async fn episodic_recall(cx: OpCtx, mut input: RecallInput) -> Result<RecallOutp
              what you are looking for, or use episodic_list with filters",
         )
     })?;
+    // Every page ranks the hits down to its end, so that follow-ups land on
+    // the same page whichever page is asked.
+    let depth = page.offset.saturating_add(page.limit);
     let searched = cx
         .app
         .search(SearchQuery {
             since: f.since,
             until: f.until,
-            tags: f.tags,
+            tags: f.tags.clone(),
             min_weight: f.min_importance,
-            offset: page.offset,
-            ..SearchQuery::new(cx.namespace(), vec![RecordKind::Event], matcher, page.limit)
+            ..SearchQuery::new(cx.namespace(), vec![RecordKind::Event], matcher, depth)
         })
         .await?;
     let ranked = searched.results.hits;
     let ids = ranked.iter().map(|h| h.id.clone()).collect();
-    let events = cx.store().events().get_many(cx.namespace(), ids).await?;
-    let mut by_id: std::collections::HashMap<String, Event> =
-        events.into_iter().map(|e| (e.id.clone(), e)).collect();
-    let hits = ranked
+    let followed = cx
+        .store()
+        .events_followed(cx.namespace(), ids, (FOLLOW_UP_WITHIN, f), is_question)
+        .await?;
+    let hits = with_follow_ups(&ranked, followed);
+    let more = searched.results.has_more || hits.len() > depth;
+    let hits = hits
         .into_iter()
-        .filter_map(|h| {
-            by_id.remove(&h.id).map(|event| RecallHit {
-                score: h.score,
-                event,
-            })
-        })
+        .skip(page.offset)
+        .take(page.limit)
         .collect();
-    let paged = page.finish(&cx, hits, searched.results.has_more);
+    let paged = page.finish(&cx, hits, more);
     Ok(RecallOutput {
         hits: paged.hits,
         degraded: searched.degraded,
         next_cursor: paged.next_cursor,
     })
+}
+
+/// A follow-up scores this share of the score of the hit it follows.
+const FOLLOW_UP_WEIGHT: f32 = 0.7;
+/// How soon after a question its session's next event counts as its reply.
+const FOLLOW_UP_WITHIN: Micros = 10 * 60 * 1_000_000;
+
+/// Whether an event is a question, whose reply follows it: the turns of a
+/// conversation an agent stores one by one. A question echoes the words of a
+/// query about its subject; the reply, which holds the answer, often does not.
+fn is_question(event: &Event) -> bool {
+    event
+        .content
+        .trim_end()
+        .ends_with(['?', '\u{ff1f}', '\u{061f}'])
+}
+
+/// The hits, ranked with their follow-ups (the replies to questions among
+/// them): each event scores the larger of its own score and
+/// [`FOLLOW_UP_WEIGHT`] times the score of the hit it follows, so the reply
+/// to a matching question ranks even when it shares no word with the query.
+/// Ties keep the search's order, follow-ups after the hits. `ranked` is the
+/// search's order; `followed` the stored events (a hit deleted since the
+/// search is missing) with their follow-ups.
+///
+/// The first n of this ranking are the first n of the whole ranking when
+/// `ranked` is the search's first n: an event outside them, following none
+/// of them, scores at most the n-th hit's score.
+fn with_follow_ups(ranked: &[SearchHit], followed: Vec<(Event, Option<Event>)>) -> Vec<RecallHit> {
+    let mut stored: HashMap<String, (Event, Option<Event>)> = followed
+        .into_iter()
+        .map(|(e, next)| (e.id.clone(), (e, next)))
+        .collect();
+    let mut hits = Vec::with_capacity(ranked.len() * 2);
+    let mut next_of = Vec::with_capacity(ranked.len());
+    for h in ranked {
+        if let Some((event, next)) = stored.remove(&h.id) {
+            next_of.push(next);
+            hits.push(RecallHit {
+                score: h.score,
+                event,
+                follows: None,
+            });
+        }
+    }
+    let mut place: HashMap<String, usize> = hits
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (h.event.id.clone(), i))
+        .collect();
+    for (i, next) in next_of.into_iter().enumerate() {
+        let Some(next) = next else { continue };
+        let (score, follows) = (hits[i].score * FOLLOW_UP_WEIGHT, hits[i].event.id.clone());
+        match place.get(&next.id) {
+            Some(&j) if hits[j].score >= score => {}
+            Some(&j) => {
+                hits[j].score = score;
+                hits[j].follows = Some(follows);
+            }
+            None => {
+                place.insert(next.id.clone(), hits.len());
+                hits.push(RecallHit {
+                    score,
+                    event: next,
+                    follows: Some(follows),
+                });
+            }
+        }
+    }
+    hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+    hits
 }
 
 // ---------- episodic_get ----------

@@ -199,6 +199,44 @@ impl Store {
         }
     }
 
+    /// The events with these ids that exist in the namespace (in the order
+    /// asked), each `wanted` one with its follow-up: the next event its
+    /// session stored (by occurred_at, then id) at most `within` after it,
+    /// among those `filter` admits. What a question means sits in the event
+    /// after it: its reply.
+    pub async fn events_followed(
+        &self,
+        namespace: &str,
+        ids: Vec<String>,
+        (within, filter): (Micros, EventFilter),
+        wanted: fn(&Event) -> bool,
+    ) -> Result<Vec<(Event, Option<Event>)>, StoreError> {
+        self.read_in(namespace, move |conn, ns| {
+            let events = EVENTS.get_many(conn, ns, &ids)?;
+            events
+                .into_iter()
+                .map(|e| {
+                    if !wanted(&e) {
+                        return Ok((e, None));
+                    }
+                    let at = e.occurred_at.timestamp_micros();
+                    let mut q = EVENTS.select(ns);
+                    q.and("e.session_id = ?", e.session_id.clone())
+                        .and("e.occurred_at <= ?", at.saturating_add(within));
+                    filter.clone().narrow(&mut q).page(
+                        ("e.occurred_at", "e.id"),
+                        Order::Asc,
+                        Some((at, e.id.clone())),
+                        1,
+                    );
+                    let next = q.first(conn, EVENTS.decode)?;
+                    Ok((e, next))
+                })
+                .collect()
+        })
+        .await
+    }
+
     /// (bucket start, count) for each non-empty bucket of `bucket_micros`,
     /// aligned to the Unix epoch (so hours and days are UTC hours and days).
     pub async fn event_timeline(
