@@ -153,12 +153,13 @@ pub struct RecallInput {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct RecallHit {
     /// Relevance (BM25); higher is better. Comparable within one answer only.
-    /// A follow-up scores a share of the event it follows.
+    /// A reply scores a share of its question's score.
     pub score: f32,
     pub event: Event,
-    /// Set when this event ranks as the follow-up of a matching one (the next
-    /// event its session stored, within minutes: a reply, an outcome) rather
-    /// than for its own words: the id of the event it follows.
+    /// Set when this event ranks as the reply to a matching question (the
+    /// next event its session stored, within minutes of the question) rather
+    /// than for its own words: the question's id. Events stored by one call
+    /// share a session; over stateless HTTP, separate calls do not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub follows: Option<String>,
 }
