@@ -239,7 +239,7 @@ fn is_question(event: &Event) -> bool {
 
 /// The hits, ranked with their follow-ups (the replies to questions among
 /// them): each event scores the larger of its own score and
-/// [`FOLLOW_UP_WEIGHT`] times the score of the hit it follows, so the reply
+/// [`FOLLOW_UP_WEIGHT`] times the own score of the hit it follows, so the reply
 /// to a matching question ranks even when it shares no word with the query.
 /// Ties keep the search's order, follow-ups after the hits. `ranked` is the
 /// search's order; `followed` the stored events (a hit deleted since the
@@ -247,17 +247,19 @@ fn is_question(event: &Event) -> bool {
 ///
 /// The first n of this ranking are the first n of the whole ranking when
 /// `ranked` is the search's first n: an event outside them, following none
-/// of them, scores at most the n-th hit's score.
+/// of them, scores at most the n-th hit's score (the property test below).
 fn with_follow_ups(ranked: &[SearchHit], followed: Vec<(Event, Option<Event>)>) -> Vec<RecallHit> {
     let mut stored: HashMap<String, (Event, Option<Event>)> = followed
         .into_iter()
         .map(|(e, next)| (e.id.clone(), (e, next)))
         .collect();
     let mut hits = Vec::with_capacity(ranked.len() * 2);
+    // (own score, reply) of each hit: a reply scores a share of its question's
+    // own score, never of a score the question got as a reply itself.
     let mut next_of = Vec::with_capacity(ranked.len());
     for h in ranked {
         if let Some((event, next)) = stored.remove(&h.id) {
-            next_of.push(next);
+            next_of.push((h.score, next));
             hits.push(RecallHit {
                 score: h.score,
                 event,
@@ -270,9 +272,9 @@ fn with_follow_ups(ranked: &[SearchHit], followed: Vec<(Event, Option<Event>)>) 
         .enumerate()
         .map(|(i, h)| (h.event.id.clone(), i))
         .collect();
-    for (i, next) in next_of.into_iter().enumerate() {
+    for (i, (own, next)) in next_of.into_iter().enumerate() {
         let Some(next) = next else { continue };
-        let (score, follows) = (hits[i].score * FOLLOW_UP_WEIGHT, hits[i].event.id.clone());
+        let (score, follows) = (own * FOLLOW_UP_WEIGHT, hits[i].event.id.clone());
         match place.get(&next.id) {
             Some(&j) if hits[j].score >= score => {}
             Some(&j) => {
@@ -625,4 +627,89 @@ async fn episodic_count(cx: OpCtx, input: CountInput) -> Result<CountOutput, OpE
     let f = filter(&cx, input.window, input.min_importance)?;
     let count = cx.store().events().count(cx.namespace(), f).await?;
     Ok(CountOutput { count })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::model::micros_to_datetime;
+
+    fn event(i: usize, question: bool) -> Event {
+        let at = micros_to_datetime(i as Micros * 60_000_000);
+        Event {
+            id: format!("e{i:03}"),
+            content: if question { "well?" } else { "well." }.into(),
+            tags: Vec::new(),
+            importance: 0.5,
+            occurred_at: at,
+            created_at: at,
+            updated_at: at,
+            metadata: Map::new(),
+            session_id: "s".into(),
+        }
+    }
+
+    /// Events in a row, each `(score, question)`: a score of 0 does not match
+    /// the query, and a question's reply is the event after it. The ranking
+    /// `episodic_recall` makes from the search's first `n`: (id, follows).
+    fn ranking(events: &[(u16, bool)], n: usize) -> Vec<(String, Option<String>)> {
+        let mut matching: Vec<usize> = (0..events.len()).filter(|&i| events[i].0 > 0).collect();
+        // Distinct scores, as BM25 almost always gives.
+        let score = |i: usize| f32::from(events[i].0) * 64.0 + i as f32;
+        matching.sort_by(|&a, &b| score(b).total_cmp(&score(a)));
+        matching.truncate(n);
+        let ranked: Vec<SearchHit> = matching
+            .iter()
+            .map(|&i| SearchHit {
+                id: event(i, false).id,
+                kind: RecordKind::Event,
+                score: score(i),
+            })
+            .collect();
+        let followed = matching
+            .iter()
+            .map(|&i| {
+                let question = events[i].1;
+                let reply =
+                    (question && i + 1 < events.len()).then(|| event(i + 1, events[i + 1].1));
+                (event(i, question), reply)
+            })
+            .collect();
+        with_follow_ups(&ranked, followed)
+            .into_iter()
+            .map(|h| (h.event.id, h.follows))
+            .collect()
+    }
+
+    proptest! {
+        /// Why every page ranks down to its own end: the first n of the
+        /// ranking made from the search's first n are the first n of the
+        /// ranking made from any deeper search, so pages never skip or repeat.
+        #[test]
+        fn ranking_deeper_keeps_the_first_n(
+            events in prop::collection::vec((0u16..20, any::<bool>()), 1..60),
+            n in 1usize..30,
+            deeper in 1usize..30,
+        ) {
+            let shallow = ranking(&events, n);
+            let deep = ranking(&events, n + deeper);
+            let k = n.min(shallow.len());
+            prop_assert_eq!(&shallow[..k], &deep[..k]);
+        }
+    }
+
+    #[test]
+    fn a_reply_scores_a_share_of_its_question_and_says_so() {
+        let events = [(0, false), (9, true), (0, false), (5, false), (0, false)];
+        assert_eq!(
+            ranking(&events, 10),
+            [
+                ("e001".to_string(), None),
+                ("e002".to_string(), Some("e001".to_string())),
+                ("e003".to_string(), None),
+            ]
+        );
+    }
 }
