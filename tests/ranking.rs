@@ -148,8 +148,8 @@ fn hit_ids(r: &Value) -> Vec<(String, Option<String>)> {
 /// the answer and often shares none of them. The reply (the session's next
 /// event, within minutes) comes back right after the question, saying which
 /// event it follows; not a later event, not another session's, not what
-/// follows a statement, not one the filters exclude. Pages of any size cut
-/// the same ranking.
+/// follows a statement, not one the filters exclude (nor, then, the next one
+/// they admit). Pages of any size cut the same ranking.
 #[tokio::test]
 async fn the_reply_to_a_matching_question_comes_back_with_it() {
     let h = Mem::new().await;
@@ -165,6 +165,11 @@ async fn the_reply_to_a_matching_question_comes_back_with_it() {
                 "2026-03-01T10:03:00Z",
                 "Sam: much better, the physio has me cycling twice a week",
                 &[],
+            ),
+            (
+                "2026-03-01T10:06:00Z",
+                "Priya: good, see you at the lido on Sunday",
+                &["knee"],
             ),
             (
                 "2026-03-01T11:00:00Z",
@@ -218,10 +223,11 @@ async fn the_reply_to_a_matching_question_comes_back_with_it() {
         assert!(q < a, "the reply ranks below its question: {r}");
         assert_eq!(hits[a].1.as_ref(), Some(question), "{r}");
         assert_eq!(hits.iter().filter(|(_, f)| f.is_some()).count(), 1, "{r}");
-        for absent in [&ids[3], &ids[5], &printer[0]] {
+        for absent in [&ids[2], &ids[4], &ids[6], &printer[0]] {
             assert_eq!(place(absent), None, "{absent} is nobody's reply: {r}");
         }
-        // Only events with the tag, so not the untagged reply.
+        // Only events with the tag: not the untagged reply, and not the
+        // tagged event after it either, which is no reply.
         let r = h
             .ok(
                 "episodic_recall",

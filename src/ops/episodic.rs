@@ -153,13 +153,14 @@ pub struct RecallInput {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct RecallHit {
     /// Relevance (BM25); higher is better. Comparable within one answer only.
-    /// A reply scores a share of its question's score.
+    /// A reply scores a share of its question's own score.
     pub score: f32,
     pub event: Event,
     /// Set when this event ranks as the reply to a matching question (the
-    /// next event its session stored, within minutes of the question) rather
-    /// than for its own words: the question's id. Events stored by one call
-    /// share a session; over stateless HTTP, separate calls do not.
+    /// session's next event by occurred_at, within 10 minutes of the
+    /// question, if the filters admit it) rather than for its own words: the
+    /// question's id. Events stored by one call share a session; over
+    /// stateless HTTP, separate calls do not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub follows: Option<String>,
 }
@@ -205,7 +206,7 @@ async fn episodic_recall(cx: OpCtx, mut input: RecallInput) -> Result<RecallOutp
     let ids = ranked.iter().map(|h| h.id.clone()).collect();
     let followed = cx
         .store()
-        .events_followed(cx.namespace(), ids, (FOLLOW_UP_WITHIN, f), is_question)
+        .events_with_replies(cx.namespace(), ids, is_question, FOLLOW_UP_WITHIN, f)
         .await?;
     let hits = with_follow_ups(&ranked, followed);
     let more = searched.results.has_more || hits.len() > depth;
@@ -222,8 +223,10 @@ async fn episodic_recall(cx: OpCtx, mut input: RecallInput) -> Result<RecallOutp
     })
 }
 
-/// A follow-up scores this share of the score of the hit it follows.
+/// A follow-up scores this share of the score of the hit it follows: below
+/// 1, so that no follow-up outranks the hit it follows.
 const FOLLOW_UP_WEIGHT: f32 = 0.7;
+const _: () = assert!(FOLLOW_UP_WEIGHT > 0.0 && FOLLOW_UP_WEIGHT < 1.0);
 /// How soon after a question its session's next event counts as its reply.
 const FOLLOW_UP_WITHIN: Micros = 10 * 60 * 1_000_000;
 
@@ -241,13 +244,14 @@ fn is_question(event: &Event) -> bool {
 /// them): each event scores the larger of its own score and
 /// [`FOLLOW_UP_WEIGHT`] times the own score of the hit it follows, so the reply
 /// to a matching question ranks even when it shares no word with the query.
-/// Ties keep the search's order, follow-ups after the hits. `ranked` is the
-/// search's order; `followed` the stored events (a hit deleted since the
-/// search is missing) with their follow-ups.
+/// Ties go to the newest id, as in the search. `ranked` is the search's order;
+/// `followed` the stored events (a hit deleted since the search is missing)
+/// with their follow-ups.
 ///
 /// The first n of this ranking are the first n of the whole ranking when
-/// `ranked` is the search's first n: an event outside them, following none
-/// of them, scores at most the n-th hit's score (the property test below).
+/// `ranked` is the search's first n: an event outside them, following none of
+/// them, scores at most the n-th hit's score, and on a tie its id is older
+/// (the property test below).
 fn with_follow_ups(ranked: &[SearchHit], followed: Vec<(Event, Option<Event>)>) -> Vec<RecallHit> {
     let mut stored: HashMap<String, (Event, Option<Event>)> = followed
         .into_iter()
@@ -291,7 +295,13 @@ fn with_follow_ups(ranked: &[SearchHit], followed: Vec<(Event, Option<Event>)>) 
             }
         }
     }
-    hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+    // Ties as the search breaks them (newest id first): the order depends on
+    // (score, id) alone, not on how deep the search went.
+    hits.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| b.event.id.cmp(&a.event.id))
+    });
     hits
 }
 
@@ -656,9 +666,10 @@ mod tests {
     /// `episodic_recall` makes from the search's first `n`: (id, follows).
     fn ranking(events: &[(u16, bool)], n: usize) -> Vec<(String, Option<String>)> {
         let mut matching: Vec<usize> = (0..events.len()).filter(|&i| events[i].0 > 0).collect();
-        // Distinct scores, as BM25 almost always gives.
-        let score = |i: usize| f32::from(events[i].0) * 64.0 + i as f32;
-        matching.sort_by(|&a, &b| score(b).total_cmp(&score(a)));
+        // Few distinct scores, so that ties are common; the search breaks
+        // them by the newest id first.
+        let score = |i: usize| f32::from(events[i].0);
+        matching.sort_by(|&a, &b| score(b).total_cmp(&score(a)).then(b.cmp(&a)));
         matching.truncate(n);
         let ranked: Vec<SearchHit> = matching
             .iter()
@@ -689,7 +700,7 @@ mod tests {
         /// ranking made from any deeper search, so pages never skip or repeat.
         #[test]
         fn ranking_deeper_keeps_the_first_n(
-            events in prop::collection::vec((0u16..20, any::<bool>()), 1..60),
+            events in prop::collection::vec((0u16..6, any::<bool>()), 1..60),
             n in 1usize..30,
             deeper in 1usize..30,
         ) {

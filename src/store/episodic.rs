@@ -96,6 +96,40 @@ static TAGS: Tags = Tags {
     has: "EXISTS (SELECT 1 FROM event_tags t WHERE t.event_id = e.id AND t.tag = ?)",
 };
 
+/// The reply to each of the events `ids` (found by id, as `Table::by_ids`
+/// does), with the event's id as its last column: the next event of the same
+/// session by (occurred_at, id), at most `within` later, kept only if `filter`
+/// admits it (a later event that does is not the reply).
+fn replies_of(
+    dialect: Dialect,
+    namespace: &str,
+    ids: &[String],
+    within: Micros,
+    filter: EventFilter,
+) -> Query {
+    let unindexed = match dialect {
+        Dialect::Sqlite => "+",
+        Dialect::Postgres => "",
+    };
+    let mut q = Query::new(
+        format!(
+            "SELECT {columns}, q.id FROM events q JOIN events e \
+             ON e.namespace = q.namespace AND e.id = (\
+             SELECT n.id FROM events n WHERE n.namespace = q.namespace \
+             AND n.session_id = q.session_id \
+             AND (n.occurred_at, n.id) > (q.occurred_at, q.id) \
+             AND n.occurred_at <= q.occurred_at + ? \
+             ORDER BY n.occurred_at ASC, n.id ASC LIMIT 1) \
+             WHERE {unindexed}q.namespace = ?",
+            columns = EVENTS.columns
+        ),
+        [within.into(), namespace.to_string().into()],
+    );
+    q.and_in("q.id", ids.to_vec());
+    filter.narrow(&mut q);
+    q
+}
+
 fn event_from_row(r: &Row<'_>) -> Result<Event, StoreError> {
     Ok(Event {
         id: r.get(0)?,
@@ -200,39 +234,34 @@ impl Store {
     }
 
     /// The events with these ids that exist in the namespace (in the order
-    /// asked), each `wanted` one with its follow-up: the next event its
-    /// session stored (by occurred_at, then id) at most `within` after it,
-    /// among those `filter` admits. What a question means sits in the event
-    /// after it: its reply.
-    pub async fn events_followed(
+    /// asked), each one `has_reply` holds for with its reply, if `filter`
+    /// admits it: the next event of its session by (occurred_at, id), at most
+    /// `within` later. One statement per chunk of ids for the replies.
+    pub async fn events_with_replies(
         &self,
         namespace: &str,
         ids: Vec<String>,
-        (within, filter): (Micros, EventFilter),
-        wanted: fn(&Event) -> bool,
+        has_reply: fn(&Event) -> bool,
+        within: Micros,
+        filter: EventFilter,
     ) -> Result<Vec<(Event, Option<Event>)>, StoreError> {
         self.read_in(namespace, move |conn, ns| {
             let events = EVENTS.get_many(conn, ns, &ids)?;
-            events
+            let asking: Vec<String> = events
+                .iter()
+                .filter(|e| has_reply(e))
+                .map(|e| e.id.clone())
+                .collect();
+            let mut replies = EVENTS.by_key(conn, &asking, |chunk| {
+                replies_of(conn.dialect(), ns, chunk, within, filter.clone())
+            })?;
+            Ok(events
                 .into_iter()
                 .map(|e| {
-                    if !wanted(&e) {
-                        return Ok((e, None));
-                    }
-                    let at = e.occurred_at.timestamp_micros();
-                    let mut q = EVENTS.select(ns);
-                    q.and("e.session_id = ?", e.session_id.clone())
-                        .and("e.occurred_at <= ?", at.saturating_add(within));
-                    filter.clone().narrow(&mut q).page(
-                        ("e.occurred_at", "e.id"),
-                        Order::Asc,
-                        Some((at, e.id.clone())),
-                        1,
-                    );
-                    let next = q.first(conn, EVENTS.decode)?;
-                    Ok((e, next))
+                    let reply = replies.remove(&e.id);
+                    (e, reply)
                 })
-                .collect()
+                .collect())
         })
         .await
     }

@@ -8,6 +8,8 @@
 //! particular to it (its columns, filters, rules such as supersession) in its
 //! own file. Must not: know any one layer's columns or rules.
 
+use std::collections::HashMap;
+
 use serde::de::DeserializeOwned;
 
 use super::sql::{Column, Conn, Dialect, Row, Value, args};
@@ -132,22 +134,34 @@ impl<T> Table<T> {
     }
 
     /// The records `query` finds for each chunk of `keys`, in the order of
-    /// `keys`: one statement per chunk, not one per key (on PostgreSQL every
-    /// statement is a round trip). Each row carries its key as its last column.
+    /// `keys` (see [`Table::by_key`]).
     fn keyed(
         &self,
         conn: Conn<'_>,
         keys: &[String],
         query: impl Fn(&[String]) -> Query,
     ) -> Result<Vec<T>, StoreError> {
-        let mut found = std::collections::HashMap::with_capacity(keys.len());
+        let mut found = self.by_key(conn, keys, query)?;
+        Ok(keys.iter().filter_map(|k| found.remove(k)).collect())
+    }
+
+    /// The record `query` finds for each chunk of `keys`, by key: one
+    /// statement per chunk, not one per key (on PostgreSQL every statement is
+    /// a round trip). Each row carries its key as its last column.
+    pub(super) fn by_key(
+        &self,
+        conn: Conn<'_>,
+        keys: &[String],
+        query: impl Fn(&[String]) -> Query,
+    ) -> Result<HashMap<String, T>, StoreError> {
+        let mut found = HashMap::with_capacity(keys.len());
         let decode = self.decode;
         for chunk in keys.chunks(GET_MANY_CHUNK) {
             let rows =
                 query(chunk).rows(conn, |r| Ok((r.get::<String>(r.len() - 1)?, decode(r)?)))?;
             found.extend(rows);
         }
-        Ok(keys.iter().filter_map(|k| found.remove(k)).collect())
+        Ok(found)
     }
 
     /// The declared columns and the id of the namespace's rows with these ids,
