@@ -345,10 +345,10 @@ pub(super) fn recall(page: &mut Page) {
          question echoes the query's words; its reply holds the answer and often shares none of \
          them. On this fixture, with the same command, the run before the change (`24dcea1`) \
          had all answerable R@5 0.589, R@10 0.662, MRR 0.516 (the table above: with it). The \
-         project notes' questions score the same with and without it. Each question among the \
-         hits costs one indexed store read for its reply: a recall of 10 hits over stdio, on \
-         10,000 events one minute apart, cache off, took 0.65 and 0.69 ms at p50 when every \
-         event was a question and 0.45 and 0.48 ms when none was (raw JSON-RPC client, 2,500 \
+         project notes' questions score the same with and without it. The replies of the \
+         questions among the hits are read in one statement: a recall of 10 hits over stdio, \
+         on 10,000 events one minute apart, cache off, took 0.48 and 0.50 ms at p50 when every \
+         event was a question and 0.37 and 0.41 ms when none was (raw JSON-RPC client, 2,500 \
          recalls of two words each).",
     );
 }
