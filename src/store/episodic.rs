@@ -96,10 +96,11 @@ static TAGS: Tags = Tags {
     has: "EXISTS (SELECT 1 FROM event_tags t WHERE t.event_id = e.id AND t.tag = ?)",
 };
 
-/// The reply to each of the events `ids` (found by id, as `Table::by_ids`
-/// does), with the event's id as its last column: the next event of the same
-/// session by (occurred_at, id), at most `within` later, kept only if `filter`
-/// admits it (a later event that does is not the reply).
+/// The reply to each of the events `ids` (found by id, the namespace test
+/// off the indexes as in `Table::by_ids`), with the event's id as its last
+/// column: the next event of the same session by (occurred_at, id), at most
+/// `within` later, kept only if `filter` admits it (a later event that does
+/// is not the reply).
 fn replies_of(
     dialect: Dialect,
     namespace: &str,
@@ -107,10 +108,7 @@ fn replies_of(
     within: Micros,
     filter: EventFilter,
 ) -> Query {
-    let unindexed = match dialect {
-        Dialect::Sqlite => "+",
-        Dialect::Postgres => "",
-    };
+    let unindexed = dialect.unindexed();
     let mut q = Query::new(
         format!(
             "SELECT {columns}, q.id FROM events q JOIN events e \

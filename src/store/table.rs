@@ -165,19 +165,12 @@ impl<T> Table<T> {
     }
 
     /// The declared columns and the id of the namespace's rows with these ids,
-    /// found by id. sqlite, with no statistics, guesses that an equality on an
-    /// indexed column keeps about ten rows, so it would walk the namespace's
-    /// time index and compare every row's id (at a million events, 100+ ms a
-    /// call): `+` keeps the namespace test off its indexes. PostgreSQL plans by
-    /// its statistics and indexes `(id, namespace)`.
+    /// found by id, the namespace test kept off the indexes
+    /// ([`Dialect::unindexed`]; PostgreSQL indexes `(id, namespace)`).
     fn by_ids(&self, dialect: Dialect, namespace: &str, ids: &[String]) -> Query {
         let alias = self.alias;
-        let unindexed = match dialect {
-            Dialect::Sqlite => "+",
-            Dialect::Postgres => "",
-        };
         let what = format!("{}, {alias}.id", self.columns);
-        let mut q = self.select_in(&what, unindexed, namespace);
+        let mut q = self.select_in(&what, dialect.unindexed(), namespace);
         q.and_in(&format!("{alias}.id"), ids.to_vec());
         q
     }
