@@ -506,7 +506,7 @@ const SOAK_COLUMNS: [&str; 7] = [
     "peak while loading",
     "soak",
     "RSS at soak start / end (anonymous)",
-    "slope, total (anonymous)",
+    "slope, total (anonymous; anonymous less the query cache's answers)",
 ];
 
 fn soak(page: &mut Page, doc: &Value) {
@@ -538,9 +538,10 @@ fn soak(page: &mut Page, doc: &Value) {
             mb("soak_end_anon_rss_mb")
         ),
         format!(
-            "{} ({}) MB/hour",
+            "{} ({}; {} less the query cache) MB/hour",
             mb("rss_slope_mb_per_hour"),
-            mb("anon_rss_slope_mb_per_hour")
+            mb("anon_rss_slope_mb_per_hour"),
+            mb("anon_less_cache_slope_mb_per_hour")
         ),
     ]);
     page.line("");
@@ -557,12 +558,12 @@ fn soak(page: &mut Page, doc: &Value) {
             ms(&work["classes"]["read"]["p95_ms"]),
         ));
     }
-    if let Some(trace) = res["soak_trace_s_rss_anon"].as_array() {
+    if let Some(trace) = res["soak_trace_s_rss_anon_cache"].as_array() {
         let points: Vec<String> = trace
             .iter()
             .map(|p| {
-                let mb = |v: &Value| v.as_f64().unwrap_or(0.0);
-                format!("{}s: {:.0}/{:.0}", p[0], mb(&p[1]), mb(&p[2]))
+                let mb = |v: &Value| v.as_f64().map_or("?".into(), |v| format!("{v:.0}"));
+                format!("{}s: {}/{}/{}", p[0], mb(&p[1]), mb(&p[2]), mb(&p[3]))
             })
             .collect();
         let writes = doc["options"]["mix"]
@@ -574,7 +575,7 @@ fn soak(page: &mut Page, doc: &Value) {
             ""
         };
         page.line(format_args!(
-            "RSS during the soak, total/anonymous MB every 30 s: {}. The slope is fitted over the second half.{growth}\n",
+            "RSS during the soak, total/anonymous MB and the query cache's answers (`engram_cache_bytes`, MB) every 30 s: {}. The slopes are fitted over the second half. The cache holds at most `--cache-mb` (64 MB by default) of answers and fills as distinct questions come in; anonymous memory less the cache is what grows besides it.{growth}\n",
             points.join(", ")
         ));
     }

@@ -1,5 +1,9 @@
 //! Memory: RSS idle, with N records loaded (anonymous and file-backed), and its
 //! slope over a soak of the mixed workload at a steady rate (the leak check).
+//! The soak also reads the query cache's size from `/metrics` every second: the
+//! cache holds up to `--cache-mb` of answers and fills during a soak of
+//! distinct questions, so anonymous memory less the cache's bytes is the growth
+//! that is not the cache filling up to its bound.
 
 use std::time::{Duration, Instant};
 
@@ -16,8 +20,9 @@ const SOAK_RATE: f64 = 50.0;
 /// Every how many RSS samples (one a second) the trace keeps one.
 const TRACE_EVERY: usize = 30;
 
-/// RSS during the soak: (seconds since its start, total MB, anonymous MB).
-type Sample = (f64, f64, f64);
+/// RSS during the soak: seconds since its start, total MB, anonymous MB, and
+/// the query cache's answers in MB (when `/metrics` answered).
+type Sample = (f64, f64, f64, Option<f64>);
 
 /// What `engram-bench scenarios` says of it.
 pub const ABOUT: &str = "RSS with N records loaded, and RSS slope over a soak (leak check)";
@@ -37,11 +42,14 @@ pub async fn run(cx: &Ctx) -> anyhow::Result<Value> {
     let warm = &samples[samples.len() / 2..];
     let total: Vec<(f64, f64)> = warm.iter().map(|s| (s.0, s.1)).collect();
     let anon: Vec<(f64, f64)> = warm.iter().map(|s| (s.0, s.2)).collect();
+    // Only when every sample of the half read the cache: a gap would bias it.
+    let less_cache: Option<Vec<(f64, f64)>> =
+        warm.iter().map(|s| Some((s.0, s.2 - s.3?))).collect();
     let per_hour = |points: &[(f64, f64)]| least_squares_slope(points).map(|s| s * 3600.0);
-    let trace: Vec<[f64; 3]> = samples
+    let trace: Vec<[Option<f64>; 4]> = samples
         .iter()
         .step_by(TRACE_EVERY)
-        .map(|s| [s.0.round(), s.1, s.2])
+        .map(|s| [Some(s.0.round()), Some(s.1), Some(s.2), s.3])
         .collect();
     let soak = json!({
         "soak_seconds": soak_seconds,
@@ -52,7 +60,9 @@ pub async fn run(cx: &Ctx) -> anyhow::Result<Value> {
         "soak_end_anon_rss_mb": samples.last().map(|s| s.2),
         "rss_slope_mb_per_hour": per_hour(&total),
         "anon_rss_slope_mb_per_hour": per_hour(&anon),
-        "soak_trace_s_rss_anon": trace,
+        "soak_end_cache_mb": samples.last().and_then(|s| s.3),
+        "anon_less_cache_slope_mb_per_hour": less_cache.as_deref().and_then(per_hour),
+        "soak_trace_s_rss_anon_cache": trace,
         "peak_rss_mb": mb(peak),
         "soak_asked_calls_per_s": SOAK_SESSIONS as f64 * SOAK_RATE,
         "soak_workload": rec.to_json(soak_seconds),
@@ -111,11 +121,14 @@ async fn soak(
         .await
     });
     let started = Instant::now();
+    let http = reqwest::Client::new();
+    let metrics = format!("{}/metrics", server.url.trim_end_matches("/mcp"));
     let mut samples: Vec<Sample> = Vec::new();
     while Instant::now() < until {
+        let cache = cache_mb(&http, &metrics).await;
         if let ((Some(kb), _), (Some(anon), _)) = (server.rss_kb(), rss_split_kb(server.pid)) {
             let elapsed = started.elapsed().as_secs_f64();
-            samples.push((elapsed, kb as f64 / 1024.0, anon as f64 / 1024.0));
+            samples.push((elapsed, kb as f64 / 1024.0, anon as f64 / 1024.0, cache));
         }
         let left = until.saturating_duration_since(Instant::now());
         tokio::time::sleep(Duration::from_secs(1).min(left.max(Duration::from_millis(10)))).await;
@@ -123,6 +136,24 @@ async fn soak(
     let rec = Recorder::merged(tasks.join_all().await);
     sessions.close().await;
     Ok((samples, rec))
+}
+
+/// `engram_cache_bytes` from the server's `/metrics`, in MB; `None` when the
+/// scrape fails (it is a figure beside the RSS, not a reason to stop the soak).
+async fn cache_mb(http: &reqwest::Client, url: &str) -> Option<f64> {
+    use prometheus_parse::{Scrape, Value as Metric};
+    let text = http.get(url).send().await.ok()?.error_for_status().ok()?;
+    let text = text.text().await.ok()?;
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).ok()?;
+    scrape
+        .samples
+        .into_iter()
+        .find_map(|s| match (s.metric.as_str(), s.value) {
+            ("engram_cache_bytes", Metric::Gauge(b) | Metric::Untyped(b)) => {
+                Some(b / 1024.0 / 1024.0)
+            }
+            _ => None,
+        })
 }
 
 fn least_squares_slope(points: &[(f64, f64)]) -> Option<f64> {
