@@ -670,6 +670,14 @@ pub(super) fn peer(page: &mut Page) {
             res["engram"]["failed"], res["peer_results"]["failed"]
         ));
     }
+    if let (Some(ours), Some(theirs)) = (
+        f(&res["engram_cpu_ms_per_call"]),
+        f(&res["peer_cpu_ms_per_call"]),
+    ) {
+        page.line(format_args!(
+            "\nEach server's own CPU over the samples (`/proc/<pid>/stat`, user + system, engram's background indexing included): engram {ours:.3} ms a call, the peer {theirs:.3} ms."
+        ));
+    }
 }
 
 pub(super) fn reference(page: &mut Page) -> anyhow::Result<()> {

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::Ctx;
 use super::reference::{create_graph, marker};
-use crate::driver::{child_session, progress, stdio_session, timed};
+use crate::driver::{child_session, cpu_seconds, progress, stdio_session, timed};
 use crate::recorder::Recorder;
 use crate::workload::{Rng, entity};
 
@@ -52,6 +52,9 @@ pub async fn run(cx: &Ctx) -> anyhow::Result<Value> {
     progress(format!("peer: {samples} samples per tool, interleaved"));
     let (mut a, mut b) = (Recorder::default(), Recorder::default());
     let mut rng = Rng(cx.opts.seed ^ 0xBEEF);
+    // Each server's own CPU over the samples (user + system, background
+    // indexing included): less noisy on a shared machine than latency.
+    let cpu_before = [cpu_seconds(ours.1), cpu_seconds(theirs.1)];
     for k in 0..samples {
         let calls = [
             ("search_nodes", json!({ "query": marker(rng.below(n)) })),
@@ -76,9 +79,14 @@ pub async fn run(cx: &Ctx) -> anyhow::Result<Value> {
             timed(second.1, second.0, tool, class, args).await;
         }
     }
+    let calls = 3.0 * samples as f64;
+    let [ours_cpu, theirs_cpu] = [(ours.1, cpu_before[0]), (theirs.1, cpu_before[1])]
+        .map(|(pid, before)| Some((cpu_seconds(pid)? - before?) * 1000.0 / calls));
     let _ = ours.0.cancel().await;
     let _ = theirs.0.cancel().await;
     Ok(json!({
+        "engram_cpu_ms_per_call": ours_cpu,
+        "peer_cpu_ms_per_call": theirs_cpu,
         "peer": format!("{PEER} {PEER_VERSION}"),
         "entities": n,
         "samples": samples,
