@@ -675,7 +675,7 @@ pub(super) fn peer(page: &mut Page) {
         f(&res["peer_cpu_ms_per_call"]),
     ) {
         page.line(format_args!(
-            "\nEach server's own CPU over the samples (`/proc/<pid>/stat`, user + system, engram's background indexing included): engram {ours:.3} ms a call, the peer {theirs:.3} ms."
+            "\nEach server's own CPU over the samples (`/proc/<pid>/stat`, user + system, engram's background indexing included): engram {ours:.3} ms a call, the peer {theirs:.3} ms.\n"
         ));
     }
 }
