@@ -506,7 +506,7 @@ const SOAK_COLUMNS: [&str; 7] = [
     "peak while loading",
     "soak",
     "RSS at soak start / end (anonymous)",
-    "slope, total (anonymous; anonymous less the query cache's answers)",
+    "slope, total (anonymous; anonymous less the query cache, when measured)",
 ];
 
 fn soak(page: &mut Page, doc: &Value) {
@@ -537,12 +537,20 @@ fn soak(page: &mut Page, doc: &Value) {
             mb("soak_start_anon_rss_mb"),
             mb("soak_end_anon_rss_mb")
         ),
-        format!(
-            "{} ({}; {} less the query cache) MB/hour",
-            mb("rss_slope_mb_per_hour"),
-            mb("anon_rss_slope_mb_per_hour"),
-            mb("anon_less_cache_slope_mb_per_hour")
-        ),
+        // Results from before the soak read the cache have no such slope.
+        match f(&res["anon_less_cache_slope_mb_per_hour"]) {
+            Some(_) => format!(
+                "{} ({}; {} less the query cache) MB/hour",
+                mb("rss_slope_mb_per_hour"),
+                mb("anon_rss_slope_mb_per_hour"),
+                mb("anon_less_cache_slope_mb_per_hour")
+            ),
+            None => format!(
+                "{} ({}) MB/hour",
+                mb("rss_slope_mb_per_hour"),
+                mb("anon_rss_slope_mb_per_hour")
+            ),
+        },
     ]);
     page.line("");
     let work = &res["soak_workload"];
@@ -558,14 +566,32 @@ fn soak(page: &mut Page, doc: &Value) {
             ms(&work["classes"]["read"]["p95_ms"]),
         ));
     }
-    if let Some(trace) = res["soak_trace_s_rss_anon_cache"].as_array() {
+    // Results from before the soak read the cache's size have the trace
+    // without it.
+    let with_cache = res["soak_trace_s_rss_anon_cache"].as_array();
+    if let Some(trace) = with_cache.or(res["soak_trace_s_rss_anon"].as_array()) {
         let points: Vec<String> = trace
             .iter()
             .map(|p| {
                 let mb = |v: &Value| v.as_f64().map_or("?".into(), |v| format!("{v:.0}"));
-                format!("{}s: {}/{}/{}", p[0], mb(&p[1]), mb(&p[2]), mb(&p[3]))
+                match with_cache {
+                    Some(_) => format!("{}s: {}/{}/{}", p[0], mb(&p[1]), mb(&p[2]), mb(&p[3])),
+                    None => format!("{}s: {}/{}", p[0], mb(&p[1]), mb(&p[2])),
+                }
             })
             .collect();
+        let what = match with_cache {
+            Some(_) => {
+                "total/anonymous MB and the query cache's counted bytes (`engram_cache_bytes`: answers and their keys, MB)"
+            }
+            None => "total/anonymous MB",
+        };
+        let cache = match with_cache {
+            Some(_) => {
+                " The cache holds at most `--cache-mb` of answers and fills as distinct questions come in; anonymous memory less the cache is what grows besides it (less the cache's own bookkeeping, which its count leaves out)."
+            }
+            None => "",
+        };
         let writes = doc["options"]["mix"]
             .as_str()
             .is_none_or(|m| m.split('/').nth(1) != Some("0"));
@@ -575,7 +601,7 @@ fn soak(page: &mut Page, doc: &Value) {
             ""
         };
         page.line(format_args!(
-            "RSS during the soak, total/anonymous MB and the query cache's answers (`engram_cache_bytes`, MB) every 30 s: {}. The slopes are fitted over the second half. The cache holds at most `--cache-mb` (64 MB by default) of answers and fills as distinct questions come in; anonymous memory less the cache is what grows besides it.{growth}\n",
+            "RSS during the soak, {what} every 30 s: {}. The slopes are fitted over the second half.{cache}{growth}\n",
             points.join(", ")
         ));
     }

@@ -21,7 +21,8 @@ const SOAK_RATE: f64 = 50.0;
 const TRACE_EVERY: usize = 30;
 
 /// RSS during the soak: seconds since its start, total MB, anonymous MB, and
-/// the query cache's answers in MB (when `/metrics` answered).
+/// the query cache's counted bytes (answers and keys) in MB, when `/metrics`
+/// answered.
 type Sample = (f64, f64, f64, Option<f64>);
 
 /// What `engram-bench scenarios` says of it.
@@ -42,9 +43,14 @@ pub async fn run(cx: &Ctx) -> anyhow::Result<Value> {
     let warm = &samples[samples.len() / 2..];
     let total: Vec<(f64, f64)> = warm.iter().map(|s| (s.0, s.1)).collect();
     let anon: Vec<(f64, f64)> = warm.iter().map(|s| (s.0, s.2)).collect();
-    // Only when every sample of the half read the cache: a gap would bias it.
-    let less_cache: Option<Vec<(f64, f64)>> =
-        warm.iter().map(|s| Some((s.0, s.2 - s.3?))).collect();
+    // The samples whose scrape answered (a missing point does not bias a
+    // least-squares slope); none at all when too few answered.
+    let less_cache: Vec<(f64, f64)> = warm
+        .iter()
+        .filter_map(|s| Some((s.0, s.2 - s.3?)))
+        .collect();
+    let less_cache = (less_cache.len() * 10 >= warm.len() * 9).then_some(less_cache);
+    let scrapes_failed = samples.iter().filter(|s| s.3.is_none()).count();
     let per_hour = |points: &[(f64, f64)]| least_squares_slope(points).map(|s| s * 3600.0);
     let trace: Vec<[Option<f64>; 4]> = samples
         .iter()
@@ -61,6 +67,7 @@ pub async fn run(cx: &Ctx) -> anyhow::Result<Value> {
         "rss_slope_mb_per_hour": per_hour(&total),
         "anon_rss_slope_mb_per_hour": per_hour(&anon),
         "soak_end_cache_mb": samples.last().and_then(|s| s.3),
+        "soak_cache_scrapes_failed": scrapes_failed,
         "anon_less_cache_slope_mb_per_hour": less_cache.as_deref().and_then(per_hour),
         "soak_trace_s_rss_anon_cache": trace,
         "peak_rss_mb": mb(peak),
@@ -121,17 +128,25 @@ async fn soak(
         .await
     });
     let started = Instant::now();
-    let http = reqwest::Client::new();
+    // A scrape that hangs must not stall the RSS samples.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()?;
     let metrics = format!("{}/metrics", server.url.trim_end_matches("/mcp"));
     let mut samples: Vec<Sample> = Vec::new();
+    // One sample a second on the clock, however long each scrape takes.
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while Instant::now() < until {
+        tick.tick().await;
+        if Instant::now() >= until {
+            break;
+        }
         let cache = cache_mb(&http, &metrics).await;
         if let ((Some(kb), _), (Some(anon), _)) = (server.rss_kb(), rss_split_kb(server.pid)) {
             let elapsed = started.elapsed().as_secs_f64();
             samples.push((elapsed, kb as f64 / 1024.0, anon as f64 / 1024.0, cache));
         }
-        let left = until.saturating_duration_since(Instant::now());
-        tokio::time::sleep(Duration::from_secs(1).min(left.max(Duration::from_millis(10)))).await;
     }
     let rec = Recorder::merged(tasks.join_all().await);
     sessions.close().await;
