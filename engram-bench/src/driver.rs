@@ -211,6 +211,26 @@ impl HttpServer {
         self.token.as_deref()
     }
 
+    /// The server's `/metrics` endpoint.
+    pub fn metrics_url(&self) -> String {
+        format!("{}/metrics", self.url.trim_end_matches("/mcp"))
+    }
+
+    /// GETs and parses `/metrics` (with the server's token, if it has one).
+    pub async fn metrics(
+        &self,
+        http: &reqwest::Client,
+    ) -> anyhow::Result<prometheus_parse::Scrape> {
+        let mut get = http.get(self.metrics_url());
+        if let Some(token) = &self.token {
+            get = get.bearer_auth(token);
+        }
+        let text = get.send().await?.error_for_status()?.text().await?;
+        Ok(prometheus_parse::Scrape::parse(
+            text.lines().map(|l| Ok(l.to_string())),
+        )?)
+    }
+
     fn transport(&self) -> StreamableHttpClientTransport<reqwest::Client> {
         let mut config = StreamableHttpClientTransportConfig::with_uri(self.url.clone());
         if let Some(token) = &self.token {

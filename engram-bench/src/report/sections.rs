@@ -537,20 +537,16 @@ fn soak(page: &mut Page, doc: &Value) {
             mb("soak_start_anon_rss_mb"),
             mb("soak_end_anon_rss_mb")
         ),
-        // Results from before the soak read the cache have no such slope.
-        match f(&res["anon_less_cache_slope_mb_per_hour"]) {
-            Some(_) => format!(
-                "{} ({}; {} less the query cache) MB/hour",
-                mb("rss_slope_mb_per_hour"),
-                mb("anon_rss_slope_mb_per_hour"),
+        format!(
+            "{} ({}{}) MB/hour",
+            mb("rss_slope_mb_per_hour"),
+            mb("anon_rss_slope_mb_per_hour"),
+            // Results from before the soak read the cache have no such slope.
+            f(&res["anon_less_cache_slope_mb_per_hour"]).map_or(String::new(), |_| format!(
+                "; {} less the query cache",
                 mb("anon_less_cache_slope_mb_per_hour")
-            ),
-            None => format!(
-                "{} ({}) MB/hour",
-                mb("rss_slope_mb_per_hour"),
-                mb("anon_rss_slope_mb_per_hour")
-            ),
-        },
+            )),
+        ),
     ]);
     page.line("");
     let work = &res["soak_workload"];
@@ -570,27 +566,21 @@ fn soak(page: &mut Page, doc: &Value) {
     // without it.
     let with_cache = res["soak_trace_s_rss_anon_cache"].as_array();
     if let Some(trace) = with_cache.or(res["soak_trace_s_rss_anon"].as_array()) {
+        let columns = if with_cache.is_some() { 4 } else { 3 };
         let points: Vec<String> = trace
             .iter()
             .map(|p| {
                 let mb = |v: &Value| v.as_f64().map_or("?".into(), |v| format!("{v:.0}"));
-                match with_cache {
-                    Some(_) => format!("{}s: {}/{}/{}", p[0], mb(&p[1]), mb(&p[2]), mb(&p[3])),
-                    None => format!("{}s: {}/{}", p[0], mb(&p[1]), mb(&p[2])),
-                }
+                let values: Vec<String> = (1..columns).map(|i| mb(&p[i])).collect();
+                format!("{}s: {}", p[0], values.join("/"))
             })
             .collect();
-        let what = match with_cache {
-            Some(_) => {
-                "total/anonymous MB and the query cache's counted bytes (`engram_cache_bytes`: answers and their keys, MB)"
-            }
-            None => "total/anonymous MB",
-        };
-        let cache = match with_cache {
-            Some(_) => {
-                " The cache holds at most `--cache-mb` of answers and fills as distinct questions come in; anonymous memory less the cache is what grows besides it (less the cache's own bookkeeping, which its count leaves out)."
-            }
-            None => "",
+        let (what, cache) = match with_cache {
+            Some(_) => (
+                "total/anonymous MB and the query cache's counted bytes (`engram_cache_bytes`: answers and their keys, MB)",
+                " The cache holds at most `--cache-mb` of answers and fills as distinct questions come in; anonymous memory less the cache is what grows besides it (less the cache's own bookkeeping, which its count leaves out).",
+            ),
+            None => ("total/anonymous MB", ""),
         };
         let writes = doc["options"]["mix"]
             .as_str()

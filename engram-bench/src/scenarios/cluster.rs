@@ -111,20 +111,11 @@ impl Commits {
 
 /// Reads `engram_commit_batch_size` from every node's `/metrics`.
 async fn commits(servers: &[&HttpServer]) -> anyhow::Result<Commits> {
-    use prometheus_parse::{Scrape, Value as Metric};
+    use prometheus_parse::Value as Metric;
     let http = reqwest::Client::new();
     let mut total = Commits::default();
     for s in servers {
-        let url = format!("{}/metrics", s.url.trim_end_matches("/mcp"));
-        let text = http
-            .get(&url)
-            .send()
-            .await?
-            .error_for_status()?
-            .text()
-            .await?;
-        let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_string())))?;
-        for sample in scrape.samples {
+        for sample in s.metrics(&http).await?.samples {
             match (sample.metric.as_str(), sample.value) {
                 ("engram_commit_batch_size_count", Metric::Untyped(n) | Metric::Counter(n)) => {
                     total.commits += n

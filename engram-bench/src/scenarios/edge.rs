@@ -59,7 +59,7 @@ struct Scrapes {
 
 /// GETs `/metrics` with the server's token every second, as Prometheus would.
 fn scrape(server: &HttpServer, scrapes: Scrapes) -> impl Future<Output = ()> + use<> {
-    let url = format!("{}/metrics", server.url.trim_end_matches("/mcp"));
+    let url = server.metrics_url();
     let token = server.token().unwrap_or_default().to_string();
     async move {
         let http = reqwest::Client::new();

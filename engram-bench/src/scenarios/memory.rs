@@ -132,17 +132,16 @@ async fn soak(
     let http = reqwest::Client::builder()
         .timeout(Duration::from_millis(500))
         .build()?;
-    let metrics = format!("{}/metrics", server.url.trim_end_matches("/mcp"));
     let mut samples: Vec<Sample> = Vec::new();
     // One sample a second on the clock, however long each scrape takes.
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    while Instant::now() < until {
+    loop {
         tick.tick().await;
         if Instant::now() >= until {
             break;
         }
-        let cache = cache_mb(&http, &metrics).await;
+        let cache = cache_mb(server, &http).await;
         if let ((Some(kb), _), (Some(anon), _)) = (server.rss_kb(), rss_split_kb(server.pid)) {
             let elapsed = started.elapsed().as_secs_f64();
             samples.push((elapsed, kb as f64 / 1024.0, anon as f64 / 1024.0, cache));
@@ -155,11 +154,9 @@ async fn soak(
 
 /// `engram_cache_bytes` from the server's `/metrics`, in MB; `None` when the
 /// scrape fails (it is a figure beside the RSS, not a reason to stop the soak).
-async fn cache_mb(http: &reqwest::Client, url: &str) -> Option<f64> {
-    use prometheus_parse::{Scrape, Value as Metric};
-    let text = http.get(url).send().await.ok()?.error_for_status().ok()?;
-    let text = text.text().await.ok()?;
-    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).ok()?;
+async fn cache_mb(server: &HttpServer, http: &reqwest::Client) -> Option<f64> {
+    use prometheus_parse::Value as Metric;
+    let scrape = server.metrics(http).await.ok()?;
     scrape
         .samples
         .into_iter()
