@@ -114,3 +114,44 @@ fn every_scenario_runs_and_reports_in_quick_mode() {
 fn path(p: &Path) -> String {
     p.to_str().expect("a UTF-8 temp path").to_string()
 }
+
+/// The bare line client the cache and peer scenarios time through tells a
+/// result, a tool error and a JSON-RPC error apart, as rmcp's client does.
+#[test]
+fn the_line_client_tells_results_from_errors() {
+    use engram_bench::recorder::Outcome;
+    use serde_json::json;
+
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let session = engram_bench::driver::line_session(Path::new(ENGRAM), dir.path(), &[])
+            .await
+            .expect("start engram over stdio");
+        let args = json!({ "content": "the test environment runs postgres 15" });
+        let stored = session.call("semantic_store", args).await;
+        assert!(
+            matches!(&stored, Outcome::Ok(v) if v["fact"]["id"].is_string()),
+            "{stored:?}"
+        );
+        let found = session
+            .call("semantic_search", json!({ "query": "postgres" }))
+            .await
+            .value()
+            .unwrap();
+        assert_eq!(found["hits"].as_array().map(Vec::len), Some(1), "{found}");
+        let bad = session
+            .call(
+                "semantic_search",
+                json!({ "query": "x", "no_such_field": 1 }),
+            )
+            .await;
+        assert!(
+            matches!(&bad, Outcome::ToolError(e) if e.contains("no_such_field")),
+            "{bad:?}"
+        );
+        let unknown = session.request("no/such/method", json!({})).await;
+        assert!(unknown.is_err(), "{unknown:?}");
+        session.close().await;
+    });
+}

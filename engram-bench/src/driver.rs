@@ -18,6 +18,7 @@ use rmcp::{RoleClient, ServiceExt};
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 
+use crate::rawrpc::LineSession;
 use crate::recorder::{Outcome, Recorder};
 use crate::workload::{self, GRAPH_ENTITIES, Mix, Rng, entity};
 
@@ -334,21 +335,37 @@ impl Sessions {
     }
 }
 
-/// One MCP session over stdio with its own `engram serve`. Returns the client
-/// and the server's pid.
+/// One MCP session over stdio with its own `engram serve`, through rmcp's
+/// client. Returns the client and the server's pid.
 pub async fn stdio_session(
     engram: &Path,
     data_dir: &Path,
     extra: &[&str],
 ) -> anyhow::Result<(Client, u32)> {
+    child_session(serve_stdio(engram, data_dir, extra), Stdio::inherit())
+        .await
+        .with_context(|| format!("cannot run {}", engram.display()))
+}
+
+/// One MCP session over stdio with its own `engram serve`, through the bare
+/// line client: for timing a server's round trip (see `rawrpc`).
+pub async fn line_session(
+    engram: &Path,
+    data_dir: &Path,
+    extra: &[&str],
+) -> anyhow::Result<LineSession> {
+    LineSession::start(serve_stdio(engram, data_dir, extra), Stdio::inherit())
+        .await
+        .with_context(|| format!("cannot run {}", engram.display()))
+}
+
+fn serve_stdio(engram: &Path, data_dir: &Path, extra: &[&str]) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(engram);
     cmd.args(base_args(extra))
         .args(extra)
         .args(["serve", "--data-dir"])
         .arg(data_dir);
-    child_session(cmd, Stdio::inherit())
-        .await
-        .with_context(|| format!("cannot run {}", engram.display()))
+    cmd
 }
 
 /// One MCP session over the stdio of the child `cmd` starts. Returns the client
@@ -367,29 +384,47 @@ pub async fn child_session(
 
 // ---------- calls ----------
 
-pub async fn call(client: &Client, name: &str, args: Value) -> Outcome {
-    let mut params = CallToolRequestParams::new(name.to_string());
-    if let Value::Object(map) = args {
-        params = params.with_arguments(map);
+/// A session that scenarios call tools through: rmcp's client, or the bare
+/// line client (`rawrpc`) where a client's own cost would blur a timing.
+pub trait Caller: Sync {
+    fn call_tool(&self, name: &str, args: Value) -> impl Future<Output = Outcome> + Send;
+}
+
+impl Caller for Client {
+    async fn call_tool(&self, name: &str, args: Value) -> Outcome {
+        let mut params = CallToolRequestParams::new(name.to_string());
+        if let Value::Object(map) = args {
+            params = params.with_arguments(map);
+        }
+        match tokio::time::timeout(CALL_TIMEOUT, self.peer().call_tool(params)).await {
+            Err(_) => Outcome::Timeout,
+            Ok(Err(e)) => Outcome::Transport(e.to_string()),
+            Ok(Ok(r)) if r.is_error == Some(true) => Outcome::ToolError(
+                r.content
+                    .iter()
+                    .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            Ok(Ok(r)) => Outcome::Ok(r.structured_content.unwrap_or(Value::Null)),
+        }
     }
-    match tokio::time::timeout(CALL_TIMEOUT, client.call_tool(params)).await {
-        Err(_) => Outcome::Timeout,
-        Ok(Err(e)) => Outcome::Transport(e.to_string()),
-        Ok(Ok(r)) if r.is_error == Some(true) => Outcome::ToolError(
-            r.content
-                .iter()
-                .filter_map(|c| c.as_text().map(|t| t.text.clone()))
-                .collect::<Vec<_>>()
-                .join(" "),
-        ),
-        Ok(Ok(r)) => Outcome::Ok(r.structured_content.unwrap_or(Value::Null)),
+}
+
+impl Caller for LineSession {
+    async fn call_tool(&self, name: &str, args: Value) -> Outcome {
+        self.call(name, args).await
     }
+}
+
+pub async fn call(client: &impl Caller, name: &str, args: Value) -> Outcome {
+    client.call_tool(name, args).await
 }
 
 /// Calls `name` and records what it cost in `rec` under `class`.
 pub async fn timed(
     rec: &mut Recorder,
-    client: &Client,
+    client: &impl Caller,
     name: &str,
     class: &'static str,
     args: Value,
@@ -401,7 +436,7 @@ pub async fn timed(
 }
 
 /// A call that must succeed (setup steps).
-pub async fn must(client: &Client, name: &str, args: Value) -> anyhow::Result<Value> {
+pub async fn must(client: &impl Caller, name: &str, args: Value) -> anyhow::Result<Value> {
     call(client, name, args)
         .await
         .value()
@@ -413,7 +448,7 @@ pub async fn must(client: &Client, name: &str, args: Value) -> anyhow::Result<Va
 /// Writes `records` generated events in batches, reporting progress under
 /// `label` every 100,000.
 pub async fn load_events(
-    client: &Client,
+    client: &impl Caller,
     rng: &mut Rng,
     records: usize,
     label: &str,
@@ -441,7 +476,7 @@ pub async fn load_events(
 
 /// Loads the data the mixed workload reads: events, facts, and a graph of
 /// `GRAPH_ENTITIES` entities in a ring with chords.
-pub async fn preload(client: &Client, records: usize, seed: u64) -> anyhow::Result<()> {
+pub async fn preload(client: &impl Caller, records: usize, seed: u64) -> anyhow::Result<()> {
     let mut rng = Rng(seed);
     for n in workload::batch_sizes(records) {
         let events = workload::records(&mut rng, n);

@@ -15,6 +15,7 @@ pub mod driver;
 pub mod inprocess;
 mod plot;
 pub mod postgres;
+pub mod rawrpc;
 pub mod recorder;
 pub mod report;
 pub mod scenarios;

@@ -11,6 +11,7 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 /// How one call ended.
+#[derive(Debug)]
 pub enum Outcome {
     Ok(Value),
     /// The server answered with a tool error (isError).

@@ -603,8 +603,10 @@ pub(super) fn cache(page: &mut Page) {
         return;
     };
     page.line(format_args!(
-        "One query repeated {} times over stdio against {} preloaded records.\n",
-        res["calls"], res["records"]
+        "One query repeated {} times over stdio{} against {} preloaded records.\n",
+        res["calls"],
+        client(&res),
+        res["records"]
     ));
     page.header(&["cache", "calls/s", "p50", "p95"]);
     for k in ["cache_on", "cache_off"] {
@@ -620,6 +622,15 @@ pub(super) fn cache(page: &mut Page) {
         "\nSpeed-up: {:.1}x (over the whole round trip, stdio framing included).\n",
         f(&res["speedup"]).unwrap_or(0.0)
     ));
+}
+
+/// Which client a stdio scenario timed through, where it says (results from
+/// before the line client was rmcp's).
+fn client(res: &Value) -> &'static str {
+    match res["client"].as_str() {
+        Some("line") => " (a bare JSON-RPC line client, `rawrpc`)",
+        _ => " (rmcp's client)",
+    }
 }
 
 const REFERENCE_COLUMNS: [&str; 7] = [
@@ -648,11 +659,12 @@ pub(super) fn peer(page: &mut Page) {
             return Some(format!("Not measured: {why}.\n"));
         }
         Some(format!(
-            "engram (`serve --tools compat`) and `{}` over stdio through the same client, the \
+            "engram (`serve --tools compat`) and `{}` over stdio through the same client{}, the \
              same graph of {} entities (3 observations each, one relation each) loaded into \
              both, then {} samples of each tool, every sample calling both servers in \
              alternating order.\n",
             res["peer"].as_str().unwrap_or("?"),
+            client(res),
             res["entities"],
             res["samples"],
         ))

@@ -1,7 +1,9 @@
 //! engram and memory-mcp-rs (the Rust port of the reference memory server on
 //! sqlite FTS5) side by side on the graph tools: both servers over stdio, the
 //! same graph loaded into each, then every sample calls both, in alternating
-//! order, so drift on a noisy machine falls on both.
+//! order, so drift on a noisy machine falls on both. Both are driven through
+//! the bare line client (`rawrpc`), so the times are the servers' round trips
+//! with little of a client's own cost in them.
 //!
 //! The peer is built from crates.io (`cargo install memory-mcp-rs`) into the
 //! work dir unless `--peer` names a binary; `--quick` does not build it (it
@@ -15,7 +17,8 @@ use serde_json::{Value, json};
 
 use super::Ctx;
 use super::reference::{create_graph, marker};
-use crate::driver::{child_session, cpu_seconds, progress, stdio_session, timed};
+use crate::driver::{cpu_seconds, line_session, progress, timed};
+use crate::rawrpc::LineSession;
 use crate::recorder::Recorder;
 use crate::workload::{Rng, entity};
 
@@ -36,25 +39,25 @@ pub async fn run(cx: &Ctx) -> anyhow::Result<Value> {
     let samples = cx.pick(&cx.opts.samples, 1000, 10);
     let peer = peer_binary(cx)?;
     let dir = cx.dir("peer-engram");
-    let ours = stdio_session(&cx.engram, &dir, &["--tools", "compat"]).await?;
+    let ours = line_session(&cx.engram, &dir, &["--tools", "compat"]).await?;
     let dir = cx.dir("peer-theirs");
     std::fs::create_dir_all(&dir)?;
     let mut cmd = tokio::process::Command::new(&peer);
     cmd.arg("--db-path").arg(dir.join("graph.db"));
-    let theirs = child_session(cmd, Stdio::null())
+    let theirs = LineSession::start(cmd, Stdio::null())
         .await
         .with_context(|| format!("cannot start {}", peer.display()))?;
     progress(format!("peer: loading {n} entities into both"));
     // The same graph in both: two generators with one seed.
     let (mut load_ours, mut load_theirs) = (Recorder::default(), Recorder::default());
-    create_graph(&mut load_ours, &ours.0, &mut Rng(cx.opts.seed), n).await;
-    create_graph(&mut load_theirs, &theirs.0, &mut Rng(cx.opts.seed), n).await;
+    create_graph(&mut load_ours, &ours, &mut Rng(cx.opts.seed), n).await;
+    create_graph(&mut load_theirs, &theirs, &mut Rng(cx.opts.seed), n).await;
     progress(format!("peer: {samples} samples per tool, interleaved"));
     let (mut a, mut b) = (Recorder::default(), Recorder::default());
     let mut rng = Rng(cx.opts.seed ^ 0xBEEF);
     // Each server's own CPU over the samples (user + system, background
     // indexing included): less noisy on a shared machine than latency.
-    let cpu_before = [cpu_seconds(ours.1), cpu_seconds(theirs.1)];
+    let cpu_before = [cpu_seconds(ours.pid()), cpu_seconds(theirs.pid())];
     for k in 0..samples {
         let calls = [
             ("search_nodes", json!({ "query": marker(rng.below(n)) })),
@@ -73,21 +76,22 @@ pub async fn run(cx: &Ctx) -> anyhow::Result<Value> {
             } else {
                 "read"
             };
-            let pair = [(&ours.0, &mut a), (&theirs.0, &mut b)];
+            let pair = [(&ours, &mut a), (&theirs, &mut b)];
             let [first, second] = if k % 2 == 0 { pair } else { swap(pair) };
             timed(first.1, first.0, tool, class, args.clone()).await;
             timed(second.1, second.0, tool, class, args).await;
         }
     }
     let calls = 3.0 * samples as f64;
-    let [ours_cpu, theirs_cpu] = [(ours.1, cpu_before[0]), (theirs.1, cpu_before[1])]
+    let [ours_cpu, theirs_cpu] = [(ours.pid(), cpu_before[0]), (theirs.pid(), cpu_before[1])]
         .map(|(pid, before)| Some((cpu_seconds(pid)? - before?) * 1000.0 / calls));
-    let _ = ours.0.cancel().await;
-    let _ = theirs.0.cancel().await;
+    ours.close().await;
+    theirs.close().await;
     Ok(json!({
         "engram_cpu_ms_per_call": ours_cpu,
         "peer_cpu_ms_per_call": theirs_cpu,
         "peer": format!("{PEER} {PEER_VERSION}"),
+        "client": "line",
         "entities": n,
         "samples": samples,
         "engram": a.to_json(0.0),

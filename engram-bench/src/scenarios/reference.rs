@@ -9,7 +9,7 @@ use anyhow::{Context, anyhow};
 use serde_json::{Value, json};
 
 use super::Ctx;
-use crate::driver::{Client, child_session, mb, progress, rss_kb, stdio_session, timed};
+use crate::driver::{Caller, Client, child_session, mb, progress, rss_kb, stdio_session, timed};
 use crate::recorder::Recorder;
 use crate::workload::{Rng, entity};
 
@@ -136,7 +136,12 @@ async fn graph_workload(client: &Client, n: usize, samples: usize, seed: u64) ->
 }
 
 /// `n` entities, then one relation each, `BATCH` per call.
-pub(super) async fn create_graph(rec: &mut Recorder, client: &Client, rng: &mut Rng, n: usize) {
+pub(super) async fn create_graph(
+    rec: &mut Recorder,
+    client: &impl Caller,
+    rng: &mut Rng,
+    n: usize,
+) {
     for start in (0..n).step_by(BATCH) {
         let entities: Vec<Value> = (start..(start + BATCH).min(n))
             .map(|i| {

@@ -52,7 +52,7 @@ async fn concurrent(cx: &Ctx, server: &HttpServer, n: usize, seconds: f64) -> Va
         let mut rec = Recorder::default();
         while Instant::now() < until {
             let args = json!({ "content": rng.words(12) });
-            timed(&mut rec, &c, "episodic_remember", "write", args).await;
+            timed(&mut rec, &*c, "episodic_remember", "write", args).await;
         }
         rec
     });
