@@ -124,7 +124,7 @@ fn the_line_client_tells_results_from_errors() {
 
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
+    let checks = async {
         let session = engram_bench::driver::line_session(Path::new(ENGRAM), dir.path(), &[])
             .await
             .expect("start engram over stdio");
@@ -151,7 +151,23 @@ fn the_line_client_tells_results_from_errors() {
             "{bad:?}"
         );
         let unknown = session.request("no/such/method", json!({})).await;
-        assert!(unknown.is_err(), "{unknown:?}");
+        assert!(
+            unknown
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("-32601")),
+            "{unknown:?}"
+        );
+        // A JSON-RPC error answering a tool call is a failed call, not a result.
+        let malformed = session
+            .call("semantic_search", json!("not an object"))
+            .await;
+        assert!(
+            matches!(&malformed, Outcome::Transport(e) if e.contains("-32602")),
+            "{malformed:?}"
+        );
         session.close().await;
-    });
+    };
+    let within = std::time::Duration::from_secs(60);
+    rt.block_on(async { tokio::time::timeout(within, checks).await })
+        .expect("the line client answers every call within a minute");
 }

@@ -396,7 +396,9 @@ impl Caller for Client {
         if let Value::Object(map) = args {
             params = params.with_arguments(map);
         }
-        match tokio::time::timeout(CALL_TIMEOUT, self.peer().call_tool(params)).await {
+        // rmcp's own `call_tool` (it drives any follow-up rounds the server asks
+        // for), not this trait's.
+        match tokio::time::timeout(CALL_TIMEOUT, RunningService::call_tool(self, params)).await {
             Err(_) => Outcome::Timeout,
             Ok(Err(e)) => Outcome::Transport(e.to_string()),
             Ok(Ok(r)) if r.is_error == Some(true) => Outcome::ToolError(

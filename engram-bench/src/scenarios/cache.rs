@@ -1,6 +1,7 @@
 //! The query cache: one query repeated over stdio against preloaded records,
 //! calls per second with the cache on and off. Through the bare line client
-//! (`rawrpc`): rmcp's client costs about as much per call as a hit does.
+//! (`rawrpc`): rmcp's client adds nearly as much to a call as the round trip
+//! of a hit takes without it.
 
 use std::time::Instant;
 

@@ -3,7 +3,7 @@
 //! same graph loaded into each, then every sample calls both, in alternating
 //! order, so drift on a noisy machine falls on both. Both are driven through
 //! the bare line client (`rawrpc`), so the times are the servers' round trips
-//! with little of a client's own cost in them.
+//! with less of a client's own cost in them than through rmcp's client.
 //!
 //! The peer is built from crates.io (`cargo install memory-mcp-rs`) into the
 //! work dir unless `--peer` names a binary; `--quick` does not build it (it
