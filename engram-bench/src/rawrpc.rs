@@ -30,7 +30,7 @@ use crate::recorder::Outcome;
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct LineSession {
-    child: Mutex<Child>,
+    child: Child,
     pipes: Mutex<Pipes>,
     pid: u32,
 }
@@ -58,7 +58,7 @@ impl LineSession {
         let stdin = child.stdin.take().context("no stdin pipe")?;
         let stdout = child.stdout.take().context("no stdout pipe")?;
         let session = LineSession {
-            child: Mutex::new(child),
+            child,
             pipes: Mutex::new(Pipes {
                 stdin,
                 stdout: BufReader::new(stdout).lines(),
@@ -155,7 +155,7 @@ impl LineSession {
     /// Closes the server's stdin (an MCP server's cue to exit) and waits for it.
     pub async fn close(self) {
         drop(self.pipes.into_inner());
-        let mut child = self.child.into_inner();
+        let mut child = self.child;
         if tokio::time::timeout(Duration::from_secs(10), child.wait())
             .await
             .is_err()
