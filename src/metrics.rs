@@ -65,6 +65,11 @@ struct Backend {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReadConnection {
+    connection: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Reason {
     reason: &'static str,
 }
@@ -95,6 +100,7 @@ pub struct Metrics {
     auth_failures: Family<Reason, Counter>,
     commit_batch: Histogram,
     commit_seconds: Histogram,
+    store_reads: Family<ReadConnection, Counter>,
     sessions: Gauge,
     // Read from the engine at each scrape.
     cache_hits: Counter,
@@ -132,6 +138,7 @@ impl Metrics {
             auth_failures: Family::default(),
             commit_batch: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             commit_seconds: latency_histogram(),
+            store_reads: Family::default(),
             sessions: Gauge::default(),
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
@@ -165,6 +172,7 @@ impl Metrics {
             "engram_auth_failures", "HTTP requests refused for their token: missing, invalid, expired, revoked, namespace" => auth_failures;
             "engram_commit_batch_size", "Writes committed together in one group commit" => commit_batch;
             "engram_commit_fsync_seconds", "Time of a group commit's COMMIT (the fsync with --durability full)" => commit_seconds;
+            "engram_store_reads", "Bounded sqlite reads, by the connection that ran them: the writer's (idle, its page cache warm) or a pooled one" => store_reads;
             "engram_sessions_open", "Sessions alive (stdio, HTTP, forwarded, and stateless requests in flight)" => sessions;
             "engram_cache_hits", "Reads answered from the query cache" => cache_hits;
             "engram_cache_misses", "Cacheable reads that ran" => cache_misses;
@@ -262,6 +270,14 @@ impl Metrics {
     pub fn group_commit(&self, writes: usize, took: Duration) {
         self.commit_batch.observe(writes as f64);
         self.commit_seconds.observe(took.as_secs_f64());
+    }
+
+    /// One bounded sqlite read, on the writer's idle connection or a pooled one.
+    pub fn store_read(&self, on_writer: bool) {
+        let connection = if on_writer { "writer" } else { "pool" };
+        self.store_reads
+            .get_or_create(&ReadConnection { connection })
+            .inc();
     }
 
     pub fn session_opened(&self) {

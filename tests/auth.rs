@@ -394,6 +394,7 @@ const FAMILIES: &[&str] = &[
     "engram_index_commits_total",
     "engram_commit_batch_size",
     "engram_commit_fsync_seconds",
+    "engram_store_reads_total",
     "engram_store_bytes",
     "engram_index_bytes",
     "engram_resident_memory_bytes",
@@ -473,6 +474,12 @@ async fn metrics_are_served_in_the_prometheus_text_format() {
     );
     assert_eq!(value("engram_breaker_state", &[("backend", "store")]), 0.0);
     assert!(value("engram_store_bytes", &[]) > 0.0);
+    // The recall read its events on the writer's connection, idle after the
+    // write it answered.
+    assert!(
+        value("engram_store_reads_total", &[("connection", "writer")]) >= 1.0,
+        "{text}"
+    );
     assert!(value("engram_resident_memory_bytes", &[]) > 0.0);
     // No namespace appears unless asked for.
     assert!(!text.contains("alpha"), "{text}");

@@ -54,6 +54,7 @@ const METRIC_FAMILIES: &[(&str, &str)] = &[
     ("engram_index_commits_total", "counter"),
     ("engram_commit_batch_size", "histogram"),
     ("engram_commit_fsync_seconds", "histogram"),
+    ("engram_store_reads_total", "counter"),
     ("engram_store_bytes", "gauge"),
     ("engram_index_bytes", "gauge"),
     ("engram_resident_memory_bytes", "gauge"),

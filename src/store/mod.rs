@@ -67,6 +67,11 @@ pub use writer::ChangeListener;
 const STATEMENT_CACHE_CAPACITY: usize = 256;
 /// How long a connection waits for a lock held by another connection.
 const BUSY_TIMEOUT_MS: u64 = 5_000;
+/// The writer connection's page cache (sqlite's default is 2 MiB). Reads
+/// borrow that connection while the writer is idle, and its cache, unlike a
+/// pooled reader's, survives writes: a larger one holds more of a store's
+/// working set. Filled only as pages are read; 8 MiB at the most.
+const WRITER_CACHE_KIB: i64 = 8 * 1024;
 pub const DB_FILE_NAME: &str = "engram.sqlite3";
 
 #[derive(Debug, Error)]
@@ -165,9 +170,9 @@ impl Store {
         let path = config.data_dir.join(DB_FILE_NAME);
         let mut conn = open_connection(&path, config.durability, false)?;
         migrations::run(&mut conn)?;
-        let db = sql::Database::Sqlite(conn);
-        let writer = writer::WriterHandle::start(db, listener, config.max_group_commit)?;
-        let readers = Arc::new(reader::ReadPool::new(path, config.max_read_connections));
+        let db = writer::WriterConn::new(sql::Database::Sqlite(conn));
+        let writer = writer::WriterHandle::start(db.clone(), listener, config.max_group_commit)?;
+        let readers = Arc::new(reader::ReadPool::new(path, config.max_read_connections, db));
         Ok(Store {
             writer,
             readers,
@@ -533,6 +538,8 @@ fn open_connection(
             Durability::Normal => "NORMAL",
         };
         conn.pragma_update(None, "synchronous", sync)?;
+        // Negative: KiB rather than pages.
+        conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
     }
     Ok(conn)
 }

@@ -81,7 +81,7 @@ pub(super) fn open(
     follow::listen(&follower, move || connect(&listening))?;
     let reconnect = Reconnect::new(pg.clone());
     let writer = writer::WriterHandle::start_with(
-        db,
+        writer::WriterConn::new(db),
         follower.writer_listener(),
         config.max_group_commit,
         Some(reconnect),

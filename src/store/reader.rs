@@ -3,6 +3,10 @@
 //! (on the runtime, not on a thread), so under load connections are reused,
 //! never opened and closed per call.
 //!
+//! A bounded read on sqlite borrows the writer's connection when the writer
+//! is idle (`WriterConn::lend`): its page cache is still valid after a write,
+//! a pooled connection's is not. Otherwise it takes a pooled connection.
+//!
 //! A read ([`ReadPool::read`]) runs on the thread that asks: reads are bounded
 //! (by id, by page, by limit) and take tens to hundreds of microseconds, less
 //! than a hand-off to tokio's blocking pool and back, which was most of a small
@@ -22,6 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::pg::PgPool;
 use super::sql::{Conn, Database};
+use super::writer::WriterConn;
 use super::{StoreError, open_connection};
 use crate::config::Durability;
 
@@ -31,11 +36,13 @@ pub(crate) enum ReadPool {
 }
 
 impl ReadPool {
-    /// Read-only connections to the sqlite file at `path`, at most `size`.
-    pub(crate) fn new(path: PathBuf, size: usize) -> Self {
+    /// Read-only connections to the sqlite file at `path`, at most `size`,
+    /// and the writer's connection when it is idle.
+    pub(crate) fn new(path: PathBuf, size: usize, writer: Arc<WriterConn>) -> Self {
         let size = size.max(1);
         ReadPool::Sqlite(SqlitePool {
             path,
+            writer,
             idle: Mutex::new(Vec::with_capacity(size)),
             permits: Arc::new(Semaphore::new(size)),
         })
@@ -51,7 +58,12 @@ impl ReadPool {
         match &**self {
             ReadPool::Sqlite(pool) => {
                 let _permit = pool.permit().await?;
-                pool.with_connection(f)
+                let lent = pool.writer.lend();
+                crate::metrics::metrics().store_read(lent.is_some());
+                match lent {
+                    Some(db) => f(db.conn()),
+                    None => pool.with_connection(f),
+                }
             }
             ReadPool::Postgres(pool) => off_the_runtime(|| pool.with_connection(f)),
         }
@@ -106,6 +118,9 @@ fn off_the_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 
 pub(crate) struct SqlitePool {
     path: PathBuf,
+    /// Lent to bounded reads while the writer is idle; scans never take it
+    /// (they would hold writes back).
+    writer: Arc<WriterConn>,
     idle: Mutex<Vec<Database>>,
     /// One permit per connection the pool may hold; a read keeps its permit
     /// until its connection is back (even when its caller stopped waiting).

@@ -16,9 +16,17 @@
 //!
 //! `Store::atomically` runs several store calls in one transaction of their own
 //! (a scope): all of them commit, or none.
+//!
+//! The connection is lent to bounded reads while the writer has nothing to do
+//! ([`WriterConn::lend`]; sqlite only). sqlite drops a connection's whole page
+//! cache when another connection has changed the database, so a pooled reader
+//! reads every page again after each write; the writer's own cache stays
+//! valid. A single client that alternates writes and reads (an agent host over
+//! stdio) then reads warm pages, as a server with one connection would.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
@@ -119,6 +127,48 @@ enum Msg {
     Commit(oneshot::Sender<Result<(), String>>),
 }
 
+/// The writer's connection, which the writer thread holds for each group
+/// commit or scope and lends to reads in between.
+pub(crate) struct WriterConn {
+    db: Mutex<Database>,
+    /// Set while the writer waits for the connection: no read borrows it then,
+    /// so reads cannot keep writes waiting for more than the one in progress.
+    wanted: AtomicBool,
+}
+
+impl WriterConn {
+    pub(super) fn new(db: Database) -> Arc<Self> {
+        Arc::new(WriterConn {
+            db: Mutex::new(db),
+            wanted: AtomicBool::new(false),
+        })
+    }
+
+    /// The connection for the writer thread, once the read borrowing it (if
+    /// any) is done. A read that panicked cannot have left it changed.
+    fn hold(&self) -> MutexGuard<'_, Database> {
+        self.wanted.store(true, Ordering::Release);
+        let db = self.db.lock().unwrap_or_else(PoisonError::into_inner);
+        self.wanted.store(false, Ordering::Release);
+        db
+    }
+
+    /// The connection, for one bounded read, if the writer is not using it,
+    /// waiting for it, or in the middle of a transaction (a scope's writes or a
+    /// failed rollback must not be seen). Never waits.
+    pub(super) fn lend(&self) -> Option<MutexGuard<'_, Database>> {
+        if self.wanted.load(Ordering::Acquire) {
+            return None;
+        }
+        let db = match self.db.try_lock() {
+            Ok(db) => db,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        (!db.conn().in_transaction()).then_some(db)
+    }
+}
+
 #[derive(Clone)]
 pub(crate) struct WriterHandle {
     tx: mpsc::Sender<Msg>,
@@ -128,7 +178,7 @@ pub(crate) struct WriterHandle {
 
 impl WriterHandle {
     pub(super) fn start(
-        db: Database,
+        db: Arc<WriterConn>,
         listener: ChangeListener,
         max_group: usize,
     ) -> Result<Self, StoreError> {
@@ -138,7 +188,7 @@ impl WriterHandle {
     /// [`WriterHandle::start`] on a connection that `reconnect` replaces when
     /// it is lost (PostgreSQL).
     pub(super) fn start_with(
-        db: Database,
+        db: Arc<WriterConn>,
         listener: ChangeListener,
         max_group: usize,
         reconnect: Option<Reconnect>,
@@ -254,7 +304,7 @@ impl super::Store {
 }
 
 fn writer_loop(
-    mut db: Database,
+    shared: Arc<WriterConn>,
     mut rx: mpsc::Receiver<Msg>,
     listener: ChangeListener,
     max_group: usize,
@@ -265,6 +315,7 @@ fn writer_loop(
         let Some(first) = next.take().or_else(|| rx.blocking_recv()) else {
             break;
         };
+        let mut db = shared.hold();
         let mut jobs = Vec::new();
         let mut stopping = false;
         match first {
@@ -594,7 +645,7 @@ mod tests {
     use super::super::{
         DB_FILE_NAME, NewEvent, Store, StoreError, migrations, open_connection, reader,
     };
-    use super::{ChangeListener, WriterHandle};
+    use super::{ChangeListener, WriterConn, WriterHandle};
     use crate::config::Durability;
     use crate::model::{Change, RecordKind};
     use crate::search::{Matcher, SearchIndex, SearchQuery};
@@ -607,6 +658,8 @@ mod tests {
         _dir: tempfile::TempDir,
         path: std::path::PathBuf,
         store: Store,
+        /// The writer's connection, lent to reads.
+        conn: Arc<WriterConn>,
         search: SearchIndex,
         seen: Arc<Mutex<Vec<Change>>>,
     }
@@ -634,9 +687,9 @@ mod tests {
             record.lock().unwrap().extend(changes.iter().cloned());
             index(changes);
         });
-        let writer =
-            WriterHandle::start(super::super::sql::Database::Sqlite(conn), listener, 64).unwrap();
-        let readers = Arc::new(reader::ReadPool::new(path.clone(), 4));
+        let db = WriterConn::new(super::super::sql::Database::Sqlite(conn));
+        let writer = WriterHandle::start(db.clone(), listener, 64).unwrap();
+        let readers = Arc::new(reader::ReadPool::new(path.clone(), 4, db.clone()));
         Cramped {
             _dir: dir,
             path,
@@ -646,6 +699,7 @@ mod tests {
                 matcher: Arc::new(super::super::every_word),
                 follower: None,
             },
+            conn: db,
             search,
             seen,
         }
@@ -844,6 +898,57 @@ mod tests {
             expected,
             "the listener saw exactly the committed writes"
         );
+        c.shutdown();
+    }
+
+    /// Reads borrow the writer's connection only while it is idle and out of
+    /// a transaction: what a scope wrote and has not committed is never read.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_borrow_the_writer_connection_only_between_its_transactions() {
+        let c = cramped(10_000);
+        let before = c
+            .store
+            .insert_events("ns", "s", vec![event("quokka before".into())])
+            .await
+            .unwrap();
+        assert!(c.conn.lend().is_some(), "the idle writer lends nothing");
+        let read = |store: Store, id: String| async move {
+            store.events().get_many("ns", vec![id]).await.unwrap().len()
+        };
+        assert_eq!(read(c.store.clone(), before[0].id.clone()).await, 1);
+
+        let conn = c.conn.clone();
+        let (outer, inside) = (c.store.clone(), before[0].id.clone());
+        let written = c
+            .store
+            .atomically(|store| async move {
+                let e = store
+                    .insert_events("ns", "s", vec![event("quokka inside".into())])
+                    .await?;
+                let id = e[0].id.clone();
+                assert!(conn.lend().is_none(), "a scope's connection was lent");
+                assert_eq!(
+                    read(store.clone(), id.clone()).await,
+                    0,
+                    "read in the scope"
+                );
+                assert_eq!(read(outer, id.clone()).await, 0, "read beside the scope");
+                assert_eq!(read(store, inside).await, 1);
+                Ok::<_, StoreError>(id)
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            read(c.store.clone(), written).await,
+            1,
+            "the commit is read"
+        );
+
+        // A transaction left open (a rollback that failed) is never lent.
+        c.conn.hold().conn().batch("BEGIN").unwrap();
+        assert!(c.conn.lend().is_none(), "an open transaction was lent");
+        c.conn.hold().conn().batch("COMMIT").unwrap();
+        assert!(c.conn.lend().is_some());
         c.shutdown();
     }
 }
