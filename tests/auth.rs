@@ -474,8 +474,8 @@ async fn metrics_are_served_in_the_prometheus_text_format() {
     );
     assert_eq!(value("engram_breaker_state", &[("backend", "store")]), 0.0);
     assert!(value("engram_store_bytes", &[]) > 0.0);
-    // The recall read its events on the writer's connection, idle after the
-    // write it answered.
+    // Reads ran on the writer's connection, lent while it was idle (the
+    // sum is 0 if it never is).
     assert!(
         value("engram_store_reads_total", &[("connection", "writer")]) >= 1.0,
         "{text}"

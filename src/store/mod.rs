@@ -195,8 +195,9 @@ impl Store {
         }
     }
 
-    /// Runs `f` on a read-only connection, with the namespace every statement
-    /// of it is scoped by.
+    /// Runs `f` on a read connection (a pooled one, or the idle writer's, lent
+    /// read-only), with the namespace every statement of it is scoped by. For
+    /// bounded reads: by id, by page, by limit.
     pub(super) async fn read_in<T, F>(&self, namespace: &str, f: F) -> Result<T, StoreError>
     where
         T: Send,
@@ -275,10 +276,10 @@ impl Store {
     }
 
     /// Changes with a number above `after`, oldest first: how the search index
-    /// catches up after a crash.
+    /// catches up after a crash (as many as the index missed: a scan).
     pub async fn changes_since(&self, after: i64) -> Result<Vec<Change>, StoreError> {
         self.readers
-            .read(move |conn| changes_after(conn, after, |_| false))
+            .scan(move |conn| changes_after(conn, after, |_| false))
             .await
     }
 
@@ -540,6 +541,8 @@ fn open_connection(
         conn.pragma_update(None, "synchronous", sync)?;
         // Negative: KiB rather than pages.
         conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
+        // Lent to reads, it runs their statements as well as the writes'.
+        conn.set_prepared_statement_cache_capacity(2 * STATEMENT_CACHE_CAPACITY);
     }
     Ok(conn)
 }

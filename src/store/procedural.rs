@@ -480,7 +480,7 @@ impl Store {
         recent: usize,
     ) -> Result<(Procedure, RunSummary), StoreError> {
         let key = key.to_string();
-        self.read_in(namespace, move |conn, ns| {
+        self.scan_in(namespace, move |conn, ns| {
             let p = resolve(conn, ns, &key)?;
             let of = |sql: &str| Query::new(sql, [p.id.clone().into()]);
             let durations_ms = of("SELECT duration_ms FROM procedure_runs

@@ -1,4 +1,4 @@
-//! The single writer: one thread owns the only read-write connection.
+//! The single writer: one thread writes, on the only read-write connection.
 //!
 //! Group commit: the thread takes the first queued write, drains every other
 //! write waiting at that moment (up to `max_group`), runs each inside its own
@@ -17,12 +17,14 @@
 //! `Store::atomically` runs several store calls in one transaction of their own
 //! (a scope): all of them commit, or none.
 //!
-//! The connection is lent to bounded reads while the writer has nothing to do
-//! ([`WriterConn::lend`]; sqlite only). sqlite drops a connection's whole page
-//! cache when another connection has changed the database, so a pooled reader
-//! reads every page again after each write; the writer's own cache stays
-//! valid. A single client that alternates writes and reads (an agent host over
-//! stdio) then reads warm pages, as a server with one connection would.
+//! The connection is lent, read-only, to bounded reads while the writer has
+//! nothing to do ([`WriterConn::lend`]; sqlite only), and the callers of a
+//! group commit are answered once the writer has let go of it. sqlite drops a
+//! connection's whole page cache when another connection has changed the
+//! database, so a pooled reader reads every page again after each write; the
+//! writer's own cache stays valid. A single client that alternates writes and
+//! reads (an agent host over stdio) then reads warm pages, as a server with
+//! one connection would.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -134,6 +136,9 @@ pub(crate) struct WriterConn {
     /// Set while the writer waits for the connection: no read borrows it then,
     /// so reads cannot keep writes waiting for more than the one in progress.
     wanted: AtomicBool,
+    /// Set when a lent connection could not be made writable again: the
+    /// writer tries again before its next transaction.
+    left_read_only: AtomicBool,
 }
 
 impl WriterConn {
@@ -141,6 +146,7 @@ impl WriterConn {
         Arc::new(WriterConn {
             db: Mutex::new(db),
             wanted: AtomicBool::new(false),
+            left_read_only: AtomicBool::new(false),
         })
     }
 
@@ -150,13 +156,16 @@ impl WriterConn {
         self.wanted.store(true, Ordering::Release);
         let db = self.db.lock().unwrap_or_else(PoisonError::into_inner);
         self.wanted.store(false, Ordering::Release);
+        if self.left_read_only.swap(false, Ordering::AcqRel) {
+            self.restore(&db);
+        }
         db
     }
 
     /// The connection, for one bounded read, if the writer is not using it,
     /// waiting for it, or in the middle of a transaction (a scope's writes or a
     /// failed rollback must not be seen). Never waits.
-    pub(super) fn lend(&self) -> Option<MutexGuard<'_, Database>> {
+    pub(super) fn lend(&self) -> Option<Lent<'_>> {
         if self.wanted.load(Ordering::Acquire) {
             return None;
         }
@@ -165,7 +174,56 @@ impl WriterConn {
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
             Err(TryLockError::WouldBlock) => return None,
         };
-        (!db.conn().in_transaction()).then_some(db)
+        if db.conn().in_transaction() || query_only(&db, true).is_err() {
+            return None;
+        }
+        Some(Lent { db, owner: self })
+    }
+
+    fn restore(&self, db: &Database) {
+        if let Err(e) = query_only(db, false) {
+            tracing::error!(error = %e, "cannot make the writer's connection writable again");
+            self.left_read_only.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// The writer's connection lent to one read, and read-only (`query_only`)
+/// until it is given back: a read cannot write past the change log, the
+/// change listener and group commit.
+pub(crate) struct Lent<'a> {
+    db: MutexGuard<'a, Database>,
+    owner: &'a WriterConn,
+}
+
+impl Lent<'_> {
+    pub(super) fn conn(&self) -> Conn<'_> {
+        self.db.conn()
+    }
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        self.owner.restore(&self.db);
+    }
+}
+
+/// Turns sqlite's `query_only` on or off (a prepared statement each, cached).
+fn query_only(db: &Database, on: bool) -> Result<(), StoreError> {
+    let sql = if on {
+        "PRAGMA query_only = 1"
+    } else {
+        "PRAGMA query_only = 0"
+    };
+    match db {
+        Database::Sqlite(c) => {
+            c.prepare_cached(sql)?.execute([])?;
+            Ok(())
+        }
+        // Never lent: other nodes write to it too, so there is no cache to keep.
+        Database::Postgres(_) => Err(StoreError::CommitFailed(
+            "a PostgreSQL writer is not lent".into(),
+        )),
     }
 }
 
@@ -349,14 +407,21 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        match reconnect.as_mut().map(|r| r.ready(&mut db)) {
+        let settled = match reconnect.as_mut().map(|r| r.ready(&mut db)) {
             Some(Err(why)) => {
                 for job in jobs {
                     let (_, complete) = job(None);
                     complete(Err(why.clone()));
                 }
+                None
             }
-            _ => run_group(db.conn(), jobs, &listener),
+            _ => run_group(db.conn(), jobs),
+        };
+        // The callers are answered once the connection is free, so that the
+        // reads they go on to make can borrow it.
+        drop(db);
+        if let Some(settled) = settled {
+            settled.answer(&listener);
         }
         if stopping {
             break;
@@ -393,16 +458,14 @@ impl Txn {
 
     /// The transaction is gone (rolled back): every write in it is told so.
     fn lost(self, why: &str) {
-        let msg = format!(
-            "{why}; this write was in the same transaction and was rolled back with it \
-             (nothing of it was saved): retry it"
-        );
+        let msg = lost_message(why);
         for complete in self.completions {
             complete(Err(msg.clone()));
         }
     }
 
-    fn commit(self, conn: Conn<'_>, listener: &ChangeListener) {
+    /// Commits; the callers are answered by [`Settled::answer`].
+    fn commit(self, conn: Conn<'_>) -> Settled {
         let started = std::time::Instant::now();
         let committed = if self.changes.is_empty() {
             conn.end(true)
@@ -410,21 +473,54 @@ impl Txn {
             conn.announce().and_then(|()| conn.end(true))
         };
         crate::metrics::metrics().group_commit(self.completions.len(), started.elapsed());
-        match committed {
-            Ok(()) => {
-                if !self.changes.is_empty() {
-                    listener(self.changes);
-                }
-                for complete in self.completions {
-                    complete(Ok(()));
-                }
-            }
+        let outcome = match committed {
+            Ok(()) => Ok(self.changes),
             Err(e) => {
                 tracing::error!(error = %e, "group commit failed");
                 if conn.in_transaction() {
                     let _ = conn.end(false);
                 }
-                self.lost(&format!("the commit failed ({e})"));
+                Err(lost_message(&format!("the commit failed ({e})")))
+            }
+        };
+        Settled {
+            outcome,
+            completions: self.completions,
+        }
+    }
+}
+
+/// What a write in a lost transaction is told.
+fn lost_message(why: &str) -> String {
+    format!(
+        "{why}; this write was in the same transaction and was rolled back with it \
+         (nothing of it was saved): retry it"
+    )
+}
+
+/// A transaction's end, for its callers.
+struct Settled {
+    /// The committed changes, or why every write in it was lost.
+    outcome: Result<Vec<Change>, String>,
+    completions: Vec<Completion>,
+}
+
+impl Settled {
+    /// Hands the committed changes to the listener, then answers each caller.
+    fn answer(self, listener: &ChangeListener) {
+        match self.outcome {
+            Ok(changes) => {
+                if !changes.is_empty() {
+                    listener(changes);
+                }
+                for complete in self.completions {
+                    complete(Ok(()));
+                }
+            }
+            Err(msg) => {
+                for complete in self.completions {
+                    complete(Err(msg.clone()));
+                }
             }
         }
     }
@@ -528,7 +624,10 @@ fn undo_job(conn: Conn<'_>) -> Option<String> {
     }
 }
 
-fn run_group(conn: Conn<'_>, jobs: Vec<Job>, listener: &ChangeListener) {
+/// Runs a batch of writes in one transaction and commits it; its callers are
+/// answered from what it returns (`None`: no transaction was left to commit,
+/// and every caller has been answered).
+fn run_group(conn: Conn<'_>, jobs: Vec<Job>) -> Option<Settled> {
     let mut txn: Option<Txn> = None;
     // Once a transaction cannot even begin (after the busy timeout), the rest
     // of the batch fails with it rather than waiting that long again, each.
@@ -562,9 +661,7 @@ fn run_group(conn: Conn<'_>, jobs: Vec<Job>, listener: &ChangeListener) {
             }
         }
     }
-    if let Some(t) = txn {
-        t.commit(conn, listener);
-    }
+    txn.map(|t| t.commit(conn))
 }
 
 /// One transaction for every write sent on `scope`, until it commits or ends.
@@ -903,6 +1000,7 @@ mod tests {
 
     /// Reads borrow the writer's connection only while it is idle and out of
     /// a transaction: what a scope wrote and has not committed is never read.
+    /// A borrowed connection cannot write, and can again once given back.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reads_borrow_the_writer_connection_only_between_its_transactions() {
         let c = cramped(10_000);
@@ -911,14 +1009,19 @@ mod tests {
             .insert_events("ns", "s", vec![event("quokka before".into())])
             .await
             .unwrap();
-        assert!(c.conn.lend().is_some(), "the idle writer lends nothing");
+        // The writer let go of its connection before it answered.
+        let lent = c.conn.lend().expect("the idle writer lends nothing");
+        let sneaked = lent
+            .conn()
+            .batch("UPDATE events SET content = 'sneaked' WHERE 0 = 1");
+        assert!(sneaked.is_err(), "a lent connection wrote");
+        drop(lent);
         let read = |store: Store, id: String| async move {
             store.events().get_many("ns", vec![id]).await.unwrap().len()
         };
         assert_eq!(read(c.store.clone(), before[0].id.clone()).await, 1);
 
-        let conn = c.conn.clone();
-        let (outer, inside) = (c.store.clone(), before[0].id.clone());
+        let (conn, first) = (c.conn.clone(), before[0].id.clone());
         let written = c
             .store
             .atomically(|store| async move {
@@ -930,10 +1033,9 @@ mod tests {
                 assert_eq!(
                     read(store.clone(), id.clone()).await,
                     0,
-                    "read in the scope"
+                    "an uncommitted read"
                 );
-                assert_eq!(read(outer, id.clone()).await, 0, "read beside the scope");
-                assert_eq!(read(store, inside).await, 1);
+                assert_eq!(read(store, first).await, 1);
                 Ok::<_, StoreError>(id)
             })
             .await
@@ -943,6 +1045,11 @@ mod tests {
             1,
             "the commit is read"
         );
+        // Writable again after every loan.
+        c.store
+            .insert_events("ns", "s", vec![event("quokka after".into())])
+            .await
+            .unwrap();
 
         // A transaction left open (a rollback that failed) is never lent.
         c.conn.hold().conn().batch("BEGIN").unwrap();
