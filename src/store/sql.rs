@@ -12,6 +12,9 @@
 //! - A column is read with [`Row::get`] into a Rust type ([`Column`]).
 //! - The few statements whose SQL differs (JSON arrays, sizes, the first
 //!   statement of a write transaction) ask [`Conn::dialect`].
+//! - While a read runs on the writer's connection, lent to it ([`ReadsOnly`]),
+//!   a statement that would write is refused as a read-only connection
+//!   refuses it.
 //!
 //! Must not: leave the store module. No rusqlite or PostgreSQL type appears in
 //! any signature outside `store`.
@@ -439,6 +442,50 @@ impl Drop for PgConn {
     }
 }
 
+thread_local! {
+    /// Set while this thread runs a read on the writer's connection.
+    static READS_ONLY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks the writer's connection, lent to a read on this thread, as one that
+/// must not write, until dropped. (sqlite's own `PRAGMA query_only` would do
+/// it, but setting it expires every prepared statement of the connection.)
+pub(super) struct ReadsOnly(());
+
+impl ReadsOnly {
+    pub(super) fn new() -> Self {
+        READS_ONLY.set(true);
+        ReadsOnly(())
+    }
+}
+
+impl Drop for ReadsOnly {
+    fn drop(&mut self) {
+        READS_ONLY.set(false);
+    }
+}
+
+/// The error a read-only connection gives a statement that would write.
+fn refused_write(sql: &str) -> StoreError {
+    StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+        Some(format!("a read may not write: {sql}")),
+    ))
+}
+
+/// `sql` prepared (or taken from the cache), unless it would write during a
+/// read ([`ReadsOnly`]).
+fn prepared<'c>(
+    c: &'c rusqlite::Connection,
+    sql: &str,
+) -> Result<rusqlite::CachedStatement<'c>, StoreError> {
+    let stmt = c.prepare_cached(sql)?;
+    if READS_ONLY.get() && !stmt.readonly() {
+        return Err(refused_write(sql));
+    }
+    Ok(stmt)
+}
+
 /// An open connection the store owns: the writer's, or one of the read pool's.
 pub(crate) enum Database {
     Sqlite(rusqlite::Connection),
@@ -480,9 +527,7 @@ impl<'c> Conn<'c> {
     /// Runs a statement; returns how many rows it changed.
     pub(super) fn execute(&self, sql: &str, params: &[Value<'_>]) -> Result<usize, StoreError> {
         match self {
-            Conn::Sqlite(c) => Ok(c
-                .prepare_cached(sql)?
-                .execute(rusqlite::params_from_iter(params))?),
+            Conn::Sqlite(c) => Ok(prepared(c, sql)?.execute(rusqlite::params_from_iter(params))?),
             Conn::Postgres(p) => {
                 let stmt = p.statement(sql)?;
                 let params: Vec<&(dyn PgToSql + Sync)> =
@@ -502,7 +547,7 @@ impl<'c> Conn<'c> {
     ) -> Result<(), StoreError> {
         match self {
             Conn::Sqlite(c) => {
-                let mut stmt = c.prepare_cached(sql)?;
+                let mut stmt = prepared(c, sql)?;
                 let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
                 while let Some(r) = rows.next()? {
                     f(&Row::Sqlite(r))?;
@@ -544,7 +589,7 @@ impl<'c> Conn<'c> {
     ) -> Result<Option<T>, StoreError> {
         match self {
             Conn::Sqlite(c) => {
-                let mut stmt = c.prepare_cached(sql)?;
+                let mut stmt = prepared(c, sql)?;
                 let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
                 rows.next()?.map(|r| f(&Row::Sqlite(r))).transpose()
             }
@@ -579,8 +624,7 @@ impl<'c> Conn<'c> {
     ) -> Result<i64, StoreError> {
         match self {
             Conn::Sqlite(c) => {
-                c.prepare_cached(insert)?
-                    .execute(rusqlite::params_from_iter(params))?;
+                prepared(c, insert)?.execute(rusqlite::params_from_iter(params))?;
                 Ok(c.last_insert_rowid())
             }
             Conn::Postgres(_) => self.value(&format!("{insert} RETURNING {key}"), params),
@@ -590,6 +634,8 @@ impl<'c> Conn<'c> {
     /// Runs statements separated by `;`, without parameters.
     pub(super) fn batch(&self, sql: &str) -> Result<(), StoreError> {
         match self {
+            // Statements unchecked one by one: none during a read.
+            Conn::Sqlite(_) if READS_ONLY.get() => Err(refused_write(sql)),
             Conn::Sqlite(c) => Ok(c.execute_batch(sql)?),
             Conn::Postgres(p) => Ok(p.client().batch_execute(sql)?),
         }
@@ -622,6 +668,7 @@ impl<'c> Conn<'c> {
     /// read what the previous holder's commit changed as it was before.
     pub(super) fn begin_write(&self) -> Result<(), StoreError> {
         match self {
+            Conn::Sqlite(_) if READS_ONLY.get() => Err(refused_write("BEGIN IMMEDIATE")),
             Conn::Sqlite(c) => Ok(c.execute_batch("BEGIN IMMEDIATE")?),
             Conn::Postgres(p) => {
                 let begun = p.client().batch_execute(

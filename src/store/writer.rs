@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
 use super::pg::Reconnect;
-use super::sql::{Conn, Database, args};
+use super::sql::{Conn, Database, ReadsOnly, args};
 use crate::model::{Change, RecordKind, SearchDoc, now_micros};
 
 /// How many writes may wait for the writer before callers are held back.
@@ -136,9 +136,6 @@ pub(crate) struct WriterConn {
     /// Set while the writer waits for the connection: no read borrows it then,
     /// so reads cannot keep writes waiting for more than the one in progress.
     wanted: AtomicBool,
-    /// Set when a lent connection could not be made writable again: the
-    /// writer tries again before its next transaction.
-    left_read_only: AtomicBool,
 }
 
 impl WriterConn {
@@ -146,7 +143,6 @@ impl WriterConn {
         Arc::new(WriterConn {
             db: Mutex::new(db),
             wanted: AtomicBool::new(false),
-            left_read_only: AtomicBool::new(false),
         })
     }
 
@@ -156,15 +152,12 @@ impl WriterConn {
         self.wanted.store(true, Ordering::Release);
         let db = self.db.lock().unwrap_or_else(PoisonError::into_inner);
         self.wanted.store(false, Ordering::Release);
-        if self.left_read_only.swap(false, Ordering::AcqRel) {
-            self.restore(&db);
-        }
         db
     }
 
-    /// The connection, for one bounded read, if the writer is not using it,
-    /// waiting for it, or in the middle of a transaction (a scope's writes or a
-    /// failed rollback must not be seen). Never waits.
+    /// The connection, for one bounded read on this thread, if the writer is
+    /// not using it, waiting for it, or in the middle of a transaction (a
+    /// scope's writes or a failed rollback must not be seen). Never waits.
     pub(super) fn lend(&self) -> Option<Lent<'_>> {
         if self.wanted.load(Ordering::Acquire) {
             return None;
@@ -174,56 +167,27 @@ impl WriterConn {
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
             Err(TryLockError::WouldBlock) => return None,
         };
-        if db.conn().in_transaction() || query_only(&db, true).is_err() {
+        if db.conn().in_transaction() {
             return None;
         }
-        Some(Lent { db, owner: self })
-    }
-
-    fn restore(&self, db: &Database) {
-        if let Err(e) = query_only(db, false) {
-            tracing::error!(error = %e, "cannot make the writer's connection writable again");
-            self.left_read_only.store(true, Ordering::Release);
-        }
+        Some(Lent {
+            db,
+            _reads_only: ReadsOnly::new(),
+        })
     }
 }
 
-/// The writer's connection lent to one read, and read-only (`query_only`)
-/// until it is given back: a read cannot write past the change log, the
-/// change listener and group commit.
+/// The writer's connection lent to one read: until it is given back, a
+/// statement that would write is refused ([`ReadsOnly`]), so a read cannot
+/// write past the change log, the change listener and group commit.
 pub(crate) struct Lent<'a> {
     db: MutexGuard<'a, Database>,
-    owner: &'a WriterConn,
+    _reads_only: ReadsOnly,
 }
 
 impl Lent<'_> {
     pub(super) fn conn(&self) -> Conn<'_> {
         self.db.conn()
-    }
-}
-
-impl Drop for Lent<'_> {
-    fn drop(&mut self) {
-        self.owner.restore(&self.db);
-    }
-}
-
-/// Turns sqlite's `query_only` on or off (a prepared statement each, cached).
-fn query_only(db: &Database, on: bool) -> Result<(), StoreError> {
-    let sql = if on {
-        "PRAGMA query_only = 1"
-    } else {
-        "PRAGMA query_only = 0"
-    };
-    match db {
-        Database::Sqlite(c) => {
-            c.prepare_cached(sql)?.execute([])?;
-            Ok(())
-        }
-        // Never lent: other nodes write to it too, so there is no cache to keep.
-        Database::Postgres(_) => Err(StoreError::CommitFailed(
-            "a PostgreSQL writer is not lent".into(),
-        )),
     }
 }
 
@@ -1011,10 +975,12 @@ mod tests {
             .unwrap();
         // The writer let go of its connection before it answered.
         let lent = c.conn.lend().expect("the idle writer lends nothing");
-        let sneaked = lent
-            .conn()
-            .batch("UPDATE events SET content = 'sneaked' WHERE 0 = 1");
-        assert!(sneaked.is_err(), "a lent connection wrote");
+        let sneak = "UPDATE events SET content = 'sneaked' WHERE 0 = 1";
+        assert!(
+            lent.conn().execute(sneak, &[]).is_err(),
+            "a lent connection wrote"
+        );
+        assert!(lent.conn().batch(sneak).is_err(), "a lent connection wrote");
         drop(lent);
         let read = |store: Store, id: String| async move {
             store.events().get_many("ns", vec![id]).await.unwrap().len()
@@ -1050,6 +1016,21 @@ mod tests {
             .insert_events("ns", "s", vec![event("quokka after".into())])
             .await
             .unwrap();
+
+        // Loans leave the connection's prepared statements as they were
+        // (sqlite's `PRAGMA query_only` would expire them all at each loan).
+        let sql = "SELECT count(*) FROM events WHERE content = ?1";
+        for word in ["a", "b", "c"] {
+            let lent = c.conn.lend().expect("the idle writer lends nothing");
+            let super::Conn::Sqlite(conn) = lent.conn() else {
+                unreachable!("a sqlite store")
+            };
+            let mut stmt = conn.prepare_cached(sql).unwrap();
+            let n: i64 = stmt.query_row([word], |r| r.get(0)).unwrap();
+            assert_eq!(n, 0);
+            let again = stmt.get_status(rusqlite::StatementStatus::RePrepare);
+            assert_eq!(again, 0, "a loan made the statement be prepared again");
+        }
 
         // A transaction left open (a rollback that failed) is never lent.
         c.conn.hold().conn().batch("BEGIN").unwrap();
