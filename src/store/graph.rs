@@ -860,7 +860,7 @@ impl Store {
             ),
             [ns.to_string().into()],
         );
-        let rows = self.read_rows(q, relation_row).await?;
+        let rows = self.scan_rows(q, relation_row).await?;
         Ok(rows.into_iter().map(|(_, r)| r).collect())
     }
 
@@ -945,7 +945,9 @@ impl Store {
         q.and_in("e.entity_type", entity_types)
             .push(" ORDER BY e.seq", [])
             .limit(limit);
-        self.readers.read(move |conn| q.column(conn)).await
+        // The limit bounds the answer, not the work: a needle that matches
+        // nothing reads every entity.
+        self.readers.scan(move |conn| q.column(conn)).await
     }
 
     /// The entity types of these entity ids (for filtering ranked hits).

@@ -522,7 +522,10 @@ fn open_connection(
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
     let conn = Connection::open_with_flags(path, flags)?;
-    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
+    // The writer's connection, lent to reads, runs their statements as well
+    // as the writes'.
+    let statements = if read_only { 1 } else { 2 } * STATEMENT_CACHE_CAPACITY;
+    conn.set_prepared_statement_cache_capacity(statements);
     // Plans that do not depend on bound values. Without this, planning `col =
     // ?` marks the parameter as plan-relevant, and the statement cache's
     // `sqlite3_clear_bindings` then expires the statement: every cached
@@ -541,8 +544,6 @@ fn open_connection(
         conn.pragma_update(None, "synchronous", sync)?;
         // Negative: KiB rather than pages.
         conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
-        // Lent to reads, it runs their statements as well as the writes'.
-        conn.set_prepared_statement_cache_capacity(2 * STATEMENT_CACHE_CAPACITY);
     }
     Ok(conn)
 }

@@ -530,7 +530,8 @@ impl Store {
         offset: usize,
         limit: usize,
     ) -> Result<Vec<Task>, StoreError> {
-        self.read_in(namespace, move |conn, ns| {
+        // Counting the overdue tasks grows with them: a scan.
+        self.scan_in(namespace, move |conn, ns| {
             // `due`: the deadline term; `+k.due_at` keeps sqlite from taking
             // the deadline index (and sorting every overdue task) over the
             // urgency index, which is already in the order wanted.
@@ -652,7 +653,7 @@ impl Store {
             ),
             [namespace.to_string().into(), before.into()],
         );
-        let mut fired = self.read_rows(q, trigger_from_row).await?;
+        let mut fired = self.scan_rows(q, trigger_from_row).await?;
         fired.sort_by(|a, b| b.fired_at.cmp(&a.fired_at).then(a.id.cmp(&b.id)));
         fired.truncate(limit);
         Ok(fired)

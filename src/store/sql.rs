@@ -447,21 +447,31 @@ thread_local! {
     static READS_ONLY: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Marks the writer's connection, lent to a read on this thread, as one that
-/// must not write, until dropped. (sqlite's own `PRAGMA query_only` would do
-/// it, but setting it expires every prepared statement of the connection.)
-pub(super) struct ReadsOnly(());
+/// Marks this thread, while it runs a read on the writer's connection, as one
+/// on which no sqlite statement may write, until dropped. A statement counts
+/// as writing when sqlite says it is not read-only (`sqlite3_stmt_readonly`:
+/// transaction control and most pragmas pass, as on a `query_only`
+/// connection); a batch of statements is refused whole. (sqlite's own `PRAGMA
+/// query_only` would do it, but setting it expires every prepared statement
+/// of the connection.) Not `Send`: it marks the thread it was made on.
+pub(super) struct ReadsOnly {
+    /// The mark before this one, put back on drop.
+    before: bool,
+    _thread_bound: std::marker::PhantomData<*const ()>,
+}
 
 impl ReadsOnly {
     pub(super) fn new() -> Self {
-        READS_ONLY.set(true);
-        ReadsOnly(())
+        ReadsOnly {
+            before: READS_ONLY.replace(true),
+            _thread_bound: std::marker::PhantomData,
+        }
     }
 }
 
 impl Drop for ReadsOnly {
     fn drop(&mut self) {
-        READS_ONLY.set(false);
+        READS_ONLY.set(self.before);
     }
 }
 

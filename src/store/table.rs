@@ -407,6 +407,18 @@ impl Store {
             .await
     }
 
+    /// The rows `query` selects, decoded, when how many rows it reads grows
+    /// with the namespace (no limit, or a filter no index serves): a scan.
+    pub(super) async fn scan_rows<T: Send + 'static>(
+        &self,
+        query: Query,
+        decode: Decode<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.readers
+            .scan(move |conn| query.rows(conn, decode))
+            .await
+    }
+
     /// How many rows `query` selects: a count grows with the table, so it
     /// runs as a scan.
     pub(super) async fn read_count(&self, query: Query) -> Result<u64, StoreError> {
