@@ -422,10 +422,7 @@ impl Txn {
 
     /// The transaction is gone (rolled back): every write in it is told so.
     fn lost(self, why: &str) {
-        let msg = lost_message(why);
-        for complete in self.completions {
-            complete(Err(msg.clone()));
-        }
+        fail(self.completions, &lost_message(why));
     }
 
     /// Commits; the callers are answered by [`Settled::answer`].
@@ -481,12 +478,15 @@ impl Settled {
                     complete(Ok(()));
                 }
             }
-            Err(msg) => {
-                for complete in self.completions {
-                    complete(Err(msg.clone()));
-                }
-            }
+            Err(msg) => fail(self.completions, &msg),
         }
+    }
+}
+
+/// Answers each of these callers with the same failure.
+fn fail(completions: Vec<Completion>, msg: &str) {
+    for complete in completions {
+        complete(Err(msg.to_string()));
     }
 }
 
